@@ -1,0 +1,119 @@
+# sparccl: `make` builds the host library; `make test` runs every test; `make demo` the demo;
+# `make deps` installs the Debian packages; `make cuda` / `make gpucheck` the device part.
+# The Makefile says plainly what it skips when a tool is missing.
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CUDA_HOME ?= /usr/local/cuda
+MPICC    ?= $(shell command -v mpicc 2>/dev/null)
+MPIRUN   ?= mpirun --allow-run-as-root --oversubscribe
+NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls $(CUDA_HOME)/bin/nvcc 2>/dev/null)
+HAVE_NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h && echo 1)
+HAVE_CHECK := $(shell pkg-config --exists check 2>/dev/null && echo 1)
+
+CC       := $(if $(MPICC),$(MPICC),cc)
+# Bitwise reproducibility (SPEC 1): no contraction into fma, no fast-math, IEEE everywhere.
+FPFLAGS  := -ffp-contract=off -fno-fast-math -fexcess-precision=standard
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter $(FPFLAGS) \
+            -Iinclude -Isrc
+LIB_CFLAGS := -fPIC -fvisibility=hidden
+LDLIBS   := -lm -lpthread
+
+LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/compress.c \
+            src/decompress.c src/allreduce.c src/importance.c src/restart.c src/checkpoint.c \
+            src/mpi.c
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+SAN_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/san/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_COMMON := tests/common.c
+
+.PHONY: all lib test unit mpitest sanitize demo deps clean perf check-tools cuda gpucheck
+
+all: lib perf
+
+check-tools:
+	@test -n "$(MPICC)" || { echo "mpicc not found: run 'make deps' (or: apt-get install -y libopenmpi-dev openmpi-bin check pkg-config)"; exit 1; }
+
+lib: check-tools $(BUILD)/lib/libsparccl.so $(BUILD)/lib/libsparccl.a
+
+$(BUILD)/obj/%.o: src/%.c src/*.h include/*.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
+$(BUILD)/san/%.o: src/%.c src/*.h include/*.h | $(BUILD)/san
+	$(CC) $(CFLAGS) $(SANFLAGS) -c $< -o $@
+
+$(BUILD)/lib/libsparccl.so: $(LIB_OBJ) src/sparccl.map | $(BUILD)/lib
+	$(CC) -shared -Wl,--version-script=src/sparccl.map -o $@ $(LIB_OBJ) $(LDLIBS)
+$(BUILD)/lib/libsparccl.a: $(LIB_OBJ) | $(BUILD)/lib
+	rm -f $@ && ar rcs $@ $(LIB_OBJ)
+
+$(BUILD)/obj $(BUILD)/san $(BUILD)/lib $(BUILD)/bin:
+	mkdir -p $@
+
+# ---------------------------------------------------------------- tests
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+$(BUILD)/tests/suites.h: $(TEST_SRC) | $(BUILD)/bin
+	@mkdir -p $(BUILD)/tests
+	@grep -ho 'Suite\s*\*\s*make_[a-z0-9_]*_suite' $(TEST_SRC) | sed 's/.*\(make_[a-z0-9_]*_suite\)/SUITE(\1)/' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(BUILD)/bin/sparccl_tests: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common.h $(BUILD)/tests/suites.h $(BUILD)/lib/libsparccl.a
+	$(CC) $(CFLAGS) -I$(BUILD)/tests -Itests -o $@ tests/main.c $(TEST_COMMON) $(TEST_SRC) $(BUILD)/lib/libsparccl.a $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/bin/sparccl_tests_san: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common.h $(BUILD)/tests/suites.h $(SAN_OBJ)
+	$(CC) $(CFLAGS) $(SANFLAGS) -I$(BUILD)/tests -Itests -o $@ tests/main.c $(TEST_COMMON) $(TEST_SRC) $(SAN_OBJ) $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/bin/sparccl_mpi_tests: tests/mpi/mpi_tests.c $(TEST_COMMON) tests/common.h $(BUILD)/lib/libsparccl.a
+	$(CC) $(CFLAGS) -Itests -o $@ tests/mpi/mpi_tests.c $(TEST_COMMON) $(BUILD)/lib/libsparccl.a $(CHECK_LIBS) $(LDLIBS)
+
+# `make test`: installs what is missing, then the unit suites, the multi-rank suites under
+# mpirun with 1-4 ranks, and the unit suites again under ASan+UBSan.
+test: deps
+	@$(MAKE) --no-print-directory unit mpitest sanitize
+
+unit: lib $(BUILD)/bin/sparccl_tests
+	$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests
+
+mpitest: lib $(BUILD)/bin/sparccl_mpi_tests
+	@for n in 1 2 3 4; do \
+	  echo "== multi-rank suite, $$n ranks"; \
+	  $(MPIRUN) -np $$n $(BUILD)/bin/sparccl_mpi_tests || exit 1; \
+	done
+
+# Open MPI's own leaks are not ours: LeakSanitizer off, ASan and UBSan on.
+sanitize: check-tools $(BUILD)/bin/sparccl_tests_san
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests_san
+
+# ---------------------------------------------------------------- tools
+perf: lib $(BUILD)/bin/sparccl_perf
+
+$(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/baseline_select.cc $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -c tools/sparccl_perf.c -o $(BUILD)/obj/sparccl_perf.o
+	mpicxx -O2 -g -std=c++11 $(FPFLAGS) -Iinclude -Isrc -c tools/baseline_select.cc -o $(BUILD)/obj/baseline_select.o
+	mpicxx -o $@ $(BUILD)/obj/sparccl_perf.o $(BUILD)/obj/baseline_select.o $(BUILD)/lib/libsparccl.a $(LDLIBS)
+
+# ---------------------------------------------------------------- demo
+demo: deps
+	@$(MAKE) --no-print-directory perf
+	$(MPIRUN) -np 2 $(BUILD)/bin/sparccl_perf --layout ../shared/layouts/resnet18_cifar10.txt \
+	  -n 5 -w 1 --method scam-impk --method ef-topk --method scam-topk --method randk
+
+# ---------------------------------------------------------------- dependencies
+DEB_PACKAGES := libopenmpi-dev openmpi-bin check pkg-config libsubunit-dev
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing packages; run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(BUILD)

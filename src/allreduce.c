@@ -1,0 +1,167 @@
+/*
+ * sparcclAllReduce: argument checks -> layer set by key -> compress every layer into this
+ * rank's block -> one allgather -> state update and rank-ordered sum per layer -> output,
+ * stats and the restart policies (ARCHITECTURE.md).
+ */
+#include <string.h>
+#include "core.h"
+
+static int validDatatype(int t) {
+  return t == sparcclFloat32 || t == sparcclFloat16 || t == sparcclBfloat16;
+}
+
+sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const void* recv,
+                                    size_t count, int datatype, int op, void* stream,
+                                    const char* caller) {
+  SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  if (stream != NULL) {
+    WARN("%s: a host comm takes no stream (got %p); pass NULL", caller, stream);
+    return sparcclInvalidUsage;
+  }
+  if (!validDatatype(datatype)) {
+    WARN("%s: datatype %d is not float16 (6), float32 (7) or bfloat16 (9)", caller, datatype);
+    return sparcclInvalidArgument;
+  }
+  if (op != sparcclSum && op != sparcclAvg) {
+    WARN("%s: op %d is not sparcclSum (0) or sparcclAvg (4)", caller, op);
+    return sparcclInvalidArgument;
+  }
+  if (count == 0) return sparcclSuccess;
+  if (send == NULL || recv == NULL) {
+    WARN("%s: sendbuff %p or recvbuff %p is NULL", caller, send, recv);
+    return sparcclInvalidArgument;
+  }
+  if (send != recv) {
+    size_t bytes = count * sparccl_dtype_size(datatype);
+    const char* s = (const char*)send;
+    const char* r = (const char*)recv;
+    if ((s < r && s + bytes > r) || (r < s && r + bytes > s)) {
+      WARN("%s: sendbuff %p and recvbuff %p overlap without being equal", caller, send, recv);
+      return sparcclInvalidArgument;
+    }
+  }
+  return sparcclSuccess;
+}
+
+/* Output of one layer from its float32 sum (SPEC 1): s or s / n; for ef21, H <- H + s / n
+ * and H * n or H.  Converted once; the norm of the float32 output feeds the restart policy. */
+static void writeOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void* out,
+                        int dtype, int op, sparccl_blocked_sum_t* norm) {
+  const float n = (float)comm->nranks;
+  size_t i;
+  int ef21 = l->H != NULL;
+  int wantNorm = comm->config.restartRatio > 0.0;
+  for (i = 0; i < l->count; i++) {
+    float v;
+    if (ef21) {
+      l->H[i] = l->H[i] + sum[i] / n;
+      v = op == sparcclSum ? l->H[i] * n : l->H[i];
+    } else {
+      v = op == sparcclSum ? sum[i] : sum[i] / n;
+    }
+    if (wantNorm) sparccl_blocked_sum_add(norm, (double)v * (double)v);
+    sparccl_store(out, i, dtype, v);
+  }
+}
+
+static void writeNonFinite(sparcclComm_t comm, const sparcclLayer_t* l, void* out, int dtype,
+                           sparccl_blocked_sum_t* norm) {
+  size_t i;
+  float nan = sparccl_bits_float(SPARCCL_CANONICAL_NAN_BITS);
+  for (i = 0; i < l->count; i++) sparccl_store(out, i, dtype, nan);
+  if (comm->config.restartRatio > 0.0) sparccl_blocked_sum_add(norm, (double)nan);
+}
+
+static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int dtype, int op,
+                                 int tagged, uint64_t key, sparcclComm_t comm, void* stream,
+                                 const char* caller) {
+  sparcclLayerSet_t* set;
+  uint8_t* block;
+  size_t dsize = sparccl_dtype_size(dtype), i;
+  double t0, t1, t2;
+  int r, completed = 1;
+  sparccl_blocked_sum_t norm;
+  sparcclResult_t res;
+
+  SPARCCLCHECK(sparcclCheckBuffers(comm, send, recv, count, dtype, op, stream, caller));
+  if (count == 0) return sparcclSuccess;
+  if (!tagged) key = (uint64_t)(uintptr_t)send;
+  set = sparcclFindSet(comm, tagged, key, count);
+  if (set == NULL && count > UINT32_MAX) {
+    WARN("%s: %zu elements in one layer; a layer holds at most 2^32-1 (register a layout)",
+         caller, count);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, &set));
+
+  /* Compress every layer into this rank's block. */
+  t0 = sparcclSeconds();
+  block = comm->sendBlock;
+  memset(block, 0, set->blockBytes); /* padding too: the block is sent whole */
+  for (i = 0; i < set->nlayers; i++) {
+    const sparcclLayer_t* l = &set->layers[i];
+    if (l->sparse)
+      sparcclBlockFlags(set, block)[l->flagPos] =
+          (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block);
+    else
+      sparcclPackDense(set, l, send, dtype, block);
+  }
+
+  /* One allgather.  A failure leaves every state as it was (nothing is written yet). */
+  t1 = sparcclSeconds();
+  res = comm->transport->allgather(comm->transport, block, comm->recvBlocks, set->blockBytes);
+  if (res != sparcclSuccess) {
+    WARN("%s: the exchange of %zu bytes failed; state unchanged", caller, set->blockBytes);
+    return res;
+  }
+
+  /* State updates and outputs, layer by layer (in place: g is read before it is overwritten). */
+  t2 = sparcclSeconds();
+  sparccl_blocked_sum_init(&norm);
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    void* out = (uint8_t*)recv + l->offset * dsize;
+    float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
+    if (l->sparse) {
+      uint32_t skip = 0;
+      for (r = 0; r < comm->nranks; r++)
+        skip |= sparcclBlockFlags(set, comm->recvBlocks + (size_t)r * set->blockBytes)[l->flagPos];
+      if (skip) {
+        writeNonFinite(comm, l, out, dtype, &norm);
+        comm->stats.skippedSteps++;
+        completed = 0;
+        INFO("%s: layer %u (%zu elements) has a NaN or Inf on some rank; step skipped", caller,
+             l->id, l->count);
+        continue;
+      }
+      sparcclUpdateState(comm, set, l, send, dtype, block);
+    }
+    sparcclReduceLayer(comm, set, l, comm->recvBlocks, sum);
+    writeOutput(comm, l, sum, out, dtype, op, &norm);
+  }
+  if (completed) set->steps++;
+  sparcclRestartPolicyAfterCall(comm, set, sparccl_blocked_sum_result(&norm), completed);
+
+  comm->stats.calls++;
+  comm->stats.bytesSent += set->blockBytes;
+  comm->stats.bytesDense += count * dsize;
+  comm->stats.compressSeconds += t1 - t0;
+  comm->stats.exchangeSeconds += t2 - t1;
+  comm->stats.decompressSeconds += sparcclSeconds() - t2;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
+                                             sparcclDataType_t datatype, sparcclRedOp_t op,
+                                             sparcclComm_t comm, void* stream) {
+  return allReduce(sendbuff, recvbuff, count, (int)datatype, (int)op, 0, 0, comm, stream,
+                   "sparcclAllReduce");
+}
+
+SPARCCL_API sparcclResult_t sparcclAllReduceTagged(const void* sendbuff, void* recvbuff,
+                                                   size_t count, sparcclDataType_t datatype,
+                                                   sparcclRedOp_t op, unsigned long long tag,
+                                                   sparcclComm_t comm, void* stream) {
+  return allReduce(sendbuff, recvbuff, count, (int)datatype, (int)op, 1, tag, comm, stream,
+                   "sparcclAllReduceTagged");
+}

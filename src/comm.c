@@ -1,0 +1,478 @@
+/* Comms and their registry of live handles; layer sets (keys, layouts, state). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core.h"
+
+/* ------------------------------------------------------------ live-handle registry */
+/* A handle is checked against this list before it is dereferenced (SPEC 2). */
+static pthread_mutex_t registryLock = PTHREAD_MUTEX_INITIALIZER;
+static sparcclComm_t* registry = NULL;
+static size_t registryCount = 0, registryCap = 0;
+
+static int registryAdd(sparcclComm_t comm) {
+  int ok = 1;
+  pthread_mutex_lock(&registryLock);
+  if (registryCount == registryCap) {
+    size_t cap = registryCap ? 2 * registryCap : 16;
+    sparcclComm_t* grown = (sparcclComm_t*)realloc(registry, cap * sizeof(*grown));
+    if (grown == NULL) ok = 0;
+    else { registry = grown; registryCap = cap; }
+  }
+  if (ok) registry[registryCount++] = comm;
+  pthread_mutex_unlock(&registryLock);
+  return ok;
+}
+
+static void registryRemove(sparcclComm_t comm) {
+  size_t i;
+  pthread_mutex_lock(&registryLock);
+  for (i = 0; i < registryCount; i++)
+    if (registry[i] == comm) { registry[i] = registry[--registryCount]; break; }
+  pthread_mutex_unlock(&registryLock);
+}
+
+int sparcclCommIsLive(sparcclComm_t comm) {
+  size_t i;
+  int live = 0;
+  if (comm == NULL) return 0;
+  pthread_mutex_lock(&registryLock);
+  for (i = 0; i < registryCount && !live; i++) live = registry[i] == comm;
+  pthread_mutex_unlock(&registryLock);
+  return live;
+}
+
+sparcclResult_t sparcclCheckComm(sparcclComm_t comm, const char* caller) {
+  if (!sparcclCommIsLive(comm)) {
+    WARN("%s: comm %p is not a live sparccl comm (destroyed, or never created)", caller,
+         (void*)comm);
+    return sparcclInvalidUsage;
+  }
+  return sparcclSuccess;
+}
+
+/* ------------------------------------------------------------ creation, destruction */
+sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transport,
+                                  const sparcclConfig_t* config) {
+  sparcclComm_t comm = (sparcclComm_t)calloc(1, sizeof(*comm));
+  if (comm == NULL) {
+    WARN("sparcclCommCreate: out of memory");
+    return sparcclSystemError;
+  }
+  comm->config = *config;
+  comm->transport = transport;
+  comm->rank = transport->rank;
+  comm->nranks = transport->nranks;
+  comm->lossHistory = (double*)calloc((size_t)config->restartLag + 1, sizeof(double));
+  if (comm->lossHistory == NULL || !registryAdd(comm)) {
+    free(comm->lossHistory);
+    free(comm);
+    WARN("sparcclCommCreate: out of memory");
+    return sparcclSystemError;
+  }
+  INFO("comm %p rank %d nranks %d transport %s: %s + %s, density %g, wire %d, min sparse %zu",
+       (void*)comm, comm->rank, comm->nranks, transport->name,
+       sparcclCompressorName(config->compressor), sparcclFeedbackName(config->feedback),
+       config->density, config->wireType, config->minSparseCount);
+  *out = comm;
+  return sparcclSuccess;
+}
+
+static void freeSet(sparcclLayerSet_t* set) {
+  if (set == NULL) return;
+  free(set->layers);
+  free(set->stateMemory);
+  free(set->normHistory);
+  free(set);
+}
+
+SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
+  size_t i;
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommDestroy"));
+  registryRemove(comm);
+  for (i = 0; i < comm->nsets; i++) freeSet(comm->sets[i]);
+  free(comm->sets);
+  free(comm->sendBlock);
+  free(comm->recvBlocks);
+  free(comm->keys);
+  free(comm->candidates);
+  free(comm->accumulator);
+  free(comm->sharedIndices);
+  free(comm->lossHistory);
+  if (comm->transport != NULL && comm->transport->destroy != NULL)
+    comm->transport->destroy(comm->transport);
+  INFO("comm %p destroyed", (void*)comm);
+  free(comm);
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclCommGetConfig(sparcclComm_t comm, sparcclConfig_t* config) {
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommGetConfig"));
+  if (config == NULL) {
+    WARN("sparcclCommGetConfig: config is NULL");
+    return sparcclInvalidArgument;
+  }
+  *config = comm->config;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclCommCount(sparcclComm_t comm, int* count) {
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommCount"));
+  if (count == NULL) {
+    WARN("sparcclCommCount: count is NULL");
+    return sparcclInvalidArgument;
+  }
+  *count = comm->nranks;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclCommUserRank(sparcclComm_t comm, int* rank) {
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommUserRank"));
+  if (rank == NULL) {
+    WARN("sparcclCommUserRank: rank is NULL");
+    return sparcclInvalidArgument;
+  }
+  *rank = comm->rank;
+  return sparcclSuccess;
+}
+
+/* ------------------------------------------------------------ layer sets */
+sparcclLayerSet_t* sparcclFindSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count) {
+  size_t i;
+  for (i = 0; i < comm->nsets; i++) {
+    sparcclLayerSet_t* s = comm->sets[i];
+    if (s->tagged == tagged && s->key == key && (tagged || s->count == count)) return s;
+  }
+  return NULL;
+}
+
+static int sameLayout(const sparcclLayerSet_t* set, size_t count, size_t nlayers,
+                      const size_t* counts) {
+  size_t i;
+  if (set->count != count) return 0;
+  if (counts == NULL) return set->nlayers == 1;
+  if (set->nlayers != nlayers) return 0;
+  for (i = 0; i < nlayers; i++)
+    if (set->layers[i].count != counts[i]) return 0;
+  return 1;
+}
+
+static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
+
+static int isImportanceCompressor(int c) {
+  return c == sparcclImpK || c == sparcclImpKSelect || c == sparcclImpKRandom;
+}
+
+/* Grow the comm's scratch to fit a set; nothing is freed if an allocation fails. */
+static sparcclResult_t growScratch(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
+  size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
+  size_t block = set->blockBytes > comm->blockCap ? set->blockBytes : comm->blockCap;
+  if (elements > comm->scratchCap) {
+    void* keys = malloc(elements * keyBytes);
+    uint32_t* candidates = (uint32_t*)malloc(elements * sizeof(uint32_t));
+    float* accumulator = (float*)malloc(elements * sizeof(float));
+    if (keys == NULL || candidates == NULL || accumulator == NULL) {
+      free(keys); free(candidates); free(accumulator);
+      return sparcclSystemError;
+    }
+    free(comm->keys); free(comm->candidates); free(comm->accumulator);
+    comm->keys = keys; comm->candidates = candidates; comm->accumulator = accumulator;
+    comm->scratchCap = elements;
+  }
+  if (set->valueCount > comm->sharedCap) {
+    uint32_t* shared = (uint32_t*)malloc(set->valueCount * sizeof(uint32_t));
+    if (shared == NULL) return sparcclSystemError;
+    free(comm->sharedIndices);
+    comm->sharedIndices = shared;
+    comm->sharedCap = set->valueCount;
+  }
+  if (block > comm->blockCap) {
+    uint8_t* send = (uint8_t*)malloc(block);
+    uint8_t* recv = (uint8_t*)malloc(block * (size_t)comm->nranks);
+    if (send == NULL || recv == NULL) { free(send); free(recv); return sparcclSystemError; }
+    free(comm->sendBlock); free(comm->recvBlocks);
+    comm->sendBlock = send; comm->recvBlocks = recv;
+    comm->blockCap = block;
+  }
+  return sparcclSuccess;
+}
+
+static void computeStats(sparcclComm_t comm) {
+  size_t i, j;
+  unsigned long long sparse = 0, dense = 0, bytes = 0;
+  size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
+  for (i = 0; i < comm->nsets; i++) {
+    const sparcclLayerSet_t* s = comm->sets[i];
+    for (j = 0; j < s->nlayers; j++) s->layers[j].sparse ? sparse++ : dense++;
+    bytes += s->stateFloats * sizeof(float) + (size_t)(comm->config.restartLag + 1) * sizeof(double);
+  }
+  bytes += comm->scratchCap * (keyBytes + 8) + comm->blockCap * (size_t)(comm->nranks + 1) +
+           comm->sharedCap * sizeof(uint32_t);
+  comm->stats.layerSets = comm->nsets;
+  comm->stats.layersSparse = sparse;
+  comm->stats.layersDense = dense;
+  comm->stats.stateBytes = bytes;
+}
+
+void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  size_t i, j;
+  (void)comm;
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    if (l->error) memset(l->error, 0, l->count * sizeof(float));
+    if (l->h) memset(l->h, 0, l->count * sizeof(float));
+    if (l->H) memset(l->H, 0, l->count * sizeof(float));
+    if (l->importance)
+      for (j = 0; j < l->count; j++) l->importance[j] = 1.0f;
+  }
+}
+
+/* Build a set's layers, wire layout and state; no collective, no id yet. */
+static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                                size_t nlayers, const size_t* counts, sparcclLayerSet_t** out) {
+  const sparcclConfig_t* c = &comm->config;
+  size_t wireSize = sparccl_dtype_size(c->wireType);
+  size_t i, offset = 0, floatsPerElement = 0, cursor = 0;
+  sparcclLayerSet_t* set = (sparcclLayerSet_t*)calloc(1, sizeof(*set));
+  if (set == NULL) return sparcclSystemError;
+  set->tagged = tagged;
+  set->key = key;
+  set->count = count;
+  set->nlayers = counts ? nlayers : 1;
+  set->layers = (sparcclLayer_t*)calloc(set->nlayers, sizeof(sparcclLayer_t));
+  set->normHistory = (double*)calloc((size_t)c->restartLag + 1, sizeof(double));
+  if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
+
+  if (c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM) floatsPerElement += 1;
+  if (c->feedback == sparcclFeedbackEF21) floatsPerElement += 2;
+  if (isImportanceCompressor(c->compressor)) floatsPerElement += 1;
+  if (isImportanceCompressor(c->compressor) && c->importance == sparcclImportanceOnline)
+    floatsPerElement += 1;
+
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    l->offset = offset;
+    l->count = counts ? counts[i] : count;
+    offset += l->count;
+    l->sparse = l->count >= c->minSparseCount;
+    if (l->sparse) {
+      l->k = sparccl_layer_k(l->count, c->density);
+      l->sharedSet = c->compressor == sparcclRandK && c->sharedRandomness;
+      if (!l->sharedSet) { l->indexPos = set->indexCount; set->indexCount += l->k; }
+      l->valuePos = set->valueCount;
+      set->valueCount += l->k;
+      l->flagPos = set->nsparse++;
+      set->stateFloats += floatsPerElement * l->count;
+      if (l->count > set->maxSparseLayer) set->maxSparseLayer = l->count;
+    } else {
+      l->k = l->count;
+      l->densePos = set->denseCount;
+      set->denseCount += l->count;
+    }
+    if (l->count > set->maxLayer) set->maxLayer = l->count;
+  }
+  set->indexBytes = align16(set->indexCount * sizeof(uint32_t));
+  set->valueBytes = align16(set->valueCount * wireSize);
+  set->denseBytes = align16(set->denseCount * sizeof(float));
+  set->flagBytes = align16(set->nsparse * sizeof(uint32_t));
+  set->blockBytes = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
+
+  if (set->stateFloats) {
+    set->stateMemory = (float*)calloc(set->stateFloats, sizeof(float));
+    if (set->stateMemory == NULL) { freeSet(set); return sparcclSystemError; }
+  }
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    if (!l->sparse) continue;
+#define TAKE(field) (l->field = set->stateMemory + cursor, cursor += l->count)
+    if (c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM) TAKE(error);
+    if (c->feedback == sparcclFeedbackEF21) { TAKE(h); TAKE(H); }
+    if (isImportanceCompressor(c->compressor)) TAKE(importance);
+    if (isImportanceCompressor(c->compressor) && c->importance == sparcclImportanceOnline)
+      TAKE(prevGrad);
+#undef TAKE
+  }
+  sparcclSetResetState(comm, set);
+  *out = set;
+  return sparcclSuccess;
+}
+
+sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                              size_t nlayers, const size_t* counts, const char* caller,
+                              sparcclLayerSet_t** out) {
+  sparcclLayerSet_t* set = sparcclFindSet(comm, tagged, key, count);
+  sparcclResult_t res;
+  uint64_t fingerprint, *all = NULL;
+  size_t i;
+  if (set != NULL) {
+    /* A call without a layout uses whatever the key was registered with. */
+    if ((counts != NULL || set->count != count) && !sameLayout(set, count, nlayers, counts)) {
+      WARN("%s: key %s0x%llx is live with another layout (%zu layers, %zu elements); release it first",
+           caller, tagged ? "tag " : "buffer ", (unsigned long long)key, set->nlayers, set->count);
+      return sparcclInvalidUsage;
+    }
+    *out = set;
+    return sparcclSuccess;
+  }
+  if (comm->nsets == comm->setsCap) {
+    size_t cap = comm->setsCap ? 2 * comm->setsCap : 8;
+    sparcclLayerSet_t** grown = (sparcclLayerSet_t**)realloc(comm->sets, cap * sizeof(*grown));
+    if (grown == NULL) { WARN("%s: out of memory", caller); return sparcclSystemError; }
+    comm->sets = grown;
+    comm->setsCap = cap;
+  }
+  res = buildSet(comm, tagged, key, count, nlayers, counts, &set);
+  if (res != sparcclSuccess) { WARN("%s: out of memory creating the state of %zu elements", caller, count); return res; }
+
+  /* Every rank must have declared the same layout under the same config (SPEC 2). */
+  fingerprint = sparcclConfigFingerprint(&comm->config);
+  fingerprint = sparcclHash64(fingerprint, &count, sizeof(count));
+  fingerprint = sparcclHash64(fingerprint, &set->nlayers, sizeof(set->nlayers));
+  for (i = 0; i < set->nlayers; i++)
+    fingerprint = sparcclHash64(fingerprint, &set->layers[i].count, sizeof(size_t));
+  set->fingerprint = fingerprint;
+  if (tagged) fingerprint = sparcclHash64(fingerprint, &key, sizeof(key));
+  all = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)comm->nranks);
+  if (all == NULL) { freeSet(set); return sparcclSystemError; }
+  res = comm->transport->allgather(comm->transport, &fingerprint, all, sizeof(uint64_t));
+  if (res != sparcclSuccess) {
+    WARN("%s: the layout fingerprint exchange failed", caller);
+    free(all); freeSet(set);
+    return res;
+  }
+  for (i = 0; i < (size_t)comm->nranks; i++) {
+    if (all[i] != fingerprint) {
+      WARN("%s: rank %zu declared another layout or config than rank %d for a %zu-element "
+           "buffer of %zu layers (fingerprints %016llx vs %016llx); refused on every rank",
+           caller, i, comm->rank, count, set->nlayers, (unsigned long long)all[i],
+           (unsigned long long)fingerprint);
+      free(all); freeSet(set);
+      return sparcclInvalidUsage;
+    }
+  }
+  free(all);
+  res = growScratch(comm, set);
+  if (res != sparcclSuccess) {
+    WARN("%s: out of memory for the scratch of a %zu-element layer", caller, set->maxLayer);
+    freeSet(set);
+    return res; /* every rank ran out or none: a remote failure shows at the next call */
+  }
+  for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId++;
+  comm->sets[comm->nsets++] = set;
+  computeStats(comm);
+  INFO("new layer set: %s 0x%llx, %zu elements in %zu layers (%zu sparse), block %zu bytes "
+       "(dense %zu), state %zu bytes",
+       tagged ? "tag" : "buffer", (unsigned long long)key, count, set->nlayers, set->nsparse,
+       set->blockBytes, count * 4, set->stateFloats * sizeof(float));
+  *out = set;
+  return sparcclSuccess;
+}
+
+static sparcclResult_t checkLayout(size_t nlayers, const size_t* counts, size_t* total,
+                                   const char* caller) {
+  size_t i;
+  *total = 0;
+  if (nlayers == 0 || counts == NULL) {
+    WARN("%s: a layout needs at least one layer (nlayers %zu, counts %p)", caller, nlayers,
+         (const void*)counts);
+    return sparcclInvalidArgument;
+  }
+  for (i = 0; i < nlayers; i++) {
+    if (counts[i] == 0 || counts[i] > UINT32_MAX) {
+      WARN("%s: layer %zu has %zu elements; a layer holds 1 to 2^32-1", caller, i, counts[i]);
+      return sparcclInvalidArgument;
+    }
+    if (*total + counts[i] < *total) {
+      WARN("%s: layer counts overflow", caller);
+      return sparcclInvalidArgument;
+    }
+    *total += counts[i];
+  }
+  return sparcclSuccess;
+}
+
+static sparcclResult_t registerLayout(sparcclComm_t comm, int tagged, uint64_t key,
+                                      size_t nlayers, const size_t* counts, const char* caller) {
+  size_t total;
+  sparcclLayerSet_t* set;
+  SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  if (!tagged && key == 0) {
+    WARN("%s: buff is NULL", caller);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(checkLayout(nlayers, counts, &total, caller));
+  return sparcclGetSet(comm, tagged, key, total, nlayers, counts, caller, &set);
+}
+
+SPARCCL_API sparcclResult_t sparcclRegisterLayout(sparcclComm_t comm, const void* buff,
+                                                  size_t nlayers, const size_t* counts) {
+  return registerLayout(comm, 0, (uint64_t)(uintptr_t)buff, nlayers, counts,
+                        "sparcclRegisterLayout");
+}
+
+SPARCCL_API sparcclResult_t sparcclRegisterLayoutTagged(sparcclComm_t comm, unsigned long long tag,
+                                                        size_t nlayers, const size_t* counts) {
+  return registerLayout(comm, 1, tag, nlayers, counts, "sparcclRegisterLayoutTagged");
+}
+
+static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                               const char* caller) {
+  size_t i;
+  sparcclLayerSet_t* set;
+  SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  set = sparcclFindSet(comm, tagged, key, count);
+  if (set == NULL) {
+    WARN("%s: no state for %s 0x%llx (%zu elements)", caller, tagged ? "tag" : "buffer",
+         (unsigned long long)key, count);
+    return sparcclInvalidUsage;
+  }
+  for (i = 0; i < comm->nsets; i++)
+    if (comm->sets[i] == set) {
+      memmove(&comm->sets[i], &comm->sets[i + 1], (comm->nsets - i - 1) * sizeof(*comm->sets));
+      comm->nsets--;
+      break;
+    }
+  INFO("%s: released %s 0x%llx (%zu elements)", caller, tagged ? "tag" : "buffer",
+       (unsigned long long)key, set->count);
+  freeSet(set);
+  computeStats(comm);
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclRelease(sparcclComm_t comm, const void* buff, size_t count) {
+  return release(comm, 0, (uint64_t)(uintptr_t)buff, count, "sparcclRelease");
+}
+
+SPARCCL_API sparcclResult_t sparcclReleaseTagged(sparcclComm_t comm, unsigned long long tag) {
+  return release(comm, 1, tag, 0, "sparcclReleaseTagged");
+}
+
+SPARCCL_API sparcclResult_t sparcclCommGetStats(sparcclComm_t comm, sparcclStats_t* stats) {
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommGetStats"));
+  if (stats == NULL) {
+    WARN("sparcclCommGetStats: stats is NULL");
+    return sparcclInvalidArgument;
+  }
+  *stats = comm->stats;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) {
+  size_t i, j, n;
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclScaleState"));
+  if (!sparccl_is_finite(factor)) {
+    WARN("sparcclScaleState: factor %g is not finite", (double)factor);
+    return sparcclInvalidArgument;
+  }
+  for (i = 0; i < comm->nsets; i++) {
+    sparcclLayerSet_t* s = comm->sets[i];
+    for (j = 0; j < s->nlayers; j++) {
+      sparcclLayer_t* l = &s->layers[j];
+      for (n = 0; l->error && n < l->count; n++) l->error[n] *= factor;
+      for (n = 0; l->h && n < l->count; n++) l->h[n] *= factor;
+      for (n = 0; l->H && n < l->count; n++) l->H[n] *= factor;
+    }
+  }
+  return sparcclSuccess;
+}

@@ -1,0 +1,211 @@
+/*
+ * Compression of one layer on the host: keys -> exact top-k -> pack (index, value).
+ * Nothing here writes state: the state update waits for the exchange (SPEC 2), so that a
+ * non-finite layer on any rank can leave every rank's state as it was.
+ *
+ * The loops are written once, generic in (compressor, feedback), and instantiated for
+ * each pair by the dispatch below, so each instance compiles to a tight loop.
+ */
+#include <string.h>
+#include "core.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* What a layer's loops read besides the gradient. */
+typedef struct {
+  const float* error;
+  const float* h;
+  const float* importance;
+  const float* prevGrad; /* non-NULL: online importance with a previous gradient */
+  float rate, low, high; /* online cube step */
+  uint64_t seed;
+  uint32_t layerId, step, rank;
+  float randkScale;
+} LayerInputs;
+
+static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l) {
+  const sparcclConfig_t* c = &comm->config;
+  LayerInputs in;
+  in.error = l->error;
+  in.h = l->h;
+  in.importance = l->importance;
+  in.prevGrad = (l->prevGrad && l->havePrevGrad) ? l->prevGrad : NULL;
+  in.rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
+  in.low = (float)c->importanceLow;
+  in.high = (float)c->importanceHigh;
+  in.seed = c->seed;
+  in.layerId = l->id;
+  in.step = (uint32_t)l->step;
+  in.rank = c->sharedRandomness ? 0u : (uint32_t)comm->rank;
+  in.randkScale = sparccl_randk_scale(l->count, l->k);
+  return in;
+}
+
+/* The importance of element i as this call sees it: online mode steps it first (SPEC 7). */
+ALWAYS_INLINE float weightAt(const LayerInputs* in, size_t i, float g) {
+  if (in->importance == NULL) return 1.0f;
+  if (in->prevGrad != NULL)
+    return sparccl_cube_step(in->importance[i], g, in->prevGrad[i], in->rate, in->low, in->high);
+  return in->importance[i];
+}
+
+float sparcclOnlineWeight(const sparcclConfig_t* c, const sparcclLayer_t* l, size_t i, float g) {
+  return sparccl_cube_step(l->importance[i], g, l->prevGrad[i],
+                           sparccl_importance_rate(c->importanceEta, c->importanceGamma),
+                           (float)c->importanceLow, (float)c->importanceHigh);
+}
+
+ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const int feedback) {
+  float e = (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM) ? in->error[i] : 0.0f;
+  float h = feedback == SPARCCL_FB_EF21 ? in->h[i] : 0.0f;
+  return sparccl_key_input(feedback, g, e, h);
+}
+
+/* Pass 1: keys and the first digit's histogram.  Returns 1 on a NaN/Inf key input. */
+ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, size_t d,
+                          const int compressor, const int feedback, void* keys, uint32_t* hist) {
+  sparccl_philox_block_t random = {{0, 0, 0, 0}};
+  uint32_t finite = 1;
+  size_t i;
+  for (i = 0; i < d; i++) {
+    float g = sparccl_load(grad, i, dtype);
+    float x = keyInputAt(in, i, g, feedback);
+    uint32_t word = 0;
+    finite &= (uint32_t)sparccl_is_finite(x);
+    if (compressor == SPARCCL_RANDK || compressor == SPARCCL_IMPK_RANDOM) {
+      if ((i & 3u) == 0)
+        random = sparccl_random_block(in->seed, i >> 2, in->layerId, in->step, in->rank);
+      word = random.v[i & 3u];
+    }
+    if (compressor == SPARCCL_IMPK_RANDOM) {
+      uint64_t key = sparccl_key_impk_random(word, weightAt(in, i, g));
+      ((uint64_t*)keys)[i] = key;
+      hist[key >> (64 - SPARCCL_RADIX_BITS)]++;
+    } else {
+      float w = (compressor == SPARCCL_IMPK || compressor == SPARCCL_IMPK_SELECT)
+                    ? weightAt(in, i, g) : 1.0f;
+      uint32_t key = sparccl_key32(compressor, x, w, word);
+      ((uint32_t*)keys)[i] = key;
+      hist[key >> (32 - SPARCCL_RADIX_BITS)]++;
+    }
+  }
+  return !finite;
+}
+
+/* Only the finiteness check (k == d needs no keys). */
+ALWAYS_INLINE int finitePass(const LayerInputs* in, const void* grad, int dtype, size_t d,
+                             const int feedback) {
+  uint32_t finite = 1;
+  size_t i;
+  for (i = 0; i < d; i++)
+    finite &= (uint32_t)sparccl_is_finite(keyInputAt(in, i, sparccl_load(grad, i, dtype), feedback));
+  return !finite;
+}
+
+ALWAYS_INLINE void emitOne(const LayerInputs* in, const void* grad, int dtype, size_t i,
+                           size_t n, const int compressor, const int feedback, int wireType,
+                           uint32_t* indices, void* values) {
+  float g = sparccl_load(grad, i, dtype);
+  float x = keyInputAt(in, i, g, feedback);
+  float v = sparccl_value_input(feedback, g, x);
+  float w = compressor == SPARCCL_IMPK ? weightAt(in, i, g) : 1.0f;
+  indices[n] = (uint32_t)i;
+  sparccl_wire_store(values, n, wireType, sparccl_value(compressor, v, w, in->randkScale));
+}
+
+/* Final pass: the selected set in ascending index order, with its values. */
+ALWAYS_INLINE void emitPass(const LayerInputs* in, const void* grad, int dtype, size_t d,
+                            size_t k, const int compressor, const int feedback, int wireType,
+                            const void* keys, sparcclSelection_t sel, uint32_t* indices,
+                            void* values) {
+  size_t i, n = 0, ties = sel.ties;
+  if (k == d) {
+    for (i = 0; i < d; i++) emitOne(in, grad, dtype, i, i, compressor, feedback, wireType, indices, values);
+    return;
+  }
+  if (compressor == SPARCCL_IMPK_RANDOM) {
+    const uint64_t* key = (const uint64_t*)keys;
+    for (i = 0; n < k; i++) {
+      if (key[i] > sel.threshold || (key[i] == sel.threshold && ties > 0 && ties--))
+        emitOne(in, grad, dtype, i, n++, compressor, feedback, wireType, indices, values);
+    }
+  } else {
+    const uint32_t* key = (const uint32_t*)keys;
+    const uint32_t threshold = (uint32_t)sel.threshold;
+    for (i = 0; n < k; i++) {
+      if (key[i] > threshold || (key[i] == threshold && ties > 0 && ties--))
+        emitOne(in, grad, dtype, i, n++, compressor, feedback, wireType, indices, values);
+    }
+  }
+}
+
+ALWAYS_INLINE int compressGeneric(const LayerInputs* in, const void* grad, int dtype, size_t d,
+                                  size_t k, const int compressor, const int feedback,
+                                  int wireType, void* keys, uint32_t* candidates,
+                                  uint32_t* indices, void* values) {
+  uint32_t hist[SPARCCL_RADIX_BINS];
+  sparcclSelection_t sel = {0, 0};
+  if (k == d) {
+    if (finitePass(in, grad, dtype, d, feedback)) return 1;
+  } else {
+    memset(hist, 0, sizeof(hist));
+    if (keyPass(in, grad, dtype, d, compressor, feedback, keys, hist)) return 1;
+    sel = compressor == SPARCCL_IMPK_RANDOM
+              ? sparcclSelect64((const uint64_t*)keys, d, k, hist, candidates)
+              : sparcclSelect32((const uint32_t*)keys, d, k, hist, candidates);
+  }
+  emitPass(in, grad, dtype, d, k, compressor, feedback, wireType, keys, sel, indices, values);
+  return 0;
+}
+
+#define CASE(C, F)                                                                         \
+  case (C) * 4 + (F):                                                                      \
+    return compressGeneric(in, grad, dtype, d, k, C, F, wireType, keys, candidates, indices, \
+                           values);
+
+static int compressDispatch(const LayerInputs* in, const void* grad, int dtype, size_t d,
+                            size_t k, int compressor, int feedback, int wireType, void* keys,
+                            uint32_t* candidates, uint32_t* indices, void* values) {
+  switch (compressor * 4 + feedback) {
+#define FEEDBACKS(C) CASE(C, 0) CASE(C, 1) CASE(C, 2) CASE(C, 3)
+    FEEDBACKS(SPARCCL_TOPK)
+    FEEDBACKS(SPARCCL_RANDK)
+    FEEDBACKS(SPARCCL_IMPK)
+    FEEDBACKS(SPARCCL_IMPK_SELECT)
+    FEEDBACKS(SPARCCL_IMPK_RANDOM)
+#undef FEEDBACKS
+  }
+  return 1; /* unreachable: the config was validated */
+}
+#undef CASE
+
+int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                         const sparcclLayer_t* layer, const void* send, int dtype,
+                         uint8_t* block) {
+  const sparcclConfig_t* c = &comm->config;
+  LayerInputs in = layerInputs(comm, layer);
+  const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
+  uint32_t* indices = sparcclLayerIndices(comm, set, layer, block);
+  void* values = (uint8_t*)sparcclBlockValues(set, block) +
+                 layer->valuePos * sparccl_dtype_size(c->wireType);
+  int nonfinite = compressDispatch(&in, grad, dtype, layer->count, layer->k, c->compressor,
+                                   c->feedback, c->wireType, comm->keys, comm->candidates,
+                                   indices, values);
+  if (nonfinite) {
+    /* The layer is skipped on every rank; send a well-formed, empty-valued set. */
+    size_t i;
+    for (i = 0; i < layer->k; i++) indices[i] = (uint32_t)i;
+    memset(values, 0, layer->k * sparccl_dtype_size(c->wireType));
+  }
+  return nonfinite;
+}
+
+void sparcclPackDense(const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+                      const void* send, int dtype, uint8_t* block) {
+  float* out = sparcclBlockDense(set, block) + layer->densePos;
+  const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
+  size_t i;
+  if (dtype == SPARCCL_DT_FLOAT32) memcpy(out, grad, layer->count * sizeof(float));
+  else
+    for (i = 0; i < layer->count; i++) out[i] = sparccl_load(grad, i, dtype);
+}

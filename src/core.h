@@ -1,0 +1,193 @@
+/* sparccl internals shared by the host library's files (ARCHITECTURE.md). */
+#ifndef SPARCCL_CORE_H_
+#define SPARCCL_CORE_H_
+
+#include <stdint.h>
+#include <stddef.h>
+#include "sparccl.h"
+#include "sparccl_math.h"
+
+#define SPARCCL_API __attribute__((visibility("default")))
+
+/* ------------------------------------------------------------ logging (debug.c) */
+typedef enum { SPARCCL_LOG_NONE = 0, SPARCCL_LOG_WARN = 1, SPARCCL_LOG_INFO = 2,
+               SPARCCL_LOG_TRACE = 3 } sparcclLogLevel_t;
+void sparcclLog(sparcclLogLevel_t level, const char* func, int line, const char* fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int sparcclLogEnabled(sparcclLogLevel_t level);
+#define WARN(...) sparcclLog(SPARCCL_LOG_WARN, __func__, __LINE__, __VA_ARGS__)
+#define INFO(...) sparcclLog(SPARCCL_LOG_INFO, __func__, __LINE__, __VA_ARGS__)
+#define TRACE(...) sparcclLog(SPARCCL_LOG_TRACE, __func__, __LINE__, __VA_ARGS__)
+
+/* Checked calls with linear cleanup, as NCCL's checks.h. */
+#define SPARCCLCHECK(call)                           \
+  do {                                               \
+    sparcclResult_t res_ = (call);                   \
+    if (res_ != sparcclSuccess) return res_;         \
+  } while (0)
+#define SPARCCLCHECKGOTO(call, res, label)           \
+  do {                                               \
+    (res) = (call);                                  \
+    if ((res) != sparcclSuccess) goto label;         \
+  } while (0)
+
+/* ------------------------------------------------------------ config (config.c) */
+/* Fill the unset fields of *out from SPARCCL_* and defaults; validate. */
+sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* out);
+uint64_t sparcclConfigFingerprint(const sparcclConfig_t* config);
+const char* sparcclCompressorName(int compressor);
+const char* sparcclFeedbackName(int feedback);
+
+/* ------------------------------------------------------------ transport */
+/* Compression does not know the transport; the transport knows nothing but bytes. */
+typedef struct sparcclTransport {
+  int rank, nranks;
+  const char* name;
+  /* Every rank contributes bytes; recv holds nranks blocks in rank order. */
+  sparcclResult_t (*allgather)(struct sparcclTransport* self, const void* send, void* recv,
+                               size_t bytes);
+  void (*destroy)(struct sparcclTransport* self);
+  void* impl;
+} sparcclTransport_t;
+
+/* ------------------------------------------------------------ state */
+typedef struct {
+  size_t offset;    /* first element in the key's buffer */
+  size_t count;     /* d */
+  size_t k;         /* elements sent; d for dense layers */
+  uint32_t id;      /* the comm-wide layer id of SPEC 3 */
+  int sparse;       /* 0: d < minSparseCount, sent dense with no state */
+  int sharedSet;    /* randk with shared randomness: no indices on the wire */
+  uint64_t step;    /* completed (non-skipped) steps */
+  int havePrevGrad; /* online importance: prevGrad holds the last call's g */
+  float* error;     /* e (ef, scam) */
+  float* h;         /* ef21: this rank's h */
+  float* H;         /* ef21: the replica of mean h */
+  float* importance;/* w (impk family) */
+  float* prevGrad;  /* online importance */
+  /* Where this layer's data sit in a rank's wire block (in elements of their section). */
+  size_t indexPos, valuePos, densePos, flagPos;
+} sparcclLayer_t;
+
+typedef struct {
+  int tagged;              /* key is a tag, not a pointer */
+  uint64_t key;            /* the pointer value or the tag */
+  size_t count;            /* elements of the buffer */
+  size_t nlayers;
+  sparcclLayer_t* layers;
+  uint64_t fingerprint;    /* of the config and the layer counts */
+  uint64_t steps;          /* calls whose every sparse layer completed */
+  float* stateMemory;      /* one allocation for every layer's arrays */
+  size_t stateFloats;
+  double* normHistory;     /* ring of restartLag + 1 output norms */
+  uint64_t normCount;
+  /* Wire layout of one rank's block (SPEC 4). */
+  size_t indexCount, valueCount, denseCount, nsparse;
+  size_t indexBytes, valueBytes, denseBytes, flagBytes, blockBytes;
+  size_t maxLayer, maxSparseLayer;
+} sparcclLayerSet_t;
+
+#define SPARCCL_COMM_MAGIC 0x5350434fu
+
+struct sparcclComm {
+  sparcclConfig_t config;
+  sparcclTransport_t* transport;
+  int rank, nranks;
+  sparcclLayerSet_t** sets; /* creation order */
+  size_t nsets, setsCap;
+  uint32_t nextLayerId;
+  /* Scratch, grown only when a layer set is created. */
+  uint8_t* sendBlock;
+  uint8_t* recvBlocks;
+  size_t blockCap;
+  void* keys;               /* uint32 or uint64 keys of the largest sparse layer */
+  uint32_t* candidates;
+  float* accumulator;       /* float32 sums of the largest layer */
+  size_t scratchCap;
+  uint32_t* sharedIndices;  /* the selected sets that travel without indices (SPEC 3) */
+  size_t sharedCap;
+  /* Restart-on-loss history (ring of restartLag + 1 averaged losses). */
+  double* lossHistory;
+  uint64_t lossCount;
+  sparcclStats_t stats;
+};
+
+/* comm.c */
+sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transport,
+                                  const sparcclConfig_t* config);
+int sparcclCommIsLive(sparcclComm_t comm);
+sparcclResult_t sparcclCheckComm(sparcclComm_t comm, const char* caller);
+/* Find the layer set of a key; NULL if none. */
+sparcclLayerSet_t* sparcclFindSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count);
+/* Find or create (collectively: the layout fingerprint is exchanged).  counts may be NULL
+ * (one layer of count elements). */
+sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                              size_t nlayers, const size_t* counts, const char* caller,
+                              sparcclLayerSet_t** out);
+void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
+uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes);
+#define SPARCCL_HASH_SEED 0xcbf29ce484222325ull
+
+/* allreduce.c: the argument checks shared by the buffer-taking calls. */
+sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const void* recv,
+                                    size_t count, int datatype, int op, void* stream,
+                                    const char* caller);
+
+/* select.c: the exact top-k of SPEC 1.  Returns the threshold key and how many of the
+ * elements equal to it (the lowest indices first) are taken: element i is selected iff
+ * key_i > threshold, or key_i == threshold and it is among the first `ties` such. */
+typedef struct { uint64_t threshold; size_t ties; } sparcclSelection_t;
+sparcclSelection_t sparcclSelect32(const uint32_t* keys, size_t d, size_t k,
+                                   const uint32_t* firstHistogram, uint32_t* candidates);
+sparcclSelection_t sparcclSelect64(const uint64_t* keys, size_t d, size_t k,
+                                   const uint32_t* firstHistogram, uint32_t* candidates);
+#define SPARCCL_RADIX_BITS 11
+#define SPARCCL_RADIX_BINS (1u << SPARCCL_RADIX_BITS)
+
+/* compress.c: keys, selection and packing of one sparse layer into the wire block;
+ * returns 1 if the layer's key/value input holds a NaN or Inf on this rank. */
+int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                         const sparcclLayer_t* layer, const void* send, int dtype,
+                         uint8_t* block);
+void sparcclPackDense(const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+                      const void* send, int dtype, uint8_t* block);
+
+/* decompress.c: after the exchange. */
+void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* layer,
+                        const void* send, int dtype, const uint8_t* block);
+void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                        const sparcclLayer_t* layer, const uint8_t* blocks, float* sum);
+
+/* importance.c */
+float sparcclOnlineWeight(const sparcclConfig_t* config, const sparcclLayer_t* layer, size_t i,
+                          float g);
+
+/* restart.c */
+void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set);
+void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set, double norm,
+                                   int completed);
+
+/* timing */
+double sparcclSeconds(void);
+
+/* Wire block accessors. */
+static inline uint32_t* sparcclBlockIndices(const sparcclLayerSet_t* s, uint8_t* b) {
+  return (uint32_t*)b;
+}
+static inline void* sparcclBlockValues(const sparcclLayerSet_t* s, uint8_t* b) {
+  return b + s->indexBytes;
+}
+static inline float* sparcclBlockDense(const sparcclLayerSet_t* s, uint8_t* b) {
+  return (float*)(b + s->indexBytes + s->valueBytes);
+}
+static inline uint32_t* sparcclBlockFlags(const sparcclLayerSet_t* s, uint8_t* b) {
+  return (uint32_t*)(b + s->indexBytes + s->valueBytes + s->denseBytes);
+}
+
+/* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
+static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,
+                                            const sparcclLayer_t* l, uint8_t* block) {
+  return l->sharedSet ? comm->sharedIndices + l->valuePos : sparcclBlockIndices(s, block) + l->indexPos;
+}
+
+#endif /* SPARCCL_CORE_H_ */

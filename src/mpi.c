@@ -1,0 +1,104 @@
+/* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call. */
+#include <limits.h>
+#include <stdlib.h>
+#include <mpi.h>
+#include "core.h"
+#include "sparccl_mpi.h"
+
+typedef struct {
+  MPI_Comm comm; /* a duplicate: sparccl's traffic never mixes with the caller's */
+} MpiTransport;
+
+static sparcclResult_t mpiError(int rc, const char* what) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  WARN("%s failed: %s", what, text);
+  return sparcclRemoteError;
+}
+
+static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, void* recv,
+                                    size_t bytes) {
+  MpiTransport* t = (MpiTransport*)self->impl;
+  int rc;
+  if (bytes <= (size_t)INT_MAX) {
+    rc = MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, t->comm);
+  } else {
+    /* Blocks are multiples of 16 bytes (SPEC 4); count them in 16-byte units. */
+    MPI_Datatype unit;
+    if (bytes % 16 != 0 || bytes / 16 > (size_t)INT_MAX) {
+      WARN("MPI_Allgather: a block of %zu bytes is too large", bytes);
+      return sparcclInvalidArgument;
+    }
+    MPI_Type_contiguous(16, MPI_BYTE, &unit);
+    MPI_Type_commit(&unit);
+    rc = MPI_Allgather(send, (int)(bytes / 16), unit, recv, (int)(bytes / 16), unit, t->comm);
+    MPI_Type_free(&unit);
+  }
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Allgather");
+}
+
+static void mpiDestroy(sparcclTransport_t* self) {
+  MpiTransport* t = (MpiTransport*)self->impl;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Comm_free(&t->comm);
+  free(t);
+  free(self);
+}
+
+SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpiComm,
+                                               const sparcclConfig_t* config) {
+  sparcclConfig_t resolved;
+  sparcclTransport_t* transport;
+  MpiTransport* t;
+  int initialized = 0, rc, ok, local, failed = 0;
+  MPI_Comm dup;
+  sparcclResult_t res;
+  if (comm == NULL) {
+    WARN("sparcclCommInitMpi: comm is NULL");
+    return sparcclInvalidArgument;
+  }
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    WARN("sparcclCommInitMpi: MPI is not initialised (call MPI_Init first)");
+    return sparcclInvalidUsage;
+  }
+  if (mpiComm == MPI_COMM_NULL) {
+    WARN("sparcclCommInitMpi: mpiComm is MPI_COMM_NULL");
+    return sparcclInvalidArgument;
+  }
+  transport = (sparcclTransport_t*)calloc(1, sizeof(*transport));
+  t = (MpiTransport*)calloc(1, sizeof(*t));
+  ok = transport != NULL && t != NULL;
+  /* Collective from here on: every rank learns whether every rank could go on, so a bad
+   * config or allocation on one rank is an error on all, never a hang. */
+  rc = MPI_Comm_dup(mpiComm, &dup);
+  if (rc != MPI_SUCCESS) {
+    free(transport); free(t);
+    return mpiError(rc, "MPI_Comm_dup");
+  }
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  res = sparcclConfigResolve(config, &resolved);
+  local = (res != sparcclSuccess || !ok) ? 1 : 0;
+  rc = MPI_Allreduce(&local, &failed, 1, MPI_INT, MPI_MAX, dup);
+  if (rc != MPI_SUCCESS || failed) {
+    MPI_Comm_free(&dup);
+    free(transport); free(t);
+    if (rc != MPI_SUCCESS) return mpiError(rc, "MPI_Allreduce");
+    if (res != sparcclSuccess) return res;
+    if (!ok) return sparcclSystemError;
+    WARN("sparcclCommInitMpi: another rank refused its configuration");
+    return sparcclInvalidUsage;
+  }
+  t->comm = dup;
+  MPI_Comm_rank(t->comm, &transport->rank);
+  MPI_Comm_size(t->comm, &transport->nranks);
+  transport->name = "mpi";
+  transport->allgather = mpiAllgather;
+  transport->destroy = mpiDestroy;
+  transport->impl = t;
+  res = sparcclCommCreate(comm, transport, &resolved);
+  if (res != sparcclSuccess) mpiDestroy(transport);
+  return res;
+}

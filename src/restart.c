@@ -1,0 +1,78 @@
+/* Restarts (SPEC 7; the restart slides' criteria (4), (5), (6)). */
+#include <math.h>
+#include <stdlib.h>
+#include "core.h"
+
+void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  sparcclSetResetState(comm, set);
+  comm->stats.restarts++;
+}
+
+SPARCCL_API sparcclResult_t sparcclRestart(sparcclComm_t comm) {
+  size_t i;
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclRestart"));
+  for (i = 0; i < comm->nsets; i++) sparcclRestartSet(comm, comm->sets[i]);
+  INFO("sparcclRestart: %zu layer sets reset", comm->nsets);
+  return sparcclSuccess;
+}
+
+/* Push v into a ring of lag + 1 values; returns the value lag pushes ago, or NaN. */
+static double pushHistory(double* ring, uint64_t* count, int lag, double v) {
+  uint64_t t = (*count)++;
+  ring[t % (uint64_t)(lag + 1)] = v;
+  return t >= (uint64_t)lag ? ring[(t - (uint64_t)lag) % (uint64_t)(lag + 1)] : NAN;
+}
+
+/* After every call on a set; normSquared is the blocked sum of the output's squares. */
+void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                   double normSquared, int completed) {
+  const sparcclConfig_t* c = &comm->config;
+  int restart = 0;
+  if (!completed) return; /* skipped steps do not count */
+  if (c->restartEvery > 0 && set->steps % (uint64_t)c->restartEvery == 0) {
+    restart = 1;
+    INFO("restart policy: key 0x%llx reached step %llu (every %lld)",
+         (unsigned long long)set->key, (unsigned long long)set->steps, c->restartEvery);
+  }
+  if (c->restartRatio > 0.0) {
+    double norm = sqrt(normSquared);
+    double before = pushHistory(set->normHistory, &set->normCount, c->restartLag, norm);
+    if (before > 0.0 && norm / before > c->restartRatio) {
+      restart = 1;
+      INFO("restart policy: key 0x%llx output norm %g / %g > %g", (unsigned long long)set->key,
+           norm, before, c->restartRatio);
+    }
+  }
+  if (restart) sparcclRestartSet(comm, set);
+}
+
+SPARCCL_API sparcclResult_t sparcclReportLoss(sparcclComm_t comm, double loss) {
+  double* all;
+  double mean = 0.0, before;
+  int r, finite = 1;
+  sparcclResult_t res;
+  SPARCCLCHECK(sparcclCheckComm(comm, "sparcclReportLoss"));
+  if (!comm->config.restartOnLoss) return sparcclSuccess; /* the same on every rank */
+  all = (double*)malloc(sizeof(double) * (size_t)comm->nranks);
+  if (all == NULL) return sparcclSystemError;
+  /* Every rank takes part even with a non-finite loss, so no rank is left waiting. */
+  res = comm->transport->allgather(comm->transport, &loss, all, sizeof(double));
+  if (res != sparcclSuccess) { free(all); return res; }
+  for (r = 0; r < comm->nranks; r++) {
+    finite &= isfinite(all[r]) != 0;
+    mean += all[r];
+  }
+  free(all);
+  if (!finite) {
+    WARN("sparcclReportLoss: a rank reported a non-finite loss; not recorded");
+    return sparcclSuccess;
+  }
+  mean /= (double)comm->nranks;
+  before = pushHistory(comm->lossHistory, &comm->lossCount, comm->config.restartLag, mean);
+  if (mean > before) {
+    size_t i;
+    INFO("restart policy: mean loss %g rose from %g; %zu layer sets reset", mean, before, comm->nsets);
+    for (i = 0; i < comm->nsets; i++) sparcclRestartSet(comm, comm->sets[i]);
+  }
+  return sparcclSuccess;
+}
