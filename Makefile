@@ -24,9 +24,12 @@ LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/co
             src/decompress.c src/allreduce.c src/importance.c src/restart.c src/checkpoint.c \
             src/mpi.c
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-SAN_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/san/%.o)
+# In the host-only library, src/no_device.c answers the device-comm calls (sparcclNotSupported);
+# the CUDA library (mk/cuda.mk) has the real ones instead.
+HOST_OBJ := $(BUILD)/obj/no_device.o
+SAN_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/san/%.o) $(BUILD)/san/no_device.o
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
-TEST_COMMON := tests/common.c
+TEST_COMMON := tests/common.c tests/reference.c
 
 .PHONY: all lib test unit mpitest sanitize demo deps clean perf check-tools cuda gpucheck
 
@@ -42,10 +45,10 @@ $(BUILD)/obj/%.o: src/%.c src/*.h include/*.h | $(BUILD)/obj
 $(BUILD)/san/%.o: src/%.c src/*.h include/*.h | $(BUILD)/san
 	$(CC) $(CFLAGS) $(SANFLAGS) -c $< -o $@
 
-$(BUILD)/lib/libsparccl.so: $(LIB_OBJ) src/sparccl.map | $(BUILD)/lib
-	$(CC) -shared -Wl,--version-script=src/sparccl.map -o $@ $(LIB_OBJ) $(LDLIBS)
-$(BUILD)/lib/libsparccl.a: $(LIB_OBJ) | $(BUILD)/lib
-	rm -f $@ && ar rcs $@ $(LIB_OBJ)
+$(BUILD)/lib/libsparccl.so: $(LIB_OBJ) $(HOST_OBJ) src/sparccl.map | $(BUILD)/lib
+	$(CC) -shared -Wl,--version-script=src/sparccl.map -o $@ $(LIB_OBJ) $(HOST_OBJ) $(LDLIBS)
+$(BUILD)/lib/libsparccl.a: $(LIB_OBJ) $(HOST_OBJ) | $(BUILD)/lib
+	rm -f $@ && ar rcs $@ $(LIB_OBJ) $(HOST_OBJ)
 
 $(BUILD)/obj $(BUILD)/san $(BUILD)/lib $(BUILD)/bin:
 	mkdir -p $@
@@ -71,7 +74,7 @@ $(BUILD)/bin/sparccl_mpi_tests: tests/mpi/mpi_tests.c $(TEST_COMMON) tests/commo
 # `make test`: installs what is missing, then the unit suites, the multi-rank suites under
 # mpirun with 1-4 ranks, and the unit suites again under ASan+UBSan.
 test: deps
-	@$(MAKE) --no-print-directory unit mpitest sanitize
+	@$(MAKE) --no-print-directory unit mpitest sanitize $(EXTRA_TESTS)
 
 unit: lib $(BUILD)/bin/sparccl_tests
 	$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests
@@ -90,16 +93,17 @@ sanitize: check-tools $(BUILD)/bin/sparccl_tests_san
 # ---------------------------------------------------------------- tools
 perf: lib $(BUILD)/bin/sparccl_perf
 
-$(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/baseline_select.cc $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -c tools/sparccl_perf.c -o $(BUILD)/obj/sparccl_perf.o
-	mpicxx -O2 -g -std=c++11 $(FPFLAGS) -Iinclude -Isrc -c tools/baseline_select.cc -o $(BUILD)/obj/baseline_select.o
+# The perf tool and the plain baseline it times sparccl against (docs/PERFORMANCE.md).
+$(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/baseline_select.cc tools/baseline_select.h \
+                           $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -Itools -c tools/sparccl_perf.c -o $(BUILD)/obj/sparccl_perf.o
+	mpicxx -O2 -g -std=c++11 -Wall -Wextra -ffp-contract=off -fno-fast-math -Iinclude -Isrc -Itools -c tools/baseline_select.cc -o $(BUILD)/obj/baseline_select.o
 	mpicxx -o $@ $(BUILD)/obj/sparccl_perf.o $(BUILD)/obj/baseline_select.o $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 # ---------------------------------------------------------------- demo
 demo: deps
-	@$(MAKE) --no-print-directory perf
-	$(MPIRUN) -np 2 $(BUILD)/bin/sparccl_perf --layout ../shared/layouts/resnet18_cifar10.txt \
-	  -n 5 -w 1 --method scam-impk --method ef-topk --method scam-topk --method randk
+	@$(MAKE) --no-print-directory fmnist
+	OPENBLAS_NUM_THREADS=1 MPIRUN="$(MPIRUN)" BUILD=$(BUILD) examples/fashion_mnist/compare.sh --short
 
 # ---------------------------------------------------------------- dependencies
 DEB_PACKAGES := libopenmpi-dev openmpi-bin check pkg-config libsubunit-dev
@@ -117,3 +121,7 @@ deps:
 
 clean:
 	rm -rf $(BUILD)
+
+# Each further part (examples, preload libraries, CUDA) brings its own rules in mk/*.mk and
+# may add to DEB_PACKAGES, EXTRA_TESTS and all.
+include $(sort $(wildcard mk/*.mk))

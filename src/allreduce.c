@@ -5,6 +5,7 @@
  */
 #include <string.h>
 #include "core.h"
+#include "device.h"
 
 static int validDatatype(int t) {
   return t == sparcclFloat32 || t == sparcclFloat16 || t == sparcclBfloat16;
@@ -14,7 +15,7 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
                                     size_t count, int datatype, int op, void* stream,
                                     const char* caller) {
   SPARCCLCHECK(sparcclCheckComm(comm, caller));
-  if (stream != NULL) {
+  if (comm->device == NULL && stream != NULL) {
     WARN("%s: a host comm takes no stream (got %p); pass NULL", caller, stream);
     return sparcclInvalidUsage;
   }
@@ -40,6 +41,7 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
       return sparcclInvalidArgument;
     }
   }
+  if (comm->device != NULL) return comm->device->checkPointers(send, recv, caller);
   return sparcclSuccess;
 }
 
@@ -92,7 +94,16 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
          caller, count);
     return sparcclInvalidArgument;
   }
+  if (set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkCapture(stream, caller));
   SPARCCLCHECK(sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, &set));
+  if (comm->device != NULL) {
+    /* Device comms: everything (restart policies included) is enqueued on the stream. */
+    SPARCCLCHECK(comm->device->allReduce(comm, set, send, recv, dtype, op, stream));
+    comm->stats.calls++;
+    comm->stats.bytesSent += set->blockBytes;
+    comm->stats.bytesDense += count * dsize;
+    return sparcclSuccess;
+  }
 
   /* Compress every layer into this rank's block. */
   t0 = sparcclSeconds();

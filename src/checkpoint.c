@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "device.h"
 
 #define FILE_MAGIC "SPARCCL"
 #define FILE_FORMAT 1u
@@ -65,6 +66,8 @@ SPARCCL_API sparcclResult_t sparcclSaveState(sparcclComm_t comm, const char* pat
     WARN("sparcclSaveState: path is NULL or too long");
     return sparcclInvalidArgument;
   }
+  for (i = 0; comm->device && i < comm->nsets; i++)
+    SPARCCLCHECK(comm->device->pullState(comm, comm->sets[i]));
   memset(&fh, 0, sizeof(fh));
   memcpy(fh.magic, FILE_MAGIC, sizeof(FILE_MAGIC));
   fh.format = FILE_FORMAT;
@@ -274,7 +277,10 @@ SPARCCL_API sparcclResult_t sparcclLoadState(sparcclComm_t comm, const char* pat
   }
   free(all);
   if (own == sparcclSuccess) {
+    size_t i;
     apply(comm, data);
+    for (i = 0; comm->device && i < comm->nsets; i++)
+      if (comm->device->pushState(comm, comm->sets[i]) != sparcclSuccess) own = sparcclUnhandledCudaError;
     INFO("sparcclLoadState: %zu layer sets from %s", comm->nsets, path);
   }
   free(data);

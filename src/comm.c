@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "device.h"
 
 /* ------------------------------------------------------------ live-handle registry */
 /* A handle is checked against this list before it is dereferenced (SPEC 2). */
@@ -90,7 +91,11 @@ SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommDestroy"));
   registryRemove(comm);
-  for (i = 0; i < comm->nsets; i++) freeSet(comm->sets[i]);
+  for (i = 0; i < comm->nsets; i++) {
+    if (comm->device) comm->device->freeSet(comm, comm->sets[i]);
+    freeSet(comm->sets[i]);
+  }
+  if (comm->device) comm->device->destroy(comm);
   free(comm->sets);
   free(comm->sendBlock);
   free(comm->recvBlocks);
@@ -306,7 +311,14 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
   uint64_t fingerprint, *all = NULL;
   size_t i;
   if (set != NULL) {
-    /* A call without a layout uses whatever the key was registered with. */
+    /* A call without a layout uses whatever the key was registered with; a count that is
+     * not the sum of the key's layout is a bad argument (SPEC 2), not a new layout. */
+    if (counts == NULL && set->count != count) {
+      WARN("%s: count %zu is not the sum of the layout of %s0x%llx (%zu elements in %zu layers)",
+           caller, count, tagged ? "tag " : "buffer ", (unsigned long long)key, set->count,
+           set->nlayers);
+      return sparcclInvalidArgument;
+    }
     if ((counts != NULL || set->count != count) && !sameLayout(set, count, nlayers, counts)) {
       WARN("%s: key %s0x%llx is live with another layout (%zu layers, %zu elements); release it first",
            caller, tagged ? "tag " : "buffer ", (unsigned long long)key, set->nlayers, set->count);
@@ -352,7 +364,8 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
     }
   }
   free(all);
-  res = growScratch(comm, set);
+  /* Device comms keep their scratch on the device, per set. */
+  res = comm->device ? comm->device->createSet(comm, set) : growScratch(comm, set);
   if (res != sparcclSuccess) {
     WARN("%s: out of memory for the scratch of a %zu-element layer", caller, set->maxLayer);
     freeSet(set);
@@ -435,6 +448,7 @@ static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, siz
     }
   INFO("%s: released %s 0x%llx (%zu elements)", caller, tagged ? "tag" : "buffer",
        (unsigned long long)key, set->count);
+  if (comm->device) comm->device->freeSet(comm, set);
   freeSet(set);
   computeStats(comm);
   return sparcclSuccess;
@@ -455,6 +469,7 @@ SPARCCL_API sparcclResult_t sparcclCommGetStats(sparcclComm_t comm, sparcclStats
     return sparcclInvalidArgument;
   }
   *stats = comm->stats;
+  if (comm->device) return comm->device->stats(comm, stats);
   return sparcclSuccess;
 }
 
@@ -467,6 +482,10 @@ SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) 
   }
   for (i = 0; i < comm->nsets; i++) {
     sparcclLayerSet_t* s = comm->sets[i];
+    if (comm->device) {
+      SPARCCLCHECK(comm->device->scale(comm, s, factor));
+      continue;
+    }
     for (j = 0; j < s->nlayers; j++) {
       sparcclLayer_t* l = &s->layers[j];
       for (n = 0; l->error && n < l->count; n++) l->error[n] *= factor;

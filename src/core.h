@@ -85,12 +85,16 @@ typedef struct {
   size_t indexCount, valueCount, denseCount, nsparse;
   size_t indexBytes, valueBytes, denseBytes, flagBytes, blockBytes;
   size_t maxLayer, maxSparseLayer;
+  void* device;            /* device comms: the set's device state (cuda/) */
 } sparcclLayerSet_t;
 
 #define SPARCCL_COMM_MAGIC 0x5350434fu
 
+struct sparcclDeviceOps;
+
 struct sparcclComm {
   sparcclConfig_t config;
+  const struct sparcclDeviceOps* device; /* NULL: a host comm */
   sparcclTransport_t* transport;
   int rank, nranks;
   sparcclLayerSet_t** sets; /* creation order */

@@ -1,6 +1,7 @@
 /* Importance weights (SPEC 7; thesis eqs. (11)-(13)): probe, solver step, reset. */
 #include <string.h>
 #include "core.h"
+#include "device.h"
 
 static int hasImportance(const sparcclComm_t comm) {
   int c = comm->config.compressor;
@@ -37,6 +38,10 @@ static sparcclResult_t probe(const void* params, const void* grad, void* out, si
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(importanceSet(comm, grad, count, datatype, stream, tagged, tag, caller, &set));
+  if (comm->device) {
+    SPARCCLCHECK(comm->device->checkPointers(params, out, caller));
+    return comm->device->probe(comm, set, params, grad, out, datatype, stream);
+  }
   dsize = sparccl_dtype_size(datatype);
   gamma = (float)comm->config.importanceGamma;
   for (i = 0; i < set->nlayers; i++) {
@@ -129,6 +134,10 @@ static sparcclResult_t update(const void* q, const void* g, size_t count, int da
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(importanceSet(comm, g, count, datatype, stream, tagged, tag, caller, &set));
+  if (comm->device) {
+    SPARCCLCHECK(comm->device->checkPointers(q, NULL, caller));
+    return comm->device->update(comm, set, q, g, datatype, stream);
+  }
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     if (l->importance != NULL && !updateLayer(&comm->config, l, q, g, datatype))
@@ -163,6 +172,7 @@ static sparcclResult_t reset(sparcclComm_t comm, int tagged, uint64_t key, size_
     WARN("%s: no state for %s 0x%llx", caller, tagged ? "tag" : "buffer", (unsigned long long)key);
     return sparcclInvalidUsage;
   }
+  if (comm->device) return comm->device->resetImportance(comm, set);
   for (i = 0; i < set->nlayers; i++)
     for (j = 0; set->layers[i].importance && j < set->layers[i].count; j++)
       set->layers[i].importance[j] = 1.0f;

@@ -2,8 +2,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include "core.h"
+#include "device.h"
 
 void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  if (comm->device) { /* ordered after the set's enqueued work; counted on the device */
+    if (comm->device->restartSet(comm, set) != sparcclSuccess)
+      WARN("restart of key 0x%llx could not be enqueued", (unsigned long long)set->key);
+    return;
+  }
   sparcclSetResetState(comm, set);
   comm->stats.restarts++;
 }

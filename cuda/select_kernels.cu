@@ -1,0 +1,314 @@
+/*
+ * Compression on the device, every layer of a call in a fixed number of launches:
+ *   keys + first-digit histograms (+ dense packing, + non-finite flags)
+ *   -> per digit: boundary bin per layer, then the next digit's histogram of the survivors
+ *   -> per chunk: counts above the threshold and equal to it
+ *   -> per layer: scans of those counts (ties to the lowest indices, SPEC 1)
+ *   -> per chunk: ordered compaction into the wire block, ascending indices, no atomics.
+ * The arithmetic is sparccl_math.h's, the same functions the CPU reference calls.
+ */
+#include "device_set.cuh"
+
+template <typename Key> struct KeyBits;
+template <> struct KeyBits<uint32_t> { static const int bits = 32; };
+template <> struct KeyBits<uint64_t> { static const int bits = 64; };
+
+/* Digit p of a key of `bits` bits: 11-bit digits from the top, the last one narrower. */
+__host__ __device__ inline int digitShift(int bits, int pass) {
+  int remaining = bits;
+  for (int p = 0; p <= pass; p++) {
+    int width = remaining < SPARCCL_RADIX_BITS ? remaining : SPARCCL_RADIX_BITS;
+    remaining -= width;
+  }
+  return remaining;
+}
+__host__ __device__ inline int digitWidth(int bits, int pass) {
+  int before = pass == 0 ? bits : digitShift(bits, pass - 1);
+  return before - digitShift(bits, pass);
+}
+__host__ __device__ inline int digitPasses(int bits) { return (bits + SPARCCL_RADIX_BITS - 1) / SPARCCL_RADIX_BITS; }
+
+template <int F>
+__device__ __forceinline__ float keyInputAt(const KernelArgs& a, size_t at, float g) {
+  float e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? a.error[at] : 0.0f;
+  float h = F == SPARCCL_FB_EF21 ? a.h[at] : 0.0f;
+  return sparccl_key_input(F, g, e, h);
+}
+
+template <int C>
+__device__ __forceinline__ float weightAt(const KernelArgs& a, const DeviceLayer& L, size_t at,
+                                          float g, int havePrev) {
+  if (C != SPARCCL_IMPK && C != SPARCCL_IMPK_SELECT && C != SPARCCL_IMPK_RANDOM) return 1.0f;
+  if (a.online && havePrev)
+    return sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
+  return a.importance[at];
+}
+
+__device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
+  return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
+}
+
+/* Pass 1: keys and the first digit's histogram per layer; dense layers packed. */
+template <int C, int F, typename Key>
+__global__ void keyKernel(KernelArgs a, const void* send) {
+  __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
+  __shared__ int bad;
+  const DeviceChunk ch = a.chunks[blockIdx.x];
+  const DeviceLayer L = a.layers[ch.layer];
+  const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
+  if (!L.sparse) {
+    float* dense = (float*)(a.sendBlock + a.indexBytes + a.valueBytes) + L.densePos;
+    for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x)
+      dense[i] = sparccl_load(send, L.offset + i, a.dtype);
+    return;
+  }
+  for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  const uint32_t step = (uint32_t)a.layerSteps[ch.layer];
+  const int havePrev = a.havePrevGrad[ch.layer];
+  const uint32_t rank = a.rank;
+  int finite = 1;
+  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+    size_t at = L.offset + i;
+    float g = sparccl_load(send, at, a.dtype);
+    float x = keyInputAt<F>(a, at, g);
+    finite &= sparccl_is_finite(x);
+    if (L.all) continue;
+    uint32_t word = 0;
+    if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
+      word = sparccl_random_block(a.seed, i >> 2, L.id, step, rank).v[i & 3u];
+    Key key;
+    if (C == SPARCCL_IMPK_RANDOM)
+      key = (Key)sparccl_key_impk_random(word, weightAt<C>(a, L, at, g, havePrev));
+    else
+      key = (Key)sparccl_key32(C, x, weightAt<C>(a, L, at, g, havePrev), word);
+    ((Key*)a.keys)[at] = key;
+    atomicAdd(&hist[(uint32_t)(key >> shift)], 1u);
+  }
+  if (!finite) bad = 1; /* benign race: every writer writes 1 */
+  __syncthreads();
+  if (!L.all)
+    for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
+      if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
+  if (threadIdx.x == 0 && bad) atomicOr(&blockFlags(a, a.sendBlock)[L.flagPos], 1u);
+}
+
+/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1). */
+template <typename Key>
+__global__ void findKernel(KernelArgs a, int pass) {
+  __shared__ uint32_t totals[SPARCCL_THREADS];
+  const uint32_t layer = blockIdx.x;
+  const DeviceLayer L = a.layers[layer];
+  const int bits = KeyBits<Key>::bits;
+  const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
+  const uint32_t bins = 1u << width, perThread = bins / SPARCCL_THREADS;
+  uint32_t* hist = a.hist + (size_t)layer * SPARCCL_RADIX_BINS;
+  DeviceSelect* S = &a.select[layer];
+  if (!L.sparse) return;
+  if (pass == 0 && threadIdx.x == 0) {
+    S->prefix = 0;
+    S->need = L.k;
+    S->done = L.all;
+    S->threshold = 0;
+    S->ties = 0;
+  }
+  __syncthreads();
+  if (!S->done) {
+    uint32_t sum = 0;
+    for (uint32_t b = threadIdx.x * perThread; b < (threadIdx.x + 1) * perThread; b++) sum += hist[b];
+    totals[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint64_t above = 0, need = S->need;
+      int t = SPARCCL_THREADS - 1;
+      while (t > 0 && above + totals[t] < need) above += totals[t--];
+      uint32_t bin = (uint32_t)(t + 1) * perThread - 1;
+      while (bin > (uint32_t)t * perThread && above + hist[bin] < need) above += hist[bin--];
+      need -= above;
+      S->prefix = (S->prefix << width) | bin;
+      S->need = need;
+      if (shift == 0) {
+        S->threshold = S->prefix;
+        S->ties = need;
+        S->done = 1;
+      } else if (need == hist[bin]) {
+        S->threshold = (S->prefix << shift) - 1u;
+        S->ties = 0;
+        S->done = 1;
+      }
+    }
+  }
+  __syncthreads();
+  for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
+}
+
+/* The histogram of digit `pass` over the keys that share the layer's prefix so far. */
+template <typename Key>
+__global__ void digitKernel(KernelArgs a, int pass) {
+  __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
+  const DeviceChunk ch = a.chunks[blockIdx.x];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse || a.select[ch.layer].done) return;
+  const int bits = KeyBits<Key>::bits;
+  const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
+  const Key prefix = (Key)a.select[ch.layer].prefix;
+  const uint32_t mask = (1u << width) - 1u;
+  for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
+  __syncthreads();
+  const Key* keys = (const Key*)a.keys + L.offset;
+  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+    Key key = keys[i];
+    if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
+  }
+  __syncthreads();
+  for (int b = threadIdx.x; b < (int)(1u << width); b += blockDim.x)
+    if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
+}
+
+template <typename Key>
+__device__ __forceinline__ void classify(const KernelArgs& a, const DeviceLayer& L,
+                                         const DeviceSelect& S, uint32_t i, int* greater,
+                                         int* equal) {
+  if (L.all) { *greater = 1; *equal = 0; return; }
+  Key key = ((const Key*)a.keys)[L.offset + i];
+  *greater = key > (Key)S.threshold;
+  *equal = key == (Key)S.threshold && S.ties > 0;
+}
+
+/* Per chunk: how many keys are above the threshold, and how many equal it. */
+template <typename Key>
+__global__ void countKernel(KernelArgs a) {
+  const DeviceChunk ch = a.chunks[blockIdx.x];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse) return;
+  const DeviceSelect S = a.select[ch.layer];
+  uint32_t greater = 0, equal = 0, total;
+  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+    int gt, eq;
+    classify<Key>(a, L, S, i, &gt, &eq);
+    greater += gt;
+    equal += eq;
+  }
+  blockExclusiveScan<uint32_t>(greater, &total);
+  if (threadIdx.x == 0) a.chunkGreater[blockIdx.x] = total;
+  blockExclusiveScan<uint32_t>(equal, &total);
+  if (threadIdx.x == 0) a.chunkEqual[blockIdx.x] = total;
+}
+
+/* Per layer: ties taken before each chunk, and each chunk's first output position. */
+__global__ void scanKernel(KernelArgs a) {
+  const DeviceLayer L = a.layers[blockIdx.x];
+  if (!L.sparse) return;
+  const uint64_t ties = a.select[blockIdx.x].ties;
+  const uint32_t per = (L.nchunks + SPARCCL_THREADS - 1) / SPARCCL_THREADS;
+  const uint64_t first = L.chunkBegin + (uint64_t)threadIdx.x * per;
+  uint64_t end = first + per, total;
+  if (end > L.chunkBegin + L.nchunks) end = L.chunkBegin + L.nchunks;
+  uint64_t equal = 0;
+  for (uint64_t c = first; c < end; c++) equal += a.chunkEqual[c];
+  uint64_t equalBefore = blockExclusiveScan<uint64_t>(equal, &total);
+  uint64_t selected = 0;
+  for (uint64_t c = first; c < end; c++) {
+    uint64_t take = ties > equalBefore ? ties - equalBefore : 0;
+    if (take > a.chunkEqual[c]) take = a.chunkEqual[c];
+    a.chunkTiesBefore[c] = equalBefore;
+    equalBefore += a.chunkEqual[c];
+    selected += a.chunkGreater[c] + take;
+  }
+  uint64_t position = blockExclusiveScan<uint64_t>(selected, &total);
+  for (uint64_t c = first; c < end; c++) {
+    uint64_t before = a.chunkTiesBefore[c];
+    uint64_t take = ties > before ? ties - before : 0;
+    if (take > a.chunkEqual[c]) take = a.chunkEqual[c];
+    a.chunkOffset[c] = position;
+    position += a.chunkGreater[c] + take;
+  }
+}
+
+/* Per chunk: the selected elements in ascending index order, with their values. */
+template <int C, int F, typename Key>
+__global__ void emitKernel(KernelArgs a, const void* send) {
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse) return;
+  const size_t wireSize = sparccl_dtype_size(a.wireType);
+  uint32_t* indices = L.sharedSet ? a.sharedIndices + L.valuePos
+                                  : (uint32_t*)a.sendBlock + L.indexPos;
+  void* values = a.sendBlock + a.indexBytes + L.valuePos * wireSize;
+  if (blockFlags(a, a.sendBlock)[L.flagPos]) {
+    /* non-finite on this rank: a well-formed empty-valued set, as the CPU path */
+    for (uint32_t p = ch.begin + threadIdx.x; p < ch.end && p < L.k; p += blockDim.x) {
+      indices[p] = p;
+      sparccl_wire_store(values, p, a.wireType, 0.0f);
+    }
+    return;
+  }
+  const DeviceSelect S = a.select[ch.layer];
+  const uint32_t first = ch.begin + threadIdx.x * SPARCCL_PER_THREAD;
+  uint32_t last = first + SPARCCL_PER_THREAD;
+  if (last > ch.end) last = ch.end;
+  uint32_t equal = 0, total;
+  for (uint32_t i = first; i < last; i++) {
+    int gt, eq;
+    classify<Key>(a, L, S, i, &gt, &eq);
+    equal += eq;
+  }
+  uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
+  uint32_t mine = 0;
+  uint32_t selectedMask = 0;
+  for (uint32_t i = first; i < last; i++) {
+    int gt, eq;
+    classify<Key>(a, L, S, i, &gt, &eq);
+    int take = gt || (eq && tieRank++ < S.ties);
+    selectedMask |= (uint32_t)take << (i - first);
+    mine += take;
+  }
+  uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
+  const int havePrev = a.havePrevGrad[ch.layer];
+  const float scale = sparccl_randk_scale(L.count, L.k);
+  for (uint32_t i = first; i < last; i++) {
+    if (!((selectedMask >> (i - first)) & 1u)) continue;
+    size_t at = L.offset + i;
+    float g = sparccl_load(send, at, a.dtype);
+    float x = keyInputAt<F>(a, at, g);
+    float v = sparccl_value_input(F, g, x);
+    float w = C == SPARCCL_IMPK ? weightAt<C>(a, L, at, g, havePrev) : 1.0f;
+    indices[position] = i;
+    sparccl_wire_store(values, position, a.wireType, sparccl_value(C, v, w, scale));
+    position++;
+  }
+}
+
+template <int C, int F, typename Key>
+static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                            cudaStream_t stream) {
+  const int passes = digitPasses(KeyBits<Key>::bits);
+  keyKernel<C, F, Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, send);
+  for (int p = 0; p < passes; p++) {
+    if (p > 0) digitKernel<Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, p);
+    findKernel<Key><<<ds->nlayers, SPARCCL_THREADS, 0, stream>>>(a, p);
+  }
+  countKernel<Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a);
+  scanKernel<<<ds->nlayers, SPARCCL_THREADS, 0, stream>>>(a);
+  emitKernel<C, F, Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, send);
+  return cudaGetLastError();
+}
+
+#define CASE(C, F, K) case (C) * 4 + (F): return compress<C, F, K>(a, ds, send, stream);
+#define FEEDBACKS(C, K) CASE(C, 0, K) CASE(C, 1, K) CASE(C, 2, K) CASE(C, 3, K)
+
+cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                  cudaStream_t stream) {
+  SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.sendBlock, 0, a.blockBytes, stream));
+  SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.hist, 0, (size_t)ds->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream));
+  switch (a.compressor * 4 + a.feedback) {
+    FEEDBACKS(SPARCCL_TOPK, uint32_t)
+    FEEDBACKS(SPARCCL_RANDK, uint32_t)
+    FEEDBACKS(SPARCCL_IMPK, uint32_t)
+    FEEDBACKS(SPARCCL_IMPK_SELECT, uint32_t)
+    FEEDBACKS(SPARCCL_IMPK_RANDOM, uint64_t)
+  }
+  return cudaErrorInvalidValue;
+}

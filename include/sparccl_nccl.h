@@ -1,0 +1,34 @@
+/* sparccl on device buffers, exchanging over NCCL (SPEC.md section 8). */
+#ifndef SPARCCL_NCCL_H_
+#define SPARCCL_NCCL_H_
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include "sparccl.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A device comm on a communicator the caller owns (destroying the sparccl comm leaves it
+ * alive).  Collective over nccl's ranks.  Buffers of every call live in GPU memory of the
+ * current device; work is enqueued on the caller's stream. */
+sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
+                                    const sparcclConfig_t* config);
+
+/* A device comm that owns its NCCL communicator; id from sparcclGetUniqueId on one rank,
+ * broadcast by the caller (e.g. over MPI or torch.distributed). */
+sparcclResult_t sparcclGetUniqueId(ncclUniqueId* id);
+sparcclResult_t sparcclCommInitRank(sparcclComm_t* comm, int nranks, ncclUniqueId id, int rank,
+                                    const sparcclConfig_t* config);
+
+/* Like ncclCommAbort: stop and free without waiting for outstanding work. */
+sparcclResult_t sparcclCommAbort(sparcclComm_t comm);
+/* Like ncclCommGetAsyncError: the NCCL communicator's asynchronous error, if any. */
+sparcclResult_t sparcclCommGetAsyncError(sparcclComm_t comm, sparcclResult_t* asyncError);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARCCL_NCCL_H_ */

@@ -1,0 +1,61 @@
+# The device part (cuda/): built when nvcc and NCCL are found.  `make cuda` compiles every
+# CUDA file for sm_80, sm_90 and PTX with warnings as errors (CI does this with no GPU);
+# `make gpucheck` (on a machine with a GPU) builds, runs the GPU suite and the GPU benchmark.
+CUDA_SRC := $(sort $(wildcard cuda/*.cu))
+CUDA_OBJ := $(CUDA_SRC:cuda/%.cu=$(BUILD)/cuda/%.o)
+NVCCFLAGS := -O3 -std=c++14 -fmad=false -Xcompiler -fPIC,-fvisibility=hidden,-ffp-contract=off \
+             -Werror all-warnings -Xcudafe --display_error_number \
+             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90 -Iinclude -Isrc -Icuda
+
+ifneq ($(NVCC),)
+ifeq ($(HAVE_NCCL),1)
+cuda: lib $(BUILD)/lib/libsparccl_cuda.so
+EXTRA_TESTS += cuda
+else
+cuda:
+	@echo "NCCL headers not found under $(CUDA_HOME): skipping the device part"
+endif
+else
+cuda:
+	@echo "nvcc not found: skipping the device part (CUDA code not compiled)"
+endif
+
+$(BUILD)/cuda/%.o: cuda/%.cu cuda/*.cuh src/*.h include/*.h
+	@mkdir -p $(BUILD)/cuda
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# The device library: the host library's objects plus the kernels, so one library serves
+# host and device comms.
+$(BUILD)/lib/libsparccl_cuda.so: $(LIB_OBJ) $(CUDA_OBJ) src/sparccl.map
+	$(NVCC) -shared -Xlinker --version-script=src/sparccl.map -o $@ $(LIB_OBJ) $(CUDA_OBJ) \
+	  -L$(CUDA_HOME)/lib64 -lnccl -lcudart $(shell $(MPICC) --showme:link 2>/dev/null) $(LDLIBS)
+
+# ---------------------------------------------------------------- GPU suite and benchmark
+CUDA_LINK := -L$(BUILD)/lib -lsparccl_cuda -Wl,-rpath,$(abspath $(BUILD)/lib) \
+             -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
+GPU_CFLAGS := $(CFLAGS) -I$(CUDA_HOME)/include
+
+$(BUILD)/bin/sparccl_gpu_tests: tests/gpu/gpu_tests.c $(BUILD)/lib/libsparccl_cuda.so | $(BUILD)/bin
+	$(CC) $(GPU_CFLAGS) -o $@ $< $(CUDA_LINK) $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/bin/sparccl_gpu_multirank: tests/gpu/multirank.c $(BUILD)/lib/libsparccl_cuda.so | $(BUILD)/bin
+	$(CC) $(GPU_CFLAGS) -o $@ $< $(CUDA_LINK) $(LDLIBS)
+
+$(BUILD)/bin/sparccl_gpu_perf: tools/gpu_perf.cu $(BUILD)/lib/libsparccl_cuda.so $(CUDA_OBJ) | $(BUILD)/bin
+	$(NVCC) $(NVCCFLAGS) $(shell $(MPICC) --showme:incdirs 2>/dev/null | sed "s/\([^ ]*\)/-I\1/g") -o $@ $< $(LIB_OBJ) $(CUDA_OBJ) -L$(CUDA_HOME)/lib64 -lnccl -lcudart \
+	  $(shell $(MPICC) --showme:link 2>/dev/null) $(LDLIBS)
+
+GPU_BINS := $(BUILD)/bin/sparccl_gpu_tests $(BUILD)/bin/sparccl_gpu_multirank $(BUILD)/bin/sparccl_gpu_perf
+
+ifneq ($(NVCC),)
+ifeq ($(HAVE_NCCL),1)
+# CI (no GPU): everything compiles and links; the suite says in one line that it did not run.
+cuda: $(GPU_BINS)
+	$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_gpu_tests
+
+# On a GPU machine: build, run the suite, multi-process on one GPU, the benchmark; one table.
+gpucheck: lib $(GPU_BINS)
+	@bash tools/gpucheck.sh $(BUILD)
+endif
+endif

@@ -1,0 +1,36 @@
+/*
+ * The device half of a comm (cuda/), reached only through this table, so that the host
+ * library never links CUDA: a host-only build has no table and refuses device comms
+ * (sparcclNotSupported).
+ */
+#ifndef SPARCCL_DEVICE_H_
+#define SPARCCL_DEVICE_H_
+
+#include "core.h"
+
+typedef struct sparcclDeviceOps {
+  /* Allocate a new layer set's device state (zeroed; w = 1).  May synchronise. */
+  sparcclResult_t (*createSet)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  void (*freeSet)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  /* A host pointer on a device comm is refused. */
+  sparcclResult_t (*checkPointers)(const void* a, const void* b, const char* caller);
+  sparcclResult_t (*checkCapture)(void* stream, const char* caller);
+  sparcclResult_t (*allReduce)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                               void* recv, int dtype, int op, void* stream);
+  sparcclResult_t (*probe)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* params,
+                           const void* grad, void* out, int dtype, void* stream);
+  sparcclResult_t (*update)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* q,
+                            const void* g, int dtype, void* stream);
+  sparcclResult_t (*resetImportance)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  /* Reset e, h, H, w, ordered after the work already enqueued on the set. */
+  sparcclResult_t (*restartSet)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  sparcclResult_t (*scale)(sparcclComm_t comm, sparcclLayerSet_t* set, float factor);
+  /* Device state <-> the host mirror (set->stateMemory, counters) for save/load. */
+  sparcclResult_t (*pullState)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  sparcclResult_t (*pushState)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  /* Add the counters kept on the device (skipped steps, restarts) to *stats. */
+  sparcclResult_t (*stats)(sparcclComm_t comm, sparcclStats_t* stats);
+  void (*destroy)(sparcclComm_t comm);
+} sparcclDeviceOps_t;
+
+#endif /* SPARCCL_DEVICE_H_ */
