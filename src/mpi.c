@@ -1,4 +1,7 @@
 /* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call. */
+/* Every MPI call here goes to its PMPI_ entry point (standard MPI, same behaviour): the
+ * PMPI preload (src/preload/mpi_preload.c) interposes MPI_Allreduce & co., and sparccl's
+ * own collectives must never re-enter it. */
 #include <limits.h>
 #include <stdlib.h>
 #include <mpi.h>
@@ -12,7 +15,7 @@ typedef struct {
 static sparcclResult_t mpiError(int rc, const char* what) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
-  MPI_Error_string(rc, text, &len);
+  PMPI_Error_string(rc, text, &len);
   WARN("%s failed: %s", what, text);
   return sparcclRemoteError;
 }
@@ -22,7 +25,7 @@ static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, 
   MpiTransport* t = (MpiTransport*)self->impl;
   int rc;
   if (bytes <= (size_t)INT_MAX) {
-    rc = MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, t->comm);
+    rc = PMPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, t->comm);
   } else {
     /* Blocks are multiples of 16 bytes (SPEC 4); count them in 16-byte units. */
     MPI_Datatype unit;
@@ -30,10 +33,10 @@ static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, 
       WARN("MPI_Allgather: a block of %zu bytes is too large", bytes);
       return sparcclInvalidArgument;
     }
-    MPI_Type_contiguous(16, MPI_BYTE, &unit);
-    MPI_Type_commit(&unit);
-    rc = MPI_Allgather(send, (int)(bytes / 16), unit, recv, (int)(bytes / 16), unit, t->comm);
-    MPI_Type_free(&unit);
+    PMPI_Type_contiguous(16, MPI_BYTE, &unit);
+    PMPI_Type_commit(&unit);
+    rc = PMPI_Allgather(send, (int)(bytes / 16), unit, recv, (int)(bytes / 16), unit, t->comm);
+    PMPI_Type_free(&unit);
   }
   return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Allgather");
 }
@@ -41,8 +44,8 @@ static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, 
 static void mpiDestroy(sparcclTransport_t* self) {
   MpiTransport* t = (MpiTransport*)self->impl;
   int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Comm_free(&t->comm);
+  PMPI_Finalized(&finalized);
+  if (!finalized) PMPI_Comm_free(&t->comm);
   free(t);
   free(self);
 }
@@ -59,7 +62,7 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
     WARN("sparcclCommInitMpi: comm is NULL");
     return sparcclInvalidArgument;
   }
-  MPI_Initialized(&initialized);
+  PMPI_Initialized(&initialized);
   if (!initialized) {
     WARN("sparcclCommInitMpi: MPI is not initialised (call MPI_Init first)");
     return sparcclInvalidUsage;
@@ -73,17 +76,17 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
   ok = transport != NULL && t != NULL;
   /* Collective from here on: every rank learns whether every rank could go on, so a bad
    * config or allocation on one rank is an error on all, never a hang. */
-  rc = MPI_Comm_dup(mpiComm, &dup);
+  rc = PMPI_Comm_dup(mpiComm, &dup);
   if (rc != MPI_SUCCESS) {
     free(transport); free(t);
     return mpiError(rc, "MPI_Comm_dup");
   }
-  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  PMPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
   res = sparcclConfigResolve(config, &resolved);
   local = (res != sparcclSuccess || !ok) ? 1 : 0;
-  rc = MPI_Allreduce(&local, &failed, 1, MPI_INT, MPI_MAX, dup);
+  rc = PMPI_Allreduce(&local, &failed, 1, MPI_INT, MPI_MAX, dup);
   if (rc != MPI_SUCCESS || failed) {
-    MPI_Comm_free(&dup);
+    PMPI_Comm_free(&dup);
     free(transport); free(t);
     if (rc != MPI_SUCCESS) return mpiError(rc, "MPI_Allreduce");
     if (res != sparcclSuccess) return res;
@@ -92,8 +95,8 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
     return sparcclInvalidUsage;
   }
   t->comm = dup;
-  MPI_Comm_rank(t->comm, &transport->rank);
-  MPI_Comm_size(t->comm, &transport->nranks);
+  PMPI_Comm_rank(t->comm, &transport->rank);
+  PMPI_Comm_size(t->comm, &transport->nranks);
   transport->name = "mpi";
   transport->allgather = mpiAllgather;
   transport->destroy = mpiDestroy;

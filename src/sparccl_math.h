@@ -140,14 +140,22 @@ SPARCCL_HD void sparccl_store(void* p, size_t i, int dtype, float v) {
 
 /* A value rounded to the wire type and back: what the receivers see, and what the error
  * buffer subtracts (SPEC 4: nearest even, saturated). */
+/* float32 on the wire saturates too: a value that overflowed on the way (RandK's (d/k) x,
+ * ImpK's w x) travels as the largest finite float, and the error buffer keeps the rest. */
+SPARCCL_HD float sparccl_saturate_float(float v) {
+  uint32_t b = sparccl_float_bits(v);
+  if ((b & 0x7fffffffu) == 0x7f800000u) return sparccl_bits_float((b & 0x80000000u) | 0x7f7fffffu);
+  return v;
+}
+
 SPARCCL_HD float sparccl_wire_round(float v, int wireType) {
-  if (wireType == SPARCCL_DT_FLOAT32) return v;
+  if (wireType == SPARCCL_DT_FLOAT32) return sparccl_saturate_float(v);
   if (wireType == SPARCCL_DT_FLOAT16) return sparccl_half_to_float(sparccl_float_to_half(v, 1));
   return sparccl_bfloat16_to_float(sparccl_float_to_bfloat16(v, 1));
 }
 
 SPARCCL_HD void sparccl_wire_store(void* p, size_t i, int wireType, float v) {
-  if (wireType == SPARCCL_DT_FLOAT32) ((float*)p)[i] = v;
+  if (wireType == SPARCCL_DT_FLOAT32) ((float*)p)[i] = sparccl_saturate_float(v);
   else if (wireType == SPARCCL_DT_FLOAT16) ((uint16_t*)p)[i] = sparccl_float_to_half(v, 1);
   else ((uint16_t*)p)[i] = sparccl_float_to_bfloat16(v, 1);
 }
@@ -302,7 +310,7 @@ SPARCCL_HD double sparccl_exp(double x) {
   t = x * x;
   c = x - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
   if (k == 0) return 1.0 - ((x * c) / (c - 2.0) - x);
-  y = 1.0 - ((lo - (x * c) / (c - 2.0)) - hi);
+  y = 1.0 - ((lo - (x * c) / (2.0 - c)) - hi);
   bits = sparccl_double_bits(y);
   if (k >= -1021) return sparccl_bits_double(bits + ((uint64_t)(int64_t)k << 52));
   return sparccl_bits_double(bits + ((uint64_t)(int64_t)(k + 1000) << 52)) * twom1000;
