@@ -27,7 +27,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu cuda/*.cuh src/*.h include/*.h
 
 # The device library: the host library's objects plus the kernels, so one library serves
 # host and device comms.
-$(BUILD)/lib/libsparccl_cuda.so: $(LIB_OBJ) $(CUDA_OBJ) src/sparccl.map
+$(BUILD)/lib/libsparccl_cuda.so: $(LIB_OBJ) $(CUDA_OBJ) src/sparccl.map | $(BUILD)/lib
 	$(NVCC) -shared -Xlinker --version-script=src/sparccl.map -o $@ $(LIB_OBJ) $(CUDA_OBJ) \
 	  -L$(CUDA_HOME)/lib64 -lnccl -lcudart $(shell $(MPICC) --showme:link 2>/dev/null) $(LDLIBS)
 
