@@ -65,8 +65,13 @@ ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const i
 ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, size_t d,
                           const int compressor, const int feedback, void* keys, uint32_t* hist) {
   sparccl_philox_block_t random = {{0, 0, 0, 0}};
+  /* Four interleaved histograms: consecutive keys often share a bin (a gradient's
+   * magnitudes span few exponents), and one histogram would serialise their increments
+   * through memory.  Summed into hist at the end; the counts are the same. */
+  uint32_t sub[4][SPARCCL_RADIX_BINS];
   uint32_t finite = 1;
   size_t i;
+  memset(sub, 0, sizeof(sub));
   for (i = 0; i < d; i++) {
     float g = sparccl_load(grad, i, dtype);
     float x = keyInputAt(in, i, g, feedback);
@@ -80,15 +85,16 @@ ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, si
     if (compressor == SPARCCL_IMPK_RANDOM) {
       uint64_t key = sparccl_key_impk_random(word, weightAt(in, i, g));
       ((uint64_t*)keys)[i] = key;
-      hist[key >> (64 - SPARCCL_RADIX_BITS)]++;
+      sub[i & 3u][key >> (64 - SPARCCL_RADIX_BITS)]++;
     } else {
       float w = (compressor == SPARCCL_IMPK || compressor == SPARCCL_IMPK_SELECT)
                     ? weightAt(in, i, g) : 1.0f;
       uint32_t key = sparccl_key32(compressor, x, w, word);
       ((uint32_t*)keys)[i] = key;
-      hist[key >> (32 - SPARCCL_RADIX_BITS)]++;
+      sub[i & 3u][key >> (32 - SPARCCL_RADIX_BITS)]++;
     }
   }
+  for (i = 0; i < SPARCCL_RADIX_BINS; i++) hist[i] += sub[0][i] + sub[1][i] + sub[2][i] + sub[3][i];
   return !finite;
 }
 
@@ -130,12 +136,17 @@ ALWAYS_INLINE void emitPass(const LayerInputs* in, const void* grad, int dtype, 
         emitOne(in, grad, dtype, i, n++, compressor, feedback, wireType, indices, values);
     }
   } else {
+    /* Two passes: the selected indices from a sequential scan of the keys, then the
+     * values gathered by a tight loop whose loads are independent (a selected element
+     * every 1/density elements misses the cache; this way the misses overlap). */
     const uint32_t* key = (const uint32_t*)keys;
     const uint32_t threshold = (uint32_t)sel.threshold;
     for (i = 0; n < k; i++) {
       if (key[i] > threshold || (key[i] == threshold && ties > 0 && ties--))
-        emitOne(in, grad, dtype, i, n++, compressor, feedback, wireType, indices, values);
+        indices[n++] = (uint32_t)i;
     }
+    for (n = 0; n < k; n++)
+      emitOne(in, grad, dtype, indices[n], n, compressor, feedback, wireType, indices, values);
   }
 }
 
