@@ -76,8 +76,12 @@ $(BUILD)/bin/sparccl_mpi_tests: tests/mpi/mpi_tests.c $(TEST_COMMON) tests/commo
 test: deps
 	@$(MAKE) --no-print-directory unit mpitest sanitize $(EXTRA_TESTS)
 
-unit: lib $(BUILD)/bin/sparccl_tests
+unit: lib $(BUILD)/bin/sparccl_tests $(BUILD)/bin/sparccl_log_probe
+	bash tests/log_check.sh $(BUILD)/bin/sparccl_log_probe
 	$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests
+
+$(BUILD)/bin/sparccl_log_probe: tests/log_probe.c $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 mpitest: lib $(BUILD)/bin/sparccl_mpi_tests
 	@for n in 1 2 3 4; do \
