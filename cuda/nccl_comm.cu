@@ -137,7 +137,9 @@ static void freeDeviceSet(DeviceSet* ds) {
 }
 
 static void deviceFreeSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
-  freeDeviceSet((DeviceSet*)set->device);
+  DeviceSet* ds = (DeviceSet*)set->device;
+  if (ds != NULL && ds->lastStream != NULL) cudaStreamSynchronize(ds->lastStream); /* work in flight */
+  freeDeviceSet(ds);
   set->device = NULL;
 }
 

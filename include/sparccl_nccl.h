@@ -11,7 +11,7 @@ extern "C" {
 #endif
 
 /* A device comm on a communicator the caller owns (destroying the sparccl comm leaves it
- * alive).  Collective over nccl's ranks.  Buffers of every call live in GPU memory of the
+ * alive).  Local: no communication happens until a key's first call.  Buffers of every call live in GPU memory of the
  * current device; work is enqueued on the caller's stream. */
 sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
                                     const sparcclConfig_t* config);

@@ -366,10 +366,26 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
   free(all);
   /* Device comms keep their scratch on the device, per set. */
   res = comm->device ? comm->device->createSet(comm, set) : growScratch(comm, set);
-  if (res != sparcclSuccess) {
-    WARN("%s: out of memory for the scratch of a %zu-element layer", caller, set->maxLayer);
-    freeSet(set);
-    return res; /* every rank ran out or none: a remote failure shows at the next call */
+  if (res != sparcclSuccess)
+    WARN("%s: out of memory for the state of a %zu-element buffer", caller, count);
+  /* Every rank learns whether every rank could allocate: one that could not must not leave
+   * the others waiting in the call's exchange. */
+  {
+    int32_t mine = (int32_t)res, *statuses = (int32_t*)malloc(sizeof(int32_t) * (size_t)comm->nranks);
+    sparcclResult_t agreed = statuses == NULL ? sparcclSystemError
+        : comm->transport->allgather(comm->transport, &mine, statuses, sizeof(int32_t));
+    for (i = 0; agreed == sparcclSuccess && i < (size_t)comm->nranks; i++)
+      if (statuses[i] != sparcclSuccess) {
+        WARN("%s: rank %zu could not allocate the state of a %zu-element buffer; refused on every rank",
+             caller, i, count);
+        agreed = res != sparcclSuccess ? res : sparcclRemoteError;
+      }
+    free(statuses);
+    if (agreed != sparcclSuccess) {
+      if (res == sparcclSuccess && comm->device) comm->device->freeSet(comm, set);
+      freeSet(set);
+      return agreed;
+    }
   }
   for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId++;
   comm->sets[comm->nsets++] = set;

@@ -1,6 +1,7 @@
 #include <math.h>
 #include <string.h>
 #include "common.h"
+#include "sparccl_math.h"
 
 sparcclConfig_t test_config(int compressor, int feedback, double density, size_t minSparse) {
   sparcclConfig_t c = SPARCCL_CONFIG_INITIALIZER;
@@ -48,5 +49,32 @@ long test_first_difference(const float* a, const float* b, size_t n) {
   size_t i;
   for (i = 0; i < n; i++)
     if (memcmp(&a[i], &b[i], sizeof(float)) != 0) return (long)i;
+  return -1;
+}
+
+size_t test_dtype_size(int dtype) { return dtype == sparcclFloat32 ? 4 : 2; }
+
+void test_store_value(void* p, size_t i, int dtype, float v) {
+  if (dtype == sparcclFloat32) ((float*)p)[i] = v;
+  else if (dtype == sparcclFloat16) ((uint16_t*)p)[i] = sparccl_float_to_half(v, 0);
+  else ((uint16_t*)p)[i] = sparccl_float_to_bfloat16(v, 0);
+}
+
+int test_is_nan(const void* p, size_t i, int dtype) {
+  if (dtype == sparcclFloat32) return isnan(((const float*)p)[i]);
+  {
+    uint16_t b = ((const uint16_t*)p)[i];
+    if (dtype == sparcclFloat16) return (b & 0x7c00u) == 0x7c00u && (b & 0x03ffu) != 0;
+    return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
+  }
+}
+
+long test_mismatch(const void* a, const void* b, size_t n, int dtype) {
+  size_t i, sz = test_dtype_size(dtype);
+  for (i = 0; i < n; i++) {
+    if (memcmp((const char*)a + i * sz, (const char*)b + i * sz, sz) == 0) continue;
+    if (test_is_nan(a, i, dtype) && test_is_nan(b, i, dtype)) continue;
+    return (long)i;
+  }
   return -1;
 }

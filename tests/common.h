@@ -23,6 +23,31 @@ void test_fill_normal(float* x, size_t n, uint64_t seed);
 /* Bitwise comparison of float arrays; returns the first differing index or -1. */
 long test_first_difference(const float* a, const float* b, size_t n);
 
+/* Elements of a dtype (float32, float16, bfloat16). */
+size_t test_dtype_size(int dtype);
+void test_store_value(void* p, size_t i, int dtype, float v);
+/* Element i of p (in dtype) is a NaN. */
+int test_is_nan(const void* p, size_t i, int dtype);
+/* First element whose bits differ, any NaN matching any NaN (the reference model's NaNs
+ * need not carry the library's payload), or -1. */
+long test_mismatch(const void* a, const void* b, size_t n, int dtype);
+
+/* Check's ck_assert* records every passing assertion with a write(2) in no-fork mode;
+ * these only call into Check on failure, so sweeps of millions of checks stay fast. */
+#define REQUIRE(e) \
+  do { if (!(e)) ck_abort_msg("Assertion '%s' failed", #e); } while (0)
+#define REQUIRE_MSG(e, ...) \
+  do { if (!(e)) ck_abort_msg(__VA_ARGS__); } while (0)
+#define REQUIRE_OP(a, op, b)                                                                \
+  do {                                                                                      \
+    unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);          \
+    if (!(a_ op b_))                                                                        \
+      ck_abort_msg("Assertion '%s %s %s' failed: 0x%llx vs 0x%llx", #a, #op, #b, a_, b_);   \
+  } while (0)
+#define REQUIRE_EQ(a, b) REQUIRE_OP(a, ==, b)
+#define REQUIRE_NE(a, b) REQUIRE_OP(a, !=, b)
+#define REQUIRE_LT(a, b) REQUIRE_OP(a, <, b)
+
 #define ck_assert_bitwise_eq(a, b, n)                                                   \
   do {                                                                                  \
     long at_ = test_first_difference((a), (b), (n));                                    \

@@ -10,21 +10,6 @@
 #include "common.h"
 #include "sparccl_math.h"
 
-/* Check's ck_assert* records every passing assertion with a write(2) in no-fork mode;
- * these only call into Check on failure, so the sweeps below stay fast. */
-#define REQUIRE(e) \
-  do { if (!(e)) ck_abort_msg("Assertion '%s' failed", #e); } while (0)
-#define REQUIRE_MSG(e, ...) \
-  do { if (!(e)) ck_abort_msg(__VA_ARGS__); } while (0)
-#define REQUIRE_OP(a, op, b)                                                                \
-  do {                                                                                      \
-    unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);          \
-    if (!(a_ op b_))                                                                        \
-      ck_abort_msg("Assertion '%s %s %s' failed: 0x%llx vs 0x%llx", #a, #op, #b, a_, b_);   \
-  } while (0)
-#define REQUIRE_EQ(a, b) REQUIRE_OP(a, ==, b)
-#define REQUIRE_NE(a, b) REQUIRE_OP(a, !=, b)
-#define REQUIRE_LT(a, b) REQUIRE_OP(a, <, b)
 
 static uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float bitsf(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

@@ -21,14 +21,6 @@ static const int kFeedbacks[4] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcc
                                   sparcclFeedbackSCAM};
 static const int kTypes[3] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
 
-static size_t dsize(int dtype) { return dtype == sparcclFloat32 ? 4 : 2; }
-
-static void store_value(void* p, size_t i, int dtype, float v) {
-  if (dtype == sparcclFloat32) ((float*)p)[i] = v;
-  else if (dtype == sparcclFloat16) ((uint16_t*)p)[i] = sparccl_float_to_half(v, 0);
-  else ((uint16_t*)p)[i] = sparccl_float_to_bfloat16(v, 0);
-}
-
 /* A gradient of n elements of dtype. */
 static void fill_input(void* buf, size_t n, int dtype, int kind, uint64_t seed) {
   uint64_t s = seed * 0x9e3779b97f4a7c15ull + 12345u;
@@ -49,28 +41,8 @@ static void fill_input(void* buf, size_t n, int dtype, int kind, uint64_t seed) 
         break;
       }
     }
-    store_value(buf, i, dtype, v);
+    test_store_value(buf, i, dtype, v);
   }
-}
-
-static int is_nan_elem(const void* p, size_t i, int dtype) {
-  if (dtype == sparcclFloat32) return isnan(((const float*)p)[i]);
-  {
-    uint16_t b = ((const uint16_t*)p)[i];
-    if (dtype == sparcclFloat16) return (b & 0x7c00u) == 0x7c00u && (b & 0x03ffu) != 0;
-    return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
-  }
-}
-
-/* First element whose bits differ (any NaN matches any NaN), or -1. */
-static long mismatch(const void* a, const void* b, size_t n, int dtype) {
-  size_t i, sz = dsize(dtype);
-  for (i = 0; i < n; i++) {
-    if (memcmp((const char*)a + i * sz, (const char*)b + i * sz, sz) == 0) continue;
-    if (is_nan_elem(a, i, dtype) && is_nan_elem(b, i, dtype)) continue;
-    return (long)i;
-  }
-  return -1;
 }
 
 static double as_double(const void* p, size_t i, int dtype) {
@@ -105,7 +77,7 @@ static void run_case(const case_t* c) {
   ref_config_t rc;
   sparcclComm_t comm;
   ref_model_t* ref;
-  size_t bytes = c->count * dsize(c->dtype);
+  size_t bytes = c->count * test_dtype_size(c->dtype);
   unsigned char *send, *recv, *grad, *want;
   char name[256];
   int step;
@@ -162,7 +134,7 @@ static void run_case(const case_t* c) {
       ck_assert_msg(memcmp(sb, grad, bytes) == 0, "step %d: the send buffer changed (%s)", step, name);
     grads[0] = grad;
     ref_step(ref, grads, want);
-    at = mismatch(out, want, c->count, c->dtype);
+    at = test_mismatch(out, want, c->count, c->dtype);
     ck_assert_msg(at < 0, "step %d element %ld: library %a, reference %a (%s)", step, at,
                   at < 0 ? 0.0 : as_double(out, (size_t)at, c->dtype),
                   at < 0 ? 0.0 : as_double(want, (size_t)at, c->dtype), name);
@@ -374,7 +346,7 @@ START_TEST(test_nonfinite_steps) {
   ref_model_t* ref;
   sparcclComm_t comm;
   sparcclStats_t stats;
-  size_t sz = dsize(dtype), count = 806, i;
+  size_t sz = test_dtype_size(dtype), count = 806, i;
   unsigned char send[806 * 4], out[806 * 4], grad[806 * 4], want[806 * 4];
   int step, skipped = 0;
   config.seed = 5;
@@ -395,12 +367,12 @@ START_TEST(test_nonfinite_steps) {
     const void* grads[1];
     long at;
     fill_input(grad, count, dtype, IN_NORMAL, 300 + (uint64_t)step);
-    if (step == 1) store_value(grad, 17, dtype, NAN);             /* sparse layer 0 */
-    if (step == 2) store_value(grad, 503, dtype, INFINITY);       /* dense layer 1 */
-    if (step == 3) store_value(grad, 806 - 5, dtype, -INFINITY);  /* sparse layer 2 */
+    if (step == 1) test_store_value(grad, 17, dtype, NAN);             /* sparse layer 0 */
+    if (step == 2) test_store_value(grad, 503, dtype, INFINITY);       /* dense layer 1 */
+    if (step == 3) test_store_value(grad, 806 - 5, dtype, -INFINITY);  /* sparse layer 2 */
     if (step == 4 || step == 5) /* ef, scam: e + g overflows at 5 (not randk: d/k * g would) */
       for (i = 0; i < 100; i++)
-        store_value(grad, 520 + i, dtype,
+        test_store_value(grad, 520 + i, dtype,
                     dtype == sparcclFloat16 ? 60000.0f
                                             : (compressor == sparcclRandK ? 1.0e37f : 3.0e38f));
     memcpy(send, grad, count * sz);
@@ -408,15 +380,15 @@ START_TEST(test_nonfinite_steps) {
                      sparcclSuccess);
     grads[0] = grad;
     ref_step(ref, grads, want);
-    at = mismatch(out, want, count, dtype);
+    at = test_mismatch(out, want, count, dtype);
     ck_assert_msg(at < 0, "step %d element %ld: library %a, reference %a", step, at,
                   at < 0 ? 0.0 : as_double(out, (size_t)at, dtype),
                   at < 0 ? 0.0 : as_double(want, (size_t)at, dtype));
     /* A skipped layer is NaN throughout, whatever the reference says. */
-    if (step == 1) for (i = 0; i < 500; i++) ck_assert(is_nan_elem(out, i, dtype));
+    if (step == 1) for (i = 0; i < 500; i++) ck_assert(test_is_nan(out, i, dtype));
     if (step == 1) ck_assert(ref_layer_skipped(ref, 0) && !ref_layer_skipped(ref, 2));
-    if (step == 2) ck_assert(!is_nan_elem(out, 503, dtype) && !is_nan_elem(out, 0, dtype));
-    if (step == 3) for (i = 506; i < 806; i++) ck_assert(is_nan_elem(out, i, dtype));
+    if (step == 2) ck_assert(!test_is_nan(out, 503, dtype) && !test_is_nan(out, 0, dtype));
+    if (step == 3) for (i = 506; i < 806; i++) ck_assert(test_is_nan(out, i, dtype));
     skipped += ref_layer_skipped(ref, 0) + ref_layer_skipped(ref, 2);
   }
   ck_assert_uint_eq(ref_layer_step(ref, 0), 7 - 1);

@@ -10,21 +10,6 @@
 #include "common.h"
 #include "core.h"
 
-/* Check's ck_assert* records every passing assertion with a write(2) in no-fork mode;
- * these only call into Check on failure, so the sweeps below stay fast. */
-#define REQUIRE(e) \
-  do { if (!(e)) ck_abort_msg("Assertion '%s' failed", #e); } while (0)
-#define REQUIRE_MSG(e, ...) \
-  do { if (!(e)) ck_abort_msg(__VA_ARGS__); } while (0)
-#define REQUIRE_OP(a, op, b)                                                                \
-  do {                                                                                      \
-    unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);          \
-    if (!(a_ op b_))                                                                        \
-      ck_abort_msg("Assertion '%s %s %s' failed: 0x%llx vs 0x%llx", #a, #op, #b, a_, b_);   \
-  } while (0)
-#define REQUIRE_EQ(a, b) REQUIRE_OP(a, ==, b)
-#define REQUIRE_NE(a, b) REQUIRE_OP(a, !=, b)
-#define REQUIRE_LT(a, b) REQUIRE_OP(a, <, b)
 
 enum {
   DIST_UNIFORM, DIST_FEW, DIST_EQUAL, DIST_ZERO, DIST_TOP11, DIST_TOP22, DIST_TOP22_FEW,

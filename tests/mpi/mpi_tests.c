@@ -42,42 +42,14 @@ static sparcclComm_t world(const sparcclConfig_t* config) {
   return comm;
 }
 
-static size_t dsize(int dtype) { return dtype == sparcclFloat32 ? 4 : 2; }
-
-static void store_value(void* p, size_t i, int dtype, float v) {
-  if (dtype == sparcclFloat32) ((float*)p)[i] = v;
-  else if (dtype == sparcclFloat16) ((uint16_t*)p)[i] = sparccl_float_to_half(v, 0);
-  else ((uint16_t*)p)[i] = sparccl_float_to_bfloat16(v, 0);
-}
-
 static void fill(void* buf, size_t n, int dtype, uint64_t seed, int smallInts) {
   uint64_t s = seed * 0x9e3779b97f4a7c15ull + 777u;
   size_t i;
   for (i = 0; i < n; i++) {
     float v = smallInts ? (float)((int)(test_random_u64(&s) % 9) - 4)
                         : ldexpf(test_random_normal(&s), (int)(test_random_u64(&s) % 7) - 3);
-    store_value(buf, i, dtype, v);
+    test_store_value(buf, i, dtype, v);
   }
-}
-
-static int is_nan_elem(const void* p, size_t i, int dtype) {
-  if (dtype == sparcclFloat32) return isnan(((const float*)p)[i]);
-  {
-    uint16_t b = ((const uint16_t*)p)[i];
-    if (dtype == sparcclFloat16) return (b & 0x7c00u) == 0x7c00u && (b & 0x03ffu) != 0;
-    return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
-  }
-}
-
-/* Bitwise, except that any NaN matches any NaN (the SPEC fixes no NaN payload). */
-static int same_output(const void* a, const void* b, size_t n, int dtype) {
-  size_t i, sz = dsize(dtype);
-  for (i = 0; i < n; i++) {
-    if (memcmp((const char*)a + i * sz, (const char*)b + i * sz, sz) == 0) continue;
-    if (is_nan_elem(a, i, dtype) && is_nan_elem(b, i, dtype)) continue;
-    return 0;
-  }
-  return 1;
 }
 
 /* One step on every rank: the library on this rank's gradient, then (a) every rank's
@@ -93,7 +65,7 @@ typedef struct {
 static void runner_init(runner_t* R, const sparcclConfig_t* config, int op, int dtype,
                         size_t nlayers, const size_t* counts, size_t count, int inplace) {
   ref_config_t rc;
-  size_t bytes = count * dsize(dtype);
+  size_t bytes = count * test_dtype_size(dtype);
   memset(R, 0, sizeof(*R));
   R->count = count;
   R->dtype = dtype;
@@ -129,7 +101,7 @@ static void runner_free(runner_t* R) {
 
 /* R->grad holds this rank's gradient.  Returns the output pointer (this rank's). */
 static const unsigned char* runner_step(runner_t* R) {
-  size_t bytes = R->count * dsize(R->dtype);
+  size_t bytes = R->count * test_dtype_size(R->dtype);
   void* out = R->inplace ? (void*)R->send : (void*)R->recv;
   const void** grads = (const void**)malloc(sizeof(void*) * (size_t)g_size);
   sparcclResult_t res;
@@ -148,7 +120,7 @@ static const unsigned char* runner_step(runner_t* R) {
   for (r = 0; r < g_size; r++) grads[r] = R->allGrads + (size_t)r * bytes;
   ref_step(R->ref, grads, R->want);
   free(grads);
-  MCHECK(same_output(out, R->want, R->count, R->dtype));
+  MCHECK(test_mismatch(out, R->want, R->count, R->dtype) < 0);
   return (const unsigned char*)out;
 }
 
@@ -259,18 +231,18 @@ START_TEST(test_nan_on_one_rank) {
     size_t i;
     int allNan = 1, noneNan = 1;
     fill(R.grad, R.count, dtype, (uint64_t)(1000 + step * 7 + g_rank), 0);
-    if (step == 2 && g_rank == bad) store_value(R.grad, 123, dtype, NAN);      /* sparse 0 */
-    if (step == 3 && g_rank == bad) store_value(R.grad, 700, dtype, INFINITY); /* sparse 2 */
-    if (step == 3 && g_rank == 0) store_value(R.grad, 502, dtype, INFINITY);   /* dense 1 */
+    if (step == 2 && g_rank == bad) test_store_value(R.grad, 123, dtype, NAN);      /* sparse 0 */
+    if (step == 3 && g_rank == bad) test_store_value(R.grad, 700, dtype, INFINITY); /* sparse 2 */
+    if (step == 3 && g_rank == 0) test_store_value(R.grad, 502, dtype, INFINITY);   /* dense 1 */
     out = runner_step(&R);
     if (step == 2) {
-      for (i = 0; i < 500; i++) allNan &= is_nan_elem(out, i, dtype);
-      for (i = 500; i < 805; i++) noneNan &= !is_nan_elem(out, i, dtype);
+      for (i = 0; i < 500; i++) allNan &= test_is_nan(out, i, dtype);
+      for (i = 500; i < 805; i++) noneNan &= !test_is_nan(out, i, dtype);
       MCHECK(allNan && noneNan && ref_layer_skipped(R.ref, 0));
     }
     if (step == 3) {
-      for (i = 505; i < 805; i++) allNan &= is_nan_elem(out, i, dtype);
-      for (i = 0; i < 505; i++) noneNan &= !is_nan_elem(out, i, dtype);
+      for (i = 505; i < 805; i++) allNan &= test_is_nan(out, i, dtype);
+      for (i = 0; i < 505; i++) noneNan &= !test_is_nan(out, i, dtype);
       MCHECK(allNan && noneNan && ref_layer_skipped(R.ref, 2));
     }
   }
