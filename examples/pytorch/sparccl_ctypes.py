@@ -1,0 +1,293 @@
+"""ctypes bindings of the sparccl device API (include/sparccl.h, include/sparccl_nccl.h).
+
+Importable without torch: the DDP hook (sparccl_hook.py) builds on it, and the CI test
+(tests/nccl_preload/check_ctypes_layout.py) checks SparcclConfig's layout against the C
+struct without a GPU.
+
+    lib = load_library()                       # build/lib/libsparccl_cuda.so, or $SPARCCL_LIB
+    cfg = SparcclOptions(density=0.01).to_struct()
+    uid = lib.get_unique_id()                  # 128 bytes, on one rank; broadcast them
+    comm = lib.comm_init_rank(world, uid, rank, cfg)
+"""
+
+import ctypes
+import dataclasses
+import os
+from typing import Optional, Union
+
+# ------------------------------------------------------------------ constants of sparccl.h
+SPARCCL_MAJOR, SPARCCL_MINOR, SPARCCL_PATCH = 0, 1, 0
+SPARCCL_VERSION_CODE = SPARCCL_MAJOR * 10000 + SPARCCL_MINOR * 100 + SPARCCL_PATCH
+SPARCCL_CONFIG_MAGIC = 0x5A5CC1
+
+# The "undefined" sentinels of SPARCCL_CONFIG_INITIALIZER: a field left at one is filled
+# from its SPARCCL_* environment variable, then from the default.
+UNDEF_INT = -2147483647 - 1
+UNDEF_LONG = -9223372036854775807 - 1
+UNDEF_SIZE = ctypes.c_size_t(-1).value
+UNDEF_SEED = (1 << 64) - 1
+UNDEF_DOUBLE = -1.7976931348623157e308
+
+# sparcclResult_t
+SUCCESS, UNHANDLED_CUDA_ERROR, SYSTEM_ERROR, INTERNAL_ERROR = 0, 1, 2, 3
+INVALID_ARGUMENT, INVALID_USAGE, REMOTE_ERROR, IN_PROGRESS, NOT_SUPPORTED = 4, 5, 6, 7, 8
+
+# sparcclDataType_t and sparcclRedOp_t (NCCL's values)
+FLOAT16, FLOAT32, BFLOAT16 = 6, 7, 9
+SUM, AVG = 0, 4
+
+# Names as the SPARCCL_* variables spell them (src/config.c).
+COMPRESSORS = {"topk": 0, "randk": 1, "impk": 2, "impk_select": 3, "impk_random": 4}
+FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3}
+IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
+WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
+
+NCCL_UNIQUE_ID_BYTES = 128
+
+
+# ------------------------------------------------------------------ structures
+class SparcclConfig(ctypes.Structure):
+    """sparcclConfig_t, field for field (tests/nccl_preload checks offsets and size)."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("magic", ctypes.c_uint),
+        ("version", ctypes.c_uint),
+        ("density", ctypes.c_double),
+        ("compressor", ctypes.c_int),
+        ("feedback", ctypes.c_int),
+        ("wireType", ctypes.c_int),
+        ("minSparseCount", ctypes.c_size_t),
+        ("seed", ctypes.c_ulonglong),
+        ("sharedRandomness", ctypes.c_int),
+        ("importance", ctypes.c_int),
+        ("importanceGamma", ctypes.c_double),
+        ("importanceEta", ctypes.c_double),
+        ("importanceLow", ctypes.c_double),
+        ("importanceHigh", ctypes.c_double),
+        ("restartEvery", ctypes.c_longlong),
+        ("restartRatio", ctypes.c_double),
+        ("restartLag", ctypes.c_int),
+        ("restartOnLoss", ctypes.c_int),
+    ]
+
+
+# SPARCCL_CONFIG_INITIALIZER, field by field.
+CONFIG_INITIALIZER = {
+    "size": None,  # sizeof(sparcclConfig_t), filled in by config_initializer()
+    "magic": SPARCCL_CONFIG_MAGIC,
+    "version": SPARCCL_VERSION_CODE,
+    "density": UNDEF_DOUBLE,
+    "compressor": UNDEF_INT,
+    "feedback": UNDEF_INT,
+    "wireType": UNDEF_INT,
+    "minSparseCount": UNDEF_SIZE,
+    "seed": UNDEF_SEED,
+    "sharedRandomness": UNDEF_INT,
+    "importance": UNDEF_INT,
+    "importanceGamma": UNDEF_DOUBLE,
+    "importanceEta": UNDEF_DOUBLE,
+    "importanceLow": UNDEF_DOUBLE,
+    "importanceHigh": UNDEF_DOUBLE,
+    "restartEvery": UNDEF_LONG,
+    "restartRatio": UNDEF_DOUBLE,
+    "restartLag": UNDEF_INT,
+    "restartOnLoss": UNDEF_INT,
+}
+
+
+def config_initializer() -> SparcclConfig:
+    """A SparcclConfig equal to SPARCCL_CONFIG_INITIALIZER: every option from SPARCCL_*."""
+    cfg = SparcclConfig()
+    for name, value in CONFIG_INITIALIZER.items():
+        setattr(cfg, name, ctypes.sizeof(SparcclConfig) if value is None else value)
+    return cfg
+
+
+class SparcclStats(ctypes.Structure):
+    """sparcclStats_t."""
+
+    _fields_ = [(name, ctypes.c_ulonglong) for name in (
+        "calls", "layerSets", "layersSparse", "layersDense", "bytesSent", "bytesDense",
+        "skippedSteps", "restarts", "stateBytes")] + [
+        (name, ctypes.c_double) for name in (
+            "compressSeconds", "exchangeSeconds", "decompressSeconds")]
+
+
+class NcclUniqueId(ctypes.Structure):
+    """ncclUniqueId: 128 opaque bytes (passed by value to sparcclCommInitRank)."""
+
+    _fields_ = [("internal", ctypes.c_char * NCCL_UNIQUE_ID_BYTES)]
+
+
+def _enum(value, names, what):
+    if isinstance(value, str):
+        try:
+            return names[value.lower()]
+        except KeyError:
+            raise ValueError("%s %r is not one of %s" % (what, value, ", ".join(names)))
+    return int(value)
+
+
+@dataclasses.dataclass
+class SparcclOptions:
+    """sparccl's configuration; None leaves a field to its SPARCCL_* variable, then the default.
+
+    Enumerations take the names the environment variables take (compressor="topk",
+    feedback="ef", wire="bf16", importance="online") or the C values.
+    """
+
+    density: Optional[float] = None
+    compressor: Optional[Union[str, int]] = None
+    feedback: Optional[Union[str, int]] = None
+    wire: Optional[Union[str, int]] = None
+    min_sparse: Optional[int] = None
+    seed: Optional[int] = None
+    shared_randomness: Optional[bool] = None
+    importance: Optional[Union[str, int]] = None
+    importance_gamma: Optional[float] = None
+    importance_eta: Optional[float] = None
+    importance_low: Optional[float] = None
+    importance_high: Optional[float] = None
+    restart_every: Optional[int] = None
+    restart_ratio: Optional[float] = None
+    restart_lag: Optional[int] = None
+    restart_on_loss: Optional[bool] = None
+
+    def to_struct(self) -> SparcclConfig:
+        cfg = config_initializer()
+        fields = [
+            ("density", "density", float),
+            ("compressor", "compressor", lambda v: _enum(v, COMPRESSORS, "compressor")),
+            ("feedback", "feedback", lambda v: _enum(v, FEEDBACKS, "feedback")),
+            ("wire", "wireType", lambda v: _enum(v, WIRES, "wire")),
+            ("min_sparse", "minSparseCount", int),
+            ("seed", "seed", int),
+            ("shared_randomness", "sharedRandomness", int),
+            ("importance", "importance", lambda v: _enum(v, IMPORTANCES, "importance")),
+            ("importance_gamma", "importanceGamma", float),
+            ("importance_eta", "importanceEta", float),
+            ("importance_low", "importanceLow", float),
+            ("importance_high", "importanceHigh", float),
+            ("restart_every", "restartEvery", int),
+            ("restart_ratio", "restartRatio", float),
+            ("restart_lag", "restartLag", int),
+            ("restart_on_loss", "restartOnLoss", int),
+        ]
+        for attr, field, convert in fields:
+            value = getattr(self, attr)
+            if value is not None:
+                setattr(cfg, field, convert(value))
+        return cfg
+
+
+# ------------------------------------------------------------------ the library
+class SparcclError(RuntimeError):
+    def __init__(self, what, code, text):
+        super().__init__("%s failed: %s (sparccl error %d; SPARCCL_DEBUG=WARN says why)"
+                         % (what, text, code))
+        self.code = code
+
+
+def default_library_path() -> str:
+    """$SPARCCL_LIB, else build/lib/libsparccl_cuda.so of this repository."""
+    env = os.environ.get("SPARCCL_LIB")
+    if env:
+        return env
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(root, "build", "lib", "libsparccl_cuda.so")
+
+
+_P = ctypes.c_void_p
+_SIGNATURES = {
+    "sparcclGetErrorString": (ctypes.c_char_p, [ctypes.c_int]),
+    "sparcclGetVersion": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int)]),
+    "sparcclGetUniqueId": (ctypes.c_int, [ctypes.POINTER(NcclUniqueId)]),
+    "sparcclCommInitRank": (ctypes.c_int, [ctypes.POINTER(_P), ctypes.c_int, NcclUniqueId,
+                                           ctypes.c_int, ctypes.POINTER(SparcclConfig)]),
+    "sparcclCommGetConfig": (ctypes.c_int, [_P, ctypes.POINTER(SparcclConfig)]),
+    "sparcclRegisterLayoutTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong, ctypes.c_size_t,
+                                                   ctypes.POINTER(ctypes.c_size_t)]),
+    "sparcclAllReduceTagged": (ctypes.c_int, [_P, _P, ctypes.c_size_t, ctypes.c_int,
+                                              ctypes.c_int, ctypes.c_ulonglong, _P, _P]),
+    "sparcclReleaseTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong]),
+    "sparcclCommGetStats": (ctypes.c_int, [_P, ctypes.POINTER(SparcclStats)]),
+    "sparcclCommDestroy": (ctypes.c_int, [_P]),
+}
+
+
+class SparcclLibrary:
+    """The library's functions with their C signatures, raising SparcclError on failure."""
+
+    def __init__(self, path: Optional[str] = None):
+        self.path = path or default_library_path()
+        try:
+            self.lib = ctypes.CDLL(self.path)
+        except OSError as e:
+            raise OSError("cannot load sparccl from %s (build it with `make cuda`, or set "
+                          "SPARCCL_LIB): %s" % (self.path, e))
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(self.lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+
+    def error_string(self, code: int) -> str:
+        return self.lib.sparcclGetErrorString(code).decode()
+
+    def check(self, code: int, what: str) -> None:
+        if code != SUCCESS:
+            raise SparcclError(what, code, self.error_string(code))
+
+    def version(self) -> int:
+        v = ctypes.c_int()
+        self.check(self.lib.sparcclGetVersion(ctypes.byref(v)), "sparcclGetVersion")
+        return v.value
+
+    def get_unique_id(self) -> bytes:
+        uid = NcclUniqueId()
+        self.check(self.lib.sparcclGetUniqueId(ctypes.byref(uid)), "sparcclGetUniqueId")
+        return ctypes.string_at(ctypes.addressof(uid), NCCL_UNIQUE_ID_BYTES)
+
+    def comm_init_rank(self, nranks: int, unique_id: bytes, rank: int,
+                       config: Optional[SparcclConfig] = None) -> int:
+        if len(unique_id) != NCCL_UNIQUE_ID_BYTES:
+            raise ValueError("an ncclUniqueId is %d bytes, got %d"
+                             % (NCCL_UNIQUE_ID_BYTES, len(unique_id)))
+        uid = NcclUniqueId()
+        ctypes.memmove(ctypes.addressof(uid), unique_id, NCCL_UNIQUE_ID_BYTES)
+        comm = _P()
+        cfg = ctypes.byref(config) if config is not None else None
+        self.check(self.lib.sparcclCommInitRank(ctypes.byref(comm), nranks, uid, rank, cfg),
+                   "sparcclCommInitRank")
+        return comm.value
+
+    def comm_get_config(self, comm: int) -> SparcclConfig:
+        cfg = config_initializer()
+        self.check(self.lib.sparcclCommGetConfig(comm, ctypes.byref(cfg)), "sparcclCommGetConfig")
+        return cfg
+
+    def register_layout_tagged(self, comm: int, tag: int, counts) -> None:
+        arr = (ctypes.c_size_t * len(counts))(*counts)
+        self.check(self.lib.sparcclRegisterLayoutTagged(comm, tag, len(counts), arr),
+                   "sparcclRegisterLayoutTagged")
+
+    def all_reduce_tagged(self, send: int, recv: int, count: int, dtype: int, op: int,
+                          tag: int, comm: int, stream: int) -> None:
+        self.check(self.lib.sparcclAllReduceTagged(send, recv, count, dtype, op, tag, comm,
+                                                   stream or None),
+                   "sparcclAllReduceTagged")
+
+    def release_tagged(self, comm: int, tag: int) -> None:
+        self.check(self.lib.sparcclReleaseTagged(comm, tag), "sparcclReleaseTagged")
+
+    def stats(self, comm: int) -> SparcclStats:
+        s = SparcclStats()
+        self.check(self.lib.sparcclCommGetStats(comm, ctypes.byref(s)), "sparcclCommGetStats")
+        return s
+
+    def comm_destroy(self, comm: int) -> None:
+        self.check(self.lib.sparcclCommDestroy(comm), "sparcclCommDestroy")
+
+
+def load_library(path: Optional[str] = None) -> SparcclLibrary:
+    return SparcclLibrary(path)

@@ -1,0 +1,766 @@
+/*
+ * libsparccl_nccl_preload.so: sparccl for unmodified NCCL programs, by symbol interposition.
+ *
+ *   LD_PRELOAD=/path/libsparccl_nccl_preload.so SPARCCL_DENSITY=0.01 ./app
+ *
+ * ncclAllReduce of float32, float16 or bfloat16 with ncclSum or ncclAvg and count >=
+ * SPARCCL_PRELOAD_MIN_COUNT, outside any ncclGroupStart/ncclGroupEnd, on a blocking
+ * communicator this library saw being created, goes through sparcclAllReduce on a sparccl
+ * device comm made with sparcclCommInitNccl on the caller's communicator (lazily, at the
+ * first such call; it makes no collective call of its own).  Every other call goes
+ * untouched to the real ncclAllReduce.  The decision depends only on the arguments every
+ * rank passes alike (count, datatype, op), on the group nesting and the blocking mode, which
+ * an SPMD program shares, and on the environment: every rank decides alike.
+ *
+ * The real functions are looked up with dlsym(RTLD_NEXT, "ncclX"), falling back to
+ * "pncclX".  NCCL exports each ncclX as a weak alias of pncclX (same address: `nm -D
+ * libnccl.so` shows "W ncclAllReduce" and "T pncclAllReduce" at one address), so with one
+ * NCCL in the process both names reach the same code; the plain name keeps another
+ * interposer later in the chain (a tracer, a profiler) in the chain, the p-name is the
+ * fallback for an NCCL or a link order where the plain name is not found after us.
+ *
+ * State is keyed as SPEC 5 says: (sendbuff, count).  Without SPARCCL_PRELOAD_LAYER a buffer
+ * is one layer (at most 2^32-1 elements; a larger one passes through); with
+ * SPARCCL_PRELOAD_LAYER=L it is registered as consecutive layers of L elements (the last one
+ * shorter).  Keys are buffer addresses: this suits programs whose gradient buffers are
+ * persistent (DDP buckets, a contiguous gradient buffer, nccl-tests), not programs that
+ * allreduce short-lived tensors (every new address is a new key with its own state).
+ *
+ * Environment (read once, at the first intercepted call):
+ *   SPARCCL_PRELOAD_ENABLE     1 (default) or 0: 0 passes every call through
+ *   SPARCCL_PRELOAD_MIN_COUNT  elements; smaller calls pass through (default 65536)
+ *   SPARCCL_PRELOAD_LAYER      elements per layer chunk; 0 = the whole buffer (default 0)
+ *   SPARCCL_DEBUG=INFO         logs each decision once per (buffer, count, type, op, comm)
+ *   SPARCCL_* (SPEC 8)         the sparccl config of every comm the preload creates
+ *
+ * What passes through dense, and why (docs/PRELOAD.md says the same):
+ *   - Calls between ncclGroupStart and ncclGroupEnd (the depth is counted per thread, as
+ *     NCCL counts it): a grouped call is only enqueued at ncclGroupEnd, together with the
+ *     other calls of the group, while sparccl's first call on a key synchronises and every
+ *     call makes its own ncclAllGather; mixing the two inside one group would change what
+ *     the group means.  Single-process multi-GPU programs (ncclCommInitAll) must group their
+ *     calls, so they always pass through.  Ranks must agree on grouping a call: NCCL itself
+ *     lets one rank group an allreduce that another does not, the preload does not.
+ *   - Non-blocking communicators (config.blocking = 0, or NCCL_COMM_BLOCKING=0, which
+ *     overrides the config): their calls may return ncclInProgress and complete later,
+ *     which sparccl's device path (it treats any NCCL result but ncclSuccess as an error)
+ *     does not handle.
+ *   - Communicators not created through one of the interposed creation calls: their
+ *     blocking mode is unknown (a WARN line says so once).
+ *   - The first call on a communicator or on a key while the stream is being captured into
+ *     a CUDA graph: it allocates and synchronises, which capture forbids (sparccl refuses a
+ *     new key with sparcclInvalidUsage; the preload does not even try to create a comm or
+ *     register a layout then).  Run one step eagerly before capturing; later captures use
+ *     the live key and are sparse.
+ *
+ * Failures on a taken call.  Falling back to the dense allreduce is only safe if every rank
+ * falls back at the same call, having enqueued the same NCCL collectives before it; a rank
+ * that goes dense while another runs sparccl's ncclAllGather mismatches the collectives
+ * (a hang or garbage).  So:
+ *   - sparcclInvalidArgument, sparcclInvalidUsage, sparcclNotSupported fall back to dense.
+ *     Each comes from a check on what SPMD ranks share (the arguments, the config, the
+ *     capture status, the memory kind) made before any collective, or from the layout
+ *     fingerprint exchange, whose gathered result every rank sees alike, so that every rank
+ *     refuses together (SPEC 2).  A WARN line says so, once per key.
+ *   - Everything else (a CUDA error, out of memory, a failed NCCL call) can hit one rank
+ *     alone, possibly after the others have enqueued their ncclAllGather: the call returns
+ *     the error (sparccl's codes 1-7 are NCCL's) and the program handles it as any NCCL
+ *     error.  A failure to create the sparccl comm is handled the same way: an argument
+ *     error (a bad SPARCCL_* variable, shared by every rank) makes that communicator pass
+ *     through for good, anything else is returned (and the next call tries again).
+ *
+ * Reentrancy: sparccl's own NCCL calls (ncclAllGather, ncclCommUserRank, ncclCommCount,
+ * ncclGetErrorString) are not interposed; a per-thread guard passes any interposed call made
+ * from inside sparccl straight through as well.  ncclCommDestroy destroys the communicator's
+ * sparccl comm first (its state is on the device, its transport does not own the NCCL
+ * communicator).  ncclCommAbort aborts the NCCL communicator first and frees the sparccl
+ * comm after: an abort is how a program gets out of a hung collective, and freeing device
+ * memory before it would wait for the hung kernels; the sparccl comm is taken out of the
+ * table before, so no call can reach it, and its teardown makes no NCCL call.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include "sparccl.h"
+#include "sparccl_nccl.h"
+
+#define PRELOAD_API __attribute__((visibility("default")))
+#define HANDLE(x) ((void*)(x)) /* a communicator handle, for the log */
+
+/* ------------------------------------------------------------ settings and logging */
+enum { LOG_NONE = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_TRACE = 3 };
+
+static pthread_once_t settingsOnce = PTHREAD_ONCE_INIT;
+static int enabled = 1;
+static long long minCount = 65536;
+static long long layerChunk = 0;
+static int logLevel = LOG_NONE;
+static int quiet = 0; /* SPARCCL_DEBUG=NONE (or VERSION) said so explicitly */
+static char logHost[64] = "unknown";
+static pthread_mutex_t logLock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The library's format (src/debug.c): host:pid:tid SPARCCL LEVEL message, on stderr. */
+static void plog(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plog(int level, const char* fmt, ...) {
+  static const char* names[] = {"NONE", "WARN", "INFO", "TRACE"};
+  char message[1024];
+  va_list args;
+  /* Warnings that the preload is not doing its job print even without SPARCCL_DEBUG: a
+   * mistyped variable must not silently leave a run uncompressed. */
+  if (level > logLevel && (level != LOG_WARN || quiet)) return;
+  va_start(args, fmt);
+  vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  pthread_mutex_lock(&logLock);
+  fprintf(stderr, "%s:%d:%d SPARCCL %s nccl preload: %s\n", logHost, (int)getpid(),
+          (int)syscall(SYS_gettid), names[level], message);
+  fflush(stderr);
+  pthread_mutex_unlock(&logLock);
+}
+
+/* A non-negative integer, or -1 when malformed. */
+static long long parseCount(const char* name, const char* text) {
+  char* end = NULL;
+  long long v;
+  errno = 0;
+  v = strtoll(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v < 0) {
+    plog(LOG_WARN, "%s=%s is not a non-negative integer; the preload passes every call "
+         "through", name, text);
+    return -1;
+  }
+  return v;
+}
+
+static void settingsInit(void) {
+  const char* level = getenv("SPARCCL_DEBUG");
+  const char* text;
+  gethostname(logHost, sizeof(logHost) - 1);
+  if (level != NULL) {
+    if (strcasecmp(level, "INFO") == 0) logLevel = LOG_INFO;
+    else if (strcasecmp(level, "TRACE") == 0) logLevel = LOG_TRACE;
+    else if (strcasecmp(level, "VERSION") == 0 || strcasecmp(level, "NONE") == 0) quiet = 1;
+    else logLevel = LOG_WARN; /* WARN, or a bad value the library itself reports */
+  }
+  text = getenv("SPARCCL_PRELOAD_ENABLE");
+  if (text != NULL) {
+    if (strcmp(text, "0") == 0) enabled = 0;
+    else if (strcmp(text, "1") == 0) enabled = 1;
+    else {
+      plog(LOG_WARN, "SPARCCL_PRELOAD_ENABLE=%s is not 0 or 1; the preload passes every call "
+           "through", text);
+      enabled = 0;
+    }
+  }
+  text = getenv("SPARCCL_PRELOAD_MIN_COUNT");
+  if (text != NULL) {
+    long long v = parseCount("SPARCCL_PRELOAD_MIN_COUNT", text);
+    if (v < 0) enabled = 0;
+    else minCount = v < 1 ? 1 : v;
+  }
+  text = getenv("SPARCCL_PRELOAD_LAYER");
+  if (text != NULL) {
+    long long v = parseCount("SPARCCL_PRELOAD_LAYER", text);
+    if (v < 0) enabled = 0;
+    else if (v > (long long)UINT32_MAX) {
+      plog(LOG_WARN, "SPARCCL_PRELOAD_LAYER=%s is over 2^32-1 elements (a layer's limit); the "
+           "preload passes every call through", text);
+      enabled = 0;
+    } else layerChunk = v;
+  }
+  plog(LOG_INFO, "libsparccl_nccl_preload %s: ncclAllReduce of float32/float16/bfloat16 with "
+       "ncclSum or ncclAvg and count >= %lld goes through sparccl, layers of %s",
+       enabled ? "enabled" : "disabled", minCount,
+       layerChunk > 0 ? getenv("SPARCCL_PRELOAD_LAYER") : "the whole buffer");
+}
+
+/* ------------------------------------------------------------ the real functions */
+typedef ncclResult_t (*AllReduceFn)(const void*, void*, size_t, ncclDataType_t, ncclRedOp_t,
+                                    ncclComm_t, cudaStream_t);
+typedef ncclResult_t (*GroupFn)(void);
+typedef ncclResult_t (*GroupSimulateEndFn)(ncclSimInfo_t*);
+typedef ncclResult_t (*InitRankFn)(ncclComm_t*, int, ncclUniqueId, int);
+typedef ncclResult_t (*InitRankConfigFn)(ncclComm_t*, int, ncclUniqueId, int, ncclConfig_t*);
+typedef ncclResult_t (*InitAllFn)(ncclComm_t*, int, const int*);
+typedef ncclResult_t (*InitRankScalableFn)(ncclComm_t*, int, int, int, ncclUniqueId*,
+                                           ncclConfig_t*);
+typedef ncclResult_t (*SplitFn)(ncclComm_t, int, int, ncclComm_t*, ncclConfig_t*);
+typedef ncclResult_t (*ShrinkFn)(ncclComm_t, int*, int, ncclComm_t*, ncclConfig_t*, int);
+typedef ncclResult_t (*CommFn)(ncclComm_t);
+
+static struct {
+  AllReduceFn allReduce;
+  GroupFn groupStart, groupEnd;
+  GroupSimulateEndFn groupSimulateEnd;
+  InitRankFn initRank;
+  InitRankConfigFn initRankConfig;
+  InitAllFn initAll;
+  InitRankScalableFn initRankScalable;
+  SplitFn split;
+  ShrinkFn shrink;
+  CommFn destroy, abort;
+} real;
+static pthread_once_t realOnce = PTHREAD_ONCE_INIT;
+
+static void* lookup(const char* name) {
+  char pname[64];
+  void* f = dlsym(RTLD_NEXT, name);
+  snprintf(pname, sizeof(pname), "p%s", name);
+  if (f == NULL) f = dlsym(RTLD_NEXT, pname);
+  if (f == NULL) f = dlsym(RTLD_DEFAULT, pname); /* never ours: we define no pnccl* */
+  return f;
+}
+
+static void realInit(void) {
+  /* dlsym returns void*; POSIX guarantees the conversion to a function pointer works. */
+  real.allReduce = (AllReduceFn)lookup("ncclAllReduce");
+  real.groupStart = (GroupFn)lookup("ncclGroupStart");
+  real.groupEnd = (GroupFn)lookup("ncclGroupEnd");
+  real.groupSimulateEnd = (GroupSimulateEndFn)lookup("ncclGroupSimulateEnd");
+  real.initRank = (InitRankFn)lookup("ncclCommInitRank");
+  real.initRankConfig = (InitRankConfigFn)lookup("ncclCommInitRankConfig");
+  real.initAll = (InitAllFn)lookup("ncclCommInitAll");
+  real.initRankScalable = (InitRankScalableFn)lookup("ncclCommInitRankScalable");
+  real.split = (SplitFn)lookup("ncclCommSplit");
+  real.shrink = (ShrinkFn)lookup("ncclCommShrink");
+  real.destroy = (CommFn)lookup("ncclCommDestroy");
+  real.abort = (CommFn)lookup("ncclCommAbort");
+}
+
+/* The real function, or NULL after a WARN (an NCCL without it: never expected, since the
+ * program itself called it). */
+#define REAL(field, name)                                                                    \
+  (pthread_once(&realOnce, realInit),                                                       \
+   real.field != NULL ? real.field                                                          \
+                      : (plog(LOG_WARN, "cannot find the real %s in the process", name), \
+                         real.field))
+
+/* ------------------------------------------------------------ reentrancy guard, groups */
+static __thread int inSparccl = 0;
+static __thread int groupDepth = 0;
+
+/* ------------------------------------------------------------ communicator table */
+/* Every communicator created through an interposed call, from creation to destruction. */
+typedef struct {
+  ncclComm_t nccl;
+  int blocking;
+  int pass;             /* 1: its calls pass through for good (sparccl comm creation refused) */
+  unsigned gen;         /* distinguishes a reused handle in the decision log */
+  sparcclComm_t comm;   /* created at the first taken call; NULL before */
+} CommEntry;
+
+static pthread_mutex_t tableLock = PTHREAD_MUTEX_INITIALIZER;
+static CommEntry* table = NULL;
+static size_t tableCount = 0, tableCap = 0;
+static unsigned nextGen = 1;
+
+static CommEntry* tableFind(ncclComm_t nccl) {
+  size_t i;
+  for (i = 0; i < tableCount; i++)
+    if (table[i].nccl == nccl) return &table[i];
+  return NULL;
+}
+
+/* Takes the entry out; returns 1 and its sparccl comm if it was there. */
+static int tableRemove(ncclComm_t nccl, sparcclComm_t* comm) {
+  CommEntry* e;
+  int found = 0;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL) {
+    *comm = e->comm;
+    *e = table[tableCount - 1];
+    tableCount--;
+    found = 1;
+  }
+  pthread_mutex_unlock(&tableLock);
+  return found;
+}
+
+static void destroySparccl(ncclComm_t nccl, sparcclComm_t comm) {
+  if (comm == NULL) return;
+  inSparccl++;
+  sparcclCommDestroy(comm);
+  inSparccl--;
+  plog(LOG_INFO, "sparccl comm %p of communicator %p destroyed", HANDLE(comm), HANDLE(nccl));
+}
+
+/* NCCL_COMM_BLOCKING=0 or 1 overrides the config's field (NCCL's envConfigOverride). */
+static int blockingOf(const ncclConfig_t* config, int inherited) {
+  const char* env = getenv("NCCL_COMM_BLOCKING");
+  if (env != NULL && strcmp(env, "0") == 0) return 0;
+  if (env != NULL && strcmp(env, "1") == 0) return 1;
+  if (config != NULL && config->blocking != NCCL_CONFIG_UNDEF_INT) return config->blocking != 0;
+  return inherited;
+}
+
+static int blockingOfComm(ncclComm_t nccl) {
+  CommEntry* e;
+  int blocking = 1;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL) blocking = e->blocking;
+  pthread_mutex_unlock(&tableLock);
+  return blocking;
+}
+
+static void track(ncclComm_t nccl, int blocking, const char* how) {
+  CommEntry* e;
+  sparcclComm_t stale = NULL;
+  if (nccl == NULL) return;
+  pthread_once(&settingsOnce, settingsInit);
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e == NULL) {
+    if (tableCount == tableCap) {
+      size_t cap = tableCap ? 2 * tableCap : 8;
+      CommEntry* grown = (CommEntry*)realloc(table, cap * sizeof(*grown));
+      if (grown == NULL) {
+        pthread_mutex_unlock(&tableLock);
+        plog(LOG_WARN, "out of memory for the communicator table: communicator %p passes "
+             "through", HANDLE(nccl));
+        return;
+      }
+      table = grown;
+      tableCap = cap;
+    }
+    e = &table[tableCount++];
+  } else {
+    stale = e->comm; /* a handle NCCL reused without our seeing the destruction */
+  }
+  e->nccl = nccl;
+  e->blocking = blocking;
+  e->pass = 0;
+  e->gen = nextGen++;
+  e->comm = NULL;
+  pthread_mutex_unlock(&tableLock);
+  if (stale != NULL) destroySparccl(nccl, stale);
+  plog(LOG_INFO, "communicator %p created by %s (%s)", HANDLE(nccl), how,
+       blocking ? "blocking" : "non-blocking: its calls pass through");
+}
+
+/* ------------------------------------------------------------ decision log, once per buffer */
+typedef struct {
+  const void* buf;
+  size_t count;
+  int type, op, kind;
+  ncclComm_t comm;
+  unsigned gen;
+  int used;
+} Seen;
+
+#define SEEN_CAP 4096
+static Seen seen[SEEN_CAP];
+static size_t seenCount = 0;
+
+/* 1 the first time this (buffer, count, type, op, comm, kind) is seen, when level is being
+ * logged.  The table is bounded: past SEEN_CAP - 1 entries, new ones are no longer logged. */
+static int firstTime(int level, int kind, const void* buf, size_t count, int type, int op,
+                     ncclComm_t comm, unsigned gen) {
+  uint64_t h = (uint64_t)(uintptr_t)buf * 0x9E3779B97F4A7C15ULL;
+  size_t i, slot;
+  int result = 0, full = 0;
+  if (level > logLevel && (level != LOG_WARN || quiet)) return 0;
+  h ^= (uint64_t)count * 0xC2B2AE3D27D4EB4FULL;
+  h ^= (uint64_t)(uintptr_t)comm * 0x165667B19E3779F9ULL;
+  h ^= (uint64_t)(unsigned)(type * 64 + op * 4 + kind) * 0x27D4EB2F165667C5ULL;
+  h ^= (uint64_t)gen * 0x94D049BB133111EBULL;
+  h ^= h >> 31;
+  pthread_mutex_lock(&tableLock);
+  slot = (size_t)(h % SEEN_CAP);
+  for (i = 0; i < SEEN_CAP; i++) {
+    Seen* s = &seen[(slot + i) % SEEN_CAP];
+    if (s->used && s->buf == buf && s->count == count && s->type == type && s->op == op &&
+        s->kind == kind && s->comm == comm && s->gen == gen)
+      break; /* seen before */
+    if (!s->used) {
+      if (seenCount + 1 < SEEN_CAP) {
+        s->used = 1; s->buf = buf; s->count = count; s->type = type; s->op = op;
+        s->kind = kind; s->comm = comm; s->gen = gen;
+        seenCount++;
+        result = 1;
+      } else if (seenCount + 1 == SEEN_CAP) {
+        seenCount++; /* say it once */
+        full = 1;
+      }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&tableLock);
+  if (full) plog(LOG_INFO, "%d distinct buffers seen; later decisions are not logged", SEEN_CAP - 1);
+  return result;
+}
+
+static const char* typeName(int t) {
+  switch (t) {
+    case ncclInt8: return "int8";
+    case ncclUint8: return "uint8";
+    case ncclInt32: return "int32";
+    case ncclUint32: return "uint32";
+    case ncclInt64: return "int64";
+    case ncclUint64: return "uint64";
+    case ncclFloat16: return "float16";
+    case ncclFloat32: return "float32";
+    case ncclFloat64: return "float64";
+    case ncclBfloat16: return "bfloat16";
+    default: return "another datatype";
+  }
+}
+
+static const char* opName(int op) {
+  switch (op) {
+    case ncclSum: return "sum";
+    case ncclProd: return "prod";
+    case ncclMax: return "max";
+    case ncclMin: return "min";
+    case ncclAvg: return "avg";
+    default: return "another op";
+  }
+}
+
+static unsigned genOf(ncclComm_t nccl) {
+  CommEntry* e;
+  unsigned gen = 0;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL) gen = e->gen;
+  pthread_mutex_unlock(&tableLock);
+  return gen;
+}
+
+static void logDecision(const void* send, void* recv, size_t count, int type, int op,
+                        ncclComm_t comm, const char* decision) {
+  const void* key = send != NULL ? send : recv;
+  if (!firstTime(LOG_INFO, 0, key, count, type, op, comm, genOf(comm))) return;
+  plog(LOG_INFO, "ncclAllReduce %s %p count %zu %s %s comm %p -> %s",
+       send == recv ? "in place on" : "from", key, count, typeName(type), opName(op),
+       HANDLE(comm), decision);
+}
+
+/* ------------------------------------------------------------ the sparse path */
+static int argumentError(sparcclResult_t res) {
+  return res == sparcclInvalidArgument || res == sparcclInvalidUsage ||
+         res == sparcclNotSupported;
+}
+
+/* sparccl's codes 1..7 are NCCL's (include/sparccl.h); sparcclNotSupported is not. */
+static ncclResult_t toNccl(sparcclResult_t res) {
+  if (res == sparcclNotSupported) return ncclInvalidUsage;
+  if (res >= sparcclSuccess && res <= sparcclInProgress) return (ncclResult_t)res;
+  return ncclInternalError;
+}
+
+/* 1 capturing, 0 not, -1 unknown (the query failed). */
+static int capturing(cudaStream_t stream) {
+  enum cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
+static ncclResult_t dense(const void* send, void* recv, size_t count, ncclDataType_t type,
+                          ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  AllReduceFn f = REAL(allReduce, "ncclAllReduce");
+  if (f == NULL) return ncclInternalError;
+  return f(send, recv, count, type, op, comm, stream);
+}
+
+/* The sparccl comm of nccl, or NULL with *decision saying why the call passes through;
+ * *result is set (and NULL returned) when the creation failed in a way the call reports. */
+static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decision,
+                                ncclResult_t* result) {
+  CommEntry* e;
+  sparcclComm_t comm = NULL;
+  sparcclResult_t res;
+  unsigned gen;
+  int nranks = 0;
+  *result = ncclSuccess;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e == NULL || !e->blocking || e->pass || e->comm != NULL) {
+    comm = e != NULL && e->blocking && !e->pass ? e->comm : NULL;
+    *decision = e == NULL ? "NCCL (communicator not seen at creation)"
+                : !e->blocking ? "NCCL (non-blocking communicator)"
+                : e->pass ? "NCCL (no sparccl comm)" : NULL;
+    pthread_mutex_unlock(&tableLock);
+    if (e == NULL && firstTime(LOG_WARN, 2, NULL, 0, 0, 0, nccl, 0))
+      plog(LOG_WARN, "communicator %p was not created through an interposed ncclCommInit*/"
+           "ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): its calls pass "
+           "through", HANDLE(nccl));
+    return comm;
+  }
+  gen = e->gen;
+  pthread_mutex_unlock(&tableLock);
+
+  if (capture != 0) {
+    *decision = "NCCL (first call on the communicator during CUDA graph capture)";
+    return NULL;
+  }
+  /* Local: sparcclCommInitNccl makes no collective call, so ranks cannot mismatch here. */
+  inSparccl++;
+  res = sparcclCommInitNccl(&comm, nccl, NULL);
+  inSparccl--;
+  if (res != sparcclSuccess) {
+    if (!argumentError(res)) {
+      plog(LOG_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call returns "
+           "the error", HANDLE(nccl), sparcclGetErrorString(res));
+      *result = toNccl(res);
+      *decision = NULL;
+      return NULL;
+    }
+    plog(LOG_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set SPARCCL_DEBUG=WARN "
+         "for the reason); its calls pass through to NCCL", HANDLE(nccl),
+         sparcclGetErrorString(res));
+    pthread_mutex_lock(&tableLock);
+    e = tableFind(nccl);
+    if (e != NULL && e->gen == gen) e->pass = 1;
+    pthread_mutex_unlock(&tableLock);
+    *decision = "NCCL (no sparccl comm)";
+    return NULL;
+  }
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL && e->gen == gen && e->comm == NULL) {
+    e->comm = comm;
+  } else {
+    /* Destroyed meanwhile by another thread (a race the program owns), or created twice. */
+    sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
+    pthread_mutex_unlock(&tableLock);
+    inSparccl++;
+    sparcclCommDestroy(comm);
+    inSparccl--;
+    *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
+    return other;
+  }
+  pthread_mutex_unlock(&tableLock);
+  sparcclCommCount(comm, &nranks);
+  plog(LOG_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
+       HANDLE(nccl), nranks);
+  *decision = NULL;
+  return comm;
+}
+
+static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,
+                                    ncclDataType_t type, ncclRedOp_t op, ncclComm_t nccl,
+                                    cudaStream_t stream) {
+  const char* decision = NULL;
+  ncclResult_t result = ncclSuccess;
+  sparcclResult_t res = sparcclSuccess;
+  size_t nlayers = 1;
+  char text[160];
+  int capture = capturing(stream);
+  sparcclComm_t comm = sparcclFor(nccl, capture, &decision, &result);
+
+  if (comm == NULL) {
+    if (decision == NULL) return result; /* creation failed: reported, not hidden */
+    logDecision(send, recv, count, type, op, nccl, decision);
+    return dense(send, recv, count, type, op, nccl, stream);
+  }
+  if (layerChunk > 0 && (long long)count > layerChunk) {
+    size_t chunk = (size_t)layerChunk, i, *counts;
+    nlayers = (count + chunk - 1) / chunk;
+    /* Registering is collective and synchronising on a new key: never during capture.  A
+     * key registered before is found by sparcclAllReduce itself; a new one is refused by
+     * it (sparcclInvalidUsage) and passes through below. */
+    if (capture == 0) {
+      counts = (size_t*)malloc(nlayers * sizeof(size_t));
+      if (counts == NULL) {
+        plog(LOG_WARN, "out of memory for a layout of %zu layers", nlayers);
+        return ncclSystemError;
+      }
+      for (i = 0; i < nlayers; i++) counts[i] = chunk;
+      counts[nlayers - 1] = count - (nlayers - 1) * chunk;
+      inSparccl++;
+      res = sparcclRegisterLayout(comm, send, nlayers, counts);
+      inSparccl--;
+      free(counts);
+    }
+  }
+  if (res == sparcclSuccess) {
+    inSparccl++;
+    res = sparcclAllReduce(send, recv, count, (sparcclDataType_t)type, (sparcclRedOp_t)op, comm,
+                           (void*)stream);
+    inSparccl--;
+  }
+  if (res == sparcclSuccess) {
+    snprintf(text, sizeof(text), "sparccl (%zu layer%s)", nlayers, nlayers > 1 ? "s" : "");
+    logDecision(send, recv, count, type, op, nccl, text);
+    return ncclSuccess;
+  }
+  if (argumentError(res)) {
+    /* Every rank refuses this call alike, before any collective or after the layout
+     * fingerprint exchange every rank saw alike: all of them go dense together.  A new key
+     * during capture is expected (INFO); anything else is worth a WARN, once per key. */
+    int level = capture == 1 ? LOG_INFO : LOG_WARN;
+    if (firstTime(level, 1, send, count, type, op, nccl, genOf(nccl)))
+      plog(level, "sparccl refused a %zu-element ncclAllReduce from %p (%s%s); it goes to NCCL "
+           "dense on every rank", count, send, sparcclGetErrorString(res),
+           capture == 1 ? ": a new key during CUDA graph capture"
+                        : "; set SPARCCL_DEBUG=WARN for the reason");
+    return dense(send, recv, count, type, op, nccl, stream);
+  }
+  /* A runtime failure may be this rank's alone, after other ranks enqueued sparccl's
+   * ncclAllGather: a dense call here could mismatch theirs.  Report it instead. */
+  plog(LOG_WARN, "sparccl failed on a %zu-element ncclAllReduce (%s); the call returns the "
+       "error", count, sparcclGetErrorString(res));
+  return toNccl(res);
+}
+
+/* ------------------------------------------------------------ interposed entry points */
+PRELOAD_API ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
+                                       ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
+                                       cudaStream_t stream) {
+  const char* why = NULL;
+  if (inSparccl) return dense(sendbuff, recvbuff, count, datatype, op, comm, stream);
+  pthread_once(&settingsOnce, settingsInit);
+  if (!enabled) why = "NCCL (preload disabled)";
+  else if (datatype != ncclFloat32 && datatype != ncclFloat16 && datatype != ncclBfloat16)
+    why = "NCCL (not float32, float16 or bfloat16)";
+  else if (op != ncclSum && op != ncclAvg) why = "NCCL (not sum or avg)";
+  else if ((long long)count < minCount || count == 0)
+    why = "NCCL (below SPARCCL_PRELOAD_MIN_COUNT)";
+  else if (groupDepth > 0) why = "NCCL (inside ncclGroupStart/ncclGroupEnd)";
+  else if (comm == NULL || sendbuff == NULL || recvbuff == NULL) why = "NCCL (null argument)";
+  else if (layerChunk == 0 && count > UINT32_MAX)
+    why = "NCCL (one layer over 2^32-1 elements; set SPARCCL_PRELOAD_LAYER)";
+  if (why != NULL) {
+    if (logLevel >= LOG_INFO && count > 0)
+      logDecision(sendbuff, recvbuff, count, datatype, op, comm, why);
+    return dense(sendbuff, recvbuff, count, datatype, op, comm, stream);
+  }
+  return sparseAllReduce(sendbuff, recvbuff, count, datatype, op, comm, stream);
+}
+
+PRELOAD_API ncclResult_t ncclGroupStart(void) {
+  GroupFn f = REAL(groupStart, "ncclGroupStart");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f();
+  if (res == ncclSuccess && !inSparccl) groupDepth++;
+  return res;
+}
+
+/* NCCL leaves the group whatever the result (an error is the group's error). */
+PRELOAD_API ncclResult_t ncclGroupEnd(void) {
+  GroupFn f = REAL(groupEnd, "ncclGroupEnd");
+  if (!inSparccl && groupDepth > 0) groupDepth--;
+  if (f == NULL) return ncclInternalError;
+  return f();
+}
+
+PRELOAD_API ncclResult_t ncclGroupSimulateEnd(ncclSimInfo_t* simInfo) {
+  GroupSimulateEndFn f = REAL(groupSimulateEnd, "ncclGroupSimulateEnd");
+  if (!inSparccl && groupDepth > 0) groupDepth--;
+  if (f == NULL) return ncclInternalError;
+  return f(simInfo);
+}
+
+/* A created communicator is tracked on ncclSuccess, and on ncclInProgress (a non-blocking
+ * one: the handle is valid, its initialisation goes on). */
+#define CREATED(res) ((res) == ncclSuccess || (res) == ncclInProgress)
+
+PRELOAD_API ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId commId,
+                                          int rank) {
+  InitRankFn f = REAL(initRank, "ncclCommInitRank");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f(comm, nranks, commId, rank);
+  if (!inSparccl && CREATED(res) && comm != NULL)
+    track(*comm, blockingOf(NULL, 1), "ncclCommInitRank");
+  return res;
+}
+
+PRELOAD_API ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks,
+                                                ncclUniqueId commId, int rank,
+                                                ncclConfig_t* config) {
+  InitRankConfigFn f = REAL(initRankConfig, "ncclCommInitRankConfig");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f(comm, nranks, commId, rank, config);
+  if (!inSparccl && CREATED(res) && comm != NULL)
+    track(*comm, blockingOf(config, 1), "ncclCommInitRankConfig");
+  return res;
+}
+
+PRELOAD_API ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int* devlist) {
+  InitAllFn f = REAL(initAll, "ncclCommInitAll");
+  ncclResult_t res;
+  int i;
+  if (f == NULL) return ncclInternalError;
+  res = f(comms, ndev, devlist);
+  if (!inSparccl && CREATED(res) && comms != NULL)
+    for (i = 0; i < ndev; i++) track(comms[i], blockingOf(NULL, 1), "ncclCommInitAll");
+  return res;
+}
+
+PRELOAD_API ncclResult_t ncclCommInitRankScalable(ncclComm_t* comm, int nranks, int myrank,
+                                                  int nId, ncclUniqueId* commIds,
+                                                  ncclConfig_t* config) {
+  InitRankScalableFn f = REAL(initRankScalable, "ncclCommInitRankScalable");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f(comm, nranks, myrank, nId, commIds, config);
+  if (!inSparccl && CREATED(res) && comm != NULL)
+    track(*comm, blockingOf(config, 1), "ncclCommInitRankScalable");
+  return res;
+}
+
+/* A child made with config NULL inherits its parent's config (NCCL's copyCommConfig). */
+PRELOAD_API ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
+                                       ncclConfig_t* config) {
+  SplitFn f = REAL(split, "ncclCommSplit");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f(comm, color, key, newcomm, config);
+  if (!inSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
+    track(*newcomm, blockingOf(config, blockingOfComm(comm)), "ncclCommSplit");
+  return res;
+}
+
+PRELOAD_API ncclResult_t ncclCommShrink(ncclComm_t comm, int* excludeRanksList,
+                                        int excludeRanksCount, ncclComm_t* newcomm,
+                                        ncclConfig_t* config, int shrinkFlags) {
+  ShrinkFn f = REAL(shrink, "ncclCommShrink");
+  ncclResult_t res;
+  if (f == NULL) return ncclInternalError;
+  res = f(comm, excludeRanksList, excludeRanksCount, newcomm, config, shrinkFlags);
+  if (!inSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
+    track(*newcomm, blockingOf(config, blockingOfComm(comm)), "ncclCommShrink");
+  return res;
+}
+
+/* The sparccl comm first: it is freed while the NCCL communicator is still alive. */
+PRELOAD_API ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  CommFn f = REAL(destroy, "ncclCommDestroy");
+  sparcclComm_t sc = NULL;
+  if (f == NULL) return ncclInternalError;
+  if (!inSparccl && comm != NULL && tableRemove(comm, &sc)) destroySparccl(comm, sc);
+  return f(comm);
+}
+
+/* Out of the table first (no call reaches it), NCCL's abort (it stops hung kernels), then
+ * the sparccl comm's device memory (its teardown makes no NCCL call). */
+PRELOAD_API ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  CommFn f = REAL(abort, "ncclCommAbort");
+  sparcclComm_t sc = NULL;
+  ncclResult_t res;
+  int found = 0;
+  if (f == NULL) return ncclInternalError;
+  if (!inSparccl && comm != NULL) found = tableRemove(comm, &sc);
+  res = f(comm);
+  if (found) destroySparccl(comm, sc);
+  return res;
+}
