@@ -75,6 +75,7 @@ $(BUILD)/bin/sparccl_mpi_tests: tests/mpi/mpi_tests.c $(TEST_COMMON) tests/commo
 # mpirun with 1-4 ranks, and the unit suites again under ASan+UBSan.
 test: deps
 	@$(MAKE) --no-print-directory unit mpitest sanitize $(EXTRA_TESTS)
+	@echo "test groups ($(strip unit mpitest sanitize $(EXTRA_TESTS))): $(words unit mpitest sanitize $(EXTRA_TESTS)) passed, 0 failed"
 
 unit: lib $(BUILD)/bin/sparccl_tests $(BUILD)/bin/sparccl_log_probe
 	bash tests/log_check.sh $(BUILD)/bin/sparccl_log_probe
