@@ -7,6 +7,10 @@
 
 NCCL_PRELOAD_LIB  := $(BUILD)/lib/libsparccl_nccl_preload.so
 NCCL_PRELOAD_OBJ  := $(BUILD)/obj/preload/nccl_preload.o
+# What it shares with the MPI preload: compiled by its rule in mk/preload.mk (included after
+# this file, hence the paths spelled out here).
+NCCL_PRELOAD_COMMON := $(BUILD)/obj/preload/preload_common.o
+NCCL_PRELOAD_COMMON_HDR := src/preload/preload_common.h
 # The host library's objects without MPI (src/mpi.c: the preload has no use for it, and an
 # NCCL program need not have libmpi) and the device objects: one file to preload.
 NCCL_PRELOAD_DEPS := $(filter-out $(BUILD)/obj/mpi.o,$(LIB_OBJ)) \
@@ -22,7 +26,8 @@ PYTHON3             ?= $(shell command -v python3 2>/dev/null)
 .PHONY: ncclpreload ncclpreloadtest hooktest
 EXTRA_TESTS += ncclpreloadtest
 
-$(NCCL_PRELOAD_OBJ): src/preload/nccl_preload.c include/sparccl.h include/sparccl_nccl.h
+$(NCCL_PRELOAD_OBJ): src/preload/nccl_preload.c $(NCCL_PRELOAD_COMMON_HDR) include/sparccl.h \
+                     include/sparccl_nccl.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LIB_CFLAGS) -I$(CUDA_HOME)/include -c $< -o $@
 
@@ -30,9 +35,10 @@ $(NCCL_PRELOAD_OBJ): src/preload/nccl_preload.c include/sparccl.h include/sparcc
 # the preload brings no libcudart.so of its own into a program that has another.  libnccl
 # is linked dynamically: the program's NCCL and the preload's must be the same library.
 # --no-undefined: every symbol resolves at link time (the loader check below does the rest).
-$(NCCL_PRELOAD_LIB): $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_DEPS) src/preload/nccl_preload.map | $(BUILD)/lib
+$(NCCL_PRELOAD_LIB): $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_COMMON) $(NCCL_PRELOAD_DEPS) \
+                     src/preload/nccl_preload.map | $(BUILD)/lib
 	$(NVCC) -shared --cudart static -Xlinker --version-script=src/preload/nccl_preload.map \
-	  -Xlinker --no-undefined -o $@ $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_DEPS) \
+	  -Xlinker --no-undefined -o $@ $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_COMMON) $(NCCL_PRELOAD_DEPS) \
 	  -L$(CUDA_HOME)/lib64 -lnccl $(LDLIBS) -ldl
 
 $(NCCL_PRELOAD_CHECK): tests/nccl_preload/interpose_check.c | $(BUILD)/bin

@@ -4,6 +4,10 @@
 
 PRELOAD_LIB    := $(BUILD)/lib/libsparccl_mpi_preload.so
 PRELOAD_OBJ    := $(BUILD)/obj/preload/mpi_preload.o
+# What the MPI and the NCCL preload share (settings, log, decision table, layers); each
+# library links this object, hidden like the rest (mk/nccl_preload.mk names it by its path).
+PRELOAD_COMMON_OBJ := $(BUILD)/obj/preload/preload_common.o
+PRELOAD_COMMON_HDR := src/preload/preload_common.h
 PRELOAD_CHECK  := $(BUILD)/bin/preload_allreduce_check
 PRELOAD_DIRECT := $(BUILD)/bin/preload_allreduce_direct
 PRELOAD_TMP    ?= /tmp/sparccl_preload_$(shell id -u)_$(notdir $(abspath $(BUILD)))
@@ -13,14 +17,20 @@ all: preload
 preload: check-tools $(PRELOAD_LIB)
 EXTRA_TESTS += preloadtest
 
-$(PRELOAD_OBJ): src/preload/mpi_preload.c include/sparccl.h include/sparccl_mpi.h
+$(PRELOAD_OBJ): src/preload/mpi_preload.c $(PRELOAD_COMMON_HDR) include/sparccl.h \
+                include/sparccl_mpi.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
+
+$(PRELOAD_COMMON_OBJ): src/preload/preload_common.c $(PRELOAD_COMMON_HDR) include/sparccl.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
 
 # The library's objects are linked in (static, -fPIC): one file to preload.
-$(PRELOAD_LIB): $(PRELOAD_OBJ) $(BUILD)/lib/libsparccl.a src/preload/mpi_preload.map | $(BUILD)/lib
+$(PRELOAD_LIB): $(PRELOAD_OBJ) $(PRELOAD_COMMON_OBJ) $(BUILD)/lib/libsparccl.a \
+                src/preload/mpi_preload.map | $(BUILD)/lib
 	$(CC) -shared -Wl,--version-script=src/preload/mpi_preload.map -o $@ $(PRELOAD_OBJ) \
-	  $(BUILD)/lib/libsparccl.a $(LDLIBS)
+	  $(PRELOAD_COMMON_OBJ) $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 # The check is a plain MPI program; built with -DPRELOAD_CHECK_DIRECT the same source calls
 # sparcclAllReduce itself where the preload would, to compare the two bitwise.

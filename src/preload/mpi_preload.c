@@ -35,108 +35,29 @@
  * all before PMPI_Finalize.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <mpi.h>
 #include "sparccl.h"
 #include "sparccl_mpi.h"
+#include "preload_common.h"
 
 #define PRELOAD_API __attribute__((visibility("default")))
 #define HANDLE(x) ((void*)(uintptr_t)(x)) /* a communicator handle, for the log */
 
 /* ------------------------------------------------------------ settings and logging */
-enum { LOG_NONE = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_TRACE = 3 };
+/* The SPARCCL_PRELOAD_* settings, the log and the reentrancy guard are preload_common.c's,
+ * shared with the NCCL preload; what differs is what this one says. */
+const char preloadLogTag[] = "preload";
 
 static pthread_once_t settingsOnce = PTHREAD_ONCE_INIT;
-static int enabled = 1;
-static long long minCount = 65536;
-static long long layerChunk = 0;
-static int logLevel = LOG_NONE;
-static int quiet = 0; /* SPARCCL_DEBUG=NONE (or VERSION) said so explicitly */
-static char logHost[64] = "unknown";
-static pthread_mutex_t logLock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The library's format (src/debug.c): host:pid:tid SPARCCL LEVEL message, on stderr. */
-static void plog(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void plog(int level, const char* fmt, ...) {
-  static const char* names[] = {"NONE", "WARN", "INFO", "TRACE"};
-  char message[1024];
-  va_list args;
-  /* Warnings that the preload is not doing its job print even without SPARCCL_DEBUG: a
-   * mistyped variable must not silently leave a run uncompressed. */
-  if (level > logLevel && (level != LOG_WARN || quiet)) return;
-  va_start(args, fmt);
-  vsnprintf(message, sizeof(message), fmt, args);
-  va_end(args);
-  pthread_mutex_lock(&logLock);
-  fprintf(stderr, "%s:%d:%d SPARCCL %s preload: %s\n", logHost, (int)getpid(),
-          (int)syscall(SYS_gettid), names[level], message);
-  fflush(stderr);
-  pthread_mutex_unlock(&logLock);
-}
-
-/* A non-negative integer, or -1 when malformed. */
-static long long parseCount(const char* name, const char* text) {
-  char* end = NULL;
-  long long v;
-  errno = 0;
-  v = strtoll(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || v < 0) {
-    plog(LOG_WARN, "%s=%s is not a non-negative integer; the preload passes every call "
-         "through", name, text);
-    return -1;
-  }
-  return v;
-}
 
 static void settingsInit(void) {
-  const char* level = getenv("SPARCCL_DEBUG");
-  const char* text;
-  gethostname(logHost, sizeof(logHost) - 1);
-  if (level != NULL) {
-    if (strcasecmp(level, "INFO") == 0) logLevel = LOG_INFO;
-    else if (strcasecmp(level, "TRACE") == 0) logLevel = LOG_TRACE;
-    else if (strcasecmp(level, "VERSION") == 0 || strcasecmp(level, "NONE") == 0) quiet = 1;
-    else logLevel = LOG_WARN; /* WARN, or a bad value the library itself reports */
-  }
-  text = getenv("SPARCCL_PRELOAD_ENABLE");
-  if (text != NULL) {
-    if (strcmp(text, "0") == 0) enabled = 0;
-    else if (strcmp(text, "1") == 0) enabled = 1;
-    else {
-      plog(LOG_WARN, "SPARCCL_PRELOAD_ENABLE=%s is not 0 or 1; the preload passes every call "
-           "through", text);
-      enabled = 0;
-    }
-  }
-  text = getenv("SPARCCL_PRELOAD_MIN_COUNT");
-  if (text != NULL) {
-    long long v = parseCount("SPARCCL_PRELOAD_MIN_COUNT", text);
-    if (v < 0) enabled = 0;
-    else minCount = v < 1 ? 1 : v;
-  }
-  text = getenv("SPARCCL_PRELOAD_LAYER");
-  if (text != NULL) {
-    long long v = parseCount("SPARCCL_PRELOAD_LAYER", text);
-    if (v < 0) enabled = 0;
-    else layerChunk = v;
-  }
-  plog(LOG_INFO, "libsparccl_mpi_preload %s: MPI_Allreduce of MPI_FLOAT with MPI_SUM and "
-       "count >= %lld goes through sparccl, layers of %s",
-       enabled ? "enabled" : "disabled", minCount,
-       layerChunk > 0 ? getenv("SPARCCL_PRELOAD_LAYER") : "the whole buffer");
+  preloadSettingsInit();
+  preloadLogSettings("libsparccl_mpi_preload", "MPI_Allreduce of MPI_FLOAT with MPI_SUM");
 }
-
-/* ------------------------------------------------------------ reentrancy guard */
-static __thread int inSparccl = 0;
 
 /* ------------------------------------------------------------ comm cache */
 typedef struct {
@@ -191,22 +112,22 @@ static int commFor(MPI_Comm mpi, sparcclComm_t* out, int* pass) {
 
   PMPI_Comm_test_inter(mpi, &inter);
   if (inter) {
-    plog(LOG_INFO, "communicator %p is an intercommunicator: its calls pass through",
-         HANDLE(mpi));
+    preloadLog(PRELOAD_INFO, "communicator %p is an intercommunicator: its calls pass through",
+               HANDLE(mpi));
   } else {
-    inSparccl++;
+    preloadInSparccl++;
     res = sparcclCommInitMpi(&comm, mpi, NULL);
-    inSparccl--;
+    preloadInSparccl--;
     if (res != sparcclSuccess) {
       /* sparcclCommInitMpi agrees on failure over every rank, so every rank passes. */
-      plog(LOG_WARN, "sparcclCommInitMpi on communicator %p failed: %s; its calls pass "
-           "through to MPI", HANDLE(mpi), sparcclGetErrorString(res));
+      preloadLog(PRELOAD_WARN, "sparcclCommInitMpi on communicator %p failed: %s; its calls pass "
+                 "through to MPI", HANDLE(mpi), sparcclGetErrorString(res));
       comm = NULL;
     } else {
       int size = 0;
       PMPI_Comm_size(mpi, &size);
-      plog(LOG_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
-           HANDLE(mpi), size);
+      preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)",
+                 HANDLE(comm), HANDLE(mpi), size);
     }
   }
   pthread_mutex_lock(&cacheLock);
@@ -215,8 +136,8 @@ static int commFor(MPI_Comm mpi, sparcclComm_t* out, int* pass) {
     CacheEntry* grown = (CacheEntry*)realloc(cache, cap * sizeof(*grown));
     if (grown == NULL) {
       pthread_mutex_unlock(&cacheLock);
-      if (comm != NULL) { inSparccl++; sparcclCommDestroy(comm); inSparccl--; }
-      plog(LOG_WARN, "out of memory for the communicator cache");
+      if (comm != NULL) { preloadInSparccl++; sparcclCommDestroy(comm); preloadInSparccl--; }
+      preloadLog(PRELOAD_WARN, "out of memory for the communicator cache");
       return MPI_ERR_NO_MEM;
     }
     cache = grown;
@@ -232,61 +153,19 @@ static int commFor(MPI_Comm mpi, sparcclComm_t* out, int* pass) {
 }
 
 static void destroyComm(MPI_Comm mpi, sparcclComm_t comm) {
-  if (comm == NULL) return;
-  inSparccl++;
-  sparcclCommDestroy(comm);
-  inSparccl--;
-  plog(LOG_INFO, "sparccl comm %p of communicator %p destroyed", HANDLE(comm), HANDLE(mpi));
+  preloadDestroyComm(HANDLE(mpi), comm);
 }
 
 /* ------------------------------------------------------------ decision log, once per buffer */
-typedef struct {
-  const void* buf;
-  int count;
-  MPI_Datatype type;
-  MPI_Op op;
-  MPI_Comm comm;
-  int used;
-} Seen;
-
-#define SEEN_CAP 4096
-static Seen seen[SEEN_CAP];
-static size_t seenCount = 0;
-
-/* 1 the first time this (buffer, count, type, op, comm) is seen; only when INFO is on.
- * The table is bounded: past SEEN_CAP - 1 buffers, new ones are no longer logged. */
+/* 1 the first time this (buffer, count, type, op, comm) is seen; only when INFO is on. */
 static int firstTime(const void* buf, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
-  uint64_t h = (uint64_t)(uintptr_t)buf * 0x9E3779B97F4A7C15ULL;
-  size_t i, slot;
-  int result = 0, full = 0;
-  if (logLevel < LOG_INFO) return 0;
-  h ^= (uint64_t)(unsigned)count * 0xC2B2AE3D27D4EB4FULL;
-  h ^= (uint64_t)(uintptr_t)comm * 0x165667B19E3779F9ULL;
-  h ^= (uint64_t)(uintptr_t)type * 0x27D4EB2F165667C5ULL;
-  h ^= (uint64_t)(uintptr_t)op * 0x94D049BB133111EBULL;
-  h ^= h >> 31;
-  pthread_mutex_lock(&cacheLock);
-  slot = (size_t)(h % SEEN_CAP);
-  for (i = 0; i < SEEN_CAP; i++) {
-    Seen* s = &seen[(slot + i) % SEEN_CAP];
-    if (s->used && s->buf == buf && s->count == count && s->type == type && s->op == op &&
-        s->comm == comm)
-      break; /* seen before */
-    if (!s->used) {
-      if (seenCount + 1 < SEEN_CAP) {
-        s->used = 1; s->buf = buf; s->count = count; s->type = type; s->op = op; s->comm = comm;
-        seenCount++;
-        result = 1;
-      } else if (seenCount + 1 == SEEN_CAP) {
-        seenCount++; /* say it once */
-        full = 1;
-      }
-      break;
-    }
-  }
-  pthread_mutex_unlock(&cacheLock);
-  if (full) plog(LOG_INFO, "%d distinct buffers seen; later decisions are not logged", SEEN_CAP - 1);
-  return result;
+  PreloadKey key = {0};
+  key.buf = buf;
+  key.count = (uint64_t)(unsigned)count;
+  key.comm = (uint64_t)(uintptr_t)comm;
+  key.type = (uint64_t)(uintptr_t)type;
+  key.op = (uint64_t)(uintptr_t)op;
+  return preloadFirstTime(PRELOAD_INFO, &key);
 }
 
 static const char* typeName(MPI_Datatype t) {
@@ -316,9 +195,9 @@ static const char* opName(MPI_Op op) {
 static void logDecision(const void* key, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm,
                         int inPlace, const char* decision) {
   if (!firstTime(key, count, type, op, comm)) return;
-  plog(LOG_INFO, "MPI_Allreduce %s %p count %d %s %s comm %p -> %s",
-       inPlace ? "in place on" : "from", key, count, typeName(type), opName(op), HANDLE(comm),
-       decision);
+  preloadLog(PRELOAD_INFO, "MPI_Allreduce %s %p count %d %s %s comm %p -> %s",
+             inPlace ? "in place on" : "from", key, count, typeName(type), opName(op), HANDLE(comm),
+             decision);
 }
 
 /* ------------------------------------------------------------ the sparse path */
@@ -327,7 +206,7 @@ static int sparseAllreduce(const void* sendbuf, void* recvbuf, int count, MPI_Co
   sparcclComm_t comm = NULL;
   sparcclResult_t res = sparcclSuccess;
   const void* send = inPlace ? (const void*)recvbuf : sendbuf;
-  size_t nlayers = 1;
+  size_t nlayers;
   int pass = 0, rc;
   char decision[160];
 
@@ -338,35 +217,23 @@ static int sparseAllreduce(const void* sendbuf, void* recvbuf, int count, MPI_Co
     return PMPI_Allreduce(inPlace ? MPI_IN_PLACE : sendbuf, recvbuf, count, MPI_FLOAT, MPI_SUM,
                           mpi);
   }
-  if (layerChunk > 0 && (long long)count > layerChunk) {
-    size_t chunk = (size_t)layerChunk, i, *counts;
-    nlayers = ((size_t)count + chunk - 1) / chunk;
-    counts = (size_t*)malloc(nlayers * sizeof(size_t));
-    if (counts == NULL) {
-      plog(LOG_WARN, "out of memory for a layout of %zu layers", nlayers);
-      return MPI_ERR_NO_MEM;
-    }
-    for (i = 0; i < nlayers; i++) counts[i] = chunk;
-    counts[nlayers - 1] = (size_t)count - (nlayers - 1) * chunk;
-    /* Collective the first time for this key (every rank meets a new key at the same
-     * call, as sparcclAllReduce's own first call would), a no-op once it is live. */
-    inSparccl++;
-    res = sparcclRegisterLayout(comm, send, nlayers, counts);
-    inSparccl--;
-    free(counts);
-  }
+  nlayers = preloadLayerCount((size_t)count);
+  /* Registering is collective the first time for this key (every rank meets a new key at the
+   * same call, as sparcclAllReduce's own first call would), a no-op once it is live. */
+  if (nlayers > 1 && !preloadRegisterLayers(comm, send, (size_t)count, nlayers, &res))
+    return MPI_ERR_NO_MEM;
   if (res == sparcclSuccess) {
     snprintf(decision, sizeof(decision), "sparccl (%zu layer%s)", nlayers, nlayers > 1 ? "s" : "");
     logDecision(send, count, MPI_FLOAT, MPI_SUM, mpi, inPlace, decision);
-    inSparccl++;
+    preloadInSparccl++;
     res = sparcclAllReduce(send, recvbuf, (size_t)count, sparcclFloat32, sparcclSum, comm, NULL);
-    inSparccl--;
+    preloadInSparccl--;
   }
   if (res != sparcclSuccess) {
     /* Falling back to a dense allreduce here could hang against ranks that succeeded:
      * report through the communicator's error handler, as MPI would. */
-    plog(LOG_WARN, "sparccl failed on a %d-element MPI_Allreduce (%s); set SPARCCL_DEBUG=WARN "
-         "for the reason", count, sparcclGetErrorString(res));
+    preloadLog(PRELOAD_WARN, "sparccl failed on a %d-element MPI_Allreduce (%s); set "
+               "SPARCCL_DEBUG=WARN for the reason", count, sparcclGetErrorString(res));
     PMPI_Comm_call_errhandler(mpi, MPI_ERR_OTHER);
     return MPI_ERR_OTHER;
   }
@@ -376,16 +243,18 @@ static int sparseAllreduce(const void* sendbuf, void* recvbuf, int count, MPI_Co
 /* ------------------------------------------------------------ interposed entry points */
 PRELOAD_API int MPI_Allreduce(const void* sendbuf, void* recvbuf, int count,
                               MPI_Datatype datatype, MPI_Op op, MPI_Comm comm) {
-  int inPlace = sendbuf == MPI_IN_PLACE;
-  if (inSparccl) return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+  int inPlace = sendbuf == MPI_IN_PLACE, enabled, small;
+  if (preloadInSparccl) return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
   pthread_once(&settingsOnce, settingsInit);
-  if (!enabled || datatype != MPI_FLOAT || op != MPI_SUM || (long long)count < minCount ||
-      comm == MPI_COMM_NULL || recvbuf == NULL || sendbuf == NULL) {
-    if (logLevel >= LOG_INFO && count > 0) {
+  enabled = preloadSettings.enabled;
+  small = (long long)count < preloadSettings.minCount;
+  if (!enabled || datatype != MPI_FLOAT || op != MPI_SUM || small || comm == MPI_COMM_NULL ||
+      recvbuf == NULL || sendbuf == NULL) {
+    if (preloadLogs(PRELOAD_INFO) && count > 0) {
       const char* why = !enabled ? "MPI (preload disabled)"
                         : datatype != MPI_FLOAT ? "MPI (not MPI_FLOAT)"
                         : op != MPI_SUM ? "MPI (not MPI_SUM)"
-                        : (long long)count < minCount ? "MPI (below SPARCCL_PRELOAD_MIN_COUNT)"
+                        : small ? "MPI (below SPARCCL_PRELOAD_MIN_COUNT)"
                         : "MPI (null argument)";
       logDecision(inPlace ? recvbuf : sendbuf, count, datatype, op, comm, inPlace, why);
     }
@@ -401,12 +270,12 @@ static int freeHook(MPI_Comm* comm, int disconnect) {
 }
 
 PRELOAD_API int MPI_Comm_free(MPI_Comm* comm) {
-  if (inSparccl) return PMPI_Comm_free(comm);
+  if (preloadInSparccl) return PMPI_Comm_free(comm);
   return freeHook(comm, 0);
 }
 
 PRELOAD_API int MPI_Comm_disconnect(MPI_Comm* comm) {
-  if (inSparccl) return PMPI_Comm_disconnect(comm);
+  if (preloadInSparccl) return PMPI_Comm_disconnect(comm);
   return freeHook(comm, 1);
 }
 

@@ -80,109 +80,37 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 #include "sparccl.h"
 #include "sparccl_nccl.h"
+#include "preload_common.h"
 
 #define PRELOAD_API __attribute__((visibility("default")))
 #define HANDLE(x) ((void*)(x)) /* a communicator handle, for the log */
 
 /* ------------------------------------------------------------ settings and logging */
-enum { LOG_NONE = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_TRACE = 3 };
+/* The SPARCCL_PRELOAD_* settings, the log and the reentrancy guard are preload_common.c's,
+ * shared with the MPI preload; what differs is what this one says, and its layer limit. */
+const char preloadLogTag[] = "nccl preload";
 
 static pthread_once_t settingsOnce = PTHREAD_ONCE_INIT;
-static int enabled = 1;
-static long long minCount = 65536;
-static long long layerChunk = 0;
-static int logLevel = LOG_NONE;
-static int quiet = 0; /* SPARCCL_DEBUG=NONE (or VERSION) said so explicitly */
-static char logHost[64] = "unknown";
-static pthread_mutex_t logLock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The library's format (src/debug.c): host:pid:tid SPARCCL LEVEL message, on stderr. */
-static void plog(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static void plog(int level, const char* fmt, ...) {
-  static const char* names[] = {"NONE", "WARN", "INFO", "TRACE"};
-  char message[1024];
-  va_list args;
-  /* Warnings that the preload is not doing its job print even without SPARCCL_DEBUG: a
-   * mistyped variable must not silently leave a run uncompressed. */
-  if (level > logLevel && (level != LOG_WARN || quiet)) return;
-  va_start(args, fmt);
-  vsnprintf(message, sizeof(message), fmt, args);
-  va_end(args);
-  pthread_mutex_lock(&logLock);
-  fprintf(stderr, "%s:%d:%d SPARCCL %s nccl preload: %s\n", logHost, (int)getpid(),
-          (int)syscall(SYS_gettid), names[level], message);
-  fflush(stderr);
-  pthread_mutex_unlock(&logLock);
-}
-
-/* A non-negative integer, or -1 when malformed. */
-static long long parseCount(const char* name, const char* text) {
-  char* end = NULL;
-  long long v;
-  errno = 0;
-  v = strtoll(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || v < 0) {
-    plog(LOG_WARN, "%s=%s is not a non-negative integer; the preload passes every call "
-         "through", name, text);
-    return -1;
-  }
-  return v;
-}
 
 static void settingsInit(void) {
-  const char* level = getenv("SPARCCL_DEBUG");
-  const char* text;
-  gethostname(logHost, sizeof(logHost) - 1);
-  if (level != NULL) {
-    if (strcasecmp(level, "INFO") == 0) logLevel = LOG_INFO;
-    else if (strcasecmp(level, "TRACE") == 0) logLevel = LOG_TRACE;
-    else if (strcasecmp(level, "VERSION") == 0 || strcasecmp(level, "NONE") == 0) quiet = 1;
-    else logLevel = LOG_WARN; /* WARN, or a bad value the library itself reports */
+  preloadSettingsInit();
+  if (preloadSettings.layerChunk > (long long)UINT32_MAX) {
+    preloadLog(PRELOAD_WARN, "SPARCCL_PRELOAD_LAYER=%s is over 2^32-1 elements (a layer's "
+               "limit); the preload passes every call through", getenv("SPARCCL_PRELOAD_LAYER"));
+    preloadSettings.enabled = 0;
+    preloadSettings.layerChunk = 0;
   }
-  text = getenv("SPARCCL_PRELOAD_ENABLE");
-  if (text != NULL) {
-    if (strcmp(text, "0") == 0) enabled = 0;
-    else if (strcmp(text, "1") == 0) enabled = 1;
-    else {
-      plog(LOG_WARN, "SPARCCL_PRELOAD_ENABLE=%s is not 0 or 1; the preload passes every call "
-           "through", text);
-      enabled = 0;
-    }
-  }
-  text = getenv("SPARCCL_PRELOAD_MIN_COUNT");
-  if (text != NULL) {
-    long long v = parseCount("SPARCCL_PRELOAD_MIN_COUNT", text);
-    if (v < 0) enabled = 0;
-    else minCount = v < 1 ? 1 : v;
-  }
-  text = getenv("SPARCCL_PRELOAD_LAYER");
-  if (text != NULL) {
-    long long v = parseCount("SPARCCL_PRELOAD_LAYER", text);
-    if (v < 0) enabled = 0;
-    else if (v > (long long)UINT32_MAX) {
-      plog(LOG_WARN, "SPARCCL_PRELOAD_LAYER=%s is over 2^32-1 elements (a layer's limit); the "
-           "preload passes every call through", text);
-      enabled = 0;
-    } else layerChunk = v;
-  }
-  plog(LOG_INFO, "libsparccl_nccl_preload %s: ncclAllReduce of float32/float16/bfloat16 with "
-       "ncclSum or ncclAvg and count >= %lld goes through sparccl, layers of %s",
-       enabled ? "enabled" : "disabled", minCount,
-       layerChunk > 0 ? getenv("SPARCCL_PRELOAD_LAYER") : "the whole buffer");
+  preloadLogSettings("libsparccl_nccl_preload", "ncclAllReduce of float32/float16/bfloat16 "
+                     "with ncclSum or ncclAvg");
 }
 
 /* ------------------------------------------------------------ the real functions */
@@ -240,14 +168,13 @@ static void realInit(void) {
 
 /* The real function, or NULL after a WARN (an NCCL without it: never expected, since the
  * program itself called it). */
-#define REAL(field, name)                                                                    \
+#define REAL(field, name)                                                                   \
   (pthread_once(&realOnce, realInit),                                                       \
-   real.field != NULL ? real.field                                                          \
-                      : (plog(LOG_WARN, "cannot find the real %s in the process", name), \
-                         real.field))
+   real.field != NULL                                                                       \
+       ? real.field                                                                         \
+       : (preloadLog(PRELOAD_WARN, "cannot find the real %s in the process", name), real.field))
 
-/* ------------------------------------------------------------ reentrancy guard, groups */
-static __thread int inSparccl = 0;
+/* ------------------------------------------------------------ groups */
 static __thread int groupDepth = 0;
 
 /* ------------------------------------------------------------ communicator table */
@@ -289,11 +216,7 @@ static int tableRemove(ncclComm_t nccl, sparcclComm_t* comm) {
 }
 
 static void destroySparccl(ncclComm_t nccl, sparcclComm_t comm) {
-  if (comm == NULL) return;
-  inSparccl++;
-  sparcclCommDestroy(comm);
-  inSparccl--;
-  plog(LOG_INFO, "sparccl comm %p of communicator %p destroyed", HANDLE(comm), HANDLE(nccl));
+  preloadDestroyComm(HANDLE(nccl), comm);
 }
 
 /* NCCL_COMM_BLOCKING=0 or 1 overrides the config's field (NCCL's envConfigOverride). */
@@ -328,8 +251,8 @@ static void track(ncclComm_t nccl, int blocking, const char* how) {
       CommEntry* grown = (CommEntry*)realloc(table, cap * sizeof(*grown));
       if (grown == NULL) {
         pthread_mutex_unlock(&tableLock);
-        plog(LOG_WARN, "out of memory for the communicator table: communicator %p passes "
-             "through", HANDLE(nccl));
+        preloadLog(PRELOAD_WARN, "out of memory for the communicator table: communicator %p passes "
+                   "through", HANDLE(nccl));
         return;
       }
       table = grown;
@@ -346,60 +269,24 @@ static void track(ncclComm_t nccl, int blocking, const char* how) {
   e->comm = NULL;
   pthread_mutex_unlock(&tableLock);
   if (stale != NULL) destroySparccl(nccl, stale);
-  plog(LOG_INFO, "communicator %p created by %s (%s)", HANDLE(nccl), how,
-       blocking ? "blocking" : "non-blocking: its calls pass through");
+  preloadLog(PRELOAD_INFO, "communicator %p created by %s (%s)", HANDLE(nccl), how,
+             blocking ? "blocking" : "non-blocking: its calls pass through");
 }
 
 /* ------------------------------------------------------------ decision log, once per buffer */
-typedef struct {
-  const void* buf;
-  size_t count;
-  int type, op, kind;
-  ncclComm_t comm;
-  unsigned gen;
-  int used;
-} Seen;
-
-#define SEEN_CAP 4096
-static Seen seen[SEEN_CAP];
-static size_t seenCount = 0;
-
 /* 1 the first time this (buffer, count, type, op, comm, kind) is seen, when level is being
- * logged.  The table is bounded: past SEEN_CAP - 1 entries, new ones are no longer logged. */
+ * logged. */
 static int firstTime(int level, int kind, const void* buf, size_t count, int type, int op,
                      ncclComm_t comm, unsigned gen) {
-  uint64_t h = (uint64_t)(uintptr_t)buf * 0x9E3779B97F4A7C15ULL;
-  size_t i, slot;
-  int result = 0, full = 0;
-  if (level > logLevel && (level != LOG_WARN || quiet)) return 0;
-  h ^= (uint64_t)count * 0xC2B2AE3D27D4EB4FULL;
-  h ^= (uint64_t)(uintptr_t)comm * 0x165667B19E3779F9ULL;
-  h ^= (uint64_t)(unsigned)(type * 64 + op * 4 + kind) * 0x27D4EB2F165667C5ULL;
-  h ^= (uint64_t)gen * 0x94D049BB133111EBULL;
-  h ^= h >> 31;
-  pthread_mutex_lock(&tableLock);
-  slot = (size_t)(h % SEEN_CAP);
-  for (i = 0; i < SEEN_CAP; i++) {
-    Seen* s = &seen[(slot + i) % SEEN_CAP];
-    if (s->used && s->buf == buf && s->count == count && s->type == type && s->op == op &&
-        s->kind == kind && s->comm == comm && s->gen == gen)
-      break; /* seen before */
-    if (!s->used) {
-      if (seenCount + 1 < SEEN_CAP) {
-        s->used = 1; s->buf = buf; s->count = count; s->type = type; s->op = op;
-        s->kind = kind; s->comm = comm; s->gen = gen;
-        seenCount++;
-        result = 1;
-      } else if (seenCount + 1 == SEEN_CAP) {
-        seenCount++; /* say it once */
-        full = 1;
-      }
-      break;
-    }
-  }
-  pthread_mutex_unlock(&tableLock);
-  if (full) plog(LOG_INFO, "%d distinct buffers seen; later decisions are not logged", SEEN_CAP - 1);
-  return result;
+  PreloadKey key = {0};
+  key.buf = buf;
+  key.count = (uint64_t)count;
+  key.comm = (uint64_t)(uintptr_t)comm;
+  key.type = (uint64_t)(unsigned)type;
+  key.op = (uint64_t)(unsigned)op;
+  key.kind = (uint64_t)(unsigned)kind;
+  key.gen = gen;
+  return preloadFirstTime(level, &key);
 }
 
 static const char* typeName(int t) {
@@ -442,10 +329,10 @@ static unsigned genOf(ncclComm_t nccl) {
 static void logDecision(const void* send, void* recv, size_t count, int type, int op,
                         ncclComm_t comm, const char* decision) {
   const void* key = send != NULL ? send : recv;
-  if (!firstTime(LOG_INFO, 0, key, count, type, op, comm, genOf(comm))) return;
-  plog(LOG_INFO, "ncclAllReduce %s %p count %zu %s %s comm %p -> %s",
-       send == recv ? "in place on" : "from", key, count, typeName(type), opName(op),
-       HANDLE(comm), decision);
+  if (!firstTime(PRELOAD_INFO, 0, key, count, type, op, comm, genOf(comm))) return;
+  preloadLog(PRELOAD_INFO, "ncclAllReduce %s %p count %zu %s %s comm %p -> %s",
+             send == recv ? "in place on" : "from", key, count, typeName(type), opName(op),
+             HANDLE(comm), decision);
 }
 
 /* ------------------------------------------------------------ the sparse path */
@@ -496,10 +383,10 @@ static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decis
                 : !e->blocking ? "NCCL (non-blocking communicator)"
                 : e->pass ? "NCCL (no sparccl comm)" : NULL;
     pthread_mutex_unlock(&tableLock);
-    if (e == NULL && firstTime(LOG_WARN, 2, NULL, 0, 0, 0, nccl, 0))
-      plog(LOG_WARN, "communicator %p was not created through an interposed ncclCommInit*/"
-           "ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): its calls pass "
-           "through", HANDLE(nccl));
+    if (e == NULL && firstTime(PRELOAD_WARN, 2, NULL, 0, 0, 0, nccl, 0))
+      preloadLog(PRELOAD_WARN, "communicator %p was not created through an interposed "
+                 "ncclCommInit*/ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): "
+                 "its calls pass through", HANDLE(nccl));
     return comm;
   }
   gen = e->gen;
@@ -510,20 +397,20 @@ static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decis
     return NULL;
   }
   /* Local: sparcclCommInitNccl makes no collective call, so ranks cannot mismatch here. */
-  inSparccl++;
+  preloadInSparccl++;
   res = sparcclCommInitNccl(&comm, nccl, NULL);
-  inSparccl--;
+  preloadInSparccl--;
   if (res != sparcclSuccess) {
     if (!argumentError(res)) {
-      plog(LOG_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call returns "
-           "the error", HANDLE(nccl), sparcclGetErrorString(res));
+      preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call "
+                 "returns the error", HANDLE(nccl), sparcclGetErrorString(res));
       *result = toNccl(res);
       *decision = NULL;
       return NULL;
     }
-    plog(LOG_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set SPARCCL_DEBUG=WARN "
-         "for the reason); its calls pass through to NCCL", HANDLE(nccl),
-         sparcclGetErrorString(res));
+    preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set "
+               "SPARCCL_DEBUG=WARN for the reason); its calls pass through to NCCL", HANDLE(nccl),
+               sparcclGetErrorString(res));
     pthread_mutex_lock(&tableLock);
     e = tableFind(nccl);
     if (e != NULL && e->gen == gen) e->pass = 1;
@@ -539,16 +426,16 @@ static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decis
     /* Destroyed meanwhile by another thread (a race the program owns), or created twice. */
     sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
     pthread_mutex_unlock(&tableLock);
-    inSparccl++;
+    preloadInSparccl++;
     sparcclCommDestroy(comm);
-    inSparccl--;
+    preloadInSparccl--;
     *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
     return other;
   }
   pthread_mutex_unlock(&tableLock);
   sparcclCommCount(comm, &nranks);
-  plog(LOG_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
-       HANDLE(nccl), nranks);
+  preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
+             HANDLE(nccl), nranks);
   *decision = NULL;
   return comm;
 }
@@ -559,7 +446,7 @@ static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,
   const char* decision = NULL;
   ncclResult_t result = ncclSuccess;
   sparcclResult_t res = sparcclSuccess;
-  size_t nlayers = 1;
+  size_t nlayers;
   char text[160];
   int capture = capturing(stream);
   sparcclComm_t comm = sparcclFor(nccl, capture, &decision, &result);
@@ -569,31 +456,17 @@ static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,
     logDecision(send, recv, count, type, op, nccl, decision);
     return dense(send, recv, count, type, op, nccl, stream);
   }
-  if (layerChunk > 0 && (long long)count > layerChunk) {
-    size_t chunk = (size_t)layerChunk, i, *counts;
-    nlayers = (count + chunk - 1) / chunk;
-    /* Registering is collective and synchronising on a new key: never during capture.  A
-     * key registered before is found by sparcclAllReduce itself; a new one is refused by
-     * it (sparcclInvalidUsage) and passes through below. */
-    if (capture == 0) {
-      counts = (size_t*)malloc(nlayers * sizeof(size_t));
-      if (counts == NULL) {
-        plog(LOG_WARN, "out of memory for a layout of %zu layers", nlayers);
-        return ncclSystemError;
-      }
-      for (i = 0; i < nlayers; i++) counts[i] = chunk;
-      counts[nlayers - 1] = count - (nlayers - 1) * chunk;
-      inSparccl++;
-      res = sparcclRegisterLayout(comm, send, nlayers, counts);
-      inSparccl--;
-      free(counts);
-    }
-  }
+  nlayers = preloadLayerCount(count);
+  /* Registering is collective and synchronising on a new key: never during capture.  A key
+   * registered before is found by sparcclAllReduce itself; a new one is refused by it
+   * (sparcclInvalidUsage) and passes through below. */
+  if (nlayers > 1 && capture == 0 && !preloadRegisterLayers(comm, send, count, nlayers, &res))
+    return ncclSystemError;
   if (res == sparcclSuccess) {
-    inSparccl++;
+    preloadInSparccl++;
     res = sparcclAllReduce(send, recv, count, (sparcclDataType_t)type, (sparcclRedOp_t)op, comm,
                            (void*)stream);
-    inSparccl--;
+    preloadInSparccl--;
   }
   if (res == sparcclSuccess) {
     snprintf(text, sizeof(text), "sparccl (%zu layer%s)", nlayers, nlayers > 1 ? "s" : "");
@@ -604,18 +477,18 @@ static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,
     /* Every rank refuses this call alike, before any collective or after the layout
      * fingerprint exchange every rank saw alike: all of them go dense together.  A new key
      * during capture is expected (INFO); anything else is worth a WARN, once per key. */
-    int level = capture == 1 ? LOG_INFO : LOG_WARN;
+    int level = capture == 1 ? PRELOAD_INFO : PRELOAD_WARN;
     if (firstTime(level, 1, send, count, type, op, nccl, genOf(nccl)))
-      plog(level, "sparccl refused a %zu-element ncclAllReduce from %p (%s%s); it goes to NCCL "
-           "dense on every rank", count, send, sparcclGetErrorString(res),
-           capture == 1 ? ": a new key during CUDA graph capture"
-                        : "; set SPARCCL_DEBUG=WARN for the reason");
+      preloadLog(level, "sparccl refused a %zu-element ncclAllReduce from %p (%s%s); it goes to "
+                 "NCCL dense on every rank", count, send, sparcclGetErrorString(res),
+                 capture == 1 ? ": a new key during CUDA graph capture"
+                              : "; set SPARCCL_DEBUG=WARN for the reason");
     return dense(send, recv, count, type, op, nccl, stream);
   }
   /* A runtime failure may be this rank's alone, after other ranks enqueued sparccl's
    * ncclAllGather: a dense call here could mismatch theirs.  Report it instead. */
-  plog(LOG_WARN, "sparccl failed on a %zu-element ncclAllReduce (%s); the call returns the "
-       "error", count, sparcclGetErrorString(res));
+  preloadLog(PRELOAD_WARN, "sparccl failed on a %zu-element ncclAllReduce (%s); the call "
+             "returns the error", count, sparcclGetErrorString(res));
   return toNccl(res);
 }
 
@@ -624,20 +497,20 @@ PRELOAD_API ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, siz
                                        ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                                        cudaStream_t stream) {
   const char* why = NULL;
-  if (inSparccl) return dense(sendbuff, recvbuff, count, datatype, op, comm, stream);
+  if (preloadInSparccl) return dense(sendbuff, recvbuff, count, datatype, op, comm, stream);
   pthread_once(&settingsOnce, settingsInit);
-  if (!enabled) why = "NCCL (preload disabled)";
+  if (!preloadSettings.enabled) why = "NCCL (preload disabled)";
   else if (datatype != ncclFloat32 && datatype != ncclFloat16 && datatype != ncclBfloat16)
     why = "NCCL (not float32, float16 or bfloat16)";
   else if (op != ncclSum && op != ncclAvg) why = "NCCL (not sum or avg)";
-  else if ((long long)count < minCount || count == 0)
+  else if ((long long)count < preloadSettings.minCount || count == 0)
     why = "NCCL (below SPARCCL_PRELOAD_MIN_COUNT)";
   else if (groupDepth > 0) why = "NCCL (inside ncclGroupStart/ncclGroupEnd)";
   else if (comm == NULL || sendbuff == NULL || recvbuff == NULL) why = "NCCL (null argument)";
-  else if (layerChunk == 0 && count > UINT32_MAX)
+  else if (preloadSettings.layerChunk == 0 && count > UINT32_MAX)
     why = "NCCL (one layer over 2^32-1 elements; set SPARCCL_PRELOAD_LAYER)";
   if (why != NULL) {
-    if (logLevel >= LOG_INFO && count > 0)
+    if (preloadLogs(PRELOAD_INFO) && count > 0)
       logDecision(sendbuff, recvbuff, count, datatype, op, comm, why);
     return dense(sendbuff, recvbuff, count, datatype, op, comm, stream);
   }
@@ -649,21 +522,21 @@ PRELOAD_API ncclResult_t ncclGroupStart(void) {
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f();
-  if (res == ncclSuccess && !inSparccl) groupDepth++;
+  if (res == ncclSuccess && !preloadInSparccl) groupDepth++;
   return res;
 }
 
 /* NCCL leaves the group whatever the result (an error is the group's error). */
 PRELOAD_API ncclResult_t ncclGroupEnd(void) {
   GroupFn f = REAL(groupEnd, "ncclGroupEnd");
-  if (!inSparccl && groupDepth > 0) groupDepth--;
+  if (!preloadInSparccl && groupDepth > 0) groupDepth--;
   if (f == NULL) return ncclInternalError;
   return f();
 }
 
 PRELOAD_API ncclResult_t ncclGroupSimulateEnd(ncclSimInfo_t* simInfo) {
   GroupSimulateEndFn f = REAL(groupSimulateEnd, "ncclGroupSimulateEnd");
-  if (!inSparccl && groupDepth > 0) groupDepth--;
+  if (!preloadInSparccl && groupDepth > 0) groupDepth--;
   if (f == NULL) return ncclInternalError;
   return f(simInfo);
 }
@@ -678,7 +551,7 @@ PRELOAD_API ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniq
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f(comm, nranks, commId, rank);
-  if (!inSparccl && CREATED(res) && comm != NULL)
+  if (!preloadInSparccl && CREATED(res) && comm != NULL)
     track(*comm, blockingOf(NULL, 1), "ncclCommInitRank");
   return res;
 }
@@ -690,7 +563,7 @@ PRELOAD_API ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks,
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f(comm, nranks, commId, rank, config);
-  if (!inSparccl && CREATED(res) && comm != NULL)
+  if (!preloadInSparccl && CREATED(res) && comm != NULL)
     track(*comm, blockingOf(config, 1), "ncclCommInitRankConfig");
   return res;
 }
@@ -701,7 +574,7 @@ PRELOAD_API ncclResult_t ncclCommInitAll(ncclComm_t* comms, int ndev, const int*
   int i;
   if (f == NULL) return ncclInternalError;
   res = f(comms, ndev, devlist);
-  if (!inSparccl && CREATED(res) && comms != NULL)
+  if (!preloadInSparccl && CREATED(res) && comms != NULL)
     for (i = 0; i < ndev; i++) track(comms[i], blockingOf(NULL, 1), "ncclCommInitAll");
   return res;
 }
@@ -713,7 +586,7 @@ PRELOAD_API ncclResult_t ncclCommInitRankScalable(ncclComm_t* comm, int nranks, 
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f(comm, nranks, myrank, nId, commIds, config);
-  if (!inSparccl && CREATED(res) && comm != NULL)
+  if (!preloadInSparccl && CREATED(res) && comm != NULL)
     track(*comm, blockingOf(config, 1), "ncclCommInitRankScalable");
   return res;
 }
@@ -725,7 +598,7 @@ PRELOAD_API ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, nccl
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f(comm, color, key, newcomm, config);
-  if (!inSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
+  if (!preloadInSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
     track(*newcomm, blockingOf(config, blockingOfComm(comm)), "ncclCommSplit");
   return res;
 }
@@ -737,7 +610,7 @@ PRELOAD_API ncclResult_t ncclCommShrink(ncclComm_t comm, int* excludeRanksList,
   ncclResult_t res;
   if (f == NULL) return ncclInternalError;
   res = f(comm, excludeRanksList, excludeRanksCount, newcomm, config, shrinkFlags);
-  if (!inSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
+  if (!preloadInSparccl && CREATED(res) && newcomm != NULL && *newcomm != NULL)
     track(*newcomm, blockingOf(config, blockingOfComm(comm)), "ncclCommShrink");
   return res;
 }
@@ -747,7 +620,7 @@ PRELOAD_API ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   CommFn f = REAL(destroy, "ncclCommDestroy");
   sparcclComm_t sc = NULL;
   if (f == NULL) return ncclInternalError;
-  if (!inSparccl && comm != NULL && tableRemove(comm, &sc)) destroySparccl(comm, sc);
+  if (!preloadInSparccl && comm != NULL && tableRemove(comm, &sc)) destroySparccl(comm, sc);
   return f(comm);
 }
 
@@ -759,7 +632,7 @@ PRELOAD_API ncclResult_t ncclCommAbort(ncclComm_t comm) {
   ncclResult_t res;
   int found = 0;
   if (f == NULL) return ncclInternalError;
-  if (!inSparccl && comm != NULL) found = tableRemove(comm, &sc);
+  if (!preloadInSparccl && comm != NULL) found = tableRemove(comm, &sc);
   res = f(comm);
   if (found) destroySparccl(comm, sc);
   return res;
