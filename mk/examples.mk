@@ -61,3 +61,31 @@ $(BUILD)/bin/restarts_regression: $(FMNIST_DIR)/restarts_regression.c $(FMNIST_D
                                   $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
 	$(CC) $(CFLAGS) -I$(FMNIST_DIR) -o $@ $(FMNIST_DIR)/restarts_regression.c $(FMNIST_DIR)/mlp.c \
 	  $(BUILD)/lib/libsparccl.a $(FMNIST_LIBS) $(LDLIBS)
+
+# examples/theory: compressed gradient descent on a quadratic with a known spectrum against
+# the thesis' linear-rate bounds (Theorems 2 and 4; docs/RESULTS.md, section 5).
+THEORY_DIR := examples/theory
+EXTRA_TESTS += theory-test
+
+.PHONY: theory theory-bin theory-test
+
+theory-bin: lib $(BUILD)/bin/theory_quadratic
+
+$(BUILD)/bin/theory_quadratic: $(THEORY_DIR)/theory_quadratic.c include/sparccl.h \
+                               include/sparccl_mpi.h $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -o $@ $(THEORY_DIR)/theory_quadratic.c $(BUILD)/lib/libsparccl.a $(LDLIBS)
+
+# The full check: every method, gamma = 1/(2L) and 1/L, 1, 2 and 4 ranks; table, CSVs, plot.
+theory: theory-bin
+	MPIRUN="$(MPIRUN)" BUILD=$(BUILD) $(THEORY_DIR)/run.sh $(THEORY_ARGS)
+
+# Smoke test (a few seconds): on one rank, TopK and ImpK (cube [1, 2]) at gamma = 1/(2L) must
+# contract at least as fast as bound (20), SCAM-TopK at gamma = 1/L as bound (24) with delta
+# measured, and every step must keep the proofs' per-step inequality.
+theory-test: theory-bin
+	$(MPIRUN) -np 1 $(BUILD)/bin/theory_quadratic --method topk --gamma-l 0.5 --d 1024 \
+	  --steps 1500 --tol 1e-8 --assert-bound
+	$(MPIRUN) -np 1 $(BUILD)/bin/theory_quadratic --method impk_c --gamma-l 0.5 --d 1024 \
+	  --steps 1500 --tol 1e-8 --assert-bound --quiet
+	$(MPIRUN) -np 1 $(BUILD)/bin/theory_quadratic --method scam-topk --gamma-l 1 --d 1024 \
+	  --steps 1500 --tol 1e-8 --assert-bound --quiet
