@@ -157,6 +157,14 @@ __device__ __forceinline__ T blockExclusiveScan(T value, T* total) {
   return prefix;
 }
 
+/* A kernel launch: SPARCCL_LAUNCH(grid, block, stream, kernel)(args...).  nvcc gets the
+ * <<<>>> syntax; the CPU emulator (tests/cuda_emu/cuda_emu.h, g++) its launcher. */
+#if defined(__CUDACC__)
+#define SPARCCL_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#else
+#define SPARCCL_LAUNCH(grid, block, stream, ...) cudaEmuLaunch((grid), (block), (stream), __VA_ARGS__)
+#endif
+
 #define SPARCCL_CUDA_CHECK(call)                                 \
   do {                                                           \
     cudaError_t err_ = (call);                                   \

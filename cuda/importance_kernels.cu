@@ -100,13 +100,13 @@ __global__ void importanceResetKernel(KernelArgs a) {
 
 cudaError_t sparcclLaunchProbe(const KernelArgs& a, const DeviceSet* ds, const void* params,
                                const void* grad, void* out, float gamma, cudaStream_t stream) {
-  probeKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, params, grad, out, gamma);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, probeKernel)(a, params, grad, out, gamma);
   return cudaGetLastError();
 }
 
 cudaError_t sparcclLaunchImportanceReset(const KernelArgs& a, const DeviceSet* ds,
                                          cudaStream_t stream) {
-  importanceResetKernel<<<256, SPARCCL_THREADS, 0, stream>>>(a);
+  SPARCCL_LAUNCH(256, SPARCCL_THREADS, stream, importanceResetKernel)(a);
   return cudaGetLastError();
 }
 
@@ -119,13 +119,13 @@ cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* 
   double* layerSums = (double*)a.blockSums + ds->nchunks;
   SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.skip, 0, ds->nlayers * sizeof(uint32_t), stream));
   SPARCCL_CUDA_CHECK(cudaMemsetAsync(zmax, 0, ds->nlayers * sizeof(uint32_t), stream));
-  exponentKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, q, g, zmax);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, exponentKernel)(a, q, g, zmax);
   if (!simplex) {
-    cubeKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, q, g);
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, cubeKernel)(a, q, g);
     return cudaGetLastError();
   }
-  simplexChunkSumKernel<<<(ds->nchunks + 127) / 128, 128, 0, stream>>>(a, q, g, zmax, ds->nchunks);
-  simplexLayerSumKernel<<<(ds->nlayers + 127) / 128, 128, 0, stream>>>(a, layerSums);
-  simplexWeightKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, q, g, zmax, layerSums);
+  SPARCCL_LAUNCH((ds->nchunks + 127) / 128, 128, stream, simplexChunkSumKernel)(a, q, g, zmax, ds->nchunks);
+  SPARCCL_LAUNCH((ds->nlayers + 127) / 128, 128, stream, simplexLayerSumKernel)(a, layerSums);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, simplexWeightKernel)(a, q, g, zmax, layerSums);
   return cudaGetLastError();
 }

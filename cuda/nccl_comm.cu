@@ -177,7 +177,9 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
     DeviceLayer* L = &ds->hostLayers[i];
     L->offset = l->offset; L->count = l->count; L->k = l->k;
     L->indexPos = l->indexPos; L->valuePos = l->valuePos; L->densePos = l->densePos;
-    L->id = l->id; L->flagPos = (uint32_t)l->flagPos;
+    /* sparcclGetSet numbers the layers (SPEC 3) only after this returns: l->id is still 0 */
+    L->id = l->id;
+    L->flagPos = (uint32_t)l->flagPos;
     L->sparse = l->sparse; L->sharedSet = l->sharedSet; L->all = l->sparse && l->k == l->count;
     L->chunkBegin = nchunks;
     for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK) {

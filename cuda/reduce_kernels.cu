@@ -181,25 +181,25 @@ static unsigned gridFor(size_t n) { return (unsigned)((n + SPARCCL_THREADS - 1) 
 
 cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int force,
                                  cudaStream_t stream) {
-  restartKernel<<<256, SPARCCL_THREADS, 0, stream>>>(a, force);
-  restartDoneKernel<<<1, 1, 0, stream>>>(a, force);
+  SPARCCL_LAUNCH(256, SPARCCL_THREADS, stream, restartKernel)(a, force);
+  SPARCCL_LAUNCH(1, 1, stream, restartDoneKernel)(a, force);
   return cudaGetLastError();
 }
 
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream) {
-  skipKernel<<<1, SPARCCL_THREADS, 0, stream>>>(a);
-  if (a.error || a.prevGrad) updateKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, send);
+  SPARCCL_LAUNCH(1, SPARCCL_THREADS, stream, skipKernel)(a);
+  if (a.error || a.prevGrad) SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, updateKernel)(a, send);
   if (a.valueCount && (a.error || a.h))
-    ownSentKernel<<<gridFor(a.valueCount), SPARCCL_THREADS, 0, stream>>>(a);
+    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, ownSentKernel)(a);
   SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.sums, 0, a.count * sizeof(float), stream));
   for (uint32_t r = 0; a.valueCount && r < a.nranks; r++)
-    scatterKernel<<<gridFor(a.valueCount), SPARCCL_THREADS, 0, stream>>>(a, (int)r);
-  outputKernel<<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, recv);
+    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, scatterKernel)(a, (int)r);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, outputKernel)(a, recv);
   if (a.restartRatio > 0.0)
-    normBlocksKernel<<<gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK),
-                       SPARCCL_THREADS, 0, stream>>>(a);
-  policyKernel<<<1, 1, 0, stream>>>(a);
+    SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
+                   stream, normBlocksKernel)(a);
+  SPARCCL_LAUNCH(1, 1, stream, policyKernel)(a);
   SPARCCL_CUDA_CHECK(cudaGetLastError());
   if (a.restartEvery > 0 || a.restartRatio > 0.0) return sparcclLaunchRestart(a, ds, 0, stream);
   return cudaSuccess;
@@ -216,6 +216,6 @@ __global__ void scaleKernel(KernelArgs a, float factor) {
 
 cudaError_t sparcclLaunchScale(const KernelArgs& a, const DeviceSet* ds, float factor,
                                cudaStream_t stream) {
-  scaleKernel<<<256, SPARCCL_THREADS, 0, stream>>>(a, factor);
+  SPARCCL_LAUNCH(256, SPARCCL_THREADS, stream, scaleKernel)(a, factor);
   return cudaGetLastError();
 }

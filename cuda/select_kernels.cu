@@ -285,14 +285,14 @@ template <int C, int F, typename Key>
 static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                             cudaStream_t stream) {
   const int passes = digitPasses(KeyBits<Key>::bits);
-  keyKernel<C, F, Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, send);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, keyKernel<C, F, Key>)(a, send);
   for (int p = 0; p < passes; p++) {
-    if (p > 0) digitKernel<Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, p);
-    findKernel<Key><<<ds->nlayers, SPARCCL_THREADS, 0, stream>>>(a, p);
+    if (p > 0) SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, digitKernel<Key>)(a, p);
+    SPARCCL_LAUNCH(ds->nlayers, SPARCCL_THREADS, stream, findKernel<Key>)(a, p);
   }
-  countKernel<Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a);
-  scanKernel<<<ds->nlayers, SPARCCL_THREADS, 0, stream>>>(a);
-  emitKernel<C, F, Key><<<ds->nchunks, SPARCCL_THREADS, 0, stream>>>(a, send);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, countKernel<Key>)(a);
+  SPARCCL_LAUNCH(ds->nlayers, SPARCCL_THREADS, stream, scanKernel)(a);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, emitKernel<C, F, Key>)(a, send);
   return cudaGetLastError();
 }
 

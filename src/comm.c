@@ -365,6 +365,8 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
   }
   free(all);
   /* Device comms keep their scratch on the device, per set. */
+  /* Ids before the device state is made: the kernels' Philox counters need them. */
+  for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId + (uint32_t)i;
   res = comm->device ? comm->device->createSet(comm, set) : growScratch(comm, set);
   if (res != sparcclSuccess)
     WARN("%s: out of memory for the state of a %zu-element buffer", caller, count);
@@ -387,7 +389,7 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
       return agreed;
     }
   }
-  for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId++;
+  comm->nextLayerId += (uint32_t)set->nlayers;
   comm->sets[comm->nsets++] = set;
   computeStats(comm);
   INFO("new layer set: %s 0x%llx, %zu elements in %zu layers (%zu sparse), block %zu bytes "

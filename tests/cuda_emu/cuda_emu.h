@@ -1,0 +1,183 @@
+/*
+ * A small CUDA emulator for the CPU, so that the sources in cuda/ can be compiled by g++ and run here
+ * bitwise against the CPU reference (tests/cuda_emu/emu_tests.c).
+ *
+ * - The runtime API part (streams, memory, graphs, errors) is plain C and also serves the C
+ *   test program; tests/cuda_emu/cuda_runtime.h and nccl.h stand in for the real headers.
+ * - The kernel part (C++ only): __global__ & co. expand to nothing, __shared__ to static
+ *   storage (valid because blocks run one at a time), threadIdx/blockIdx/blockDim/gridDim are
+ *   per-OS-thread globals, and a kernel launch (SPARCCL_LAUNCH in cuda/device_set.cuh) runs
+ *   the grid block by block.  The threads of a block are cooperative fibers (ucontext):
+ *   each runs until it reaches __syncthreads() or returns; when every thread of the block
+ *   waits at the barrier, all are released.  A barrier reached by only part of a block is
+ *   reported and aborts.  The order in which blocks and threads run is forward, or reversed
+ *   with CUDA_EMU_ORDER=reverse (a result that depends on it is a race in the kernel).
+ * - Device memory is host memory from cudaMalloc, filled with 0xff bytes (NaN floats) so a
+ *   read of memory never written shows; cudaPointerGetAttributes reports it as device memory.
+ * - A stream being captured (cudaStreamBeginCapture) records its work into the graph; in
+ *   global capture mode an allocation or a synchronising call during a capture fails and
+ *   invalidates it, as on a GPU.
+ * Not emulated: warps (no __shfl/__ballot here), concurrency between blocks or streams,
+ * the memory model (everything is sequentially consistent), device limits beyond 1024
+ * threads per block.
+ */
+#ifndef SPARCCL_CUDA_EMU_H_
+#define SPARCCL_CUDA_EMU_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CUDA_EMU 1
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cudaError {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorNoDevice = 100,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureImplicit = 906
+} cudaError_t;
+
+typedef struct CUstream_st* cudaStream_t;
+typedef struct CUgraph_st* cudaGraph_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4
+};
+enum cudaMemoryType {
+  cudaMemoryTypeUnregistered = 0, cudaMemoryTypeHost = 1, cudaMemoryTypeDevice = 2,
+  cudaMemoryTypeManaged = 3
+};
+struct cudaPointerAttributes {
+  enum cudaMemoryType type;
+  int device;
+  void* devicePointer;
+  void* hostPointer;
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2
+};
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2
+};
+#ifndef __cplusplus
+typedef enum cudaMemcpyKind cudaMemcpyKind;
+typedef struct cudaPointerAttributes cudaPointerAttributes;
+typedef enum cudaStreamCaptureStatus cudaStreamCaptureStatus;
+typedef enum cudaStreamCaptureMode cudaStreamCaptureMode;
+#endif
+#define cudaStreamDefault 0x0
+#define cudaStreamNonBlocking 0x1
+
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetLastError(void);
+const char* cudaGetErrorString(cudaError_t error);
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, enum cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream);
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attr, const void* ptr);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* status);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+/* Emulator statistics: kernel launches and emulated thread blocks run so far. */
+unsigned long long cudaEmuLaunches(void);
+unsigned long long cudaEmuBlocks(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+
+/* ------------------------------------------------------------ the kernel side (C++) */
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <math.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+extern thread_local uint3 threadIdx, blockIdx;
+extern thread_local dim3 blockDim, gridDim;
+
+namespace cuda_emu {
+void syncthreads();
+/* Run op on the stream now, or record it if the stream is being captured. */
+void enqueue(cudaStream_t stream, std::function<void()> op);
+/* Run a grid: body once per thread, blocks one after the other; errors go to the last error. */
+void runGrid(dim3 grid, dim3 block, const std::function<void()>& body);
+
+template <typename... P>
+struct Launch {
+  void (*kernel)(P...);
+  dim3 grid, block;
+  cudaStream_t stream;
+  template <typename... A>
+  void operator()(A&&... args) const {
+    void (*k)(P...) = kernel;
+    dim3 g = grid, b = block;
+    /* Arguments are copied at launch, as CUDA copies kernel parameters. */
+    std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+    enqueue(stream, [k, g, b, params]() { runGrid(g, b, [&]() { std::apply(k, params); }); });
+  }
+};
+template <typename... P>
+Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t stream, void (*kernel)(P...)) {
+  return Launch<P...>{kernel, grid, block, stream};
+}
+} // namespace cuda_emu
+
+#define cudaEmuLaunch(grid, block, stream, ...) cuda_emu::launch((grid), (block), (stream), __VA_ARGS__)
+
+inline void __syncthreads() { cuda_emu::syncthreads(); }
+
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+inline unsigned atomicOr(unsigned* p, unsigned v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+
+inline unsigned __float_as_uint(float f) { unsigned u; __builtin_memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(unsigned u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
+inline long long __double_as_longlong(double d) { long long u; __builtin_memcpy(&u, &d, 8); return u; }
+inline double __longlong_as_double(long long u) { double d; __builtin_memcpy(&d, &u, 8); return d; }
+
+#endif /* __cplusplus */
+#endif /* SPARCCL_CUDA_EMU_H_ */

@@ -1,0 +1,526 @@
+/*
+ * The GPU suite's comparisons (tests/gpu/gpu_tests.c) on the CPU: the kernels of cuda/ run
+ * in the emulator (tests/cuda_emu/cuda_emu.h), device comms against host comms, outputs
+ * bitwise and sparcclSaveState files byte-identical (e, h, H, w, previous gradients, step
+ * counters, restart history).  Sizes are smaller than on a GPU (an emulated 256-thread
+ * block is slow), but every path is there: layers of one element, of several 4096-element
+ * chunks, dense layers among sparse ones, all-zero inputs and ties (every radix pass), keys
+ * sharing their high bits, non-finite layers, importance, restarts, graph capture.
+ *
+ * EMU_TESTS_SUBSET=select runs only the selection tests (for a second, reverse-order run).
+ * One MPI process: the device comm has one rank.  n processes (mpirun -np n): the device
+ * comm has n ranks (the fake NCCL gathers over MPI) and is compared with a host comm over
+ * MPI_COMM_WORLD.
+ */
+#include <check.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "sparccl.h"
+#include "sparccl_mpi.h"
+#include "sparccl_nccl.h"
+#include "sparccl_math.h"
+
+#define CUDA_OK(call) ck_assert_msg((call) == cudaSuccess, "%s failed", #call)
+
+static int worldRank = 0, worldSize = 1;
+
+static uint64_t rng(uint64_t* s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static float normal(uint64_t* s) {
+  double sum = 0.0;
+  for (int i = 0; i < 4; i++) sum += (double)(rng(s) >> 11) * (1.0 / 9007199254740992.0);
+  return (float)((sum - 2.0) * 1.7320508075688772);
+}
+
+/* Gradients in a dtype: kind 0 normal, 1 all zero, 2 few distinct values (ties),
+ * 3 magnitudes sharing their high bits (1 + tiny: the radix select needs every pass). */
+static void fill(void* out, size_t n, int dtype, uint64_t seed, int kind) {
+  seed += (uint64_t)worldRank * 1000003u; /* ranks differ */
+  for (size_t i = 0; i < n; i++) {
+    float v;
+    if (kind == 1) v = 0.0f;
+    else if (kind == 2) v = (float)(rng(&seed) % 4) - 1.5f;
+    else if (kind == 3) {
+      uint64_t r = rng(&seed);
+      v = sparccl_bits_float(0x3f800000u | (uint32_t)(r % 64)); /* 1 + k ulp, k < 64 */
+      if (r & (1ull << 40)) v = -v;
+    } else v = normal(&seed);
+    if (dtype == sparcclFloat32) ((float*)out)[i] = v;
+    else if (dtype == sparcclFloat16) ((uint16_t*)out)[i] = sparccl_float_to_half(v, 0);
+    else ((uint16_t*)out)[i] = sparccl_float_to_bfloat16(v, 0);
+  }
+}
+
+static sparcclConfig_t config(int compressor, int feedback, int wire, size_t minSparse) {
+  sparcclConfig_t c = SPARCCL_CONFIG_INITIALIZER;
+  c.compressor = compressor; c.feedback = feedback; c.wireType = wire;
+  c.density = 0.01; c.minSparseCount = minSparse; c.seed = 1234;
+  c.sharedRandomness = 0; c.importance = sparcclImportanceNone;
+  return c;
+}
+
+static sparcclComm_t hostComm(const sparcclConfig_t* c) {
+  sparcclComm_t comm;
+  ck_assert_int_eq(sparcclCommInitMpi(&comm, worldSize > 1 ? MPI_COMM_WORLD : MPI_COMM_SELF, c),
+                   sparcclSuccess);
+  return comm;
+}
+static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
+  sparcclComm_t comm;
+  ncclUniqueId id;
+  ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
+  ck_assert_int_eq(sparcclCommInitRank(&comm, worldSize, id, worldRank, c), sparcclSuccess);
+  return comm;
+}
+
+static void* readFile(const char* path, size_t* size) {
+  FILE* f = fopen(path, "rb");
+  void* data;
+  ck_assert_ptr_nonnull(f);
+  fseek(f, 0, SEEK_END);
+  *size = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  data = malloc(*size);
+  ck_assert_uint_eq(fread(data, 1, *size, f), *size);
+  fclose(f);
+  return data;
+}
+
+static long firstDifference(const void* a, const void* b, size_t bytes) {
+  const unsigned char *x = (const unsigned char*)a, *y = (const unsigned char*)b;
+  for (size_t i = 0; i < bytes; i++)
+    if (x[i] != y[i]) return (long)i;
+  return -1;
+}
+
+/* Save both comms' state and compare the files byte for byte. */
+static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char* what) {
+  char a[] = "/tmp/sparccl_emu_hostXXXXXX", b[] = "/tmp/sparccl_emu_devXXXXXX";
+  size_t na, nb;
+  int fa = mkstemp(a), fb = mkstemp(b);
+  close(fa); close(fb);
+  ck_assert_int_eq(sparcclSaveState(host, a), sparcclSuccess);
+  ck_assert_int_eq(sparcclSaveState(device, b), sparcclSuccess);
+  void* da = readFile(a, &na);
+  void* db = readFile(b, &nb);
+  long at = na == nb ? firstDifference(da, db, na) : 0;
+  free(da); free(db);
+  unlink(a); unlink(b);
+  ck_assert_msg(na == nb && at < 0, "%s: device state differs from the CPU reference (sizes %zu/%zu, "
+                "first byte %ld)", what, na, nb, at);
+}
+
+static void assertSameOutput(const void* device, const void* host, size_t bytes, size_t dsize,
+                             const char* what, int step) {
+  long at = firstDifference(device, host, bytes);
+  ck_assert_msg(at < 0, "%s: step %d output differs from the CPU reference at element %ld",
+                what, step, at < 0 ? -1 : at / (long)dsize);
+}
+
+/* Run `steps` calls with fresh random gradients on both comms; compare every output. */
+static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
+                       int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
+                       const char* what) {
+  size_t count = 0, bytes, dsize = sparccl_dtype_size(dtype);
+  for (size_t i = 0; i < nlayers; i++) count += counts[i];
+  bytes = count * dsize;
+  sparcclComm_t host = hostComm(c), device = deviceComm(c);
+  void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *dsend, *drecv;
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CUDA_OK(cudaMalloc(&dsend, bytes));
+  drecv = dsend;
+  if (!inPlace) CUDA_OK(cudaMalloc(&drecv, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(host, hsend, nlayers, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, dsend, nlayers, counts), sparcclSuccess);
+  for (int s = 0; s < steps; s++) {
+    fill(hsend, count, dtype, seed + (uint64_t)s * 7919, kind);
+    CUDA_OK(cudaMemcpy(dsend, hsend, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(hsend, inPlace ? hsend : hrecv, count, dtype, op, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(dsend, drecv, count, dtype, op, device, stream), sparcclSuccess);
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(back, drecv, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, inPlace ? hsend : hrecv, bytes, dsize, what, s);
+  }
+  assertSameState(host, device, what);
+  sparcclCommDestroy(host);
+  sparcclCommDestroy(device);
+  cudaFree(dsend);
+  if (!inPlace) cudaFree(drecv);
+  cudaStreamDestroy(stream);
+  free(hsend); free(hrecv); free(back);
+}
+
+static const char* names[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
+static const char* feedbacks[] = {"none", "ef", "ef21", "scam"};
+
+/* Every compressor x feedback, fp32, several layouts. */
+START_TEST(test_methods) {
+  int compressor = _i / 4, feedback = _i % 4;
+  size_t one[] = {1}, prime[] = {4099}, mixed[] = {5000, 17, 4096, 100, 12289, 3};
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, sparcclFloat32, 64);
+  snprintf(what, sizeof(what), "%s + %s", names[compressor], feedbacks[feedback]);
+  c.minSparseCount = 1;
+  compareRun(&c, 1, one, sparcclFloat32, sparcclSum, 0, 2, 11, 0, what);
+  compareRun(&c, 1, prime, sparcclFloat32, sparcclAvg, 0, 2, 12, 0, what);
+  c.minSparseCount = 64;
+  compareRun(&c, 6, mixed, sparcclFloat32, sparcclSum, 1, 3, 13, 0, what);
+  compareRun(&c, 6, mixed, sparcclFloat32, sparcclSum, 0, 2, 14, 1, what); /* all zero */
+  compareRun(&c, 6, mixed, sparcclFloat32, sparcclAvg, 0, 2, 15, 2, what); /* ties */
+}
+END_TEST
+
+/* Keys sharing their high bits: every digit of the radix select is needed. */
+START_TEST(test_radix) {
+  size_t counts[] = {12289, 300};
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 3, 16, 3, "topk high bits");
+  c = config(sparcclImpK, sparcclFeedbackNone, sparcclFloat32, 64);
+  c.density = 0.3;
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 2, 17, 3, "impk high bits, density 0.3");
+  c = config(sparcclImpKRandom, sparcclFeedbackSCAM, sparcclFloat32, 64);
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclAvg, 1, 2, 18, 2, "impk_random ties");
+}
+END_TEST
+
+/* Every dtype x wire type for two methods. */
+START_TEST(test_dtypes) {
+  static const int dtypes[] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
+  int dtype = dtypes[_i / 3], wire = dtypes[_i % 3];
+  size_t mixed[] = {5000, 40, 4097};
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackSCAM, wire, 64);
+  compareRun(&c, 3, mixed, dtype, sparcclSum, 0, 2, 21, 0, "topk+scam dtypes");
+  c = config(sparcclImpKRandom, sparcclFeedbackEF21, wire, 64);
+  compareRun(&c, 3, mixed, dtype, sparcclAvg, 1, 2, 22, 0, "impk_random+ef21 dtypes");
+}
+END_TEST
+
+/* Many layers (more than a block of threads: the per-layer loops stride), one layer of
+ * many chunks, and one of more than 256 chunks (the per-layer chunk scan gives each thread
+ * several chunks; with an all-zero input the ties span every chunk). */
+START_TEST(test_sizes) {
+  uint64_t s = 99;
+  size_t many[300], big[] = {70000}, huge[] = {1050000};
+  for (int i = 0; i < 300; i++) many[i] = 1 + (size_t)(rng(&s) % 400);
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 100);
+  compareRun(&c, 300, many, sparcclFloat32, sparcclSum, 0, 2, 31, 0, "300 layers");
+  c = config(sparcclImpK, sparcclFeedbackSCAM, sparcclBfloat16, 4096);
+  compareRun(&c, 1, big, sparcclFloat32, sparcclSum, 1, 2, 32, 0, "70000-element layer");
+  c = config(sparcclRandK, sparcclFeedbackEF, sparcclFloat32, 4096);
+  c.sharedRandomness = 1;
+  compareRun(&c, 1, big, sparcclFloat32, sparcclAvg, 0, 2, 33, 0, "randk shared");
+  c = config(sparcclTopK, sparcclFeedbackNone, sparcclFloat32, 4096);
+  compareRun(&c, 1, huge, sparcclFloat32, sparcclSum, 0, 1, 34, 1, "257 chunks, all zero");
+  compareRun(&c, 1, huge, sparcclFloat32, sparcclSum, 0, 1, 35, 2, "257 chunks, ties");
+}
+END_TEST
+
+/* Non-finite values in one layer (on one rank only when there are several): output NaN,
+ * state unchanged, the same as the CPU. */
+START_TEST(test_nonfinite) {
+  size_t counts[] = {5000, 6000};
+  size_t count = 11000, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.restartRatio = 1.5;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  int last = worldSize - 1;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  sparcclRegisterLayout(host, h, 2, counts);
+  sparcclRegisterLayout(device, d, 2, counts);
+  for (int s = 0; s < 4; s++) {
+    fill(h, count, sparcclFloat32, 40 + (uint64_t)s, 0);
+    if (s == 1 && worldRank == last) h[7000] = NAN;
+    if (s == 2 && worldRank == 0) h[10] = INFINITY;
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "non-finite", s);
+  }
+  assertSameState(host, device, "non-finite");
+  sparcclStats_t hs, ds;
+  sparcclCommGetStats(host, &hs);
+  sparcclCommGetStats(device, &ds);
+  ck_assert_uint_eq(hs.skippedSteps, 2);
+  ck_assert_uint_eq(ds.skippedSteps, 2);
+  ck_assert_uint_eq(hs.restarts, ds.restarts);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
+/* A captured call replays correctly: counters and state live on the device. */
+START_TEST(test_graph) {
+  size_t counts[] = {8192, 100, 9000};
+  size_t count = 17292, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclRandK, sparcclFeedbackSCAM, sparcclFloat32, 1000);
+  c.restartEvery = 3;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float *d, *dout;
+  cudaStream_t stream;
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamCreate(&stream));
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMalloc((void**)&dout, bytes));
+  sparcclRegisterLayout(host, h, 3, counts);
+  sparcclRegisterLayout(device, d, 3, counts);
+  /* A new key may not be created inside a capture. */
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  ck_assert_int_eq(sparcclAllReduce(dout, dout, 77, sparcclFloat32, sparcclSum, device, stream), sparcclInvalidUsage);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphDestroy(graph);
+  /* The call on a live key neither allocates nor synchronises (the emulator fails both). */
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclAvg, device, stream), sparcclSuccess);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int s = 0; s < 7; s++) {
+    fill(h, count, sparcclFloat32, 50 + (uint64_t)s, 0);
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclAvg, host, NULL), sparcclSuccess);
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "graph replay", s);
+  }
+  assertSameState(host, device, "graph replay");
+  cudaGraphExecDestroy(exec); cudaGraphDestroy(graph);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); cudaFree(dout); cudaStreamDestroy(stream);
+  free(h); free(out); free(back);
+}
+END_TEST
+
+/* Importance probe and solver steps (cube, simplex, online) against the CPU, with
+ * impk and impk_random. */
+START_TEST(test_importance) {
+  static const int modes[] = {sparcclImportanceCube, sparcclImportanceSimplex, sparcclImportanceOnline};
+  size_t counts[] = {9000, 50, 5000};
+  size_t count = 14050, bytes = count * 4;
+  sparcclConfig_t c = config(_i < 3 ? sparcclImpK : sparcclImpKRandom, sparcclFeedbackSCAM,
+                             sparcclFloat32, 1000);
+  c.importance = modes[_i % 3];
+  c.importanceEta = 50.0;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *x = (float*)malloc(bytes), *g = (float*)malloc(bytes), *p = (float*)malloc(bytes),
+        *q = (float*)malloc(bytes), *back = (float*)malloc(bytes), *out = (float*)malloc(bytes);
+  float *dx, *dg, *dp, *dq;
+  CUDA_OK(cudaMalloc((void**)&dx, bytes)); CUDA_OK(cudaMalloc((void**)&dg, bytes));
+  CUDA_OK(cudaMalloc((void**)&dp, bytes)); CUDA_OK(cudaMalloc((void**)&dq, bytes));
+  sparcclRegisterLayout(host, g, 3, counts);
+  sparcclRegisterLayout(device, dg, 3, counts);
+  for (int s = 0; s < 3; s++) {
+    fill(x, count, sparcclFloat32, 60 + (uint64_t)s, 0);
+    fill(g, count, sparcclFloat32, 70 + (uint64_t)s, 0);
+    fill(q, count, sparcclFloat32, 80 + (uint64_t)s, 0);
+    if (s == 2) q[100] = INFINITY; /* the first layer's step is refused, the others run */
+    CUDA_OK(cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(dg, g, bytes, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(dq, q, bytes, cudaMemcpyHostToDevice));
+    if (c.importance != sparcclImportanceOnline) {
+      ck_assert_int_eq(sparcclImportanceProbe(x, g, p, count, sparcclFloat32, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclImportanceProbe(dx, dg, dp, count, sparcclFloat32, device, NULL), sparcclSuccess);
+      CUDA_OK(cudaMemcpy(back, dp, bytes, cudaMemcpyDeviceToHost));
+      assertSameOutput(back, p, bytes, 4, "probe", s);
+      ck_assert_int_eq(sparcclImportanceUpdate(q, g, count, sparcclFloat32, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclImportanceUpdate(dq, dg, count, sparcclFloat32, device, NULL), sparcclSuccess);
+      assertSameState(host, device, "importance update");
+    }
+    ck_assert_int_eq(sparcclAllReduce(g, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(dg, dp, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, dp, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "importance", s);
+  }
+  assertSameState(host, device, "importance");
+  ck_assert_int_eq(sparcclImportanceReset(host, g, count), sparcclSuccess);
+  ck_assert_int_eq(sparcclImportanceReset(device, dg, count), sparcclSuccess);
+  assertSameState(host, device, "importance reset");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(dx); cudaFree(dg); cudaFree(dp); cudaFree(dq);
+  free(x); free(g); free(p); free(q); free(back); free(out);
+}
+END_TEST
+
+/* Restart policies (every N, ratio), the explicit restart and state scaling. */
+START_TEST(test_restarts) {
+  size_t counts[] = {6000, 6000, 50};
+  size_t count = 12050, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 64);
+  c.restartRatio = 1.05;
+  c.restartEvery = 4;
+  compareRun(&c, 3, counts, sparcclFloat32, sparcclSum, 0, 9, 90, 0, "restart policies");
+  c = config(sparcclImpK, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.restartRatio = 1.01;
+  c.restartLag = 2;
+  compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
+  c.restartOnLoss = 1;
+  {
+    sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+    float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+    float* d;
+    sparcclStats_t hs, ds;
+    CUDA_OK(cudaMalloc((void**)&d, bytes));
+    sparcclRegisterLayout(host, h, 3, counts);
+    sparcclRegisterLayout(device, d, 3, counts);
+    for (int s = 0; s < 4; s++) {
+      fill(h, count, sparcclFloat32, 95 + (uint64_t)s, 0);
+      CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+      ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+      CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+      assertSameOutput(back, out, bytes, 4, "explicit restart", s);
+      if (s == 1) {
+        ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+        ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+        assertSameState(host, device, "after sparcclRestart");
+      }
+      /* the loss policy: a rise restarts every key */
+      ck_assert_int_eq(sparcclReportLoss(host, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
+      ck_assert_int_eq(sparcclReportLoss(device, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
+      if (s == 2) {
+        ck_assert_int_eq(sparcclScaleState(host, 0.5f), sparcclSuccess);
+        ck_assert_int_eq(sparcclScaleState(device, 0.5f), sparcclSuccess);
+        assertSameState(host, device, "after sparcclScaleState");
+      }
+    }
+    assertSameState(host, device, "explicit restart");
+    sparcclCommGetStats(host, &hs);
+    sparcclCommGetStats(device, &ds);
+    ck_assert_uint_eq(hs.restarts, ds.restarts);
+    sparcclCommDestroy(host); sparcclCommDestroy(device);
+    cudaFree(d); free(h); free(out); free(back);
+  }
+}
+END_TEST
+
+/* Save on one comm, load into fresh ones: both continue identically. */
+START_TEST(test_load) {
+  size_t counts[] = {5000, 30, 4100};
+  size_t count = 9130, bytes = count * 4;
+  char path[] = "/tmp/sparccl_emu_loadXXXXXX";
+  sparcclConfig_t c = config(sparcclImpKRandom, sparcclFeedbackEF21, sparcclFloat32, 64);
+  c.importance = sparcclImportanceOnline;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  int fd = mkstemp(path);
+  close(fd);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  for (int phase = 0; phase < 2; phase++) {
+    sparcclRegisterLayout(host, h, 3, counts);
+    sparcclRegisterLayout(device, d, 3, counts);
+    if (phase == 1) {
+      ck_assert_int_eq(sparcclLoadState(host, path), sparcclSuccess);
+      ck_assert_int_eq(sparcclLoadState(device, path), sparcclSuccess);
+    }
+    for (int s = 0; s < 2; s++) {
+      fill(h, count, sparcclFloat32, 100 + (uint64_t)(phase * 10 + s), 0);
+      CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+      ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+      CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+      assertSameOutput(back, out, bytes, 4, "load", phase * 10 + s);
+    }
+    assertSameState(host, device, "load");
+    if (phase == 0) {
+      ck_assert_int_eq(sparcclSaveState(host, path), sparcclSuccess);
+      sparcclCommDestroy(host); sparcclCommDestroy(device);
+      host = hostComm(&c); device = deviceComm(&c);
+    }
+  }
+  unlink(path);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
+/* Argument errors on a device comm. */
+START_TEST(test_errors) {
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  sparcclComm_t device = deviceComm(&c);
+  float host[16];
+  float* d;
+  CUDA_OK(cudaMalloc((void**)&d, 64));
+  ck_assert_int_eq(sparcclAllReduce(host, host, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
+  ck_assert_int_eq(sparcclAllReduce(NULL, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidArgument);
+  ck_assert_int_eq(sparcclAllReduce(d, d, 16, (sparcclDataType_t)3, sparcclSum, device, NULL), sparcclInvalidArgument);
+  ck_assert_int_eq(sparcclCommDestroy(device), sparcclSuccess);
+  ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
+  cudaFree(d);
+}
+END_TEST
+
+/* With several ranks: a subset (every compressor, shared randomness, wire types). */
+START_TEST(test_ranks) {
+  int compressor = _i % 5, feedback = (_i * 3 + 1) % 4;
+  size_t mixed[] = {5000, 17, 4096, 100, 9000};
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, _i % 3 == 0 ? sparcclBfloat16 : sparcclFloat32, 64);
+  c.sharedRandomness = _i >= 5;
+  snprintf(what, sizeof(what), "%d ranks: %s + %s%s", worldSize, names[compressor],
+           feedbacks[feedback], c.sharedRandomness ? ", shared randomness" : "");
+  compareRun(&c, 5, mixed, sparcclFloat32, _i % 2 ? sparcclAvg : sparcclSum, _i % 2, 3,
+             200 + (uint64_t)_i, _i == 7 ? 2 : 0, what);
+}
+END_TEST
+
+static Suite* emuSuite(void) {
+  Suite* s = suite_create("cuda_emu");
+  TCase* tc = tcase_create("emulated device vs CPU reference");
+  tcase_set_timeout(tc, 600);
+  const char* subset = getenv("EMU_TESTS_SUBSET");
+  if (subset != NULL && strcmp(subset, "select") == 0) {
+    /* the selection and compaction kernels: every compressor x feedback, every radix pass */
+    tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_test(tc, test_radix);
+  } else if (worldSize == 1) {
+    tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_test(tc, test_radix);
+    tcase_add_loop_test(tc, test_dtypes, 0, 9);
+    tcase_add_test(tc, test_sizes);
+    tcase_add_test(tc, test_graph);
+    tcase_add_loop_test(tc, test_importance, 0, 6);
+    tcase_add_test(tc, test_restarts);
+    tcase_add_test(tc, test_load);
+    tcase_add_test(tc, test_errors);
+  } else {
+    tcase_add_loop_test(tc, test_ranks, 0, 10);
+    tcase_add_test(tc, test_restarts);
+  }
+  if (subset == NULL || strcmp(subset, "select") != 0) tcase_add_test(tc, test_nonfinite);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(int argc, char** argv) {
+  int failed;
+  SRunner* runner;
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &worldRank);
+  MPI_Comm_size(MPI_COMM_WORLD, &worldSize);
+  runner = srunner_create(emuSuite());
+  srunner_set_fork_status(runner, CK_NOFORK);
+  srunner_run_all(runner, worldRank == 0 ? CK_NORMAL : CK_SILENT);
+  failed = srunner_ntests_failed(runner);
+  srunner_free(runner);
+  if (worldRank == 0)
+    printf("cuda_emu: %llu kernel launches, %llu emulated thread blocks on rank 0\n",
+           cudaEmuLaunches(), cudaEmuBlocks());
+  MPI_Finalize();
+  return failed == 0 ? 0 : 1;
+}
