@@ -44,6 +44,7 @@ struct DeviceSelect {
 
 /* Per-set counters that a captured graph must update on the device (SPEC 5). */
 struct DeviceCounters {
+  unsigned long long calls, bytesSent, bytesDense; /* so graph replays are counted too */
   unsigned long long steps;      /* calls whose every sparse layer completed */
   unsigned long long normCount;
   unsigned long long skipped, restarts;

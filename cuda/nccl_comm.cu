@@ -136,9 +136,23 @@ static void freeDeviceSet(DeviceSet* ds) {
   free(ds);
 }
 
+/* Counters a set kept on the device, added into *stats. */
+static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
+  DeviceCounters counters;
+  CUDACHECK(cudaStreamSynchronize(ds->lastStream), "sparcclCommGetStats");
+  CUDACHECK(cudaMemcpy(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost), "sparcclCommGetStats");
+  stats->calls += counters.calls;
+  stats->bytesSent += counters.bytesSent;
+  stats->bytesDense += counters.bytesDense;
+  stats->skippedSteps += counters.skipped;
+  stats->restarts += counters.restarts;
+  return sparcclSuccess;
+}
+
 static void deviceFreeSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   DeviceSet* ds = (DeviceSet*)set->device;
-  if (ds != NULL && ds->lastStream != NULL) cudaStreamSynchronize(ds->lastStream); /* work in flight */
+  /* the released set's counters stay in the comm's totals (this also waits for its work) */
+  if (ds != NULL && ds->lastStream != NULL) addCounters(ds, &comm->stats);
   freeDeviceSet(ds);
   set->device = NULL;
 }
@@ -404,14 +418,8 @@ static sparcclResult_t devicePushState(sparcclComm_t comm, sparcclLayerSet_t* se
 }
 
 static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
-  for (size_t i = 0; i < comm->nsets; i++) {
-    DeviceSet* ds = (DeviceSet*)comm->sets[i]->device;
-    DeviceCounters counters;
-    CUDACHECK(cudaStreamSynchronize(ds->lastStream), "sparcclCommGetStats");
-    CUDACHECK(cudaMemcpy(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost), "sparcclCommGetStats");
-    stats->skippedSteps += counters.skipped;
-    stats->restarts += counters.restarts;
-  }
+  for (size_t i = 0; i < comm->nsets; i++)
+    SPARCCLCHECK(addCounters((const DeviceSet*)comm->sets[i]->device, stats));
   return sparcclSuccess;
 }
 

@@ -136,6 +136,9 @@ __global__ void normBlocksKernel(KernelArgs a) {
 __global__ void policyKernel(KernelArgs a) {
   DeviceCounters* c = a.counters;
   int completed = !c->anySkipped;
+  c->calls++;
+  c->bytesSent += a.blockBytes;
+  c->bytesDense += a.count * sparccl_dtype_size(a.dtype);
   c->anySkipped = 0;
   for (uint32_t l = 0; l < a.nlayers; l++)
     if (a.layers[l].sparse && !a.skip[l]) {

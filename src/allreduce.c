@@ -53,6 +53,10 @@ static void writeOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
   size_t i;
   int ef21 = l->H != NULL;
   int wantNorm = comm->config.restartRatio > 0.0;
+  /* float32 sum, summed in place into out, no norm wanted: v = sum[i] would be stored back
+   * to where it is (same bits), so the pass over the layer is skipped. */
+  if (!ef21 && !wantNorm && op == sparcclSum && dtype == sparcclFloat32 && (void*)sum == out)
+    return;
   for (i = 0; i < l->count; i++) {
     float v;
     if (ef21) {
@@ -97,12 +101,9 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
   if (set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkCapture(stream, caller));
   SPARCCLCHECK(sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, &set));
   if (comm->device != NULL) {
-    /* Device comms: everything (restart policies included) is enqueued on the stream. */
-    SPARCCLCHECK(comm->device->allReduce(comm, set, send, recv, dtype, op, stream));
-    comm->stats.calls++;
-    comm->stats.bytesSent += set->blockBytes;
-    comm->stats.bytesDense += count * dsize;
-    return sparcclSuccess;
+    /* Device comms: everything (restart policies and counters included) is enqueued on
+     * the stream, so that a captured graph's replays count too. */
+    return comm->device->allReduce(comm, set, send, recv, dtype, op, stream);
   }
 
   /* Compress every layer into this rank's block. */

@@ -118,6 +118,19 @@ static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char
   unlink(a); unlink(b);
   ck_assert_msg(na == nb && at < 0, "%s: device state differs from the CPU reference (sizes %zu/%zu, "
                 "first byte %ld)", what, na, nb, at);
+  {
+    /* the counters a device comm keeps on the device match the host's */
+    sparcclStats_t hs, ds;
+    ck_assert_int_eq(sparcclCommGetStats(host, &hs), sparcclSuccess);
+    ck_assert_int_eq(sparcclCommGetStats(device, &ds), sparcclSuccess);
+    ck_assert_msg(hs.calls == ds.calls && hs.bytesSent == ds.bytesSent &&
+                  hs.bytesDense == ds.bytesDense && hs.skippedSteps == ds.skippedSteps &&
+                  hs.restarts == ds.restarts && hs.layerSets == ds.layerSets,
+                  "%s: stats differ: calls %llu/%llu sent %llu/%llu dense %llu/%llu skipped "
+                  "%llu/%llu restarts %llu/%llu", what, hs.calls, ds.calls, hs.bytesSent,
+                  ds.bytesSent, hs.bytesDense, ds.bytesDense, hs.skippedSteps, ds.skippedSteps,
+                  hs.restarts, ds.restarts);
+  }
 }
 
 static void assertSameOutput(const void* device, const void* host, size_t bytes, size_t dsize,
