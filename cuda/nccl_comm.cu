@@ -273,6 +273,12 @@ static int isDevicePointer(const void* p) {
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
 }
 
+/* Host comms in this library refuse device buffers through this hook (src/core.h). */
+static int isDevicePointerHook(const void* p) { return p != NULL && isDevicePointer(p); }
+static struct DevicePointerHook {
+  DevicePointerHook() { sparcclIsDevicePointer = isDevicePointerHook; }
+} devicePointerHook;
+
 static sparcclResult_t deviceCheckPointers(const void* a, const void* b, const char* caller) {
   if ((a && !isDevicePointer(a)) || (b && !isDevicePointer(b))) {
     WARN("%s: a host buffer on a device comm (%p, %p); pass device memory", caller, a, b);

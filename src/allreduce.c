@@ -42,6 +42,11 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
     }
   }
   if (comm->device != NULL) return comm->device->checkPointers(send, recv, caller);
+  if (sparcclIsDevicePointer != NULL && (sparcclIsDevicePointer(send) || sparcclIsDevicePointer(recv))) {
+    WARN("%s: a device buffer on a host comm (%p, %p); use a device comm (sparccl_nccl.h)",
+         caller, send, recv);
+    return sparcclInvalidUsage;
+  }
   return sparcclSuccess;
 }
 

@@ -5,6 +5,8 @@
 #include "core.h"
 #include "device.h"
 
+int (*sparcclIsDevicePointer)(const void* p) = NULL;
+
 /* ------------------------------------------------------------ live-handle registry */
 /* A handle is checked against this list before it is dereferenced (SPEC 2). */
 static pthread_mutex_t registryLock = PTHREAD_MUTEX_INITIALIZER;

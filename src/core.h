@@ -116,7 +116,9 @@ struct sparcclComm {
   sparcclStats_t stats;
 };
 
-/* comm.c */
+/* comm.c.  Set by the CUDA library when it is loaded (cuda/nccl_comm.cu), so that a host
+ * comm can refuse device buffers; NULL in a host-only build, which never touches CUDA. */
+extern int (*sparcclIsDevicePointer)(const void* p);
 sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transport,
                                   const sparcclConfig_t* config);
 int sparcclCommIsLive(sparcclComm_t comm);

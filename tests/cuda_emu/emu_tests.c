@@ -474,6 +474,15 @@ START_TEST(test_errors) {
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, (sparcclDataType_t)3, sparcclSum, device, NULL), sparcclInvalidArgument);
   ck_assert_int_eq(sparcclCommDestroy(device), sparcclSuccess);
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
+  {
+    /* and the reverse: a device buffer on a host comm */
+    sparcclComm_t hc = hostComm(&c);
+    for (int i = 0; i < 16; i++) host[i] = 1.0f;
+    ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclAllReduce(host, d, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclAllReduce(host, host, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclSuccess);
+    sparcclCommDestroy(hc);
+  }
   cudaFree(d);
 }
 END_TEST
