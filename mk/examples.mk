@@ -1,3 +1,10 @@
+# examples/common: what the example programs share (error exits, options, method names,
+# CSV files, AdamW); compiled into each program that uses it.
+EXAMPLE_DIR    := examples/common
+EXAMPLE_SRC    := $(EXAMPLE_DIR)/example_util.c
+EXAMPLE_HDR    := $(EXAMPLE_DIR)/example_util.h
+EXAMPLE_CFLAGS := -I$(EXAMPLE_DIR)
+
 # examples/fashion_mnist: the data-parallel Fashion-MNIST trainer, its tests and the
 # method comparison that `make demo` runs (short mode).
 
@@ -16,9 +23,11 @@ EXTRA_TESTS  += fmnist-test
 fmnist: lib $(BUILD)/bin/fmnist_train $(BUILD)/bin/fmnist_tests
 
 $(BUILD)/bin/fmnist_train: $(FMNIST_DIR)/train.c $(FMNIST_DIR)/mlp.c $(FMNIST_DIR)/idx.c \
-                           $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -I$(FMNIST_DIR) -o $@ $(FMNIST_DIR)/train.c $(FMNIST_DIR)/mlp.c \
-	  $(FMNIST_DIR)/idx.c $(BUILD)/lib/libsparccl.a $(FMNIST_LIBS) $(LDLIBS)
+                           $(EXAMPLE_SRC) $(EXAMPLE_HDR) $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a \
+                           | $(BUILD)/bin
+	$(CC) $(CFLAGS) -I$(FMNIST_DIR) $(EXAMPLE_CFLAGS) -o $@ $(FMNIST_DIR)/train.c \
+	  $(FMNIST_DIR)/mlp.c $(FMNIST_DIR)/idx.c $(EXAMPLE_SRC) $(BUILD)/lib/libsparccl.a \
+	  $(FMNIST_LIBS) $(LDLIBS)
 
 $(BUILD)/bin/fmnist_tests: $(FMNIST_DIR)/test_example.c $(FMNIST_DIR)/mlp.c $(FMNIST_DIR)/idx.c \
                            $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
@@ -58,9 +67,10 @@ fmnist-compare: fmnist
 # The restart slides' regression experiment (over-parameterised MLP, with/without restarts).
 fmnist: $(BUILD)/bin/restarts_regression
 $(BUILD)/bin/restarts_regression: $(FMNIST_DIR)/restarts_regression.c $(FMNIST_DIR)/mlp.c \
-                                  $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -I$(FMNIST_DIR) -o $@ $(FMNIST_DIR)/restarts_regression.c $(FMNIST_DIR)/mlp.c \
-	  $(BUILD)/lib/libsparccl.a $(FMNIST_LIBS) $(LDLIBS)
+                                  $(EXAMPLE_SRC) $(EXAMPLE_HDR) $(FMNIST_HDR) \
+                                  $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -I$(FMNIST_DIR) $(EXAMPLE_CFLAGS) -o $@ $(FMNIST_DIR)/restarts_regression.c \
+	  $(FMNIST_DIR)/mlp.c $(EXAMPLE_SRC) $(BUILD)/lib/libsparccl.a $(FMNIST_LIBS) $(LDLIBS)
 
 # examples/theory: compressed gradient descent on a quadratic with a known spectrum against
 # the thesis' linear-rate bounds (Theorems 2 and 4; docs/RESULTS.md, section 5).
@@ -71,9 +81,11 @@ EXTRA_TESTS += theory-test
 
 theory-bin: lib $(BUILD)/bin/theory_quadratic
 
-$(BUILD)/bin/theory_quadratic: $(THEORY_DIR)/theory_quadratic.c include/sparccl.h \
-                               include/sparccl_mpi.h $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -o $@ $(THEORY_DIR)/theory_quadratic.c $(BUILD)/lib/libsparccl.a $(LDLIBS)
+$(BUILD)/bin/theory_quadratic: $(THEORY_DIR)/theory_quadratic.c $(EXAMPLE_SRC) $(EXAMPLE_HDR) \
+                               include/sparccl.h include/sparccl_mpi.h $(BUILD)/lib/libsparccl.a \
+                               | $(BUILD)/bin
+	$(CC) $(CFLAGS) $(EXAMPLE_CFLAGS) -o $@ $(THEORY_DIR)/theory_quadratic.c $(EXAMPLE_SRC) \
+	  $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 # The full check: every method, gamma = 1/(2L) and 1/L, 1, 2 and 4 ranks; table, CSVs, plot.
 theory: theory-bin

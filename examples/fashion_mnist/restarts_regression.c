@@ -21,6 +21,7 @@
 #include <mpi.h>
 #include <sparccl_mpi.h>
 
+#include "example_util.h"
 #include "mlp.h"
 
 #define NPTS 64
@@ -29,13 +30,7 @@
 static double target(double x) { return sin(x) + 0.5 * cos(2.0 * x) + 0.1 * x * x; }
 
 static uint64_t st_;
-static double urand(void) {
-  uint64_t z = (st_ += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  z ^= z >> 31;
-  return ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
+static double urand(void) { return example_uniform01(&st_); }
 
 int main(int argc, char** argv) {
   const char* method = "ef-topk";
@@ -43,8 +38,9 @@ int main(int argc, char** argv) {
   long long restartEvery = 0, steps = 3000;
   double lr = 1e-3, density = 0.01, noise = 0.3;
   unsigned long long seed = 1;
-  int rank, n, i, dense = 0;
-  size_t sizes[4] = {1, 256, 256, 1}, counts[6], np, nloc, j;
+  int rank, n, i;
+  example_method_t meth;
+  size_t sizes[4] = {1, 256, 256, 1}, counts[6], np, nloc;
   mlp_t m;
   float *p, *g, *mo, *ve, xs[NPTS], ys[NPTS], xl[NPTS], yl[NPTS], xg[NGRID], pg[NGRID];
   sparcclComm_t comm = NULL;
@@ -72,11 +68,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!strcmp(method, "dense")) dense = 1;
-  else if (!strcmp(method, "topk")) cfg.feedback = sparcclFeedbackNone;
-  else if (!strcmp(method, "ef-topk")) cfg.feedback = sparcclFeedbackEF;
-  else if (!strcmp(method, "scam-topk")) cfg.feedback = sparcclFeedbackSCAM;
-  else {
+  /* dense, topk, ef-topk or scam-topk */
+  if (example_parse_method(method, &meth) != 0 ||
+      (!meth.dense && (meth.compressor != sparcclTopK || meth.feedback == sparcclFeedbackEF21))) {
     if (rank == 0) fprintf(stderr, "restarts_regression: unknown method %s\n", method);
     MPI_Finalize();
     return 2;
@@ -103,7 +97,8 @@ int main(int argc, char** argv) {
   mo = (float*)calloc(np, sizeof(float));
   ve = (float*)calloc(np, sizeof(float));
   mlpInitParams(&m, p, seed);
-  if (!dense) {
+  if (!meth.dense) {
+    cfg.feedback = meth.feedback;
     cfg.density = density;
     cfg.compressor = sparcclTopK;
     cfg.minSparseCount = 0;
@@ -117,9 +112,8 @@ int main(int argc, char** argv) {
   for (s = 0; s < steps; s++) {
     int reset = 0;
     mlpLossGradMSE(&m, p, xl, yl, nloc, g);
-    if (dense) {
-      MPI_Allreduce(MPI_IN_PLACE, g, (int)np, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-      for (j = 0; j < np; j++) g[j] = g[j] / (float)n;
+    if (meth.dense) {
+      example_dense_average(g, np, n);
       reset = restartEvery > 0 && s > 0 && s % restartEvery == 0;
     } else {
       sparcclStats_t stats;
@@ -135,15 +129,7 @@ int main(int argc, char** argv) {
       resets++;
     }
     t++;
-    {
-      const float b1 = 0.9f, b2 = 0.999f, wd = 0.01f, eps = 1e-8f, l = (float)lr;
-      const float c1 = (float)(1.0 - pow(0.9, (double)t)), c2 = (float)(1.0 - pow(0.999, (double)t));
-      for (j = 0; j < np; j++) {
-        mo[j] = b1 * mo[j] + (1.0f - b1) * g[j];
-        ve[j] = b2 * ve[j] + (1.0f - b2) * (g[j] * g[j]);
-        p[j] = p[j] - l * ((mo[j] / c1) / (sqrtf(ve[j] / c2) + eps) + wd * p[j]);
-      }
-    }
+    example_adamw_step(p, g, mo, ve, np, t, lr, 0.9, 0.999, 0.01, 1e-8);
   }
   trainMse = 2.0 * mlpLossGradMSE(&m, p, xs, ys, NPTS, NULL); /* all points, mean (out-y)^2 */
   mlpPredict(&m, p, xg, NGRID, pg);

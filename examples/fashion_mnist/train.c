@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <mpi.h>
 #include <sparccl_mpi.h>
 
+#include "example_util.h"
 #include "idx.h"
 #include "mlp.h"
 
@@ -45,35 +45,10 @@ typedef struct {
   int quiet;
 } opts_t;
 
-typedef struct {
-  int dense;
-  int compressor, feedback, importance;
-} method_t;
-
 static int rank_ = 0, nranks_ = 1;
 
-static void die(const char* fmt, const char* a) {
-  if (rank_ == 0) {
-    fprintf(stderr, "fmnist_train: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, "\n");
-  }
-  MPI_Abort(MPI_COMM_WORLD, 2);
-  exit(2);
-}
-
-#define SCHECK(call)                                                                       \
-  do {                                                                                     \
-    sparcclResult_t r_ = (call);                                                           \
-    if (r_ != sparcclSuccess) {                                                            \
-      fprintf(stderr, "fmnist_train: rank %d: %s failed: %s\n", rank_, #call,              \
-              sparcclGetErrorString(r_));                                                  \
-      MPI_Abort(MPI_COMM_WORLD, 3);                                                        \
-    }                                                                                      \
-  } while (0)
-
+/* Printed on rank 0 only (example_help_exit). */
 static void usage(void) {
-  if (rank_ != 0) return;
   printf(
       "usage: mpirun -np N fmnist_train [options]\n"
       "  --method M        dense | [ef-|ef21-|scam-]{topk,randk,impk_c,impk_s} (default scam-impk_c)\n"
@@ -103,67 +78,6 @@ static void usage(void) {
       "  --quiet           only the final line\n");
 }
 
-static int parseMethod(const char* s, method_t* m) {
-  const char* c = s;
-  memset(m, 0, sizeof(*m));
-  m->importance = sparcclImportanceNone;
-  if (strcmp(s, "dense") == 0) {
-    m->dense = 1;
-    return 0;
-  }
-  m->feedback = sparcclFeedbackNone;
-  if (strncmp(c, "ef21-", 5) == 0) {
-    m->feedback = sparcclFeedbackEF21;
-    c += 5;
-  } else if (strncmp(c, "ef-", 3) == 0) {
-    m->feedback = sparcclFeedbackEF;
-    c += 3;
-  } else if (strncmp(c, "scam-", 5) == 0) {
-    m->feedback = sparcclFeedbackSCAM;
-    c += 5;
-  }
-  if (strcmp(c, "topk") == 0) {
-    m->compressor = sparcclTopK;
-  } else if (strcmp(c, "randk") == 0) {
-    m->compressor = sparcclRandK;
-  } else if (strcmp(c, "impk_c") == 0) {
-    m->compressor = sparcclImpK;
-    m->importance = sparcclImportanceCube;
-  } else if (strcmp(c, "impk_s") == 0) {
-    m->compressor = sparcclImpK;
-    m->importance = sparcclImportanceSimplex;
-  } else {
-    return -1;
-  }
-  return 0;
-}
-
-static double dblArg(int argc, char** argv, int* i) {
-  char* end;
-  double v;
-  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-  v = strtod(argv[*i + 1], &end);
-  if (*end != '\0' || end == argv[*i + 1]) die("bad number for %s", argv[*i]);
-  (*i)++;
-  return v;
-}
-
-static long long intArg(int argc, char** argv, int* i) {
-  char* end;
-  long long v;
-  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-  v = strtoll(argv[*i + 1], &end, 10);
-  if (*end != '\0' || end == argv[*i + 1] || v < 0) die("bad count for %s", argv[*i]);
-  (*i)++;
-  return v;
-}
-
-static const char* strArg(int argc, char** argv, int* i) {
-  if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-  (*i)++;
-  return argv[*i];
-}
-
 static void parseArgs(int argc, char** argv, opts_t* o) {
   int i;
   memset(o, 0, sizeof(*o));
@@ -191,61 +105,54 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
   for (i = 1; i < argc; i++) {
     const char* a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage();
-      MPI_Finalize();
-      exit(0);
-    } else if (!strcmp(a, "--method")) o->method = strArg(argc, argv, &i);
-    else if (!strcmp(a, "--optimizer")) o->optimizer = strArg(argc, argv, &i);
-    else if (!strcmp(a, "--data")) o->data = strArg(argc, argv, &i);
-    else if (!strcmp(a, "--csv")) o->csv = strArg(argc, argv, &i);
-    else if (!strcmp(a, "--lr")) o->lr = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--momentum")) o->momentum = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--wd")) o->wd = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--beta1")) o->beta1 = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--beta2")) o->beta2 = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--epochs")) o->epochs = (int)intArg(argc, argv, &i);
-    else if (!strcmp(a, "--batch")) o->batch = (size_t)intArg(argc, argv, &i);
-    else if (!strcmp(a, "--seed")) o->seed = (unsigned long long)intArg(argc, argv, &i);
-    else if (!strcmp(a, "--density")) o->density = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--min-sparse")) o->minSparse = intArg(argc, argv, &i);
-    else if (!strcmp(a, "--train-limit")) o->trainLimit = (size_t)intArg(argc, argv, &i);
-    else if (!strcmp(a, "--test-limit")) o->testLimit = (size_t)intArg(argc, argv, &i);
+      example_help_exit(usage);
+    } else if (!strcmp(a, "--method")) o->method = example_arg_str(argc, argv, &i);
+    else if (!strcmp(a, "--optimizer")) o->optimizer = example_arg_str(argc, argv, &i);
+    else if (!strcmp(a, "--data")) o->data = example_arg_str(argc, argv, &i);
+    else if (!strcmp(a, "--csv")) o->csv = example_arg_str(argc, argv, &i);
+    else if (!strcmp(a, "--lr")) o->lr = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--momentum")) o->momentum = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--wd")) o->wd = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--beta1")) o->beta1 = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--beta2")) o->beta2 = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--epochs")) o->epochs = (int)example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--batch")) o->batch = (size_t)example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--seed")) o->seed = (unsigned long long)example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--density")) o->density = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--min-sparse")) o->minSparse = example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--train-limit")) o->trainLimit = (size_t)example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--test-limit")) o->testLimit = (size_t)example_arg_count(argc, argv, &i);
     else if (!strcmp(a, "--noniid")) o->noniid = 1;
-    else if (!strcmp(a, "--imp-steps")) o->impSteps = (int)intArg(argc, argv, &i);
-    else if (!strcmp(a, "--imp-gamma")) o->impGamma = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--imp-eta")) o->impEta = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--imp-low")) o->impLow = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--imp-high")) o->impHigh = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--restart-every")) o->restartEvery = intArg(argc, argv, &i);
-    else if (!strcmp(a, "--restart-ratio")) o->restartRatio = dblArg(argc, argv, &i);
-    else if (!strcmp(a, "--restart-lag")) o->restartLag = (int)intArg(argc, argv, &i);
+    else if (!strcmp(a, "--imp-steps")) o->impSteps = (int)example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--imp-gamma")) o->impGamma = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--imp-eta")) o->impEta = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--imp-low")) o->impLow = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--imp-high")) o->impHigh = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--restart-every")) o->restartEvery = example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--restart-ratio")) o->restartRatio = example_arg_double(argc, argv, &i);
+    else if (!strcmp(a, "--restart-lag")) o->restartLag = (int)example_arg_count(argc, argv, &i);
     else if (!strcmp(a, "--restart-on-loss")) o->restartOnLoss = 1;
     else if (!strcmp(a, "--restart-momentum")) o->restartMomentum = 1;
-    else if (!strcmp(a, "--hidden")) o->hidden = (size_t)intArg(argc, argv, &i);
+    else if (!strcmp(a, "--hidden")) o->hidden = (size_t)example_arg_count(argc, argv, &i);
     else if (!strcmp(a, "--quiet")) o->quiet = 1;
-    else die("unknown option %s (see --help)", a);
+    else example_die("unknown option %s (see --help)", a);
   }
   if (strcmp(o->optimizer, "adamw") && strcmp(o->optimizer, "sgd"))
-    die("unknown optimizer %s (adamw or sgd)", o->optimizer);
+    example_die("unknown optimizer %s (adamw or sgd)", o->optimizer);
   if (o->lr < 0) o->lr = strcmp(o->optimizer, "sgd") ? 1e-3 : 0.05;
   if (o->wd < 0) o->wd = strcmp(o->optimizer, "sgd") ? 0.01 : 0.0;
-  if (o->batch == 0 || o->epochs < 1 || o->hidden == 0) die("%s", "batch, epochs and hidden must be positive");
-  if (!(o->density > 0.0 && o->density <= 1.0)) die("%s", "density must be in (0, 1]");
+  if (o->batch == 0 || o->epochs < 1 || o->hidden == 0)
+    example_die("%s", "batch, epochs and hidden must be positive");
+  if (!(o->density > 0.0 && o->density <= 1.0)) example_die("%s", "density must be in (0, 1]");
 }
 
 static uint64_t rngState(unsigned long long a, unsigned long long b, unsigned long long c) {
   return (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (c * 0x165667B19E3779F9ULL) ^ 0x1234567ULL;
 }
-static uint64_t next64(uint64_t* s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 static void shuffle(size_t* v, size_t n, uint64_t* s) {
   size_t i;
   for (i = n; i > 1; i--) {
-    size_t j = (size_t)(next64(s) % i), t = v[i - 1];
+    size_t j = (size_t)(example_splitmix64(s) % i), t = v[i - 1];
     v[i - 1] = v[j];
     v[j] = t;
   }
@@ -291,7 +198,7 @@ static void evaluate(mlp_t* m, const float* params, const idxData_t* img, const 
 
 int main(int argc, char** argv) {
   opts_t o;
-  method_t meth;
+  example_method_t meth;
   idxData_t trImg, trLab, teImg, teLab;
   char err[512], p1[1024], p2[1024];
   mlp_t net;
@@ -306,23 +213,23 @@ int main(int argc, char** argv) {
   int epoch, isSgd;
 
   MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-  MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
+  example_init("fmnist_train", NULL, &rank_, &nranks_);
   parseArgs(argc, argv, &o);
-  if (parseMethod(o.method, &meth) != 0) die("unknown method %s (see --help)", o.method);
+  if (example_parse_method(o.method, &meth) != 0)
+    example_die("unknown method %s (see --help)", o.method);
   isSgd = strcmp(o.optimizer, "sgd") == 0;
 
   /* ---- data */
   snprintf(p1, sizeof p1, "%s/train-images-idx3-ubyte.gz", o.data);
   snprintf(p2, sizeof p2, "%s/train-labels-idx1-ubyte.gz", o.data);
-  if (idxLoadPair(p1, p2, &trImg, &trLab, err, sizeof err) != 0) die("%s", err);
+  if (idxLoadPair(p1, p2, &trImg, &trLab, err, sizeof err) != 0) example_die("%s", err);
   snprintf(p1, sizeof p1, "%s/t10k-images-idx3-ubyte.gz", o.data);
   snprintf(p2, sizeof p2, "%s/t10k-labels-idx1-ubyte.gz", o.data);
-  if (idxLoadPair(p1, p2, &teImg, &teLab, err, sizeof err) != 0) die("%s", err);
+  if (idxLoadPair(p1, p2, &teImg, &teLab, err, sizeof err) != 0) example_die("%s", err);
   ntrain = o.trainLimit && o.trainLimit < trImg.n ? o.trainLimit : trImg.n;
   ntest = o.testLimit && o.testLimit < teImg.n ? o.testLimit : teImg.n;
   per = ntrain / (size_t)nranks_;
-  if (per < o.batch) die("%s", "fewer training images per rank than one batch");
+  if (per < o.batch) example_die("%s", "fewer training images per rank than one batch");
 
   /* The same permutation on every rank (seeded); rank r takes the r-th contiguous chunk:
    * iid shards, or, with --noniid, chunks of the subset sorted by label (label skew). */
@@ -350,7 +257,7 @@ int main(int argc, char** argv) {
   sizes[2] = o.hidden;
   sizes[3] = 10;
   evalB = o.batch > 256 ? o.batch : 256;
-  if (mlpInit(&net, 3, sizes, evalB) != 0) die("%s", "out of memory");
+  if (mlpInit(&net, 3, sizes, evalB) != 0) example_die("%s", "out of memory");
   np = net.nparams;
   nlayers = mlpLayout(&net, counts);
   params = (float*)calloc(np, sizeof(float));
@@ -361,20 +268,15 @@ int main(int argc, char** argv) {
   vel = (float*)calloc(np, sizeof(float));
   x = (float*)malloc(evalB * sizes[0] * sizeof(float));
   y = (unsigned char*)malloc(evalB);
-  if (!params || !grad || !probe || !gprobe || !mom || !vel || !x || !y) die("%s", "out of memory");
+  if (!params || !grad || !probe || !gprobe || !mom || !vel || !x || !y)
+    example_die("%s", "out of memory");
   mlpInitParams(&net, params, o.seed);
 
   /* ---- sparccl */
   if (!meth.dense) {
     sparcclConfig_t cfg = SPARCCL_CONFIG_INITIALIZER;
-    cfg.density = o.density;
-    cfg.compressor = meth.compressor;
-    cfg.feedback = meth.feedback;
-    cfg.wireType = sparcclFloat32;
-    cfg.minSparseCount = (size_t)o.minSparse;
-    cfg.seed = o.seed;
+    example_config(&cfg, &meth, o.density, (size_t)o.minSparse, o.seed);
     cfg.sharedRandomness = 0;
-    cfg.importance = meth.importance;
     cfg.importanceLow = o.impLow;
     cfg.importanceHigh = o.impHigh;
     cfg.restartEvery = o.restartEvery;
@@ -410,8 +312,8 @@ int main(int argc, char** argv) {
         printf("importance: gamma %.4g eta %.4g (eta*gamma %.4g), %d solver steps per epoch\n",
                pg[0], pg[1], pg[0] * pg[1], o.impSteps);
     }
-    SCHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &cfg));
-    SCHECK(sparcclRegisterLayout(comm, grad, nlayers, counts));
+    EXAMPLE_CHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &cfg));
+    EXAMPLE_CHECK(sparcclRegisterLayout(comm, grad, nlayers, counts));
   }
   if (rank_ == 0 && !o.quiet)
     printf("fmnist_train: %s, %s lr %g, %d ranks x batch %zu, %zu train (%s) / %zu test, "
@@ -419,16 +321,12 @@ int main(int argc, char** argv) {
            o.method, o.optimizer, o.lr, nranks_, o.batch, ntrain, o.noniid ? "non-iid" : "iid",
            ntest, np, nlayers, meth.dense ? 1.0 : o.density);
 
-  if (rank_ == 0 && o.csv != NULL) {
-    struct stat st;
-    int fresh = stat(o.csv, &st) != 0 || st.st_size == 0;
-    FILE* f = fopen(o.csv, "a");
-    if (f == NULL) die("cannot open %s", o.csv);
-    if (fresh)
-      fprintf(f, "method,optimizer,seed,epoch,train_loss,test_loss,test_acc,bytes_per_step,"
-                 "dense_bytes_per_step,bytes_ratio,train_seconds,restarts,skipped_steps,lr\n");
-    fclose(f);
-  }
+  if (rank_ == 0 && o.csv != NULL)
+    fclose(example_open_append(o.csv,
+                               "method,optimizer,seed,epoch,train_loss,test_loss,test_acc,"
+                               "bytes_per_step,dense_bytes_per_step,bytes_ratio,train_seconds,"
+                               "restarts,skipped_steps,lr\n",
+                               1));
 
   for (epoch = 1; epoch <= o.epochs; epoch++) {
     size_t steps = per / o.batch, s;
@@ -442,21 +340,21 @@ int main(int argc, char** argv) {
       if (s == 0 && meth.importance != sparcclImportanceNone && o.impSteps > 0) {
         int k;
         /* The thesis' per-epoch solve: from w = 1 (TopK), a few solver steps on this batch. */
-        SCHECK(sparcclImportanceReset(comm, grad, np));
+        EXAMPLE_CHECK(sparcclImportanceReset(comm, grad, np));
         for (k = 0; k < o.impSteps; k++) {
-          SCHECK(sparcclImportanceProbe(params, grad, probe, np, sparcclFloat32, comm, NULL));
+          EXAMPLE_CHECK(
+              sparcclImportanceProbe(params, grad, probe, np, sparcclFloat32, comm, NULL));
           mlpLossGrad(&net, probe, x, y, o.batch, gprobe);
-          SCHECK(sparcclImportanceUpdate(gprobe, grad, np, sparcclFloat32, comm, NULL));
+          EXAMPLE_CHECK(sparcclImportanceUpdate(gprobe, grad, np, sparcclFloat32, comm, NULL));
         }
       }
       if (meth.dense) {
-        MPI_Allreduce(MPI_IN_PLACE, grad, (int)np, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        for (i = 0; i < np; i++) grad[i] = grad[i] / (float)nranks_;
+        example_dense_average(grad, np, nranks_);
       } else {
-        SCHECK(sparcclAllReduce(grad, grad, np, sparcclFloat32, sparcclAvg, comm, NULL));
+        EXAMPLE_CHECK(sparcclAllReduce(grad, grad, np, sparcclFloat32, sparcclAvg, comm, NULL));
         if (o.restartMomentum) {
           sparcclStats_t st;
-          SCHECK(sparcclCommGetStats(comm, &st));
+          EXAMPLE_CHECK(sparcclCommGetStats(comm, &st));
           if (st.restarts != lastRestarts) { /* the slides reset the momentum with the state */
             memset(mom, 0, np * sizeof(float));
             memset(vel, 0, np * sizeof(float));
@@ -478,18 +376,8 @@ int main(int argc, char** argv) {
           params[i] = params[i] - lr * mom[i];
         }
       } else {
-        const float lr = (float)o.lr, b1 = (float)o.beta1, b2 = (float)o.beta2;
-        const float wd = (float)o.wd, eps = (float)o.adamEps;
-        const float c1 = (float)(1.0 - pow(o.beta1, (double)t));
-        const float c2 = (float)(1.0 - pow(o.beta2, (double)t));
-        for (i = 0; i < np; i++) {
-          float g = grad[i], mh, vh;
-          mom[i] = b1 * mom[i] + (1.0f - b1) * g;
-          vel[i] = b2 * vel[i] + (1.0f - b2) * (g * g);
-          mh = mom[i] / c1;
-          vh = vel[i] / c2;
-          params[i] = params[i] - lr * (mh / (sqrtf(vh) + eps) + wd * params[i]);
-        }
+        example_adamw_step(params, grad, mom, vel, np, t, o.lr, o.beta1, o.beta2, o.wd,
+                           o.adamEps);
       }
     }
     trainSeconds += MPI_Wtime() - t0;
@@ -503,8 +391,8 @@ int main(int argc, char** argv) {
       bps = dbps = (double)np * sizeof(float);
     } else {
       sparcclStats_t st;
-      if (o.restartOnLoss) SCHECK(sparcclReportLoss(comm, teLoss));
-      SCHECK(sparcclCommGetStats(comm, &st));
+      if (o.restartOnLoss) EXAMPLE_CHECK(sparcclReportLoss(comm, teLoss));
+      EXAMPLE_CHECK(sparcclCommGetStats(comm, &st));
       bps = st.calls ? (double)st.bytesSent / (double)st.calls : 0.0;
       dbps = st.calls ? (double)st.bytesDense / (double)st.calls : 0.0;
       restarts = st.restarts;
@@ -517,8 +405,7 @@ int main(int argc, char** argv) {
                dbps > 0 ? bps / dbps : 0.0, trainSeconds, restarts, skipped);
       fflush(stdout);
       if (o.csv != NULL) {
-        FILE* f = fopen(o.csv, "a");
-        if (f == NULL) die("cannot open %s", o.csv);
+        FILE* f = example_open_append(o.csv, NULL, 1);
         fprintf(f, "%s,%s,%llu,%d,%.6f,%.6f,%.6f,%.0f,%.0f,%.6f,%.3f,%llu,%llu,%g\n", o.method,
                 o.optimizer, o.seed, epoch, lossSum, teLoss, teAcc, bps, dbps,
                 dbps > 0 ? bps / dbps : 0.0, trainSeconds, restarts, skipped, o.lr);
@@ -527,7 +414,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (comm != NULL) SCHECK(sparcclCommDestroy(comm));
+  if (comm != NULL) EXAMPLE_CHECK(sparcclCommDestroy(comm));
   mlpFree(&net);
   free(params);
   free(grad);

@@ -27,10 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <mpi.h>
 #include <sparccl_mpi.h>
+
+#include "example_util.h"
 
 #define NSHARDS 4
 
@@ -45,34 +46,10 @@ typedef struct {
   int impSteps, impEvery, traceEvery, assertBound, quiet, reference;
 } opts_t;
 
-typedef struct {
-  int dense, compressor, feedback, importance;
-} method_t;
-
 static int rank_ = 0, nranks_ = 1;
 
-static void die(const char* fmt, const char* a) {
-  if (rank_ == 0) {
-    fprintf(stderr, "theory_quadratic: ");
-    fprintf(stderr, fmt, a);
-    fprintf(stderr, "\n");
-  }
-  MPI_Abort(MPI_COMM_WORLD, 2);
-  exit(2);
-}
-
-#define SCHECK(call)                                                                       \
-  do {                                                                                     \
-    sparcclResult_t r_ = (call);                                                           \
-    if (r_ != sparcclSuccess) {                                                            \
-      fprintf(stderr, "theory_quadratic: rank %d: %s failed: %s\n", rank_, #call,          \
-              sparcclGetErrorString(r_));                                                  \
-      MPI_Abort(MPI_COMM_WORLD, 3);                                                        \
-    }                                                                                      \
-  } while (0)
-
+/* Printed on rank 0 only (example_help_exit). */
 static void usage(void) {
-  if (rank_ != 0) return;
   printf(
       "usage: mpirun -np N theory_quadratic [options]     (N divides %d)\n"
       "  --method M      dense | topk | impk_c | scam-topk | ef-topk | scam-impk_c (topk)\n"
@@ -96,41 +73,13 @@ static void usage(void) {
       NSHARDS);
 }
 
-static int parseMethod(const char* s, method_t* m) {
-  const char* c = s;
-  memset(m, 0, sizeof(*m));
-  m->importance = sparcclImportanceNone;
-  m->feedback = sparcclFeedbackNone;
-  if (strcmp(s, "dense") == 0) {
-    m->dense = 1;
-    return 0;
-  }
-  if (strncmp(c, "ef-", 3) == 0) {
-    m->feedback = sparcclFeedbackEF;
-    c += 3;
-  } else if (strncmp(c, "scam-", 5) == 0) {
-    m->feedback = sparcclFeedbackSCAM;
-    c += 5;
-  }
-  if (strcmp(c, "topk") == 0) {
-    m->compressor = sparcclTopK;
-  } else if (strcmp(c, "impk_c") == 0) {
-    m->compressor = sparcclImpK;
-    m->importance = sparcclImportanceCube;
-  } else {
+/* The methods of the thesis' theorems: dense, [ef-|scam-]{topk,impk_c}. */
+static int parseMethod(const char* s, example_method_t* m) {
+  if (example_parse_method(s, m) != 0) return -1;
+  if (m->feedback == sparcclFeedbackEF21 || m->compressor == sparcclRandK ||
+      m->importance == sparcclImportanceSimplex)
     return -1;
-  }
   return 0;
-}
-
-static double numArg(int argc, char** argv, int* i) {
-  char* end;
-  double v;
-  if (*i + 1 >= argc) die("option %s needs a value", argv[*i]);
-  v = strtod(argv[*i + 1], &end);
-  if (*end != '\0' || end == argv[*i + 1]) die("bad number for %s", argv[*i]);
-  (*i)++;
-  return v;
 }
 
 static void parseArgs(int argc, char** argv, opts_t* o) {
@@ -156,42 +105,37 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
   for (i = 1; i < argc; i++) {
     const char* a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage();
-      MPI_Finalize();
-      exit(0);
+      example_help_exit(usage);
     } else if (strcmp(a, "--method") == 0) {
-      if (i + 1 >= argc) die("option %s needs a value", a);
-      o->method = argv[++i];
+      o->method = example_arg_str(argc, argv, &i);
     } else if (strcmp(a, "--csv") == 0) {
-      if (i + 1 >= argc) die("option %s needs a value", a);
-      o->csv = argv[++i];
+      o->csv = example_arg_str(argc, argv, &i);
     } else if (strcmp(a, "--trace") == 0) {
-      if (i + 1 >= argc) die("option %s needs a value", a);
-      o->trace = argv[++i];
+      o->trace = example_arg_str(argc, argv, &i);
     } else if (strcmp(a, "--gamma-l") == 0) {
-      o->gammaL = numArg(argc, argv, &i);
+      o->gammaL = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--d") == 0) {
-      o->d = (size_t)numArg(argc, argv, &i);
+      o->d = (size_t)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--density") == 0) {
-      o->density = numArg(argc, argv, &i);
+      o->density = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--mu") == 0) {
-      o->mu = numArg(argc, argv, &i);
+      o->mu = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--L") == 0) {
-      o->L = numArg(argc, argv, &i);
+      o->L = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--hetero") == 0) {
-      o->hetero = numArg(argc, argv, &i);
+      o->hetero = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--steps") == 0) {
-      o->steps = (long)numArg(argc, argv, &i);
+      o->steps = (long)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--tol") == 0) {
-      o->tol = numArg(argc, argv, &i);
+      o->tol = example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--seed") == 0) {
-      o->seed = (unsigned long long)numArg(argc, argv, &i);
+      o->seed = (unsigned long long)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--imp-steps") == 0) {
-      o->impSteps = (int)numArg(argc, argv, &i);
+      o->impSteps = (int)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--imp-every") == 0) {
-      o->impEvery = (int)numArg(argc, argv, &i);
+      o->impEvery = (int)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--trace-every") == 0) {
-      o->traceEvery = (int)numArg(argc, argv, &i);
+      o->traceEvery = (int)example_arg_double(argc, argv, &i);
     } else if (strcmp(a, "--assert-bound") == 0) {
       o->assertBound = 1;
     } else if (strcmp(a, "--reference") == 0) {
@@ -199,28 +143,23 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
     } else if (strcmp(a, "--quiet") == 0) {
       o->quiet = 1;
     } else {
-      die("unknown option %s (see --help)", a);
+      example_die("unknown option %s (see --help)", a);
     }
   }
-  if (o->d < 2 || (o->d & (o->d - 1)) != 0) die("--d must be a power of two >= 2%s", "");
-  if (!(o->density > 0.0 && o->density <= 1.0)) die("--density must be in (0, 1]%s", "");
-  if (!(o->mu > 0.0 && o->L >= o->mu)) die("need 0 < mu <= L%s", "");
-  if (!(o->gammaL > 0.0)) die("--gamma-l must be positive%s", "");
-  if (!(o->hetero >= 0.0 && o->hetero < 1.0)) die("--hetero must be in [0, 1)%s", "");
+  if (o->d < 2 || (o->d & (o->d - 1)) != 0) example_die("--d must be a power of two >= 2%s", "");
+  if (!(o->density > 0.0 && o->density <= 1.0)) example_die("--density must be in (0, 1]%s", "");
+  if (!(o->mu > 0.0 && o->L >= o->mu)) example_die("need 0 < mu <= L%s", "");
+  if (!(o->gammaL > 0.0)) example_die("--gamma-l must be positive%s", "");
+  if (!(o->hetero >= 0.0 && o->hetero < 1.0)) example_die("--hetero must be in [0, 1)%s", "");
   if (o->steps < 1 || o->impSteps < 0 || o->impEvery < 1 || o->traceEvery < 1)
-    die("--steps, --imp-every, --trace-every must be >= 1, --imp-steps >= 0%s", "");
+    example_die("--steps, --imp-every, --trace-every must be >= 1, --imp-steps >= 0%s", "");
 }
 
 /* ---------------------------------------------------------------- problem */
 
 static uint64_t rngState_;
-static uint64_t nextU64(void) { /* splitmix64 */
-  uint64_t z = (rngState_ += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-static double uniform01(void) { return ((double)(nextU64() >> 11) + 0.5) / 9007199254740992.0; }
+static uint64_t nextU64(void) { return example_splitmix64(&rngState_); }
+static double uniform01(void) { return example_uniform01(&rngState_); }
 static double normal01(void) {
   const double twoPi = 6.283185307179586;
   double u1 = uniform01(), u2 = uniform01();
@@ -275,7 +214,7 @@ static void applyQT(const problem_t* p, double* v) {
 
 static void* xmalloc(size_t n) {
   void* p = malloc(n);
-  if (p == NULL) die("out of memory%s", "");
+  if (p == NULL) example_die("out of memory%s", "");
   return p;
 }
 
@@ -344,7 +283,7 @@ static int byKey(const void* pa, const void* pb) {
   return a < b ? -1 : (a > b ? 1 : 0);
 }
 
-static void referenceStep(const method_t* m, size_t d, size_t k, const double* g, double* e,
+static void referenceStep(const example_method_t* m, size_t d, size_t k, const double* g, double* e,
                           double* a, size_t* idx, double* out) {
   size_t i;
   for (i = 0; i < d; i++) {
@@ -368,7 +307,7 @@ static void referenceStep(const method_t* m, size_t d, size_t k, const double* g
 
 int main(int argc, char** argv) {
   opts_t o;
-  method_t m;
+  example_method_t m;
   problem_t prob;
   sparcclComm_t comm = NULL;
   size_t d, k, i;
@@ -381,13 +320,12 @@ int main(int argc, char** argv) {
   FILE* trace = NULL;
 
   MPI_Init_thread(&argc, &argv, MPI_THREAD_SINGLE, &provided);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-  MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
+  example_init("theory_quadratic", "option %s needs a value", &rank_, &nranks_);
   parseArgs(argc, argv, &o);
-  if (parseMethod(o.method, &m) != 0) die("unknown method %s (see --help)", o.method);
+  if (parseMethod(o.method, &m) != 0) example_die("unknown method %s (see --help)", o.method);
   if (o.reference && (m.dense || m.compressor != sparcclTopK))
-    die("--reference does topk, ef-topk and scam-topk only, not %s", o.method);
-  if (NSHARDS % nranks_ != 0) die("the rank count must divide 4 (1, 2 or 4)%s", "");
+    example_die("--reference does topk, ef-topk and scam-topk only, not %s", o.method);
+  if (NSHARDS % nranks_ != 0) example_die("the rank count must divide 4 (1, 2 or 4)%s", "");
   snprintf(label, sizeof(label), "%s%s", o.reference ? "ref-" : "", o.method);
   d = o.d;
   k = (size_t)ceil(o.density * (double)d);
@@ -399,13 +337,7 @@ int main(int argc, char** argv) {
 
   if (!m.dense && !o.reference) {
     sparcclConfig_t cfg = SPARCCL_CONFIG_INITIALIZER;
-    cfg.density = o.density;
-    cfg.compressor = m.compressor;
-    cfg.feedback = m.feedback;
-    cfg.wireType = sparcclFloat32;
-    cfg.minSparseCount = 0;
-    cfg.seed = o.seed;
-    cfg.importance = m.importance;
+    example_config(&cfg, &m, o.density, 0, o.seed);
     cfg.importanceGamma = gamma;
     /* The solver minimises phi(w) = f_r(x - gamma w g) over [1, 2]^d; phi is
      * (gamma^2 L max g^2)-smooth, so its gradient step is 1 / (gamma^2 L max g^2): eta
@@ -416,7 +348,7 @@ int main(int argc, char** argv) {
     cfg.restartEvery = 0;
     cfg.restartRatio = 0.0;
     cfg.restartOnLoss = 0;
-    SCHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &cfg));
+    EXAMPLE_CHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &cfg));
   }
   x = xmalloc(d * sizeof(double));
   u = xmalloc(d * sizeof(double));
@@ -427,7 +359,7 @@ int main(int argc, char** argv) {
     refE = calloc(d, sizeof(double));
     refA = xmalloc(d * sizeof(double));
     refIdx = xmalloc(d * sizeof(size_t));
-    if (refE == NULL) die("out of memory%s", "");
+    if (refE == NULL) example_die("out of memory%s", "");
   }
   gap = xmalloc((size_t)(o.steps + 1) * sizeof(double));
   delta = xmalloc((size_t)o.steps * sizeof(double));
@@ -439,16 +371,11 @@ int main(int argc, char** argv) {
   if (comm != NULL) {
     size_t counts[1];
     counts[0] = d;
-    SCHECK(sparcclRegisterLayout(comm, g, 1, counts));
+    EXAMPLE_CHECK(sparcclRegisterLayout(comm, g, 1, counts));
   }
   for (i = 0; i < d; i++) x[i] = 0.0;
-  if (rank_ == 0 && o.trace != NULL) {
-    struct stat st;
-    int isNew = stat(o.trace, &st) != 0;
-    trace = fopen(o.trace, "a");
-    if (trace == NULL) die("cannot open %s", o.trace);
-    if (isNew) fprintf(trace, "method,np,gamma_L,t,gap_rel,delta\n");
-  }
+  if (rank_ == 0 && o.trace != NULL)
+    trace = example_open_append(o.trace, "method,np,gamma_L,t,gap_rel,delta\n", 0);
 
   tEnd = o.steps;
   for (t = 0;; t++) {
@@ -478,11 +405,11 @@ int main(int argc, char** argv) {
         xf[i] = (float)x[i];
       }
       for (s = 0; s < o.impSteps && gmax2 > 0.0; s++) {
-        SCHECK(sparcclImportanceProbe(xf, g, probe, d, sparcclFloat32, comm, NULL));
+        EXAMPLE_CHECK(sparcclImportanceProbe(xf, g, probe, d, sparcclFloat32, comm, NULL));
         for (i = 0; i < d; i++) u[i] = (double)probe[i];
         rankGradient(&prob, u, gd, gd); /* gd <- grad f_r(probe); gd doubles as scratch */
         for (i = 0; i < d; i++) q[i] = (float)(gd[i] / gmax2);
-        SCHECK(sparcclImportanceUpdate(q, g, d, sparcclFloat32, comm, NULL));
+        EXAMPLE_CHECK(sparcclImportanceUpdate(q, g, d, sparcclFloat32, comm, NULL));
       }
     }
 
@@ -490,10 +417,9 @@ int main(int argc, char** argv) {
       referenceStep(&m, d, k, gd, refE, refA, refIdx, gh);
     } else {
       if (m.dense) {
-        MPI_Allreduce(MPI_IN_PLACE, g, (int)d, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        for (i = 0; i < d; i++) g[i] /= (float)nranks_;
+        example_dense_average(g, d, nranks_);
       } else {
-        SCHECK(sparcclAllReduce(g, g, d, sparcclFloat32, sparcclAvg, comm, NULL));
+        EXAMPLE_CHECK(sparcclAllReduce(g, g, d, sparcclFloat32, sparcclAvg, comm, NULL));
       }
       for (i = 0; i < d; i++) gh[i] = (double)g[i];
     }
@@ -571,14 +497,11 @@ int main(int argc, char** argv) {
            label, nranks_, d, m.dense ? d : k, o.gammaL, tEnd, gapEnd, rateFit, rateAvg, worst,
            dMin, dMean, b2, b4, b4kd, which, viol);
     if (o.csv != NULL) {
-      struct stat sst;
-      int isNew = stat(o.csv, &sst) != 0;
-      FILE* f = fopen(o.csv, "a");
-      if (f == NULL) die("cannot open %s", o.csv);
-      if (isNew)
-        fprintf(f, "method,np,d,k,mu,L,gamma_L,steps,gap_end_rel,rate_fit,rate_avg,worst_step,"
-                   "delta_min,delta_mean,bound_thm2,bound_thm4,bound_thm4_kd,bound_used,"
-                   "step_violations\n");
+      FILE* f = example_open_append(
+          o.csv,
+          "method,np,d,k,mu,L,gamma_L,steps,gap_end_rel,rate_fit,rate_avg,worst_step,"
+          "delta_min,delta_mean,bound_thm2,bound_thm4,bound_thm4_kd,bound_used,step_violations\n",
+          0);
       fprintf(f, "%s,%d,%zu,%zu,%.6g,%.6g,%.6g,%ld,%.6e,%.8f,%.8f,%.8f,%.6g,%.6g,%.8f,%.8f,%.8f,"
                  "%s,%ld\n",
               label, nranks_, d, m.dense ? d : k, prob.mu, prob.L, o.gammaL, tEnd, gapEnd,
@@ -605,7 +528,7 @@ int main(int argc, char** argv) {
   }
   MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
 
-  if (comm != NULL) SCHECK(sparcclCommDestroy(comm));
+  if (comm != NULL) EXAMPLE_CHECK(sparcclCommDestroy(comm));
   free(x);
   free(u);
   free(gd);
