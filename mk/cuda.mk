@@ -36,8 +36,10 @@ CUDA_LINK := -L$(BUILD)/lib -lsparccl_cuda -Wl,-rpath,$(abspath $(BUILD)/lib) \
              -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
 GPU_CFLAGS := $(CFLAGS) -I$(CUDA_HOME)/include
 
+# The device suite at full size (SPARCCL_TEST_SCALE=1; the emulator build, mk/cuda_emu.mk,
+# compiles the same source with 0).
 $(BUILD)/bin/sparccl_gpu_tests: tests/gpu/gpu_tests.c $(BUILD)/lib/libsparccl_cuda.so | $(BUILD)/bin
-	$(CC) $(GPU_CFLAGS) -o $@ $< $(CUDA_LINK) $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(GPU_CFLAGS) -DSPARCCL_TEST_SCALE=1 -o $@ $< $(CUDA_LINK) $(CHECK_LIBS) $(LDLIBS)
 
 $(BUILD)/bin/sparccl_gpu_multirank: tests/gpu/multirank.c $(BUILD)/lib/libsparccl_cuda.so | $(BUILD)/bin
 	$(CC) $(GPU_CFLAGS) -o $@ $< $(CUDA_LINK) $(LDLIBS)

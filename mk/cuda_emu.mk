@@ -1,9 +1,10 @@
 # The CUDA kernels on the CPU (tests/cuda_emu): cuda/*.cu compiled by g++ against a small
 # CUDA emulator and a fake NCCL, linked with the host library's objects, and compared
-# bitwise with the CPU reference (the GPU suite's comparisons, smaller sizes).  Needs no
-# GPU, no nvcc and no NCCL.  `make cudaemu` (part of `make test`) runs it with one rank,
-# the selection tests again with the emulator's blocks and threads in reverse order, and
-# with two ranks (the fake NCCL gathers over MPI).
+# bitwise with the CPU reference by the GPU suite itself (tests/gpu/gpu_tests.c, one source
+# for both) built with -DSPARCCL_TEST_SCALE=0: the emulator's smaller sizes.  Needs no GPU,
+# no nvcc and no NCCL.  `make cudaemu` (part of `make test`) runs it with one rank, the
+# selection tests again with the emulator's blocks and threads in reverse order, and with
+# two ranks (the fake NCCL gathers over MPI).
 EMU_DIR   := $(BUILD)/cuda_emu
 EMU_SRC   := cuda/select_kernels.cu cuda/reduce_kernels.cu cuda/importance_kernels.cu \
              cuda/nccl_comm.cu
@@ -22,15 +23,15 @@ $(EMU_DIR)/cuda_emu.o: tests/cuda_emu/cuda_emu.cc tests/cuda_emu/*.h
 	@mkdir -p $(EMU_DIR)
 	mpicxx $(EMU_FLAGS) -DOMPI_SKIP_MPICXX=1 -c $< -o $@
 
-$(BUILD)/bin/sparccl_emu_tests: tests/cuda_emu/emu_tests.c $(EMU_OBJ) $(LIB_OBJ) | $(BUILD)/bin
-	$(CC) $(CFLAGS) -Itests/cuda_emu -c tests/cuda_emu/emu_tests.c -o $(EMU_DIR)/emu_tests.o
+$(BUILD)/bin/sparccl_emu_tests: tests/gpu/gpu_tests.c $(EMU_OBJ) $(LIB_OBJ) | $(BUILD)/bin
+	$(CC) $(CFLAGS) -DSPARCCL_TEST_SCALE=0 -Itests/cuda_emu -c tests/gpu/gpu_tests.c -o $(EMU_DIR)/emu_tests.o
 	mpicxx -o $@ $(EMU_DIR)/emu_tests.o $(EMU_OBJ) $(LIB_OBJ) $(CHECK_LIBS) $(LDLIBS)
 
-# The GPU suite itself, unchanged, on the emulator: built by `make cudaemu` (so it stays in
-# step with the emulated API) but run only by `make cudaemu-full` (its 10M-element layers
-# take minutes when emulated).
+# The same suite at the GPU's full sizes (SPARCCL_TEST_SCALE=1) on the emulator: built by
+# `make cudaemu` (so the full-size build stays compiling) but run only by `make cudaemu-full`
+# (its 10M-element layers take minutes when emulated).
 $(BUILD)/bin/sparccl_gpu_tests_emu: tests/gpu/gpu_tests.c $(EMU_OBJ) $(LIB_OBJ) | $(BUILD)/bin
-	$(CC) $(CFLAGS) -Itests/cuda_emu -c tests/gpu/gpu_tests.c -o $(EMU_DIR)/gpu_tests.o
+	$(CC) $(CFLAGS) -DSPARCCL_TEST_SCALE=1 -Itests/cuda_emu -c tests/gpu/gpu_tests.c -o $(EMU_DIR)/gpu_tests.o
 	mpicxx -o $@ $(EMU_DIR)/gpu_tests.o $(EMU_OBJ) $(LIB_OBJ) $(CHECK_LIBS) $(LDLIBS)
 
 .PHONY: cudaemu cudaemu-full

@@ -1,6 +1,6 @@
 /*
  * A small CUDA emulator for the CPU, so that the sources in cuda/ can be compiled by g++ and run here
- * bitwise against the CPU reference (tests/cuda_emu/emu_tests.c).
+ * bitwise against the CPU reference (tests/gpu/gpu_tests.c (built with SPARCCL_TEST_SCALE=0)).
  *
  * - The runtime API part (streams, memory, graphs, errors) is plain C and also serves the C
  *   test program; tests/cuda_emu/cuda_runtime.h and nccl.h stand in for the real headers.

@@ -1,14 +1,31 @@
 /*
- * The GPU suite: device comms against the CPU reference (host comms), bitwise (SPEC 3a).
- * Registered only when a CUDA device is present; otherwise one line says it was not run.
+ * The device suite: device comms against the CPU reference (host comms), bitwise (SPEC 3a).
+ * One source, two builds:
+ *   - on a GPU (mk/cuda.mk, build/bin/sparccl_gpu_tests, run by tools/gpucheck.sh): full
+ *     sizes (layers up to 10 million elements, 200 layers); one rank (the multi-process
+ *     one-GPU check is tests/gpu/multirank.c).  Registered only when a CUDA device is
+ *     present; otherwise one line says it was not run.
+ *   - on the CPU (mk/cuda_emu.mk, `make cudaemu`): the kernels of cuda/ run in the emulator
+ *     (tests/cuda_emu/cuda_emu.h), built with -DSPARCCL_TEST_SCALE=0: smaller sizes (an
+ *     emulated 256-thread block is slow), but every path is there: layers of one element,
+ *     of several 4096-element chunks, of more than 256 chunks, dense layers among sparse
+ *     ones, all-zero inputs and ties (every radix pass), keys sharing their high bits,
+ *     non-finite layers, importance, restarts, save/load, graph capture.
  *
- * Every comparison runs the same inputs through a host comm (MPI_COMM_SELF) and a device
- * comm (a one-rank NCCL communicator), then compares the outputs bitwise and the whole
- * state through sparcclSaveState files, which must be byte-identical (e, h, H, w, previous
- * gradients, step counters, restart history).
+ * Every comparison runs the same inputs through a host comm and a device comm, then
+ * compares the outputs bitwise, the whole state through sparcclSaveState files, which must
+ * be byte-identical (e, h, H, w, previous gradients, step counters, restart history), and
+ * the statistics the device comm keeps on the device.
+ *
+ * SPARCCL_TEST_SCALE (compile time): 1 (the default) the full GPU sizes, 0 the emulator's.
+ * EMU_TESTS_SUBSET=select (run time) runs only the selection tests (for a second,
+ * reverse-order emulator run).  In the emulator build, n processes (mpirun -np n): the
+ * device comm has n ranks (the fake NCCL gathers over MPI) and is compared with a host comm
+ * over MPI_COMM_WORLD; the real build always runs one rank per process (MPI_COMM_SELF).
  */
 #include <check.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <mpi.h>
 #include <nccl.h>
 #include <stdio.h>
@@ -22,6 +39,17 @@
 
 #define CUDA_OK(call) ck_assert_msg((call) == cudaSuccess, "%s failed", #call)
 
+#ifndef SPARCCL_TEST_SCALE
+#define SPARCCL_TEST_SCALE 1
+#endif
+/* FULL: the GPU sizes; SIZE(full, small) picks one.  Plain C conditions, not #if, so that
+ * both builds compile every branch. */
+#define FULL (SPARCCL_TEST_SCALE != 0)
+#define SIZE(full, small) (FULL ? (full) : (small))
+
+/* The emulator build takes these from MPI_COMM_WORLD; the real build keeps one rank. */
+static int worldRank = 0, worldSize = 1;
+
 static uint64_t rng(uint64_t* s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -34,10 +62,19 @@ static float normal(uint64_t* s) {
   return (float)((sum - 2.0) * 1.7320508075688772);
 }
 
-/* Gradients in a dtype: kind 0 normal, 1 all zero, 2 few distinct values (ties). */
+/* Gradients in a dtype: kind 0 normal, 1 all zero, 2 few distinct values (ties),
+ * 3 magnitudes sharing their high bits (1 + tiny: the radix select needs every pass). */
 static void fill(void* out, size_t n, int dtype, uint64_t seed, int kind) {
+  seed += (uint64_t)worldRank * 1000003u; /* ranks differ */
   for (size_t i = 0; i < n; i++) {
-    float v = kind == 1 ? 0.0f : kind == 2 ? (float)(rng(&seed) % 4) - 1.5f : normal(&seed);
+    float v;
+    if (kind == 1) v = 0.0f;
+    else if (kind == 2) v = (float)(rng(&seed) % 4) - 1.5f;
+    else if (kind == 3) {
+      uint64_t r = rng(&seed);
+      v = sparccl_bits_float(0x3f800000u | (uint32_t)(r % 64)); /* 1 + k ulp, k < 64 */
+      if (r & (1ull << 40)) v = -v;
+    } else v = normal(&seed);
     if (dtype == sparcclFloat32) ((float*)out)[i] = v;
     else if (dtype == sparcclFloat16) ((uint16_t*)out)[i] = sparccl_float_to_half(v, 0);
     else ((uint16_t*)out)[i] = sparccl_float_to_bfloat16(v, 0);
@@ -54,14 +91,15 @@ static sparcclConfig_t config(int compressor, int feedback, int wire, size_t min
 
 static sparcclComm_t hostComm(const sparcclConfig_t* c) {
   sparcclComm_t comm;
-  ck_assert_int_eq(sparcclCommInitMpi(&comm, MPI_COMM_SELF, c), sparcclSuccess);
+  ck_assert_int_eq(sparcclCommInitMpi(&comm, worldSize > 1 ? MPI_COMM_WORLD : MPI_COMM_SELF, c),
+                   sparcclSuccess);
   return comm;
 }
 static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
   sparcclComm_t comm;
   ncclUniqueId id;
   ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
-  ck_assert_int_eq(sparcclCommInitRank(&comm, 1, id, 0, c), sparcclSuccess);
+  ck_assert_int_eq(sparcclCommInitRank(&comm, worldSize, id, worldRank, c), sparcclSuccess);
   return comm;
 }
 
@@ -78,6 +116,13 @@ static void* readFile(const char* path, size_t* size) {
   return data;
 }
 
+static long firstDifference(const void* a, const void* b, size_t bytes) {
+  const unsigned char *x = (const unsigned char*)a, *y = (const unsigned char*)b;
+  for (size_t i = 0; i < bytes; i++)
+    if (x[i] != y[i]) return (long)i;
+  return -1;
+}
+
 /* Save both comms' state and compare the files byte for byte. */
 static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char* what) {
   char a[] = "/tmp/sparccl_gpu_hostXXXXXX", b[] = "/tmp/sparccl_gpu_devXXXXXX";
@@ -88,18 +133,40 @@ static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char
   ck_assert_int_eq(sparcclSaveState(device, b), sparcclSuccess);
   void* da = readFile(a, &na);
   void* db = readFile(b, &nb);
-  ck_assert_msg(na == nb && memcmp(da, db, na) == 0, "%s: device state differs from the CPU reference", what);
+  long at = na == nb ? firstDifference(da, db, na) : 0;
   free(da); free(db);
   unlink(a); unlink(b);
+  ck_assert_msg(na == nb && at < 0, "%s: device state differs from the CPU reference (sizes %zu/%zu, "
+                "first byte %ld)", what, na, nb, at);
+  {
+    /* the counters a device comm keeps on the device match the host's */
+    sparcclStats_t hs, ds;
+    ck_assert_int_eq(sparcclCommGetStats(host, &hs), sparcclSuccess);
+    ck_assert_int_eq(sparcclCommGetStats(device, &ds), sparcclSuccess);
+    ck_assert_msg(hs.calls == ds.calls && hs.bytesSent == ds.bytesSent &&
+                  hs.bytesDense == ds.bytesDense && hs.skippedSteps == ds.skippedSteps &&
+                  hs.restarts == ds.restarts && hs.layerSets == ds.layerSets,
+                  "%s: stats differ: calls %llu/%llu sent %llu/%llu dense %llu/%llu skipped "
+                  "%llu/%llu restarts %llu/%llu", what, hs.calls, ds.calls, hs.bytesSent,
+                  ds.bytesSent, hs.bytesDense, ds.bytesDense, hs.skippedSteps, ds.skippedSteps,
+                  hs.restarts, ds.restarts);
+  }
+}
+
+static void assertSameOutput(const void* device, const void* host, size_t bytes, size_t dsize,
+                             const char* what, int step) {
+  long at = firstDifference(device, host, bytes);
+  ck_assert_msg(at < 0, "%s: step %d output differs from the CPU reference at element %ld",
+                what, step, at < 0 ? -1 : at / (long)dsize);
 }
 
 /* Run `steps` calls with fresh random gradients on both comms; compare every output. */
 static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
                        int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
                        const char* what) {
-  size_t count = 0, bytes;
+  size_t count = 0, bytes, dsize = sparccl_dtype_size(dtype);
   for (size_t i = 0; i < nlayers; i++) count += counts[i];
-  bytes = count * sparccl_dtype_size(dtype);
+  bytes = count * dsize;
   sparcclComm_t host = hostComm(c), device = deviceComm(c);
   void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *dsend, *drecv;
   cudaStream_t stream;
@@ -116,8 +183,7 @@ static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* c
     ck_assert_int_eq(sparcclAllReduce(dsend, drecv, count, dtype, op, device, stream), sparcclSuccess);
     CUDA_OK(cudaStreamSynchronize(stream));
     CUDA_OK(cudaMemcpy(back, drecv, bytes, cudaMemcpyDeviceToHost));
-    ck_assert_msg(memcmp(back, inPlace ? hsend : hrecv, bytes) == 0,
-                  "%s: step %d output differs from the CPU reference", what, s);
+    assertSameOutput(back, inPlace ? hsend : hrecv, bytes, dsize, what, s);
   }
   assertSameState(host, device, what);
   sparcclCommDestroy(host);
@@ -134,17 +200,32 @@ static const char* feedbacks[] = {"none", "ef", "ef21", "scam"};
 /* Every compressor x feedback, fp32, several layouts. */
 START_TEST(test_methods) {
   int compressor = _i / 4, feedback = _i % 4;
+  /* the 70000-element layer only at full size */
   size_t one[] = {1}, prime[] = {4099}, mixed[] = {5000, 17, 4096, 100, 12289, 3, 70000};
+  size_t nmixed = SIZE(7, 6);
   char what[128];
   sparcclConfig_t c = config(compressor, feedback, sparcclFloat32, 64);
   snprintf(what, sizeof(what), "%s + %s", names[compressor], feedbacks[feedback]);
   c.minSparseCount = 1;
-  compareRun(&c, 1, one, sparcclFloat32, sparcclSum, 0, 3, 11, 0, what);
-  compareRun(&c, 1, prime, sparcclFloat32, sparcclAvg, 0, 3, 12, 0, what);
+  compareRun(&c, 1, one, sparcclFloat32, sparcclSum, 0, SIZE(3, 2), 11, 0, what);
+  compareRun(&c, 1, prime, sparcclFloat32, sparcclAvg, 0, SIZE(3, 2), 12, 0, what);
   c.minSparseCount = 64;
-  compareRun(&c, 7, mixed, sparcclFloat32, sparcclSum, 1, 4, 13, 0, what);
-  compareRun(&c, 7, mixed, sparcclFloat32, sparcclSum, 0, 2, 14, 1, what); /* all zero */
-  compareRun(&c, 7, mixed, sparcclFloat32, sparcclAvg, 0, 3, 15, 2, what); /* ties */
+  compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclSum, 1, SIZE(4, 3), 13, 0, what);
+  compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclSum, 0, 2, 14, 1, what); /* all zero */
+  compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclAvg, 0, SIZE(3, 2), 15, 2, what); /* ties */
+}
+END_TEST
+
+/* Keys sharing their high bits: every digit of the radix select is needed. */
+START_TEST(test_radix) {
+  size_t counts[] = {12289, 300};
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 3, 16, 3, "topk high bits");
+  c = config(sparcclImpK, sparcclFeedbackNone, sparcclFloat32, 64);
+  c.density = 0.3;
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 2, 17, 3, "impk high bits, density 0.3");
+  c = config(sparcclImpKRandom, sparcclFeedbackSCAM, sparcclFloat32, 64);
+  compareRun(&c, 2, counts, sparcclFloat32, sparcclAvg, 1, 2, 18, 2, "impk_random ties");
 }
 END_TEST
 
@@ -152,49 +233,70 @@ END_TEST
 START_TEST(test_dtypes) {
   static const int dtypes[] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
   int dtype = dtypes[_i / 3], wire = dtypes[_i % 3];
-  size_t mixed[] = {9000, 40, 4097, 33333};
+  size_t full[] = {9000, 40, 4097, 33333}, small[] = {5000, 40, 4097};
+  const size_t* mixed = FULL ? full : small;
+  size_t n = SIZE(4, 3);
+  int steps = SIZE(3, 2);
   sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackSCAM, wire, 64);
-  compareRun(&c, 4, mixed, dtype, sparcclSum, 0, 3, 21, 0, "topk+scam dtypes");
+  compareRun(&c, n, mixed, dtype, sparcclSum, 0, steps, 21, 0, "topk+scam dtypes");
   c = config(sparcclImpKRandom, sparcclFeedbackEF21, wire, 64);
-  compareRun(&c, 4, mixed, dtype, sparcclAvg, 1, 3, 22, 0, "impk_random+ef21 dtypes");
+  compareRun(&c, n, mixed, dtype, sparcclAvg, 1, steps, 22, 0, "impk_random+ef21 dtypes");
 }
 END_TEST
 
-/* 1 to 200 layers, sizes up to 10 million. */
+/* At full size 200 layers of up to 20000 elements; many layers (more than a block of
+ * threads: the per-layer loops stride); one layer of many chunks (10 million elements at
+ * full size), and one of more than 256 chunks (the per-layer chunk scan gives each thread
+ * several chunks; with an all-zero input the ties span every chunk). */
 START_TEST(test_sizes) {
-  uint64_t s = 99;
-  size_t many[200], big[] = {10000000};
-  for (int i = 0; i < 200; i++) many[i] = 1 + (size_t)(rng(&s) % 20000);
-  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 4096);
-  compareRun(&c, 200, many, sparcclFloat32, sparcclSum, 0, 3, 31, 0, "200 layers");
+  uint64_t s = 99, t = 99;
+  size_t many[300], large[200], big[] = {SIZE(10000000, 70000)}, huge[] = {1050000};
+  char what[64];
+  sparcclConfig_t c;
+  if (FULL) {
+    for (int i = 0; i < 200; i++) large[i] = 1 + (size_t)(rng(&t) % 20000);
+    c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 4096);
+    compareRun(&c, 200, large, sparcclFloat32, sparcclSum, 0, 3, 31, 0, "200 layers");
+  }
+  for (int i = 0; i < 300; i++) many[i] = 1 + (size_t)(rng(&s) % 400);
+  c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 100);
+  compareRun(&c, 300, many, sparcclFloat32, sparcclSum, 0, 2, 31, 0, "300 layers");
+  snprintf(what, sizeof(what), "%zu-element layer", big[0]);
   c = config(sparcclImpK, sparcclFeedbackSCAM, sparcclBfloat16, 4096);
-  compareRun(&c, 1, big, sparcclFloat32, sparcclSum, 1, 2, 32, 0, "10M layer");
+  compareRun(&c, 1, big, sparcclFloat32, sparcclSum, 1, 2, 32, 0, what);
+  snprintf(what, sizeof(what), "%zu-element randk shared", big[0]);
   c = config(sparcclRandK, sparcclFeedbackEF, sparcclFloat32, 4096);
   c.sharedRandomness = 1;
-  compareRun(&c, 1, big, sparcclFloat32, sparcclAvg, 0, 2, 33, 0, "10M randk shared");
+  compareRun(&c, 1, big, sparcclFloat32, sparcclAvg, 0, 2, 33, 0, what);
+  c = config(sparcclTopK, sparcclFeedbackNone, sparcclFloat32, 4096);
+  compareRun(&c, 1, huge, sparcclFloat32, sparcclSum, 0, 1, 34, 1, "257 chunks, all zero");
+  compareRun(&c, 1, huge, sparcclFloat32, sparcclSum, 0, 1, 35, 2, "257 chunks, ties");
 }
 END_TEST
 
-/* Non-finite values in one layer: output NaN, state unchanged, same as the CPU. */
+/* Non-finite values in one layer (on one rank only when there are several): output NaN,
+ * state unchanged, the same as the CPU; without (_i 0) and with (_i 1) a restart ratio. */
 START_TEST(test_nonfinite) {
   size_t counts[] = {5000, 6000};
   size_t count = 11000, bytes = count * 4;
   sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  if (_i == 1) c.restartRatio = 1.5;
   sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
+  int last = worldSize - 1;
   CUDA_OK(cudaMalloc((void**)&d, bytes));
   sparcclRegisterLayout(host, h, 2, counts);
   sparcclRegisterLayout(device, d, 2, counts);
   for (int s = 0; s < 4; s++) {
     fill(h, count, sparcclFloat32, 40 + (uint64_t)s, 0);
-    if (s == 1) h[7000] = NAN;
-    if (s == 2) h[10] = INFINITY;
+    if (s == 1 && worldRank == last) h[7000] = NAN;
+    if (s == 2 && worldRank == 0) h[10] = INFINITY;
     CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
     ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
     ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
     CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
-    ck_assert_msg(memcmp(back, out, bytes) == 0, "non-finite step %d differs", s);
+    assertSameOutput(back, out, bytes, 4, "non-finite", s);
   }
   assertSameState(host, device, "non-finite");
   sparcclStats_t hs, ds;
@@ -202,6 +304,7 @@ START_TEST(test_nonfinite) {
   sparcclCommGetStats(device, &ds);
   ck_assert_uint_eq(hs.skippedSteps, 2);
   ck_assert_uint_eq(ds.skippedSteps, 2);
+  ck_assert_uint_eq(hs.restarts, ds.restarts);
   sparcclCommDestroy(host); sparcclCommDestroy(device);
   cudaFree(d); free(h); free(out); free(back);
 }
@@ -209,8 +312,8 @@ END_TEST
 
 /* A captured call replays correctly: counters and state live on the device. */
 START_TEST(test_graph) {
-  size_t counts[] = {8192, 100, 30000};
-  size_t count = 38292, bytes = count * 4;
+  size_t counts[] = {8192, 100, SIZE(30000, 9000)};
+  size_t count = counts[0] + counts[1] + counts[2], bytes = count * 4;
   sparcclConfig_t c = config(sparcclRandK, sparcclFeedbackSCAM, sparcclFloat32, 1000);
   c.restartEvery = 3;
   sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
@@ -229,6 +332,7 @@ START_TEST(test_graph) {
   ck_assert_int_eq(sparcclAllReduce(dout, dout, 77, sparcclFloat32, sparcclSum, device, stream), sparcclInvalidUsage);
   CUDA_OK(cudaStreamEndCapture(stream, &graph));
   cudaGraphDestroy(graph);
+  /* The call on a live key neither allocates nor synchronises (the emulator fails both). */
   CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclAvg, device, stream), sparcclSuccess);
   CUDA_OK(cudaStreamEndCapture(stream, &graph));
@@ -240,7 +344,7 @@ START_TEST(test_graph) {
     CUDA_OK(cudaGraphLaunch(exec, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
-    ck_assert_msg(memcmp(back, out, bytes) == 0, "graph replay %d differs", s);
+    assertSameOutput(back, out, bytes, 4, "graph replay", s);
   }
   assertSameState(host, device, "graph replay");
   cudaGraphExecDestroy(exec); cudaGraphDestroy(graph);
@@ -250,13 +354,15 @@ START_TEST(test_graph) {
 }
 END_TEST
 
-/* Importance probe and solver steps (cube, simplex, online) against the CPU. */
+/* Importance probe and solver steps (cube, simplex, online) against the CPU, with
+ * impk and impk_random. */
 START_TEST(test_importance) {
   static const int modes[] = {sparcclImportanceCube, sparcclImportanceSimplex, sparcclImportanceOnline};
-  size_t counts[] = {9000, 50, 20000};
-  size_t count = 29050, bytes = count * 4;
-  sparcclConfig_t c = config(sparcclImpK, sparcclFeedbackSCAM, sparcclFloat32, 1000);
-  c.importance = modes[_i];
+  size_t counts[] = {9000, 50, SIZE(20000, 5000)};
+  size_t count = counts[0] + counts[1] + counts[2], bytes = count * 4;
+  sparcclConfig_t c = config(_i < 3 ? sparcclImpK : sparcclImpKRandom, sparcclFeedbackSCAM,
+                             sparcclFloat32, 1000);
+  c.importance = modes[_i % 3];
   c.importanceEta = 50.0;
   sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
   float *x = (float*)malloc(bytes), *g = (float*)malloc(bytes), *p = (float*)malloc(bytes),
@@ -270,6 +376,7 @@ START_TEST(test_importance) {
     fill(x, count, sparcclFloat32, 60 + (uint64_t)s, 0);
     fill(g, count, sparcclFloat32, 70 + (uint64_t)s, 0);
     fill(q, count, sparcclFloat32, 80 + (uint64_t)s, 0);
+    if (s == 2) q[100] = INFINITY; /* the first layer's step is refused, the others run */
     CUDA_OK(cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(dg, g, bytes, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(dq, q, bytes, cudaMemcpyHostToDevice));
@@ -277,29 +384,118 @@ START_TEST(test_importance) {
       ck_assert_int_eq(sparcclImportanceProbe(x, g, p, count, sparcclFloat32, host, NULL), sparcclSuccess);
       ck_assert_int_eq(sparcclImportanceProbe(dx, dg, dp, count, sparcclFloat32, device, NULL), sparcclSuccess);
       CUDA_OK(cudaMemcpy(back, dp, bytes, cudaMemcpyDeviceToHost));
-      ck_assert_msg(memcmp(back, p, bytes) == 0, "probe differs");
+      assertSameOutput(back, p, bytes, 4, "probe", s);
       ck_assert_int_eq(sparcclImportanceUpdate(q, g, count, sparcclFloat32, host, NULL), sparcclSuccess);
       ck_assert_int_eq(sparcclImportanceUpdate(dq, dg, count, sparcclFloat32, device, NULL), sparcclSuccess);
+      assertSameState(host, device, "importance update");
     }
     ck_assert_int_eq(sparcclAllReduce(g, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
     ck_assert_int_eq(sparcclAllReduce(dg, dp, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
     CUDA_OK(cudaMemcpy(back, dp, bytes, cudaMemcpyDeviceToHost));
-    ck_assert_msg(memcmp(back, out, bytes) == 0, "importance mode %d step %d differs", c.importance, s);
+    assertSameOutput(back, out, bytes, 4, "importance", s);
   }
   assertSameState(host, device, "importance");
+  ck_assert_int_eq(sparcclImportanceReset(host, g, count), sparcclSuccess);
+  ck_assert_int_eq(sparcclImportanceReset(device, dg, count), sparcclSuccess);
+  assertSameState(host, device, "importance reset");
   sparcclCommDestroy(host); sparcclCommDestroy(device);
   cudaFree(dx); cudaFree(dg); cudaFree(dp); cudaFree(dq);
   free(x); free(g); free(p); free(q); free(back); free(out);
 }
 END_TEST
 
-/* Restart policies (every N, ratio) and the explicit restart, against the CPU. */
+/* Restart policies (every N, ratio), the explicit restart and state scaling. */
 START_TEST(test_restarts) {
-  size_t counts[] = {6000, 6000};
+  size_t counts[] = {6000, 6000, 50};
+  size_t count = 12050, bytes = count * 4;
   sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 64);
   c.restartRatio = 1.05;
   c.restartEvery = 4;
-  compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 9, 90, 0, "restart policies");
+  compareRun(&c, 3, counts, sparcclFloat32, sparcclSum, 0, 9, 90, 0, "restart policies");
+  if (FULL) /* the two sparse layers alone */
+    compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 9, 90, 0, "restart policies, 2 layers");
+  c = config(sparcclImpK, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.restartRatio = 1.01;
+  c.restartLag = 2;
+  compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
+  c.restartOnLoss = 1;
+  {
+    sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+    float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+    float* d;
+    sparcclStats_t hs, ds;
+    CUDA_OK(cudaMalloc((void**)&d, bytes));
+    sparcclRegisterLayout(host, h, 3, counts);
+    sparcclRegisterLayout(device, d, 3, counts);
+    for (int s = 0; s < 4; s++) {
+      fill(h, count, sparcclFloat32, 95 + (uint64_t)s, 0);
+      CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+      ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+      CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+      assertSameOutput(back, out, bytes, 4, "explicit restart", s);
+      if (s == 1) {
+        ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+        ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+        assertSameState(host, device, "after sparcclRestart");
+      }
+      /* the loss policy: a rise restarts every key */
+      ck_assert_int_eq(sparcclReportLoss(host, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
+      ck_assert_int_eq(sparcclReportLoss(device, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
+      if (s == 2) {
+        ck_assert_int_eq(sparcclScaleState(host, 0.5f), sparcclSuccess);
+        ck_assert_int_eq(sparcclScaleState(device, 0.5f), sparcclSuccess);
+        assertSameState(host, device, "after sparcclScaleState");
+      }
+    }
+    assertSameState(host, device, "explicit restart");
+    sparcclCommGetStats(host, &hs);
+    sparcclCommGetStats(device, &ds);
+    ck_assert_uint_eq(hs.restarts, ds.restarts);
+    sparcclCommDestroy(host); sparcclCommDestroy(device);
+    cudaFree(d); free(h); free(out); free(back);
+  }
+}
+END_TEST
+
+/* Save on one comm, load into fresh ones: both continue identically. */
+START_TEST(test_load) {
+  size_t counts[] = {5000, 30, 4100};
+  size_t count = 9130, bytes = count * 4;
+  char path[] = "/tmp/sparccl_gpu_loadXXXXXX";
+  sparcclConfig_t c = config(sparcclImpKRandom, sparcclFeedbackEF21, sparcclFloat32, 64);
+  c.importance = sparcclImportanceOnline;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  int fd = mkstemp(path);
+  close(fd);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  for (int phase = 0; phase < 2; phase++) {
+    sparcclRegisterLayout(host, h, 3, counts);
+    sparcclRegisterLayout(device, d, 3, counts);
+    if (phase == 1) {
+      ck_assert_int_eq(sparcclLoadState(host, path), sparcclSuccess);
+      ck_assert_int_eq(sparcclLoadState(device, path), sparcclSuccess);
+    }
+    for (int s = 0; s < 2; s++) {
+      fill(h, count, sparcclFloat32, 100 + (uint64_t)(phase * 10 + s), 0);
+      CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+      ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+      ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+      CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+      assertSameOutput(back, out, bytes, 4, "load", phase * 10 + s);
+    }
+    assertSameState(host, device, "load");
+    if (phase == 0) {
+      ck_assert_int_eq(sparcclSaveState(host, path), sparcclSuccess);
+      sparcclCommDestroy(host); sparcclCommDestroy(device);
+      host = hostComm(&c); device = deviceComm(&c);
+    }
+  }
+  unlink(path);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
 }
 END_TEST
 
@@ -315,22 +511,57 @@ START_TEST(test_errors) {
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, (sparcclDataType_t)3, sparcclSum, device, NULL), sparcclInvalidArgument);
   ck_assert_int_eq(sparcclCommDestroy(device), sparcclSuccess);
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
+  {
+    /* and the reverse: a device buffer on a host comm */
+    sparcclComm_t hc = hostComm(&c);
+    for (int i = 0; i < 16; i++) host[i] = 1.0f;
+    ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclAllReduce(host, d, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclAllReduce(host, host, 16, sparcclFloat32, sparcclSum, hc, NULL), sparcclSuccess);
+    sparcclCommDestroy(hc);
+  }
   cudaFree(d);
 }
 END_TEST
 
-static Suite* gpuSuite(void) {
-  Suite* s = suite_create("gpu");
+/* With several ranks: a subset (every compressor, shared randomness, wire types). */
+START_TEST(test_ranks) {
+  int compressor = _i % 5, feedback = (_i * 3 + 1) % 4;
+  size_t mixed[] = {5000, 17, 4096, 100, 9000};
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, _i % 3 == 0 ? sparcclBfloat16 : sparcclFloat32, 64);
+  c.sharedRandomness = _i >= 5;
+  snprintf(what, sizeof(what), "%d ranks: %s + %s%s", worldSize, names[compressor],
+           feedbacks[feedback], c.sharedRandomness ? ", shared randomness" : "");
+  compareRun(&c, 5, mixed, sparcclFloat32, _i % 2 ? sparcclAvg : sparcclSum, _i % 2, 3,
+             200 + (uint64_t)_i, _i == 7 ? 2 : 0, what);
+}
+END_TEST
+
+static Suite* deviceSuite(void) {
+  Suite* s = suite_create(FULL ? "gpu" : "cuda_emu");
   TCase* tc = tcase_create("device vs CPU reference");
   tcase_set_timeout(tc, 600);
-  tcase_add_loop_test(tc, test_methods, 0, 20);
-  tcase_add_loop_test(tc, test_dtypes, 0, 9);
-  tcase_add_test(tc, test_sizes);
-  tcase_add_test(tc, test_nonfinite);
-  tcase_add_test(tc, test_graph);
-  tcase_add_loop_test(tc, test_importance, 0, 3);
-  tcase_add_test(tc, test_restarts);
-  tcase_add_test(tc, test_errors);
+  const char* subset = getenv("EMU_TESTS_SUBSET");
+  if (subset != NULL && strcmp(subset, "select") == 0) {
+    /* the selection and compaction kernels: every compressor x feedback, every radix pass */
+    tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_test(tc, test_radix);
+  } else if (worldSize == 1) {
+    tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_test(tc, test_radix);
+    tcase_add_loop_test(tc, test_dtypes, 0, 9);
+    tcase_add_test(tc, test_sizes);
+    tcase_add_test(tc, test_graph);
+    tcase_add_loop_test(tc, test_importance, 0, 6);
+    tcase_add_test(tc, test_restarts);
+    tcase_add_test(tc, test_load);
+    tcase_add_test(tc, test_errors);
+  } else {
+    tcase_add_loop_test(tc, test_ranks, 0, 10);
+    tcase_add_test(tc, test_restarts);
+  }
+  if (subset == NULL || strcmp(subset, "select") != 0) tcase_add_loop_test(tc, test_nonfinite, 0, 2);
   suite_add_tcase(s, tc);
   return s;
 }
@@ -340,6 +571,11 @@ int main(int argc, char** argv) {
   cudaError_t err;
   SRunner* runner;
   MPI_Init(&argc, &argv);
+#ifdef CUDA_EMU
+  /* the fake NCCL gathers over MPI: one device comm across every process */
+  MPI_Comm_rank(MPI_COMM_WORLD, &worldRank);
+  MPI_Comm_size(MPI_COMM_WORLD, &worldSize);
+#endif
   err = cudaGetDeviceCount(&devices);
   if (err != cudaSuccess || devices == 0) {
     printf("GPU suite not run: no CUDA device (%s)\n",
@@ -347,11 +583,16 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 0;
   }
-  runner = srunner_create(gpuSuite());
+  runner = srunner_create(deviceSuite());
   srunner_set_fork_status(runner, CK_NOFORK);
-  srunner_run_all(runner, CK_NORMAL);
+  srunner_run_all(runner, worldRank == 0 ? CK_NORMAL : CK_SILENT);
   failed = srunner_ntests_failed(runner);
   srunner_free(runner);
+#ifdef CUDA_EMU
+  if (worldRank == 0)
+    printf("cuda_emu: %llu kernel launches, %llu emulated thread blocks on rank 0\n",
+           cudaEmuLaunches(), cudaEmuBlocks());
+#endif
   MPI_Finalize();
   return failed == 0 ? 0 : 1;
 }
