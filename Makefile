@@ -98,12 +98,18 @@ sanitize: check-tools $(BUILD)/bin/sparccl_tests_san
 # ---------------------------------------------------------------- tools
 perf: lib $(BUILD)/bin/sparccl_perf
 
+# What the benchmark tools share (layouts, gradients, statistics, method names): linked by
+# sparccl_perf, bandwidth_bench (mk/bandwidth.mk) and sparccl_gpu_perf (mk/cuda.mk).
+TOOL_UTIL_OBJ := $(BUILD)/obj/tool_util.o
+$(TOOL_UTIL_OBJ): tools/tool_util.c tools/tool_util.h src/*.h include/*.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c tools/tool_util.c -o $@
+
 # The perf tool and the plain baseline it times sparccl against (docs/PERFORMANCE.md).
-$(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/baseline_select.cc tools/baseline_select.h \
-                           $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+$(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/tool_util.h tools/baseline_select.cc \
+                           tools/baseline_select.h $(TOOL_UTIL_OBJ) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
 	$(CC) $(CFLAGS) -Itools -c tools/sparccl_perf.c -o $(BUILD)/obj/sparccl_perf.o
 	mpicxx -O2 -g -std=c++11 -Wall -Wextra -ffp-contract=off -fno-fast-math -Iinclude -Isrc -Itools -c tools/baseline_select.cc -o $(BUILD)/obj/baseline_select.o
-	mpicxx -o $@ $(BUILD)/obj/sparccl_perf.o $(BUILD)/obj/baseline_select.o $(BUILD)/lib/libsparccl.a $(LDLIBS)
+	mpicxx -o $@ $(BUILD)/obj/sparccl_perf.o $(BUILD)/obj/baseline_select.o $(TOOL_UTIL_OBJ) $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 # ---------------------------------------------------------------- demo
 demo: deps

@@ -9,8 +9,9 @@ DEB_PACKAGES += iproute2 gnuplot-nox
 
 bwbench: lib $(BUILD)/bin/bandwidth_bench
 
-$(BUILD)/bin/bandwidth_bench: tools/bandwidth_bench.c $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -o $@ tools/bandwidth_bench.c $(BUILD)/lib/libsparccl.a $(LDLIBS)
+$(BUILD)/bin/bandwidth_bench: tools/bandwidth_bench.c tools/tool_util.h $(TOOL_UTIL_OBJ) \
+                              $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
+	$(CC) $(CFLAGS) -o $@ tools/bandwidth_bench.c $(TOOL_UTIL_OBJ) $(BUILD)/lib/libsparccl.a $(LDLIBS)
 
 bandwidth: deps bwbench
 	BUILD=$(BUILD) bash tools/bandwidth_bench.sh $(BANDWIDTH_ARGS)

@@ -44,8 +44,8 @@ $(BUILD)/bin/sparccl_gpu_tests: tests/gpu/gpu_tests.c $(BUILD)/lib/libsparccl_cu
 $(BUILD)/bin/sparccl_gpu_multirank: tests/gpu/multirank.c $(BUILD)/lib/libsparccl_cuda.so | $(BUILD)/bin
 	$(CC) $(GPU_CFLAGS) -o $@ $< $(CUDA_LINK) $(LDLIBS)
 
-$(BUILD)/bin/sparccl_gpu_perf: tools/gpu_perf.cu $(BUILD)/lib/libsparccl_cuda.so $(CUDA_OBJ) | $(BUILD)/bin
-	$(NVCC) $(NVCCFLAGS) $(shell $(MPICC) --showme:incdirs 2>/dev/null | sed "s/\([^ ]*\)/-I\1/g") -o $@ $< $(LIB_OBJ) $(CUDA_OBJ) -L$(CUDA_HOME)/lib64 -lnccl -lcudart \
+$(BUILD)/bin/sparccl_gpu_perf: tools/gpu_perf.cu tools/tool_util.h $(TOOL_UTIL_OBJ) $(BUILD)/lib/libsparccl_cuda.so $(CUDA_OBJ) | $(BUILD)/bin
+	$(NVCC) $(NVCCFLAGS) $(shell $(MPICC) --showme:incdirs 2>/dev/null | sed "s/\([^ ]*\)/-I\1/g") -o $@ $< $(TOOL_UTIL_OBJ) $(LIB_OBJ) $(CUDA_OBJ) -L$(CUDA_HOME)/lib64 -lnccl -lcudart \
 	  $(shell $(MPICC) --showme:link 2>/dev/null) $(LDLIBS)
 
 GPU_BINS := $(BUILD)/bin/sparccl_gpu_tests $(BUILD)/bin/sparccl_gpu_multirank $(BUILD)/bin/sparccl_gpu_perf

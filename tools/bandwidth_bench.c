@@ -17,7 +17,6 @@
  * sparcclCommGetStats (mean over ranks, per call); wire bytes are one rank's allgather
  * block (bytesSent per call).
  */
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@
 
 #include "sparccl.h"
 #include "sparccl_mpi.h"
+#include "tool_util.h"
 
 #define MAXN 16
 static int rank = 0, nranks = 1;
@@ -43,85 +43,6 @@ static int rank = 0, nranks = 1;
     if (r_ != sparcclSuccess) DIE("%s: %s\n", #call, sparcclGetErrorString(r_));           \
   } while (0)
 
-static const char* compressorNames[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
-static const char* feedbackNames[] = {"none", "ef", "ef21", "scam"};
-
-static int lookup(const char* s, size_t len, const char* const* names, int n) {
-  int i;
-  for (i = 0; i < n; i++)
-    if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0) return i;
-  return -1;
-}
-/* FEEDBACK-COMPRESSOR or COMPRESSOR (feedback none), as tools/sparccl_perf. */
-static int parseMethod(const char* s, int* c, int* f) {
-  const char* dash = strchr(s, '-');
-  if (dash == NULL) {
-    *c = lookup(s, strlen(s), compressorNames, 5);
-    *f = 0;
-  } else {
-    *f = lookup(s, (size_t)(dash - s), feedbackNames, 4);
-    *c = lookup(dash + 1, strlen(dash + 1), compressorNames, 5);
-  }
-  return *c < 0 || *f < 0 ? -1 : 0;
-}
-
-static size_t readLayout(const char* path, size_t** counts) {
-  FILE* fp = fopen(path, "r");
-  char line[4096];
-  size_t n = 0, cap = 0;
-  *counts = NULL;
-  if (fp == NULL) DIE("cannot open layout %s\n", path);
-  while (fgets(line, sizeof(line), fp)) {
-    char *hash = strchr(line, '#'), *tok, *last = NULL, *save = NULL;
-    if (hash) *hash = '\0';
-    for (tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save))
-      last = tok;
-    if (last == NULL) continue;
-    if (n == cap) {
-      cap = cap ? 2 * cap : 64;
-      *counts = (size_t*)realloc(*counts, cap * sizeof(size_t));
-      if (*counts == NULL) DIE("out of memory\n");
-    }
-    (*counts)[n] = (size_t)strtoull(last, NULL, 10);
-    if ((*counts)[n] == 0) DIE("layout %s: bad count %s\n", path, last);
-    n++;
-  }
-  fclose(fp);
-  if (n == 0) DIE("layout %s has no layers\n", path);
-  return n;
-}
-
-static uint64_t splitmix64(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static void fillNormal(float* buf, size_t count, uint64_t seed) {
-  uint64_t s = seed;
-  size_t i;
-  for (i = 0; i < count; i += 2) {
-    double u1 = ((double)(splitmix64(&s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
-    double rad = sqrt(-2.0 * log(u1));
-    buf[i] = (float)(rad * cos(6.283185307179586 * u2));
-    if (i + 1 < count) buf[i + 1] = (float)(rad * sin(6.283185307179586 * u2));
-  }
-}
-
-static int cmpd(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
-static double median(double* v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmpd);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-static double rankMean(double v) {
-  double s = 0;
-  MPI_Allreduce(&v, &s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  return s / nranks;
-}
 /* The slowest rank's time of one call. */
 static double slowest(double t) {
   double m = 0;
@@ -163,7 +84,7 @@ typedef struct {
   const char* label;
   const char* tag;
   int iters, warmup, dense, header;
-  const char* methods[MAXN];
+  char methods[MAXN][48]; /* canonical names (tool_methodName) */
   int nmethods;
   double densities[MAXN];
   int ndensities;
@@ -185,7 +106,8 @@ static void row(const Options* o, const char* method, double density, const char
 int main(int argc, char** argv) {
   Options o;
   size_t* counts;
-  size_t nlayers, count = 0, l, bytes;
+  tool_Layout layout;
+  size_t nlayers, count, bytes;
   float *send, *recv, *pool[2];
   double *times, denseMed = 0, denseMin = 0, ringMed = 0, ringMin = 0;
   int i, it, mi, di, wi;
@@ -206,8 +128,8 @@ int main(int argc, char** argv) {
     if (!strcmp(a, "--layout")) o.layout = v;
     else if (!strcmp(a, "--method")) {
       int c, f;
-      if (o.nmethods == MAXN || parseMethod(v, &c, &f)) DIE("bad method %s\n", v);
-      o.methods[o.nmethods++] = v;
+      if (o.nmethods == MAXN || tool_parseMethod(v, &c, &f)) DIE("bad method %s\n", v);
+      tool_methodName(c, f, o.methods[o.nmethods++], sizeof(o.methods[0]));
     } else if (!strcmp(a, "--density")) {
       if (o.ndensities == MAXN) DIE("too many densities\n");
       o.densities[o.ndensities++] = strtod(v, NULL);
@@ -227,16 +149,11 @@ int main(int argc, char** argv) {
   }
   if (o.layout == NULL) DIE("--layout FILE is required\n");
   if (o.iters < 1) o.iters = 1;
-  if (o.nmethods == 0) o.methods[o.nmethods++] = "scam-topk";
+  if (o.nmethods == 0) snprintf(o.methods[o.nmethods++], sizeof(o.methods[0]), "scam-topk");
   if (o.ndensities == 0) o.densities[o.ndensities++] = 0.01;
   if (o.nwires == 0) o.wires[o.nwires++] = sparcclFloat32;
-  {
-    const char* base = strrchr(o.layout, '/');
-    snprintf(labelBuf, sizeof(labelBuf), "%s", base ? base + 1 : o.layout);
-    if (strlen(labelBuf) > 4 && !strcmp(labelBuf + strlen(labelBuf) - 4, ".txt"))
-      labelBuf[strlen(labelBuf) - 4] = '\0';
-    o.label = labelBuf;
-  }
+  tool_layoutLabel(o.layout, labelBuf, sizeof(labelBuf));
+  o.label = labelBuf;
 
   {
     /* Which network namespace each rank runs in (a '#' line: not part of the CSV). */
@@ -253,8 +170,16 @@ int main(int argc, char** argv) {
     }
   }
 
-  nlayers = readLayout(o.layout, &counts);
-  for (l = 0; l < nlayers; l++) count += counts[l];
+  switch (tool_readLayout(o.layout, &layout)) {
+    case TOOL_LAYOUT_OK: break;
+    case TOOL_LAYOUT_OPEN: DIE("cannot open layout %s\n", o.layout);
+    case TOOL_LAYOUT_BAD_COUNT: DIE("layout %s: bad count %s\n", o.layout, layout.bad);
+    case TOOL_LAYOUT_EMPTY: DIE("layout %s has no layers\n", o.layout);
+    default: DIE("out of memory\n");
+  }
+  nlayers = layout.nlayers;
+  counts = layout.counts;
+  count = layout.total;
   bytes = count * sizeof(float);
   if (count > (size_t)INT32_MAX) DIE("layout too large for one MPI_Allreduce\n");
   send = (float*)malloc(bytes);
@@ -263,8 +188,8 @@ int main(int argc, char** argv) {
   pool[1] = (float*)malloc(bytes);
   times = (double*)malloc(sizeof(double) * (size_t)o.iters);
   if (!send || !recv || !pool[0] || !pool[1] || !times) DIE("out of memory (%zu bytes x 4)\n", bytes);
-  fillNormal(pool[0], count, 1000003ull + (uint64_t)rank * 7919ull);
-  fillNormal(pool[1], count, 2000003ull + (uint64_t)rank * 7919ull);
+  tool_fillNormal(pool[0], count, sparcclFloat32, 1000003ull + (uint64_t)rank * 7919ull);
+  tool_fillNormal(pool[1], count, sparcclFloat32, 2000003ull + (uint64_t)rank * 7919ull);
   memset(recv, 0, bytes);
 
   if (o.header && rank == 0)
@@ -283,9 +208,8 @@ int main(int argc, char** argv) {
       t = slowest(MPI_Wtime() - t);
       if (it >= 0) times[it] = t;
     }
-    denseMin = times[0];
-    for (it = 1; it < o.iters; it++) denseMin = times[it] < denseMin ? times[it] : denseMin;
-    denseMed = median(times, o.iters);
+    denseMin = tool_minimum(times, o.iters);
+    denseMed = tool_median(times, o.iters);
     /* The same with the hand-written ring (pool[1 - slot] is free as scratch: the next
      * call's memcpy refills the send buffer). */
     for (it = -o.warmup; it < o.iters; it++) {
@@ -300,9 +224,8 @@ int main(int argc, char** argv) {
       free(tmp);
       if (it >= 0) times[it] = t;
     }
-    ringMin = times[0];
-    for (it = 1; it < o.iters; it++) ringMin = times[it] < ringMin ? times[it] : ringMin;
-    ringMed = median(times, o.iters);
+    ringMin = tool_minimum(times, o.iters);
+    ringMed = tool_median(times, o.iters);
     /* The dense rows: their wire bytes are what one rank sends in a ring allreduce. */
     row(&o, "dense", 1.0, "fp32", bytes, 2.0 * (nranks - 1) / nranks * (double)bytes, denseMed,
         denseMin, denseMed, 0, 0, 0, ringMed);
@@ -318,7 +241,7 @@ int main(int argc, char** argv) {
         sparcclStats_t before, after;
         double mn;
         int c, f, calls;
-        parseMethod(o.methods[mi], &c, &f);
+        tool_parseMethod(o.methods[mi], &c, &f);
         config.density = o.densities[di];
         config.compressor = c;
         config.feedback = f;
@@ -339,13 +262,12 @@ int main(int argc, char** argv) {
         CHECK(sparcclCommGetStats(comm, &after));
         calls = (int)(after.calls - before.calls);
         if (calls < 1) calls = 1;
-        mn = times[0];
-        for (it = 1; it < o.iters; it++) mn = times[it] < mn ? times[it] : mn;
+        mn = tool_minimum(times, o.iters);
         {
-          double med = median(times, o.iters);
-          double cs = rankMean((after.compressSeconds - before.compressSeconds) / calls);
-          double ex = rankMean((after.exchangeSeconds - before.exchangeSeconds) / calls);
-          double ds = rankMean((after.decompressSeconds - before.decompressSeconds) / calls);
+          double med = tool_median(times, o.iters);
+          double cs = tool_rankMean((after.compressSeconds - before.compressSeconds) / calls);
+          double ex = tool_rankMean((after.exchangeSeconds - before.exchangeSeconds) / calls);
+          double ds = tool_rankMean((after.decompressSeconds - before.decompressSeconds) / calls);
           row(&o, o.methods[mi], o.densities[di],
               o.wires[wi] == sparcclFloat32 ? "fp32" : o.wires[wi] == sparcclBfloat16 ? "bf16" : "fp16",
               bytes, (double)(after.bytesSent - before.bytesSent) / calls, med, mn,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "device_set.cuh"
+#include "tool_util.h"
 extern "C" {
 #include "sparccl_mpi.h"
 #include "sparccl_nccl.h"
@@ -26,21 +27,6 @@ extern "C" {
       exit(1);                                                                        \
     }                                                                                 \
   } while (0)
-
-static size_t readLayout(const char* path, size_t* counts, size_t cap) {
-  FILE* f = fopen(path, "r");
-  char line[512];
-  size_t n = 0;
-  if (f == NULL) { fprintf(stderr, "cannot open %s\n", path); exit(1); }
-  while (fgets(line, sizeof(line), f) && n < cap) {
-    char name[400];
-    unsigned long long count;
-    if (line[0] == '#') continue;
-    if (sscanf(line, "%399s %llu", name, &count) == 2) counts[n++] = (size_t)count;
-  }
-  fclose(f);
-  return n;
-}
 
 /* Copy bandwidth: bytes read + written per second by a device-to-device copy. */
 static double copyBandwidth(size_t bytes) {
@@ -80,8 +66,17 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[a], "-n")) { iters = atoi(argv[++a]); continue; }
     if (!strcmp(argv[a], "-w")) { warmup = atoi(argv[++a]); continue; }
     if (!strcmp(argv[a], "--density")) { density = atof(argv[++a]); continue; }
-    size_t counts[4096], nlayers = readLayout(argv[a], counts, 4096), count = 0;
-    for (size_t i = 0; i < nlayers; i++) count += counts[i];
+    tool_Layout layout;
+    int status = tool_readLayout(argv[a], &layout);
+    if (status == TOOL_LAYOUT_OPEN) { fprintf(stderr, "cannot open %s\n", argv[a]); exit(1); }
+    if (status != TOOL_LAYOUT_OK) {
+      char msg[4200];
+      tool_layoutError(status, argv[a], &layout, msg, sizeof(msg));
+      fprintf(stderr, "%s\n", msg);
+      exit(1);
+    }
+    size_t nlayers = layout.nlayers, count = layout.total;
+    const size_t* counts = layout.counts;
     const char* base = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
     float *grad, *out;
     CHECK(cudaMalloc((void**)&grad, count * 4));
@@ -160,6 +155,7 @@ int main(int argc, char** argv) {
     ncclCommDestroy(nc);
     cudaFree(grad); cudaFree(out);
     cudaStreamDestroy(stream);
+    free(layout.counts);
   }
   printf("# floor = (16 B/param, +4 for ImpK's w, + pairs written and read) / copy bandwidth; "
          "target: compress + decompress within 2x of it\n");

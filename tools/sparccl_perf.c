@@ -26,9 +26,7 @@
  * Method names: FEEDBACK-COMPRESSOR (scam-topk, ef-topk, ef21-topk, scam-impk,
  * none-impk_random) or COMPRESSOR alone (feedback none: topk, randk, impk_random).
  */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +36,9 @@
 
 #include "sparccl.h"
 #include "sparccl_mpi.h"
-#include "sparccl_math.h" /* float16 / bfloat16 conversions of the inputs */
+#include "sparccl_math.h" /* sparccl_dtype_size, sparccl_float_bits */
 #include "baseline_select.h"
+#include "tool_util.h"
 
 #define MAX_METHODS 32
 
@@ -88,36 +87,10 @@ typedef struct {
 
 /* ------------------------------------------------------------------ names */
 
-static const char* compressorNames[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
-static const char* feedbackNames[] = {"none", "ef", "ef21", "scam"};
-
-static int lookup(const char* s, size_t len, const char* const* names, int n) {
-  int i;
-  for (i = 0; i < n; i++)
-    if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0) return i;
-  return -1;
-}
-
-/* FEEDBACK-COMPRESSOR, COMPRESSOR-FEEDBACK or COMPRESSOR (feedback none). */
+/* A method name (tool_parseMethod's grammar) and its canonical form. */
 static int parseMethod(const char* s, Method* m) {
-  const char* dash = strchr(s, '-');
-  int c, f;
-  if (dash == NULL) {
-    c = lookup(s, strlen(s), compressorNames, 5);
-    f = 0;
-  } else {
-    f = lookup(s, (size_t)(dash - s), feedbackNames, 4);
-    c = lookup(dash + 1, strlen(dash + 1), compressorNames, 5);
-    if (f < 0 || c < 0) {
-      c = lookup(s, (size_t)(dash - s), compressorNames, 5);
-      f = lookup(dash + 1, strlen(dash + 1), feedbackNames, 4);
-    }
-  }
-  if (c < 0 || f < 0) return -1;
-  m->compressor = c;
-  m->feedback = f;
-  if (f == 0) snprintf(m->name, sizeof(m->name), "%s", compressorNames[c]);
-  else snprintf(m->name, sizeof(m->name), "%s-%s", feedbackNames[f], compressorNames[c]);
+  if (tool_parseMethod(s, &m->compressor, &m->feedback) != 0) return -1;
+  tool_methodName(m->compressor, m->feedback, m->name, sizeof(m->name));
   return 0;
 }
 
@@ -142,66 +115,7 @@ static size_t parseSize(const char* s) {
   return (size_t)v;
 }
 
-/* ------------------------------------------------------------------ layout */
-
-/* Lines `name count`; '#' starts a comment.  Returns the number of layers. */
-static size_t readLayout(const char* path, size_t** counts) {
-  FILE* f = fopen(path, "r");
-  char line[4096];
-  size_t n = 0, cap = 0;
-  *counts = NULL;
-  if (f == NULL) DIE("cannot open layout %s: %s\n", path, strerror(errno));
-  while (fgets(line, sizeof(line), f)) {
-    char *hash = strchr(line, '#'), *tok, *last = NULL, *save = NULL, *end;
-    unsigned long long v;
-    if (hash) *hash = '\0';
-    for (tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save))
-      last = tok;
-    if (last == NULL) continue;
-    v = strtoull(last, &end, 10);
-    if (*end != '\0' || v == 0) DIE("layout %s: bad count '%s'\n", path, last);
-    if (n == cap) {
-      cap = cap ? 2 * cap : 64;
-      *counts = (size_t*)realloc(*counts, cap * sizeof(size_t));
-      if (*counts == NULL) DIE("out of memory\n");
-    }
-    (*counts)[n++] = (size_t)v;
-  }
-  fclose(f);
-  if (n == 0) DIE("layout %s has no layers\n", path);
-  return n;
-}
-
-/* ------------------------------------------------------------------ gradients */
-
-static uint64_t splitmix64(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/* Standard normal values (Box-Muller) in the given dtype. */
-static void fillNormal(void* buf, size_t count, int dtype, uint64_t seed) {
-  const double twoPi = 6.283185307179586;
-  uint64_t s = seed;
-  size_t i;
-  for (i = 0; i < count; i += 2) {
-    uint64_t r = splitmix64(&s);
-    double u1 = ((double)(r >> 11) + 1.0) * (1.0 / 9007199254740992.0); /* (0, 1] */
-    double u2 = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
-    double rad = sqrt(-2.0 * log(u1));
-    float v[2];
-    size_t j;
-    v[0] = (float)(rad * cos(twoPi * u2));
-    v[1] = (float)(rad * sin(twoPi * u2));
-    for (j = 0; j < 2 && i + j < count; j++) {
-      if (dtype == sparcclFloat32) ((float*)buf)[i + j] = v[j];
-      else if (dtype == sparcclFloat16) ((uint16_t*)buf)[i + j] = sparccl_float_to_half(v[j], 1);
-      else ((uint16_t*)buf)[i + j] = sparccl_float_to_bfloat16(v[j], 1);
-    }
-  }
-}
+/* ------------------------------------------------------------------ buffers */
 
 static void* xmalloc(size_t bytes, const char* what) {
   void* p = malloc(bytes ? bytes : 1);
@@ -272,27 +186,6 @@ typedef struct {
 static BaselineRow baselineRows[256];
 static int nbaselineRows = 0;
 
-static int compareDouble(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
-static double median(double* v, int n) {
-  qsort(v, (size_t)n, sizeof(double), compareDouble);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-static double minimum(const double* v, int n) {
-  double m = v[0];
-  int i;
-  for (i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
-  return m;
-}
-/* Mean over ranks. */
-static double rankMean(double v) {
-  double s = 0.0;
-  MPI_Allreduce(&v, &s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-  return s / nranks;
-}
-
 static void runMethod(const Options* o, const Method* m, const char* label, size_t count,
                       size_t nlayers, const size_t* counts, void* send, void* recv,
                       void* const* pool) {
@@ -358,9 +251,9 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
   /* time: the slowest rank's mean per call (as nccl-tests); the split: mean over ranks. */
   t = o->iters > 0 ? timeSum / o->iters : 0.0;
   MPI_Allreduce(&t, &time, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  compress = rankMean((after.compressSeconds - before.compressSeconds) / calls);
-  exchange = rankMean((after.exchangeSeconds - before.exchangeSeconds) / calls);
-  decompress = rankMean((after.decompressSeconds - before.decompressSeconds) / calls);
+  compress = tool_rankMean((after.compressSeconds - before.compressSeconds) / calls);
+  exchange = tool_rankMean((after.exchangeSeconds - before.exchangeSeconds) / calls);
+  decompress = tool_rankMean((after.decompressSeconds - before.decompressSeconds) / calls);
   wire = (double)(after.bytesSent - before.bytesSent) / calls;
   ratio = after.bytesSent > before.bytesSent
               ? (double)(after.bytesDense - before.bytesDense) / (double)(after.bytesSent - before.bytesSent)
@@ -394,17 +287,17 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
       totalWrong += b->wrong;
       free(sent);
     }
-    b->sparcclMean = rankMean(o->iters > 0 ? (after.compressSeconds - before.compressSeconds) / calls : 0);
-    b->sparcclMedian = rankMean(o->iters > 0 ? median(perCall, o->iters) : 0);
-    b->sparcclMin = rankMean(o->iters > 0 ? minimum(perCall, o->iters) : 0);
+    b->sparcclMean = tool_rankMean(o->iters > 0 ? (after.compressSeconds - before.compressSeconds) / calls : 0);
+    b->sparcclMedian = tool_rankMean(o->iters > 0 ? tool_median(perCall, o->iters) : 0);
+    b->sparcclMin = tool_rankMean(o->iters > 0 ? tool_minimum(perCall, o->iters) : 0);
     {
       double s = 0.0;
       for (it = 0; it < o->iters; it++) s += plainPerCall[it];
-      b->plainMean = rankMean(o->iters > 0 ? s / o->iters : 0);
+      b->plainMean = tool_rankMean(o->iters > 0 ? s / o->iters : 0);
     }
-    b->plainMedian = rankMean(o->iters > 0 ? median(plainPerCall, o->iters) : 0);
-    b->plainMin = rankMean(o->iters > 0 ? minimum(plainPerCall, o->iters) : 0);
-    b->plainUpdateMean = rankMean(o->iters > 0 ? plainUpdateSum / o->iters : 0);
+    b->plainMedian = tool_rankMean(o->iters > 0 ? tool_median(plainPerCall, o->iters) : 0);
+    b->plainMin = tool_rankMean(o->iters > 0 ? tool_minimum(plainPerCall, o->iters) : 0);
+    b->plainUpdateMean = tool_rankMean(o->iters > 0 ? plainUpdateSum / o->iters : 0);
     plainScamTopkDestroy(plain);
   }
   free(perCall);
@@ -422,7 +315,7 @@ static void runBuffer(const Options* o, const char* label, size_t count, size_t 
   int p, i;
   for (p = 0; p < o->pool; p++) {
     pool[p] = xmalloc(bytes, "the gradient pool");
-    fillNormal(pool[p], count, o->dtype,
+    tool_fillNormal(pool[p], count, o->dtype,
                o->seed * 1000003ull + (unsigned long long)rank * 7919ull + (unsigned long long)p);
   }
   memset(recv, 0, bytes);
@@ -630,17 +523,17 @@ int main(int argc, char** argv) {
   parseOptions(argc, argv, &o);
 
   if (o.layoutPath) {
-    size_t* counts;
-    size_t nlayers = readLayout(o.layoutPath, &counts), total = 0, l;
-    const char* base = strrchr(o.layoutPath, '/');
-    char label[64];
-    for (l = 0; l < nlayers; l++) total += counts[l];
-    snprintf(label, sizeof(label), "%s", base ? base + 1 : o.layoutPath);
-    if (strlen(label) > 4 && !strcmp(label + strlen(label) - 4, ".txt"))
-      label[strlen(label) - 4] = '\0';
-    printHeader(&o, nlayers, counts, total);
-    runBuffer(&o, label, total, nlayers, counts);
-    free(counts);
+    tool_Layout layout;
+    char label[64], msg[4200];
+    int status = tool_readLayout(o.layoutPath, &layout);
+    if (status != TOOL_LAYOUT_OK) {
+      tool_layoutError(status, o.layoutPath, &layout, msg, sizeof(msg));
+      DIE("%s\n", msg);
+    }
+    tool_layoutLabel(o.layoutPath, label, sizeof(label));
+    printHeader(&o, layout.nlayers, layout.counts, layout.total);
+    runBuffer(&o, label, layout.total, layout.nlayers, layout.counts);
+    free(layout.counts);
   } else {
     size_t esize = sparccl_dtype_size(o.dtype), bytes;
     printHeader(&o, 0, NULL, 0);
