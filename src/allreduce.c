@@ -41,10 +41,15 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
       return sparcclInvalidArgument;
     }
   }
-  if (comm->device != NULL) return comm->device->checkPointers(send, recv, caller);
-  if (sparcclIsDevicePointer != NULL && (sparcclIsDevicePointer(send) || sparcclIsDevicePointer(recv))) {
+  return sparcclCheckMemory(comm, send, recv, caller);
+}
+
+sparcclResult_t sparcclCheckMemory(sparcclComm_t comm, const void* a, const void* b,
+                                   const char* caller) {
+  if (comm->device != NULL) return comm->device->checkPointers(a, b, caller);
+  if (sparcclIsDevicePointer != NULL && (sparcclIsDevicePointer(a) || sparcclIsDevicePointer(b))) {
     WARN("%s: a device buffer on a host comm (%p, %p); use a device comm (sparccl_nccl.h)",
-         caller, send, recv);
+         caller, a, b);
     return sparcclInvalidUsage;
   }
   return sparcclSuccess;

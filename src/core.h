@@ -134,7 +134,10 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
 uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes);
 #define SPARCCL_HASH_SEED 0xcbf29ce484222325ull
 
-/* allreduce.c: the argument checks shared by the buffer-taking calls. */
+/* allreduce.c: the argument checks shared by the buffer-taking calls; CheckMemory refuses
+ * host buffers on a device comm and device buffers on a host comm (SPEC 2). */
+sparcclResult_t sparcclCheckMemory(sparcclComm_t comm, const void* a, const void* b,
+                                   const char* caller);
 sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const void* recv,
                                     size_t count, int datatype, int op, void* stream,
                                     const char* caller);

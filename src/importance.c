@@ -30,19 +30,17 @@ static sparcclResult_t probe(const void* params, const void* grad, void* out, si
                              int datatype, int tagged, uint64_t tag, sparcclComm_t comm,
                              void* stream, const char* caller) {
   sparcclLayerSet_t* set;
-  size_t i, j, dsize;
+  size_t i, j;
   float gamma;
   SPARCCLCHECK(sparcclCheckComm(comm, caller));
   if (params == NULL || out == NULL) {
     WARN("%s: params %p or probe %p is NULL", caller, params, out);
     return sparcclInvalidArgument;
   }
+  /* every argument is checked before the key's state may be created */
+  SPARCCLCHECK(sparcclCheckMemory(comm, params, out, caller));
   SPARCCLCHECK(importanceSet(comm, grad, count, datatype, stream, tagged, tag, caller, &set));
-  if (comm->device) {
-    SPARCCLCHECK(comm->device->checkPointers(params, out, caller));
-    return comm->device->probe(comm, set, params, grad, out, datatype, stream);
-  }
-  dsize = sparccl_dtype_size(datatype);
+  if (comm->device) return comm->device->probe(comm, set, params, grad, out, datatype, stream);
   gamma = (float)comm->config.importanceGamma;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
@@ -54,7 +52,6 @@ static sparcclResult_t probe(const void* params, const void* grad, void* out, si
       sparccl_store(out, base + j, datatype, p);
     }
   }
-  (void)dsize;
   return sparcclSuccess;
 }
 
@@ -133,11 +130,9 @@ static sparcclResult_t update(const void* q, const void* g, size_t count, int da
     WARN("%s: gradAtProbe is NULL", caller);
     return sparcclInvalidArgument;
   }
+  SPARCCLCHECK(sparcclCheckMemory(comm, q, NULL, caller));
   SPARCCLCHECK(importanceSet(comm, g, count, datatype, stream, tagged, tag, caller, &set));
-  if (comm->device) {
-    SPARCCLCHECK(comm->device->checkPointers(q, NULL, caller));
-    return comm->device->update(comm, set, q, g, datatype, stream);
-  }
+  if (comm->device) return comm->device->update(comm, set, q, g, datatype, stream);
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     if (l->importance != NULL && !updateLayer(&comm->config, l, q, g, datatype))

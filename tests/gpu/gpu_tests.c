@@ -509,6 +509,15 @@ START_TEST(test_errors) {
   ck_assert_int_eq(sparcclAllReduce(host, host, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
   ck_assert_int_eq(sparcclAllReduce(NULL, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidArgument);
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, (sparcclDataType_t)3, sparcclSum, device, NULL), sparcclInvalidArgument);
+  {
+    /* a host buffer among the importance call's arguments is refused before any state is
+     * made for the key */
+    sparcclStats_t stats;
+    ck_assert_int_eq(sparcclImportanceProbe(host, d, d, 16, sparcclFloat32, device, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclImportanceProbe(d, d, host, 16, sparcclFloat32, device, NULL), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+    ck_assert_uint_eq(stats.layerSets, 0);
+  }
   ck_assert_int_eq(sparcclCommDestroy(device), sparcclSuccess);
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
   {
