@@ -52,11 +52,10 @@ struct DeviceCounters {
   int anySkipped;
 };
 
-struct DeviceSet {
-  uint32_t nlayers, nchunks, nsparse;
-  size_t count;
-  DeviceLayer* layers;     /* device */
-  DeviceLayer* hostLayers; /* host copy */
+/* The device arrays of a layer set: held by DeviceSet, and handed to every kernel inside
+ * KernelArgs (both derive from this, so the list is written once). */
+struct DeviceArrays {
+  DeviceLayer* layers;
   DeviceChunk* chunks;
   uint32_t* sparseByValue; /* sparse layer ids in wire (value) order */
   /* state */
@@ -76,14 +75,17 @@ struct DeviceSet {
   float* sums;
   uint32_t* skip;
   double* blockSums;
+};
+
+struct DeviceSet : DeviceArrays {
+  uint32_t nlayers, nchunks, nsparse;
+  size_t count;
+  DeviceLayer* hostLayers; /* host copy of layers */
   cudaStream_t lastStream; /* where the last call's work went: restarts order after it */
 };
 
-/* Everything a kernel needs, by value. */
-struct KernelArgs {
-  const DeviceLayer* layers;
-  const DeviceChunk* chunks;
-  const uint32_t* sparseByValue;
+/* Everything a kernel needs, by value: the arrays and the call's scalars. */
+struct KernelArgs : DeviceArrays {
   uint32_t nlayers, nsparse, nranks, rank;
   int compressor, feedback, wireType, dtype, op, online;
   uint64_t seed;
@@ -93,21 +95,6 @@ struct KernelArgs {
   int restartLag;
   size_t count, valueCount;
   size_t indexBytes, valueBytes, denseBytes, blockBytes;
-  float *error, *h, *H, *importance, *prevGrad;
-  unsigned long long* layerSteps;
-  int* havePrevGrad;
-  DeviceCounters* counters;
-  double* normRing;
-  void* keys;
-  uint32_t* hist;
-  DeviceSelect* select;
-  uint32_t *chunkGreater, *chunkEqual;
-  uint64_t *chunkTiesBefore, *chunkOffset;
-  uint32_t* sharedIndices;
-  uint8_t *sendBlock, *recvBlocks;
-  float* sums;
-  uint32_t* skip;
-  double* blockSums;
 };
 
 KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype, int op);

@@ -78,9 +78,7 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   const DeviceSet* ds = (const DeviceSet*)set->device;
   KernelArgs a;
   memset(&a, 0, sizeof(a));
-  a.layers = ds->layers;
-  a.chunks = ds->chunks;
-  a.sparseByValue = ds->sparseByValue;
+  static_cast<DeviceArrays&>(a) = *ds;
   a.nlayers = ds->nlayers;
   a.nsparse = ds->nsparse;
   a.nranks = (uint32_t)comm->nranks;
@@ -104,21 +102,6 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.valueBytes = set->valueBytes;
   a.denseBytes = set->denseBytes;
   a.blockBytes = set->blockBytes;
-  a.error = ds->error; a.h = ds->h; a.H = ds->H; a.importance = ds->importance; a.prevGrad = ds->prevGrad;
-  a.layerSteps = ds->layerSteps;
-  a.havePrevGrad = ds->havePrevGrad;
-  a.counters = ds->counters;
-  a.normRing = ds->normRing;
-  a.keys = ds->keys;
-  a.hist = ds->hist;
-  a.select = ds->select;
-  a.chunkGreater = ds->chunkGreater; a.chunkEqual = ds->chunkEqual;
-  a.chunkTiesBefore = ds->chunkTiesBefore; a.chunkOffset = ds->chunkOffset;
-  a.sharedIndices = ds->sharedIndices;
-  a.sendBlock = ds->sendBlock; a.recvBlocks = ds->recvBlocks;
-  a.sums = ds->sums;
-  a.skip = ds->skip;
-  a.blockSums = ds->blockSums;
   return a;
 }
 
