@@ -4,11 +4,32 @@
 
 PREFIX   ?= /usr/local
 BUILD    ?= build
-CUDA_HOME ?= /usr/local/cuda
 MPICC    ?= $(shell command -v mpicc 2>/dev/null)
 MPIRUN   ?= mpirun --allow-run-as-root --oversubscribe
+# CUDA: /usr/local/cuda, else wherever the nvcc on PATH lives.
+ifeq ($(origin CUDA_HOME),undefined)
+CUDA_HOME := $(shell test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda || \
+               { n=$$(command -v nvcc) && dirname "$$(dirname "$$(readlink -f "$$n")")"; })
+CUDA_HOME := $(or $(CUDA_HOME),/usr/local/cuda)
+endif
 NVCC     ?= $(shell command -v nvcc 2>/dev/null || ls $(CUDA_HOME)/bin/nvcc 2>/dev/null)
-HAVE_NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h && echo 1)
+# NCCL: beside CUDA, in /usr, or the nvidia-nccl wheel of the python3 on PATH (how the GPU
+# machines' PyTorch brings it: nvidia/nccl/{include,lib}, libnccl.so.2 with no libnccl.so).
+ifeq ($(origin NCCL_HOME),undefined)
+NCCL_HOME := $(shell for d in $(CUDA_HOME) /usr; do test -f $$d/include/nccl.h && { echo $$d; exit; }; done; \
+               python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
+endif
+HAVE_NCCL := $(shell test -n "$(NCCL_HOME)" && test -f $(NCCL_HOME)/include/nccl.h && echo 1)
+NCCL_SO   := $(firstword $(wildcard $(addprefix $(NCCL_HOME)/,lib64/libnccl.so lib/libnccl.so \
+               lib/x86_64-linux-gnu/libnccl.so lib64/libnccl.so.2 lib/libnccl.so.2 \
+               lib/x86_64-linux-gnu/libnccl.so.2)))
+NCCL_LIBDIR := $(patsubst %/,%,$(dir $(NCCL_SO)))
+# -I only where the compilers would not look anyway; -l:libnccl.so.2 where there is no
+# development symlink.  NCCL_LINK for gcc, NCCL_NVLINK for nvcc.
+NCCL_INC  := $(if $(filter $(CUDA_HOME) /usr,$(NCCL_HOME)),,-I$(NCCL_HOME)/include)
+NCCL_LNAME := $(if $(filter %.so,$(NCCL_SO)),-lnccl,-l:libnccl.so.2)
+NCCL_LINK := -L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR) $(NCCL_LNAME)
+NCCL_NVLINK := -L$(NCCL_LIBDIR) -Xlinker -rpath -Xlinker $(NCCL_LIBDIR) -Xlinker $(NCCL_LNAME)
 HAVE_CHECK := $(shell pkg-config --exists check 2>/dev/null && echo 1)
 
 CC       := $(if $(MPICC),$(MPICC),cc)
@@ -54,7 +75,9 @@ $(BUILD)/obj $(BUILD)/san $(BUILD)/lib $(BUILD)/bin:
 	mkdir -p $@
 
 # ---------------------------------------------------------------- tests
-CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+# Check: from pkg-config, or given on the command line / in the environment (a machine with
+# no pkg-config, e.g. the GPU machines: tools/gpu_session.sh).
+CHECK_LIBS ?= $(shell pkg-config --libs check 2>/dev/null)
 SANFLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 $(BUILD)/tests/suites.h: $(TEST_SRC) | $(BUILD)/bin

@@ -29,20 +29,21 @@ EXTRA_TESTS += ncclpreloadtest
 $(NCCL_PRELOAD_OBJ): src/preload/nccl_preload.c $(NCCL_PRELOAD_COMMON_HDR) include/sparccl.h \
                      include/sparccl_nccl.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LIB_CFLAGS) -I$(CUDA_HOME)/include -c $< -o $@
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -I$(CUDA_HOME)/include $(NCCL_INC) -c $< -o $@
 
 # The CUDA runtime is linked statically (nvcc's default) and stays private like sparccl:
 # the preload brings no libcudart.so of its own into a program that has another.  libnccl
-# is linked dynamically: the program's NCCL and the preload's must be the same library.
+# is linked dynamically, with no rpath: the program's NCCL and the preload's must be the
+# same library, the one the program loads.
 # --no-undefined: every symbol resolves at link time (the loader check below does the rest).
 $(NCCL_PRELOAD_LIB): $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_COMMON) $(NCCL_PRELOAD_DEPS) \
                      src/preload/nccl_preload.map | $(BUILD)/lib
 	$(NVCC) -shared --cudart static -Xlinker --version-script=src/preload/nccl_preload.map \
 	  -Xlinker --no-undefined -o $@ $(NCCL_PRELOAD_OBJ) $(NCCL_PRELOAD_COMMON) $(NCCL_PRELOAD_DEPS) \
-	  -L$(CUDA_HOME)/lib64 -lnccl $(LDLIBS) -ldl
+	  -L$(NCCL_LIBDIR) -Xlinker $(NCCL_LNAME) $(LDLIBS) -ldl
 
 $(NCCL_PRELOAD_CHECK): tests/nccl_preload/interpose_check.c | $(BUILD)/bin
-	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< -L$(CUDA_HOME)/lib64 -lnccl -ldl
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include $(NCCL_INC) -o $@ $< $(NCCL_LINK) -ldl
 
 $(CONFIG_LAYOUT): tests/nccl_preload/config_layout.c include/sparccl.h | $(BUILD)/bin
 	$(CC) $(CFLAGS) -o $@ $<
@@ -99,9 +100,9 @@ ncclpreloadtest: ncclpreload $(NCCL_PRELOAD_CHECK) hooktest
 	 echo "   ok"
 else
 ncclpreload:
-	@echo "NCCL headers not found under $(CUDA_HOME): skipping the NCCL preload"
+	@echo "NCCL headers not found (or set NCCL_HOME): skipping the NCCL preload"
 ncclpreloadtest: hooktest
-	@echo "NCCL headers not found under $(CUDA_HOME): NCCL preload checks skipped"
+	@echo "NCCL headers not found (or set NCCL_HOME): NCCL preload checks skipped"
 endif
 else
 ncclpreload:

@@ -548,7 +548,11 @@ START_TEST(test_ranks) {
 END_TEST
 
 static Suite* deviceSuite(void) {
-  Suite* s = suite_create(FULL ? "gpu" : "cuda_emu");
+#ifdef CUDA_EMU
+  Suite* s = suite_create("cuda_emu");
+#else
+  Suite* s = suite_create(FULL ? "gpu" : "gpu, small sizes (for compute-sanitizer)");
+#endif
   TCase* tc = tcase_create("device vs CPU reference");
   tcase_set_timeout(tc, 600);
   const char* subset = getenv("EMU_TESTS_SUBSET");
