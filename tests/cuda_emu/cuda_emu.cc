@@ -1,13 +1,16 @@
 /* The CPU emulator's runtime (see cuda_emu.h): memory, streams, graphs, the block scheduler
- * (cooperative fibers) and a fake NCCL over MPI. */
+ * (cooperative fibers, in forward, reverse or seeded random order) and a fake NCCL over MPI. */
 #include "cuda_emu.h"
 #include "nccl.h"
 
+#include <errno.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <ucontext.h>
+#include <unistd.h>
 #include <map>
 #include <vector>
 
@@ -33,13 +36,61 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
-int reverseOrder() {
-  static int order = -1;
-  if (order < 0) {
-    const char* env = getenv("CUDA_EMU_ORDER");
-    order = env != NULL && strcmp(env, "reverse") == 0;
+/* ------------------------------------------------------------ order */
+/* CUDA_EMU_ORDER: unset, empty or "forward"; "reverse"; "random" or "random:SEED".  Random:
+ * the blocks of each launch in a shuffled order; within a block, after the start and after
+ * every barrier, the next thread to resume drawn at random among those not yet at the
+ * barrier; and a thread may yield to another at each emulated atomic (cuda_emu::atomicPoint),
+ * so threads interleave between barriers.  The generator is splitmix64, private to the
+ * emulator, and a run is fully determined by its seed (printed once to stderr). */
+enum Order { kForward, kReverse, kRandom };
+uint64_t rngState;
+
+uint64_t splitmix64() {
+  uint64_t z = (rngState += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n), n > 0 (multiply-shift; the bias is below 2^-32 for the n used here). */
+uint64_t randomBelow(uint64_t n) { return (uint64_t)(((unsigned __int128)splitmix64() * n) >> 64); }
+
+Order readOrder() {
+  const char* env = getenv("CUDA_EMU_ORDER");
+  if (env == NULL || *env == 0 || strcmp(env, "forward") == 0) return kForward;
+  if (strcmp(env, "reverse") == 0) return kReverse;
+  if (strncmp(env, "random", 6) == 0 && (env[6] == 0 || env[6] == ':')) {
+    uint64_t seed;
+    if (env[6] == ':') {
+      char* end = NULL;
+      errno = 0;
+      seed = strtoull(env + 7, &end, 0);
+      if (env[7] < '0' || env[7] > '9' || *end != 0 || errno != 0) {
+        fprintf(stderr, "cuda_emu: CUDA_EMU_ORDER=%s: the seed is not an unsigned number\n", env);
+        abort();
+      }
+    } else { /* a fresh seed per run: clock and process id, kept to 32 bits to be easy to copy */
+      struct timespec now;
+      clock_gettime(CLOCK_REALTIME, &now);
+      rngState = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+      rngState ^= (uint64_t)getpid() << 32;
+      seed = splitmix64() & 0xffffffffu;
+    }
+    rngState = seed;
+    fprintf(stderr, "cuda_emu: random block and thread order, CUDA_EMU_ORDER=random:%llu "
+            "reproduces this run\n", (unsigned long long)seed);
+    cuda_emu::yieldAtAtomics = 1;
+    return kRandom;
   }
-  return order;
+  fprintf(stderr, "cuda_emu: CUDA_EMU_ORDER=%s: expected forward, reverse, random or random:SEED\n", env);
+  abort();
+}
+
+Order order() {
+  static int order = -1;
+  if (order < 0) order = (int)readOrder();
+  return (Order)order;
 }
 
 /* A call that a global-mode capture forbids (allocation, synchronisation): fails and
@@ -75,6 +126,9 @@ thread_local std::vector<Fiber> fibers;
 thread_local ucontext_t scheduler;
 thread_local const std::function<void()>* body;
 thread_local int current = -1;
+thread_local int yielded;                    /* the current fiber left at a yield, not a barrier */
+thread_local std::vector<unsigned> runnable; /* random order: threads not yet at the barrier */
+thread_local std::vector<unsigned long long> blockOrder; /* random order: one launch's blocks */
 
 void trampoline() {
   (*body)();
@@ -108,14 +162,35 @@ void runBlock(dim3 block, const std::function<void()>& fn) {
   }
   for (;;) { /* one phase: every live thread runs to the next barrier or to its end */
     unsigned finished = 0, waiting = 0;
-    for (unsigned j = 0; j < n; j++) {
-      unsigned t = reverseOrder() ? n - 1 - j : j;
-      if (fibers[t].done) continue;
-      current = (int)t;
-      setThreadIdx(t, block);
-      swapcontext(&scheduler, &fibers[t].context);
-      if (fibers[t].done) finished++;
-      else waiting++;
+    if (order() == kRandom) {
+      /* resume a thread drawn at random among those still running in this phase; one that
+       * yielded (at an atomic) stays among them, one at the barrier or at its end leaves */
+      runnable.clear();
+      for (unsigned t = 0; t < n; t++)
+        if (!fibers[t].done) runnable.push_back(t);
+      while (!runnable.empty()) {
+        size_t i = (size_t)randomBelow(runnable.size());
+        unsigned t = runnable[i];
+        current = (int)t;
+        yielded = 0;
+        setThreadIdx(t, block);
+        swapcontext(&scheduler, &fibers[t].context);
+        if (yielded) continue;
+        if (fibers[t].done) finished++;
+        else waiting++;
+        runnable[i] = runnable.back();
+        runnable.pop_back();
+      }
+    } else {
+      for (unsigned j = 0; j < n; j++) {
+        unsigned t = order() == kReverse ? n - 1 - j : j;
+        if (fibers[t].done) continue;
+        current = (int)t;
+        setThreadIdx(t, block);
+        swapcontext(&scheduler, &fibers[t].context);
+        if (fibers[t].done) finished++;
+        else waiting++;
+      }
     }
     current = -1;
     if (waiting == 0) return;
@@ -130,8 +205,16 @@ void runBlock(dim3 block, const std::function<void()>& fn) {
 } // namespace
 
 namespace cuda_emu {
+int yieldAtAtomics = 0;
+
 void syncthreads() {
   if (current < 0) { fprintf(stderr, "cuda_emu: __syncthreads outside a kernel\n"); abort(); }
+  swapcontext(&fibers[(size_t)current].context, &scheduler);
+}
+
+void yieldAtAtomic() {
+  if (current < 0 || randomBelow(2) != 0) return; /* half the time: keep running */
+  yielded = 1;
   swapcontext(&fibers[(size_t)current].context, &scheduler);
 }
 
@@ -159,8 +242,14 @@ void runGrid(dim3 grid, dim3 block, const std::function<void()>& fn) {
   }
   gridDim = grid;
   blockDim = block;
+  if (order() == kRandom) { /* a Fisher-Yates shuffle of the launch's blocks */
+    blockOrder.resize(nblocks);
+    for (unsigned long long j = 0; j < nblocks; j++) blockOrder[j] = j;
+    for (unsigned long long j = nblocks - 1; j > 0; j--)
+      std::swap(blockOrder[j], blockOrder[randomBelow(j + 1)]);
+  }
   for (unsigned long long j = 0; j < nblocks; j++) {
-    unsigned long long b = reverseOrder() ? nblocks - 1 - j : j;
+    unsigned long long b = order() == kForward ? j : order() == kReverse ? nblocks - 1 - j : blockOrder[j];
     blockIdx.x = (unsigned)(b % grid.x);
     blockIdx.y = (unsigned)((b / grid.x) % grid.y);
     blockIdx.z = (unsigned)(b / ((unsigned long long)grid.x * grid.y));

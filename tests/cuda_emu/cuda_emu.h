@@ -10,8 +10,13 @@
  *   the grid block by block.  The threads of a block are cooperative fibers (ucontext):
  *   each runs until it reaches __syncthreads() or returns; when every thread of the block
  *   waits at the barrier, all are released.  A barrier reached by only part of a block is
- *   reported and aborts.  The order in which blocks and threads run is forward, or reversed
- *   with CUDA_EMU_ORDER=reverse (a result that depends on it is a race in the kernel).
+ *   reported and aborts.  The order in which blocks and threads run is forward, reversed
+ *   with CUDA_EMU_ORDER=reverse, or random with CUDA_EMU_ORDER=random or random:SEED: the
+ *   blocks of each launch shuffled, the threads of a block resumed in a random order at its
+ *   start and after every barrier, and a thread yielding to another at random at each atomic
+ *   (atomicAdd & co.), so threads also interleave between barriers.  The seed (from the clock
+ *   and process id when not given) is printed once to stderr; the same seed gives the same
+ *   run.  A result that depends on the order is a race in the kernel.
  * - Device memory is host memory from cudaMalloc, filled with 0xff bytes (NaN floats) so a
  *   read of memory never written shows; cudaPointerGetAttributes reports it as device memory.
  * - A stream being captured (cudaStreamBeginCapture) records its work into the graph; in
@@ -133,6 +138,10 @@ extern thread_local dim3 blockDim, gridDim;
 
 namespace cuda_emu {
 void syncthreads();
+/* CUDA_EMU_ORDER=random: each emulated atomic may first yield to another thread of the block. */
+extern int yieldAtAtomics;
+void yieldAtAtomic();
+inline void atomicPoint() { if (yieldAtAtomics) yieldAtAtomic(); }
 /* Run op on the stream now, or record it if the stream is being captured. */
 void enqueue(cudaStream_t stream, std::function<void()> op);
 /* Run a grid: body once per thread, blocks one after the other; errors go to the last error. */
@@ -162,13 +171,24 @@ Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t stream, void (*kernel)(P
 
 inline void __syncthreads() { cuda_emu::syncthreads(); }
 
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  cuda_emu::atomicPoint();
   return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
-inline unsigned atomicOr(unsigned* p, unsigned v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+inline int atomicAdd(int* p, int v) {
+  cuda_emu::atomicPoint();
+  return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  cuda_emu::atomicPoint();
+  return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+inline unsigned atomicOr(unsigned* p, unsigned v) {
+  cuda_emu::atomicPoint();
+  return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);
+}
 inline unsigned atomicMax(unsigned* p, unsigned v) {
+  cuda_emu::atomicPoint();
   unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
   while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
   return old;

@@ -17,9 +17,9 @@
  * be byte-identical (e, h, H, w, previous gradients, step counters, restart history), and
  * the statistics the device comm keeps on the device.
  *
- * SPARCCL_TEST_SCALE (compile time): 1 (the default) the full GPU sizes, 0 the emulator's.
- * EMU_TESTS_SUBSET=select (run time) runs only the selection tests (for a second,
- * reverse-order emulator run).  In the emulator build, n processes (mpirun -np n): the
+ * SPARCCL_TEST_SCALE (compile time): 1 (the default) the full GPU sizes, 0 the emulator's
+ * (also built for the GPU, for compute-sanitizer).  EMU_TESTS_SUBSET=select (run time) runs
+ * only the selection tests (the emulator's reverse-order and random-order runs).  In the emulator build, n processes (mpirun -np n): the
  * device comm has n ranks (the fake NCCL gathers over MPI) and is compared with a host comm
  * over MPI_COMM_WORLD; the real build always runs one rank per process (MPI_COMM_SELF).
  */
