@@ -9,9 +9,14 @@
 #   tools/gpu_session.sh check [OUT]   on the GPU machine: takes what is missing from
 #                                      .device/, runs `make gpucheck` and leaves the table
 #                                      and every log in OUT (default $OUT, else build-gpu).
+#   tools/gpu_session.sh preload [OUT] on the GPU machine: tools/gpu_preload_check.sh (the
+#                                      NCCL preload under nccl-tests, the PyTorch DDP hook)
+#                                      with the bundled nccl-tests source.
 #
-# The device tool's call (docs/PERFORMANCE.md, "GPU (device path)"):
+# The device tool's calls (docs/PERFORMANCE.md, "GPU (device path)"):
 #   run(command="bash tools/gpu_session.sh check", carry=[".device"], timeout_s=600)
+#   run(command="bash tools/gpu_session.sh preload", carry=[".device"], timeout_s=600)
+# GPUCHECK_STEPS="suite perf" (say) runs only some of gpucheck's steps.
 # SPARCCL_BUNDLE_FORCE=1 makes `check` use the bundle even where the machine has MPI or
 # Check (how this script is tested on a CPU machine).
 set -u
@@ -39,6 +44,21 @@ make_bundle() {
     fail "apt-get download check libsubunit-dev libsubunit0 failed"
   test -d "$shared/layouts" || fail "no layouts in $shared/layouts (set SHARED=...)"
   rm -rf "$bundle/layouts" && cp -r "$shared/layouts" "$bundle/layouts" && chmod -R u+w "$bundle/layouts"
+  # nccl-tests for tools/gpu_preload_check.sh: a checkout, or a bare mirror (git archive).
+  local src=${NCCL_TESTS_SRC:-} d
+  if [ -z "$src" ]; then
+    for d in "$shared/nccl-tests" /work/.mirror/NVIDIA+nccl-tests/repo; do
+      [ -e "$d" ] && { src=$d; break; }
+    done
+  fi
+  rm -rf "$bundle/nccl-tests"
+  if [ -n "$src" ] && [ -d "$src/src" ]; then
+    cp -r "$src" "$bundle/nccl-tests"
+  elif [ -n "$src" ] && git --git-dir="$src" rev-parse HEAD >/dev/null 2>&1; then
+    mkdir -p "$bundle/nccl-tests" && git --git-dir="$src" archive HEAD | tar -x -C "$bundle/nccl-tests"
+  else
+    echo "gpu_session: no nccl-tests source (set NCCL_TESTS_SRC): the preload step will be skipped"
+  fi
   du -sh "$bundle"
   echo "gpu_session: bundle ready; on the GPU machine: bash tools/gpu_session.sh check (carry .device)"
 }
@@ -98,8 +118,47 @@ run_check() {
   return $rc
 }
 
+# NCCL for builds that want lib/libnccl.so (nccl-tests): a wheel has only libnccl.so.2, so
+# point NCCL_HOME at a directory of links beside it.
+use_nccl_home() {
+  local root=$1 nh=${NCCL_HOME:-}
+  if [ -z "$nh" ]; then
+    for nh in /usr/local/cuda /usr; do [ -f $nh/include/nccl.h ] && break; nh=; done
+    [ -n "$nh" ] || nh=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
+  fi
+  [ -n "$nh" ] && [ -f "$nh/include/nccl.h" ] || fail "no NCCL found (set NCCL_HOME)"
+  if [ ! -e "$nh/lib/libnccl.so" ] && [ ! -e "$nh/lib64/libnccl.so" ] && [ -e "$nh/lib/libnccl.so.2" ]; then
+    rm -rf "$root/nccl" && mkdir -p "$root/nccl/lib"
+    ln -s "$nh/include" "$root/nccl/include"
+    ln -s "$nh/lib/libnccl.so.2" "$root/nccl/lib/libnccl.so.2"
+    ln -s libnccl.so.2 "$root/nccl/lib/libnccl.so"
+    nh=$root/nccl
+  fi
+  export NCCL_HOME=$nh
+  # nccl-tests and the preload (no rpath, by design) find libnccl.so.2 through this
+  export LD_LIBRARY_PATH=$nh/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
+
+run_preload() {
+  local out=${1:-${OUT:-$here/build-gpu}} root=/tmp/sparccl-device build=build-gpu rc
+  mkdir -p "$out" "$root" || fail "cannot create $out"
+  cd "$here" || exit 1
+  use_bundled_mpi "$root"
+  use_nccl_home "$root"
+  export NCCL_TESTS_SRC=${NCCL_TESTS_SRC:-$bundle/nccl-tests}
+  bash tools/gpu_preload_check.sh $build > "$out/preload.log" 2>&1
+  rc=$?
+  cat "$out/preload.log"
+  cp "$build/gpu_preload_check.md" "$out/" 2>/dev/null
+  (cd $build && tar czf "$out/preload_logs.tgz" --ignore-failed-read gpu_preload_check.md \
+     nccl-tests-build.log preload_*.log preload_*.err ddp_smoke.log 2>/dev/null)
+  echo "gpu_session: results in $out (exit $rc)"
+  return $rc
+}
+
 case "${1:-}" in
   bundle) make_bundle ;;
   check) shift; run_check "$@" ;;
-  *) echo "usage: tools/gpu_session.sh bundle | check [OUT]" >&2; exit 2 ;;
+  preload) shift; run_preload "$@" ;;
+  *) echo "usage: tools/gpu_session.sh bundle | check [OUT] | preload [OUT]" >&2; exit 2 ;;
 esac
