@@ -117,6 +117,14 @@ cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* 
                                           const void* q, const void* g, int simplex,
                                           cudaStream_t stream);
 
+/* The elements i of chunk ch that this thread takes, strided over the block.  The stride
+ * runs on the offset within the chunk: in the last chunk of a layer of nearly 2^32 elements
+ * (SPEC 2 allows 2^32 - 1), `i += blockDim.x` would wrap past 2^32 - 1 to the layer's first
+ * elements and never end. */
+#define SPARCCL_FOR_CHUNK(i, ch)                                                     \
+  for (uint32_t i##Offset_ = threadIdx.x, i = (ch).begin + threadIdx.x;              \
+       i##Offset_ < (ch).end - (ch).begin; i##Offset_ += blockDim.x, i = (ch).begin + i##Offset_)
+
 /* A float NaN with the canonical bits (host and device). */
 __device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }
 

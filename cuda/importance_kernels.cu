@@ -6,7 +6,7 @@ __global__ void probeKernel(KernelArgs a, const void* params, const void* grad, 
                             float gamma) {
   const DeviceChunk ch = a.chunks[blockIdx.x];
   const DeviceLayer L = a.layers[ch.layer];
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float w = (L.sparse && a.importance) ? a.importance[at] : 1.0f;
     sparccl_store(out, at, a.dtype,
@@ -21,7 +21,7 @@ __global__ void exponentKernel(KernelArgs a, const void* q, const void* g, uint3
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
   uint32_t bad = 0, best = 0;
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.rate);
     bad |= !sparccl_is_finite(z);
@@ -40,7 +40,7 @@ __global__ void cubeKernel(KernelArgs a, const void* q, const void* g) {
   const DeviceChunk ch = a.chunks[blockIdx.x];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse || a.skip[ch.layer]) return;
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     a.importance[at] = sparccl_cube_step(a.importance[at], sparccl_load(q, at, a.dtype),
                                          sparccl_load(g, at, a.dtype), a.rate, a.low, a.high);
@@ -83,7 +83,7 @@ __global__ void simplexWeightKernel(KernelArgs a, const void* q, const void* g,
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse || a.skip[ch.layer]) return;
   const float zm = unorderFloat(zmax[ch.layer]);
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.rate);
     a.importance[at] = sparccl_simplex_weight((double)L.count,

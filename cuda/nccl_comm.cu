@@ -134,8 +134,9 @@ static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
 
 static void deviceFreeSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   DeviceSet* ds = (DeviceSet*)set->device;
-  /* the released set's counters stay in the comm's totals (this also waits for its work) */
-  if (ds != NULL && ds->lastStream != NULL) addCounters(ds, &comm->stats);
+  /* the released set's counters stay in the comm's totals (this also waits for its work);
+   * a NULL lastStream is the legacy stream, where the last call went */
+  if (ds != NULL) addCounters(ds, &comm->stats);
   freeDeviceSet(ds);
   set->device = NULL;
 }
@@ -309,20 +310,23 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
 static sparcclResult_t deviceProbe(sparcclComm_t comm, sparcclLayerSet_t* set,
                                    const void* params, const void* grad, void* out, int dtype,
                                    void* stream) {
+  DeviceSet* ds = (DeviceSet*)set->device;
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
-  cudaError_t err = sparcclLaunchProbe(a, (DeviceSet*)set->device, params, grad, out,
+  cudaError_t err = sparcclLaunchProbe(a, ds, params, grad, out,
                                        (float)comm->config.importanceGamma, (cudaStream_t)stream);
   CUDACHECK(err, "sparcclImportanceProbe");
+  ds->lastStream = (cudaStream_t)stream; /* a reset of w orders after this read of it */
   return sparcclSuccess;
 }
 
 static sparcclResult_t deviceUpdate(sparcclComm_t comm, sparcclLayerSet_t* set, const void* q,
                                     const void* g, int dtype, void* stream) {
+  DeviceSet* ds = (DeviceSet*)set->device;
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
   cudaError_t err = sparcclLaunchImportanceUpdate(
-      a, (DeviceSet*)set->device, q, g, comm->config.importance == sparcclImportanceSimplex,
-      (cudaStream_t)stream);
+      a, ds, q, g, comm->config.importance == sparcclImportanceSimplex, (cudaStream_t)stream);
   CUDACHECK(err, "sparcclImportanceUpdate");
+  ds->lastStream = (cudaStream_t)stream; /* save, reset and stats wait for this update */
   return sparcclSuccess;
 }
 
@@ -348,16 +352,20 @@ static sparcclResult_t deviceScale(sparcclComm_t comm, sparcclLayerSet_t* set, f
 }
 
 /* Device arrays <-> the host mirror: each layer's e, h, H, w, previous g in the order
- * src/comm.c lays them out in set->stateMemory, plus step counters and restart history. */
+ * src/comm.c lays them out in set->stateMemory, plus step counters and restart history.
+ * Every copy goes on the set's stream and the stream is synchronised before returning: a
+ * plain cudaMemcpy from pageable memory may return before its DMA has landed, and runs on
+ * the legacy stream, which a non-blocking caller stream does not wait for. */
 static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set, int toHost) {
   DeviceSet* ds = (DeviceSet*)set->device;
+  cudaStream_t stream = ds->lastStream;
   cudaMemcpyKind kind = toHost ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
   size_t lag = (size_t)comm->config.restartLag + 1, i;
   unsigned long long* steps = (unsigned long long*)malloc(set->nlayers * sizeof(unsigned long long));
   int* havePrev = (int*)malloc(set->nlayers * sizeof(int));
   DeviceCounters counters;
   if (steps == NULL || havePrev == NULL) { free(steps); free(havePrev); return sparcclSystemError; }
-  CUDACHECK(cudaStreamSynchronize(ds->lastStream), "state transfer");
+  CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     float* host[] = {l->error, l->h, l->H, l->importance, l->prevGrad};
@@ -365,17 +373,18 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
     for (int j = 0; j < 5; j++) {
       if (host[j] == NULL || dev[j] == NULL) continue;
       float* d = dev[j] + l->offset;
-      CUDACHECK(toHost ? cudaMemcpy(host[j], d, l->count * sizeof(float), kind)
-                       : cudaMemcpy(d, host[j], l->count * sizeof(float), kind), "state transfer");
+      CUDACHECK(toHost ? cudaMemcpyAsync(host[j], d, l->count * sizeof(float), kind, stream)
+                       : cudaMemcpyAsync(d, host[j], l->count * sizeof(float), kind, stream), "state transfer");
     }
     steps[i] = l->step;
     havePrev[i] = l->havePrevGrad;
   }
   if (toHost) {
-    CUDACHECK(cudaMemcpy(steps, ds->layerSteps, set->nlayers * sizeof(*steps), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(havePrev, ds->havePrevGrad, set->nlayers * sizeof(int), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(&counters, ds->counters, sizeof(counters), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(set->normHistory, ds->normRing, lag * sizeof(double), kind), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(steps, ds->layerSteps, set->nlayers * sizeof(*steps), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(havePrev, ds->havePrevGrad, set->nlayers * sizeof(int), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(set->normHistory, ds->normRing, lag * sizeof(double), kind, stream), "state transfer");
+    CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
     for (i = 0; i < set->nlayers; i++) {
       set->layers[i].step = steps[i];
       set->layers[i].havePrevGrad = havePrev[i];
@@ -383,16 +392,18 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
     set->steps = counters.steps;
     set->normCount = counters.normCount;
   } else {
-    CUDACHECK(cudaMemcpy(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost, stream), "state transfer");
+    CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
     counters.steps = set->steps;
     counters.normCount = set->normCount;
-    CUDACHECK(cudaMemcpy(ds->counters, &counters, sizeof(counters), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(ds->layerSteps, steps, set->nlayers * sizeof(*steps), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(ds->havePrevGrad, havePrev, set->nlayers * sizeof(int), kind), "state transfer");
-    CUDACHECK(cudaMemcpy(ds->normRing, set->normHistory, lag * sizeof(double), kind), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(ds->counters, &counters, sizeof(counters), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(ds->layerSteps, steps, set->nlayers * sizeof(*steps), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(ds->havePrevGrad, havePrev, set->nlayers * sizeof(int), kind, stream), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(ds->normRing, set->normHistory, lag * sizeof(double), kind, stream), "state transfer");
     /* layer ids may have been renumbered by the file */
     for (i = 0; i < set->nlayers; i++) ds->hostLayers[i].id = set->layers[i].id;
-    CUDACHECK(cudaMemcpy(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), kind), "state transfer");
+    CUDACHECK(cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), kind, stream), "state transfer");
+    CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
   }
   free(steps);
   free(havePrev);

@@ -35,7 +35,7 @@ __global__ void updateKernel(KernelArgs a, const void* send) {
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse || a.skip[ch.layer]) return;
   const int havePrev = a.havePrevGrad[ch.layer];
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float g = sparccl_load(send, at, a.dtype);
     if (a.error) a.error[at] = a.error[at] + g;
@@ -94,7 +94,7 @@ __global__ void outputKernel(KernelArgs a, void* recv) {
   const DeviceLayer L = a.layers[ch.layer];
   const float n = (float)a.nranks;
   const int skip = L.sparse && a.skip[ch.layer];
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float v;
     if (skip) {
@@ -110,7 +110,7 @@ __global__ void outputKernel(KernelArgs a, void* recv) {
                                   a.valueBytes))[L.densePos + i];
       }
       if (L.sparse && a.H) {
-        a.H[at] = a.H[at] + s / n;
+        a.H[at] = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
         v = a.op == sparcclSum ? a.H[at] * n : a.H[at];
       } else {
         v = a.op == sparcclSum ? s : s / n;
@@ -152,7 +152,7 @@ __global__ void policyKernel(KernelArgs a) {
     size_t blocks = (a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK;
     double total = 0.0;
     for (size_t b = 0; b < blocks; b++) total += a.blockSums[b];
-    double norm = sqrt(total);
+    double norm = sparccl_canonical_nan_double(sqrt(total)); /* NaN bits as on the host */
     unsigned long long t = c->normCount++;
     unsigned long long ring = (unsigned long long)a.restartLag + 1;
     a.normRing[t % ring] = norm;

@@ -52,13 +52,13 @@ __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* bl
 template <int C, int F, typename Key>
 __global__ void keyKernel(KernelArgs a, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
-  __shared__ int bad;
+  __shared__ uint32_t bad;
   const DeviceChunk ch = a.chunks[blockIdx.x];
   const DeviceLayer L = a.layers[ch.layer];
   const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
   if (!L.sparse) {
     float* dense = (float*)(a.sendBlock + a.indexBytes + a.valueBytes) + L.densePos;
-    for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x)
+    SPARCCL_FOR_CHUNK(i, ch)
       dense[i] = sparccl_load(send, L.offset + i, a.dtype);
     return;
   }
@@ -69,7 +69,7 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   const int havePrev = a.havePrevGrad[ch.layer];
   const uint32_t rank = a.rank;
   int finite = 1;
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float g = sparccl_load(send, at, a.dtype);
     float x = keyInputAt<F>(a, at, g);
@@ -86,7 +86,7 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
     ((Key*)a.keys)[at] = key;
     atomicAdd(&hist[(uint32_t)(key >> shift)], 1u);
   }
-  if (!finite) bad = 1; /* benign race: every writer writes 1 */
+  if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
   if (!L.all)
     for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
@@ -157,7 +157,7 @@ __global__ void digitKernel(KernelArgs a, int pass) {
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
   __syncthreads();
   const Key* keys = (const Key*)a.keys + L.offset;
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     Key key = keys[i];
     if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
   }
@@ -184,7 +184,7 @@ __global__ void countKernel(KernelArgs a) {
   if (!L.sparse) return;
   const DeviceSelect S = a.select[ch.layer];
   uint32_t greater = 0, equal = 0, total;
-  for (uint32_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
+  SPARCCL_FOR_CHUNK(i, ch) {
     int gt, eq;
     classify<Key>(a, L, S, i, &gt, &eq);
     greater += gt;
@@ -239,16 +239,19 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   void* values = a.sendBlock + a.indexBytes + L.valuePos * wireSize;
   if (blockFlags(a, a.sendBlock)[L.flagPos]) {
     /* non-finite on this rank: a well-formed empty-valued set, as the CPU path */
-    for (uint32_t p = ch.begin + threadIdx.x; p < ch.end && p < L.k; p += blockDim.x) {
+    SPARCCL_FOR_CHUNK(p, ch) {
+      if (p >= L.k) break;
       indices[p] = p;
       sparccl_wire_store(values, p, a.wireType, 0.0f);
     }
     return;
   }
   const DeviceSelect S = a.select[ch.layer];
-  const uint32_t first = ch.begin + threadIdx.x * SPARCCL_PER_THREAD;
-  uint32_t last = first + SPARCCL_PER_THREAD;
-  if (last > ch.end) last = ch.end;
+  /* this thread's elements [first, last) of the chunk, as offsets (ch.begin + offset + 16
+   * could wrap past 2^32 - 1 in a layer's last chunk) */
+  const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
+  const uint32_t first = ch.begin + (lo < size ? lo : size);
+  const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
   uint32_t equal = 0, total;
   for (uint32_t i = first; i < last; i++) {
     int gt, eq;

@@ -63,14 +63,17 @@ static void writeOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
   size_t i;
   int ef21 = l->H != NULL;
   int wantNorm = comm->config.restartRatio > 0.0;
-  /* float32 sum, summed in place into out, no norm wanted: v = sum[i] would be stored back
-   * to where it is (same bits), so the pass over the layer is skipped. */
-  if (!ef21 && !wantNorm && op == sparcclSum && dtype == sparcclFloat32 && (void*)sum == out)
+  /* float32 sum of a sparse layer, summed in place into out, no norm wanted: v = sum[i]
+   * would be stored back to where it is (same bits: a sum of finite wire values is never
+   * NaN), so the pass over the layer is skipped.  A dense layer's sum can be a NaN, which
+   * the store makes canonical. */
+  if (l->sparse && !ef21 && !wantNorm && op == sparcclSum && dtype == sparcclFloat32 &&
+      (void*)sum == out)
     return;
   for (i = 0; i < l->count; i++) {
     float v;
     if (ef21) {
-      l->H[i] = l->H[i] + sum[i] / n;
+      l->H[i] = sparccl_canonical_nan(l->H[i] + sum[i] / n);
       v = op == sparcclSum ? l->H[i] * n : l->H[i];
     } else {
       v = op == sparcclSum ? sum[i] : sum[i] / n;

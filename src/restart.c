@@ -41,7 +41,7 @@ void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set,
          (unsigned long long)set->key, (unsigned long long)set->steps, c->restartEvery);
   }
   if (c->restartRatio > 0.0) {
-    double norm = sqrt(normSquared);
+    double norm = sparccl_canonical_nan_double(sqrt(normSquared)); /* as on the device */
     double before = pushHistory(set->normHistory, &set->normCount, c->restartLag, norm);
     if (before > 0.0 && norm / before > c->restartRatio) {
       restart = 1;

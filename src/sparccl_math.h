@@ -57,6 +57,20 @@ SPARCCL_HD int sparccl_is_finite(float x) {
 
 #define SPARCCL_CANONICAL_NAN_BITS 0x7fc00000u
 
+/* Any NaN as the canonical one.  IEEE leaves open which NaN an operation returns: x86 passes
+ * an input's sign and payload through (which input's depends on the compiler's operand
+ * order), NVIDIA GPUs return their own 0x7fffffff.  Outputs and state that can hold a
+ * computed NaN (dense sums, EF21's H, the restart norm) go through these, so that the CPU
+ * reference and the GPU agree to the bit (SPEC 3a). */
+SPARCCL_HD float sparccl_canonical_nan(float v) {
+  return (sparccl_float_bits(v) & 0x7fffffffu) > 0x7f800000u
+             ? sparccl_bits_float(SPARCCL_CANONICAL_NAN_BITS) : v;
+}
+SPARCCL_HD double sparccl_canonical_nan_double(double v) {
+  return (sparccl_double_bits(v) & 0x7fffffffffffffffull) > 0x7ff0000000000000ull
+             ? sparccl_bits_double(0x7ff8000000000000ull) : v;
+}
+
 /* ------------------------------------------------- float16 / bfloat16 (SPEC 1, 4) */
 
 SPARCCL_HD float sparccl_half_to_float(uint16_t h) {
@@ -131,8 +145,10 @@ SPARCCL_HD float sparccl_load(const void* p, size_t i, int dtype) {
   return sparccl_bfloat16_to_float(((const uint16_t*)p)[i]);
 }
 
-/* The output conversion: once, at the end, overflow to Inf, NaN stays NaN. */
+/* The output conversion: once, at the end, overflow to Inf, NaN stays NaN (the canonical
+ * one: a sum of NaNs has no portable payload). */
 SPARCCL_HD void sparccl_store(void* p, size_t i, int dtype, float v) {
+  v = sparccl_canonical_nan(v);
   if (dtype == SPARCCL_DT_FLOAT32) ((float*)p)[i] = v;
   else if (dtype == SPARCCL_DT_FLOAT16) ((uint16_t*)p)[i] = sparccl_float_to_half(v, 0);
   else ((uint16_t*)p)[i] = sparccl_float_to_bfloat16(v, 0);

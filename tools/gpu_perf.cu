@@ -28,6 +28,16 @@ extern "C" {
     }                                                                                 \
   } while (0)
 
+/* A failed call would otherwise print timings of work that never ran. */
+#define SPARCCL_OK(call)                                                              \
+  do {                                                                                \
+    int r_ = (int)(call);                                                             \
+    if (r_ != 0) {                                                                    \
+      fprintf(stderr, "%s:%d %s failed (%d)\n", __FILE__, __LINE__, #call, r_);      \
+      exit(1);                                                                        \
+    }                                                                                 \
+  } while (0)
+
 /* Copy bandwidth: bytes read + written per second by a device-to-device copy. */
 static double copyBandwidth(size_t bytes) {
   void *a, *b;
@@ -98,12 +108,12 @@ int main(int argc, char** argv) {
     /* dense ncclAllReduce on a one-rank communicator, for reference */
     ncclComm_t nc;
     ncclUniqueId id;
-    ncclGetUniqueId(&id);
-    ncclCommInitRank(&nc, 1, id, 0);
+    SPARCCL_OK(ncclGetUniqueId(&id));
+    SPARCCL_OK(ncclCommInitRank(&nc, 1, id, 0));
     float denseMs = 0;
     for (int i = 0; i < warmup + iters; i++) {
       if (i == warmup) CHECK(cudaEventRecord(ev[0], stream));
-      ncclAllReduce(grad, out, count, ncclFloat32, ncclSum, nc, stream);
+      SPARCCL_OK(ncclAllReduce(grad, out, count, ncclFloat32, ncclSum, nc, stream));
     }
     CHECK(cudaEventRecord(ev[1], stream));
     CHECK(cudaEventSynchronize(ev[1]));
@@ -116,7 +126,7 @@ int main(int argc, char** argv) {
       c.density = density;
       c.importance = sparcclImportanceNone;
       if (sparcclCommInitNccl(&comm, nc, &c) != sparcclSuccess) { fprintf(stderr, "init failed\n"); return 1; }
-      sparcclRegisterLayout(comm, grad, nlayers, counts);
+      SPARCCL_OK(sparcclRegisterLayout(comm, grad, nlayers, counts));
       sparcclLayerSet_t* set = sparcclFindSet(comm, 0, (uint64_t)(uintptr_t)grad, count);
       DeviceSet* ds = (DeviceSet*)set->device;
       KernelArgs ka = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
@@ -124,17 +134,17 @@ int main(int argc, char** argv) {
       for (int i = 0; i < warmup + iters; i++) {
         float ms[3], whole;
         CHECK(cudaEventRecord(ev[0], stream));
-        sparcclLaunchCompress(ka, ds, grad, stream);
+        CHECK(sparcclLaunchCompress(ka, ds, grad, stream));
         CHECK(cudaEventRecord(ev[1], stream));
-        ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes, ncclUint8, nc, stream);
+        SPARCCL_OK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes, ncclUint8, nc, stream));
         CHECK(cudaEventRecord(ev[2], stream));
-        sparcclLaunchDecompress(ka, ds, grad, out, stream);
+        CHECK(sparcclLaunchDecompress(ka, ds, grad, out, stream));
         CHECK(cudaEventRecord(ev[3], stream));
         CHECK(cudaEventSynchronize(ev[3]));
         for (int e = 0; e < 3; e++) CHECK(cudaEventElapsedTime(&ms[e], ev[e], ev[e + 1]));
         /* the public call, timed whole */
         CHECK(cudaEventRecord(ev[0], stream));
-        sparcclAllReduce(grad, out, count, sparcclFloat32, sparcclSum, comm, stream);
+        SPARCCL_OK(sparcclAllReduce(grad, out, count, sparcclFloat32, sparcclSum, comm, stream));
         CHECK(cudaEventRecord(ev[1], stream));
         CHECK(cudaEventSynchronize(ev[1]));
         CHECK(cudaEventElapsedTime(&whole, ev[0], ev[1]));

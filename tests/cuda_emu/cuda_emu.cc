@@ -234,7 +234,8 @@ void runGrid(dim3 grid, dim3 block, const std::function<void()>& fn) {
   unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
   unsigned nthreads = block.x * block.y * block.z;
   launches++;
-  if (nblocks == 0 || nthreads == 0 || nthreads > 1024 || grid.y > 65535 || grid.z > 65535) {
+  if (nblocks == 0 || nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 ||
+      block.z > 64 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
     fprintf(stderr, "cuda_emu: invalid launch configuration (grid %u,%u,%u block %u,%u,%u)\n",
             grid.x, grid.y, grid.z, block.x, block.y, block.z);
     fail(cudaErrorInvalidConfiguration);

@@ -19,12 +19,14 @@
  *   run.  A result that depends on the order is a race in the kernel.
  * - Device memory is host memory from cudaMalloc, filled with 0xff bytes (NaN floats) so a
  *   read of memory never written shows; cudaPointerGetAttributes reports it as device memory.
+ *   A kernel launched with a pointer argument that is not device memory aborts (a GPU
+ *   would fault).
  * - A stream being captured (cudaStreamBeginCapture) records its work into the graph; in
  *   global capture mode an allocation or a synchronising call during a capture fails and
  *   invalidates it, as on a GPU.
  * Not emulated: warps (no __shfl/__ballot here), concurrency between blocks or streams,
- * the memory model (everything is sequentially consistent), device limits beyond 1024
- * threads per block.
+ * the memory model (everything is sequentially consistent), device limits beyond the
+ * launch configuration's (grid and block sizes are checked).
  */
 #ifndef SPARCCL_CUDA_EMU_H_
 #define SPARCCL_CUDA_EMU_H_
@@ -116,6 +118,8 @@ unsigned long long cudaEmuBlocks(void);
 } /* extern "C" */
 
 /* ------------------------------------------------------------ the kernel side (C++) */
+#include <stdio.h>
+#include <stdlib.h>
 #include <functional>
 #include <tuple>
 #include <type_traits>
@@ -147,6 +151,20 @@ void enqueue(cudaStream_t stream, std::function<void()> op);
 /* Run a grid: body once per thread, blocks one after the other; errors go to the last error. */
 void runGrid(dim3 grid, dim3 block, const std::function<void()>& body);
 
+/* A pointer kernel argument must be NULL or device memory: a GPU faults on a host pointer
+ * (an illegal address), which the CPU here would read without complaint. */
+template <typename T>
+void checkKernelArgument(const T& value) {
+  if constexpr (std::is_pointer<T>::value) {
+    cudaPointerAttributes attr;
+    if (value != nullptr && (cudaPointerGetAttributes(&attr, (const void*)value) != cudaSuccess ||
+                             attr.type != cudaMemoryTypeDevice)) {
+      fprintf(stderr, "cuda_emu: kernel argument %p is not device memory\n", (const void*)value);
+      abort();
+    }
+  }
+}
+
 template <typename... P>
 struct Launch {
   void (*kernel)(P...);
@@ -158,6 +176,7 @@ struct Launch {
     dim3 g = grid, b = block;
     /* Arguments are copied at launch, as CUDA copies kernel parameters. */
     std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+    std::apply([](const auto&... p) { (checkKernelArgument(p), ...); }, params);
     enqueue(stream, [k, g, b, params]() { runGrid(g, b, [&]() { std::apply(k, params); }); });
   }
 };

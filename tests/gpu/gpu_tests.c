@@ -275,10 +275,13 @@ START_TEST(test_sizes) {
 END_TEST
 
 /* Non-finite values in one layer (on one rank only when there are several): output NaN,
- * state unchanged, the same as the CPU; without (_i 0) and with (_i 1) a restart ratio. */
+ * state unchanged, the same as the CPU; without (_i 0) and with (_i 1) a restart ratio.
+ * Step 3: a NaN with a sign and payload in the dense layer, summed (a GPU returns its own
+ * NaN from the sum, x86 the input's): the output and the restart norm hold the canonical
+ * NaN on both. */
 START_TEST(test_nonfinite) {
-  size_t counts[] = {5000, 6000};
-  size_t count = 11000, bytes = count * 4;
+  size_t counts[] = {5000, 6000, 50};
+  size_t count = 11050, bytes = count * 4;
   sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
   if (_i == 1) c.restartRatio = 1.5;
   sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
@@ -286,17 +289,19 @@ START_TEST(test_nonfinite) {
   float* d;
   int last = worldSize - 1;
   CUDA_OK(cudaMalloc((void**)&d, bytes));
-  sparcclRegisterLayout(host, h, 2, counts);
-  sparcclRegisterLayout(device, d, 2, counts);
+  sparcclRegisterLayout(host, h, 3, counts);
+  sparcclRegisterLayout(device, d, 3, counts);
   for (int s = 0; s < 4; s++) {
     fill(h, count, sparcclFloat32, 40 + (uint64_t)s, 0);
     if (s == 1 && worldRank == last) h[7000] = NAN;
     if (s == 2 && worldRank == 0) h[10] = INFINITY;
+    if (s == 3 && worldRank == 0) h[11007] = sparccl_bits_float(0xff800123u); /* dense */
     CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
     ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
     ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
     CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
     assertSameOutput(back, out, bytes, 4, "non-finite", s);
+    if (s == 3) ck_assert_uint_eq(sparccl_float_bits(back[11007]), SPARCCL_CANONICAL_NAN_BITS);
   }
   assertSameState(host, device, "non-finite");
   sparcclStats_t hs, ds;
