@@ -11,8 +11,15 @@ extern "C" {
 #endif
 
 /* A device comm on a communicator the caller owns (destroying the sparccl comm leaves it
- * alive).  Local: no communication happens until a key's first call.  Buffers of every call live in GPU memory of the
- * current device; work is enqueued on the caller's stream. */
+ * alive).  Local: no communication happens until a key's first call.  Buffers of every
+ * call live in GPU memory of the current device; work is enqueued on the caller's stream.
+ *
+ * Streams: the calls on one key use that key's state and scratch memory, so they must be
+ * ordered: issue them on one stream, or order the streams (cudaStreamWaitEvent), as with
+ * any buffer two streams share.  Save, load, stats, reset, restart and scale wait for the
+ * stream of the key's last call; they synchronise with the host, so they are not allowed
+ * while that stream is being captured into a CUDA graph (sparcclAllReduce on a key that
+ * already exists is). */
 sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
                                     const sparcclConfig_t* config);
 
