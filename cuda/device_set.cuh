@@ -72,7 +72,10 @@ struct DeviceArrays {
   uint64_t *chunkTiesBefore, *chunkOffset;
   uint32_t* sharedIndices;
   uint8_t *sendBlock, *recvBlocks;
-  float* sums;
+  /* nchunks x nranks, chunk-major: rank r's first position (layer-local, in its section of
+   * the chunk's sparse layer) whose index falls in the chunk or after it */
+  uint32_t* rankStarts;
+  float* sums; /* the float32 outputs, for the restart norm (restartRatio > 0 only) */
   uint32_t* skip;
   double* blockSums;
 };
@@ -86,7 +89,9 @@ struct DeviceSet : DeviceArrays {
 
 /* Everything a kernel needs, by value: the arrays and the call's scalars. */
 struct KernelArgs : DeviceArrays {
-  uint32_t nlayers, nsparse, nranks, rank;
+  uint32_t nlayers, nsparse, nranks;
+  uint32_t rank;     /* the Philox counter's rank: 0 on every rank under shared randomness */
+  uint32_t commRank; /* this rank: its block in recvBlocks */
   int compressor, feedback, wireType, dtype, op, online;
   uint64_t seed;
   float rate, low, high;

@@ -83,6 +83,7 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.nsparse = ds->nsparse;
   a.nranks = (uint32_t)comm->nranks;
   a.rank = c->sharedRandomness ? 0u : (uint32_t)comm->rank;
+  a.commRank = (uint32_t)comm->rank;
   a.compressor = c->compressor;
   a.feedback = c->feedback;
   a.wireType = c->wireType;
@@ -111,8 +112,8 @@ static void freeDeviceSet(DeviceSet* ds) {
                     ds->importance, ds->prevGrad, ds->layerSteps, ds->havePrevGrad,
                     ds->counters, ds->normRing, ds->keys, ds->hist, ds->select,
                     ds->chunkGreater, ds->chunkEqual, ds->chunkTiesBefore, ds->chunkOffset,
-                    ds->sharedIndices, ds->sendBlock, ds->recvBlocks, ds->sums, ds->skip,
-                    ds->blockSums};
+                    ds->sharedIndices, ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums,
+                    ds->skip, ds->blockSums};
   for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -212,7 +213,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->sharedIndices, (set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
   ALLOC(ds->sendBlock, set->blockBytes);
   ALLOC(ds->recvBlocks, set->blockBytes * (size_t)comm->nranks);
-  ALLOC(ds->sums, floats);
+  ALLOC(ds->rankStarts, nchunks * (size_t)comm->nranks * sizeof(uint32_t));
+  if (c->restartRatio > 0.0) ALLOC(ds->sums, floats);
   ALLOC(ds->skip, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->blockSums, (nchunks + set->nlayers) * sizeof(double));
   if (cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream) != cudaSuccess ||

@@ -1,12 +1,15 @@
 /*
- * After the exchange, on the device (SPEC 1, 2, 7):
+ * After the exchange, on the device (SPEC 1, 2, 7), 4 launches + 1 per restart kernel:
  *   skip flags (a layer non-finite on any rank is skipped everywhere; step counters)
- *   -> state update: e <- e + g (then e <- a - sent where selected), h <- h + sent,
- *      online importance step committed
- *   -> rank-ordered sums: one scatter launch per rank, in rank order; a rank's indices are
- *      unique within a layer, so no two threads of a launch touch one element: no atomics
- *   -> output pass (s, s / n, or EF21's H), converted once; dense layers summed in rank order
+ *   -> rank ranges: for every rank and chunk of a sparse layer, where that rank's section of
+ *      the layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
+ *   -> one block per chunk: e + g and the online importance step in shared memory; then the
+ *      rank-ordered sums, rank by rank with a barrier between ranks (a rank's indices are
+ *      unique within a layer, so no two threads of a rank touch one element: no atomics),
+ *      this rank's sent values also giving e <- a - sent and h <- h + sent; then e stored and
+ *      the output (s, s / n, or EF21's H) converted once.  Dense layers: summed in rank order
  *   -> restart policies and counters (one thread; the blocked norm of SPEC 3a first).
+ * Every element's state is written once, after every rank's flag is known (SPEC 2).
  */
 #include "device_set.cuh"
 
@@ -29,24 +32,6 @@ __global__ void skipKernel(KernelArgs a) {
   }
 }
 
-/* e <- e + g (= a, exactly as the key pass computed it); online importance committed. */
-__global__ void updateKernel(KernelArgs a, const void* send) {
-  const DeviceChunk ch = a.chunks[blockIdx.x];
-  const DeviceLayer L = a.layers[ch.layer];
-  if (!L.sparse || a.skip[ch.layer]) return;
-  const int havePrev = a.havePrevGrad[ch.layer];
-  SPARCCL_FOR_CHUNK(i, ch) {
-    size_t at = L.offset + i;
-    float g = sparccl_load(send, at, a.dtype);
-    if (a.error) a.error[at] = a.error[at] + g;
-    if (a.prevGrad) {
-      if (havePrev)
-        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
-      a.prevGrad[at] = g;
-    }
-  }
-}
-
 /* The sparse layer holding wire position p (binary search over value order). */
 __device__ __forceinline__ uint32_t layerOfPosition(const KernelArgs& a, size_t p) {
   uint32_t lo = 0, hi = a.nsparse - 1;
@@ -62,62 +47,99 @@ __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const 
   return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
 }
 
-/* This rank's sent values: e <- a - sent, h <- h + sent. */
-__global__ void ownSentKernel(KernelArgs a) {
+/* One thread per wire position t of a layer, for every rank r: t is where r's section enters
+ * every chunk after the one of position t - 1, up to its own (the last position also writes
+ * k for the chunks after its own), so each entry of a.rankStarts is written exactly once.
+ * Positions are layer-local: k <= 2^32 - 1 (SPEC 1) fits. */
+__global__ void rankRangesKernel(KernelArgs a) {
   size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (p >= a.valueCount) return;
-  uint32_t l = layerOfPosition(a, p);
-  const DeviceLayer L = a.layers[l];
-  if (a.skip[l]) return;
-  size_t t = p - L.valuePos;
-  size_t at = L.offset + indicesOf(a, L, a.sendBlock)[t];
-  float sent = sparccl_load(a.sendBlock + a.indexBytes, p, a.wireType);
-  if (a.error) a.error[at] = sparccl_error_update(a.error[at], sent);
-  if (a.h) a.h[at] += sent;
+  const DeviceLayer L = a.layers[layerOfPosition(a, p)];
+  const uint32_t t = (uint32_t)(p - L.valuePos);
+  for (uint32_t r = 0; r < a.nranks; r++) {
+    const uint32_t* indices = indicesOf(a, L, a.recvBlocks + (size_t)r * a.blockBytes);
+    uint32_t* starts = a.rankStarts + (size_t)L.chunkBegin * a.nranks + r;
+    const uint32_t chunk = indices[t] / SPARCCL_CHUNK;
+    for (uint32_t c = t == 0 ? 0 : indices[t - 1] / SPARCCL_CHUNK + 1; c <= chunk; c++)
+      starts[(size_t)c * a.nranks] = t;
+    if (t + 1 == L.k)
+      for (uint32_t c = chunk + 1; c < L.nchunks; c++) starts[(size_t)c * a.nranks] = t + 1;
+  }
 }
 
-/* s <- s + sent_r for rank r's selected elements (launched once per rank, in order). */
-__global__ void scatterKernel(KernelArgs a, int r) {
-  size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (p >= a.valueCount) return;
-  uint32_t l = layerOfPosition(a, p);
-  const DeviceLayer L = a.layers[l];
-  if (a.skip[l]) return;
-  const uint8_t* block = a.recvBlocks + (size_t)r * a.blockBytes;
-  size_t at = L.offset + indicesOf(a, L, block)[p - L.valuePos];
-  a.sums[at] += sparccl_load(block + a.indexBytes, p, a.wireType);
-}
-
-/* The output: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
-__global__ void outputKernel(KernelArgs a, void* recv) {
-  const DeviceChunk ch = a.chunks[blockIdx.x];
-  const DeviceLayer L = a.layers[ch.layer];
+/* The output of one element: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
+__device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
   const float n = (float)a.nranks;
-  const int skip = L.sparse && a.skip[ch.layer];
+  if (!ef21) return a.op == sparcclSum ? s : s / n;
+  float H = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
+  a.H[at] = H;
+  return a.op == sparcclSum ? H * n : H;
+}
+
+__device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
+  if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
+  sparccl_store(recv, at, a.dtype, v);
+}
+
+/* One block per chunk: the state update, the rank-ordered sums and the output. */
+__global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
+  __shared__ float sums[SPARCCL_CHUNK];  /* s, element i at i - ch.begin */
+  __shared__ float error[SPARCCL_CHUNK]; /* a = e + g, then a - sent where this rank sent */
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse) {
+    SPARCCL_FOR_CHUNK(i, ch) {
+      float s = +0.0f;
+      for (uint32_t r = 0; r < a.nranks; r++)
+        s = s + ((const float*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes +
+                                a.valueBytes))[L.densePos + i];
+      storeOutput(a, recv, L.offset + i, outputOf(a, L.offset + i, s, 0));
+    }
+    return;
+  }
+  if (a.skip[ch.layer]) { /* SPEC 2: NaN out, state as it was */
+    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
+    return;
+  }
+  /* e <- e + g (= a, exactly as the key pass computed it); online importance committed */
+  const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
-    float v;
-    if (skip) {
-      v = sparcclNaN();
-    } else {
-      float s;
-      if (L.sparse) {
-        s = a.sums[at];
-      } else {
-        s = +0.0f;
-        for (uint32_t r = 0; r < a.nranks; r++)
-          s = s + ((const float*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes +
-                                  a.valueBytes))[L.densePos + i];
-      }
-      if (L.sparse && a.H) {
-        a.H[at] = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
-        v = a.op == sparcclSum ? a.H[at] * n : a.H[at];
-      } else {
-        v = a.op == sparcclSum ? s : s / n;
+    sums[i - ch.begin] = +0.0f;
+    if (!a.error && !a.prevGrad) continue;
+    float g = sparccl_load(send, at, a.dtype);
+    if (a.error) error[i - ch.begin] = a.error[at] + g;
+    if (a.prevGrad) {
+      if (havePrev)
+        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
+      a.prevGrad[at] = g;
+    }
+  }
+  __syncthreads();
+  /* s <- s + sent_r for r = 0 .. n-1, only where r selected the element */
+  const uint32_t* starts = a.rankStarts + (size_t)c * a.nranks;
+  const int lastChunk = c + 1 == L.chunkBegin + L.nchunks;
+  for (uint32_t r = 0; r < a.nranks; r++) {
+    const uint8_t* block = a.recvBlocks + (size_t)r * a.blockBytes;
+    const uint32_t* indices = indicesOf(a, L, block);
+    const uint32_t first = starts[r], end = lastChunk ? (uint32_t)L.k : starts[a.nranks + r];
+    const int own = r == a.commRank;
+    for (uint32_t o = threadIdx.x; o < end - first; o += blockDim.x) {
+      uint32_t i = indices[first + o];
+      float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
+      sums[i - ch.begin] = sums[i - ch.begin] + sent;
+      if (own) {
+        if (a.error) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
+        if (a.h) a.h[L.offset + i] += sent;
       }
     }
-    if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
-    sparccl_store(recv, at, a.dtype, v);
+    __syncthreads();
+  }
+  SPARCCL_FOR_CHUNK(i, ch) {
+    size_t at = L.offset + i;
+    if (a.error) a.error[at] = error[i - ch.begin];
+    storeOutput(a, recv, at, outputOf(a, at, sums[i - ch.begin], a.H != NULL));
   }
 }
 
@@ -192,13 +214,9 @@ cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int f
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream) {
   SPARCCL_LAUNCH(1, SPARCCL_THREADS, stream, skipKernel)(a);
-  if (a.error || a.prevGrad) SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, updateKernel)(a, send);
-  if (a.valueCount && (a.error || a.h))
-    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, ownSentKernel)(a);
-  SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.sums, 0, a.count * sizeof(float), stream));
-  for (uint32_t r = 0; a.valueCount && r < a.nranks; r++)
-    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, scatterKernel)(a, (int)r);
-  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, outputKernel)(a, recv);
+  if (a.valueCount)
+    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel)(a, send, recv);
   if (a.restartRatio > 0.0)
     SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
                    stream, normBlocksKernel)(a);
