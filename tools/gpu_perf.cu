@@ -4,7 +4,14 @@
  * same launchers sparcclAllReduce uses, against the memory floor at the copy bandwidth
  * measured in the same run, and beside ncclAllReduce of the dense buffer.
  *
- *   sparccl_gpu_perf [-n iters] [-w warmup] [--density D] LAYOUT...
+ *   mpirun -np R sparccl_gpu_perf [-n iters] [-w warmup] [--density D] [--copy-mib M] LAYOUT...
+ *
+ * The R MPI processes form one NCCL communicator (rank r on device local-rank % devices;
+ * ranks that share a device get their own NCCL_HOSTID, as in tests/gpu/multirank.c).  Times
+ * are per call, averaged over the iterations on each rank, then over the ranks (nccl-tests'
+ * default); rank 0 prints.  Options apply to every layout, wherever they stand.  The copy
+ * bandwidth is measured on M MiB (default 1024).  Under the CPU emulator (tests/cuda_emu,
+ * `make cudaemu`) this runs as a smoke test of the logic; its times mean nothing.
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -15,7 +22,6 @@
 #include "device_set.cuh"
 #include "tool_util.h"
 extern "C" {
-#include "sparccl_mpi.h"
 #include "sparccl_nccl.h"
 }
 
@@ -52,8 +58,15 @@ static double copyBandwidth(size_t bytes) {
   CHECK(cudaEventRecord(t1));
   CHECK(cudaEventSynchronize(t1));
   CHECK(cudaEventElapsedTime(&ms, t0, t1));
-  cudaFree(a); cudaFree(b);
+  CHECK(cudaEventDestroy(t0)); CHECK(cudaEventDestroy(t1));
+  CHECK(cudaFree(a)); CHECK(cudaFree(b));
   return 2.0 * (double)bytes * 10 / (ms * 1e-3);
+}
+
+static void usage(const char* why) {
+  fprintf(stderr, "sparccl_gpu_perf: %s\nusage: sparccl_gpu_perf [-n iters >= 1] [-w warmup >= 0] "
+          "[--density D in (0, 1]] [--copy-mib M >= 1] LAYOUT...\n", why);
+  exit(2);
 }
 
 struct Method { const char* name; int compressor, feedback; };
@@ -64,40 +77,90 @@ int main(int argc, char** argv) {
                                    {"ef21-topk", sparcclTopK, sparcclFeedbackEF21},
                                    {"scam-impk", sparcclImpK, sparcclFeedbackSCAM},
                                    {"ef-randk", sparcclRandK, sparcclFeedbackEF}};
-  int iters = 20, warmup = 5, a;
-  double density = 0.01;
+  int iters = 20, warmup = 5, nlayouts = 0, rank, nranks, a;
+  double density = 0.01, copyMiB = 1024;
+  const char** layouts = (const char**)calloc((size_t)argc, sizeof(char*));
   MPI_Init(&argc, &argv);
-  double bandwidth = copyBandwidth((size_t)1 << 30);
-  printf("# copy bandwidth (device to device, read + write): %.1f GB/s\n", bandwidth / 1e9);
-  printf("# %-18s %-10s %10s %10s %10s %10s %10s %10s %8s %10s %10s\n", "layout", "method",
-         "count", "call(us)", "compr(us)", "exch(us)", "decomp(us)", "floor(us)", "x floor",
-         "algbw", "dense(us)");
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+  /* every option first, so that it applies to every layout */
   for (a = 1; a < argc; a++) {
-    if (!strcmp(argv[a], "-n")) { iters = atoi(argv[++a]); continue; }
-    if (!strcmp(argv[a], "-w")) { warmup = atoi(argv[++a]); continue; }
-    if (!strcmp(argv[a], "--density")) { density = atof(argv[++a]); continue; }
+    const char* v = a + 1 < argc ? argv[a + 1] : NULL;
+    if (!strcmp(argv[a], "-n") || !strcmp(argv[a], "-w") || !strcmp(argv[a], "--density") ||
+        !strcmp(argv[a], "--copy-mib")) {
+      char* end = NULL;
+      double x = v ? strtod(v, &end) : 0;
+      if (v == NULL || end == v || *end != 0) usage("an option without its number");
+      if (!strcmp(argv[a], "-n")) { iters = (int)x; if (x < 1 || x != iters) usage("-n: an integer >= 1"); }
+      else if (!strcmp(argv[a], "-w")) { warmup = (int)x; if (x < 0 || x != warmup) usage("-w: an integer >= 0"); }
+      else if (!strcmp(argv[a], "--density")) { density = x; if (!(x > 0 && x <= 1)) usage("--density: in (0, 1]"); }
+      else { copyMiB = x; if (!(x >= 1)) usage("--copy-mib: at least 1"); }
+      a++;
+      continue;
+    }
+    if (argv[a][0] == '-') usage("unknown option");
+    layouts[nlayouts++] = argv[a];
+  }
+  if (nlayouts == 0) usage("no layout");
+
+  /* One device per rank; ranks sharing a device are separate hosts to NCCL ("Duplicate GPU"
+   * otherwise), which makes their exchange go over sockets: fine for a check, not a figure. */
+  int ndev = 0, localRank = 0, localSize = 1;
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &localRank);
+  MPI_Comm_size(local, &localSize);
+  MPI_Comm_free(&local);
+  CHECK(cudaGetDeviceCount(&ndev));
+  CHECK(cudaSetDevice(localRank % ndev));
+  if (localSize > ndev) {
+    static char hostid[64];
+    snprintf(hostid, sizeof(hostid), "sparccl-gpu-perf-rank-%d", rank);
+    setenv("NCCL_HOSTID", hostid, 1);
+  }
+  ncclComm_t nc;
+  ncclUniqueId id;
+  if (rank == 0) SPARCCL_OK(ncclGetUniqueId(&id));
+  MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
+  SPARCCL_OK(ncclCommInitRank(&nc, nranks, id, rank));
+
+  /* measured by one rank at a time, so that ranks sharing a device do not halve it */
+  double bandwidth = 0;
+  for (int r = 0; r < nranks; r++) {
+    if (r == rank) bandwidth = copyBandwidth((size_t)(copyMiB * 1048576.0));
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  bandwidth = tool_rankMean(bandwidth);
+  if (rank == 0) {
+    printf("# %d rank(s), density %g, %d calls after %d warm-up, times per call (us), mean over ranks\n",
+           nranks, density, iters, warmup);
+    printf("# copy bandwidth (device to device, read + write): %.1f GB/s\n", bandwidth / 1e9);
+    printf("# %-18s %-10s %10s %10s %10s %10s %10s %10s %8s %10s %10s\n", "layout", "method",
+           "count", "call(us)", "compr(us)", "exch(us)", "decomp(us)", "floor(us)", "x floor",
+           "algbw", "dense(us)");
+  }
+  for (int l = 0; l < nlayouts; l++) {
+    const char* path = layouts[l];
     tool_Layout layout;
-    int status = tool_readLayout(argv[a], &layout);
-    if (status == TOOL_LAYOUT_OPEN) { fprintf(stderr, "cannot open %s\n", argv[a]); exit(1); }
+    char label[256];
+    int status = tool_readLayout(path, &layout);
     if (status != TOOL_LAYOUT_OK) {
       char msg[4200];
-      tool_layoutError(status, argv[a], &layout, msg, sizeof(msg));
+      tool_layoutError(status, path, &layout, msg, sizeof(msg));
       fprintf(stderr, "%s\n", msg);
-      exit(1);
+      MPI_Abort(MPI_COMM_WORLD, 1);
     }
+    tool_layoutLabel(path, label, sizeof(label));
     size_t nlayers = layout.nlayers, count = layout.total;
     const size_t* counts = layout.counts;
-    const char* base = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
     float *grad, *out;
     CHECK(cudaMalloc((void**)&grad, count * 4));
     CHECK(cudaMalloc((void**)&out, count * 4));
     {
+      /* standard normal, each rank its own: sparccl_perf's first gradient (seed 1) */
       float* h = (float*)malloc(count * 4);
-      uint64_t s = 1;
-      for (size_t i = 0; i < count; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        h[i] = (float)((int64_t)(s >> 33) - (1ll << 30)) * 0x1p-30f;
-      }
+      if (h == NULL) { fprintf(stderr, "out of memory\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
+      tool_fillNormal(h, count, sparcclFloat32, 1000003ull + 7919ull * (uint64_t)rank);
       CHECK(cudaMemcpy(grad, h, count * 4, cudaMemcpyHostToDevice));
       free(h);
     }
@@ -105,11 +168,7 @@ int main(int argc, char** argv) {
     cudaEvent_t ev[4];
     CHECK(cudaStreamCreate(&stream));
     for (int e = 0; e < 4; e++) CHECK(cudaEventCreate(&ev[e]));
-    /* dense ncclAllReduce on a one-rank communicator, for reference */
-    ncclComm_t nc;
-    ncclUniqueId id;
-    SPARCCL_OK(ncclGetUniqueId(&id));
-    SPARCCL_OK(ncclCommInitRank(&nc, 1, id, 0));
+    /* the dense baseline: ncclAllReduce of the whole buffer on the same communicator */
     float denseMs = 0;
     for (int i = 0; i < warmup + iters; i++) {
       if (i == warmup) CHECK(cudaEventRecord(ev[0], stream));
@@ -118,6 +177,7 @@ int main(int argc, char** argv) {
     CHECK(cudaEventRecord(ev[1], stream));
     CHECK(cudaEventSynchronize(ev[1]));
     CHECK(cudaEventElapsedTime(&denseMs, ev[0], ev[1]));
+    double denseUs = tool_rankMean(denseMs * 1e3 / iters);
     for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
       sparcclConfig_t c = SPARCCL_CONFIG_INITIALIZER;
       sparcclComm_t comm;
@@ -125,14 +185,16 @@ int main(int argc, char** argv) {
       c.feedback = methods[m].feedback;
       c.density = density;
       c.importance = sparcclImportanceNone;
-      if (sparcclCommInitNccl(&comm, nc, &c) != sparcclSuccess) { fprintf(stderr, "init failed\n"); return 1; }
+      SPARCCL_OK(sparcclCommInitNccl(&comm, nc, &c));
       SPARCCL_OK(sparcclRegisterLayout(comm, grad, nlayers, counts));
       sparcclLayerSet_t* set = sparcclFindSet(comm, 0, (uint64_t)(uintptr_t)grad, count);
+      if (set == NULL || set->device == NULL) { fprintf(stderr, "no device set\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
       DeviceSet* ds = (DeviceSet*)set->device;
       KernelArgs ka = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
       double tCall = 0, tCompress = 0, tExchange = 0, tDecompress = 0;
       for (int i = 0; i < warmup + iters; i++) {
         float ms[3], whole;
+        /* the call's three parts, as deviceAllReduce (cuda/nccl_comm.cu) enqueues them */
         CHECK(cudaEventRecord(ev[0], stream));
         CHECK(sparcclLaunchCompress(ka, ds, grad, stream));
         CHECK(cudaEventRecord(ev[1], stream));
@@ -151,24 +213,35 @@ int main(int argc, char** argv) {
         if (i < warmup) continue;
         tCompress += ms[0]; tExchange += ms[1]; tDecompress += ms[2]; tCall += whole;
       }
-      /* The floor: read g and e (and w for impk), write e and the output, and the pairs. */
-      double perParam = 16.0 + (c.compressor == sparcclImpK ? 4.0 : 0.0);
-      double floorBytes = perParam * (double)count + 2.0 * (double)set->blockBytes;
-      double floorUs = floorBytes / bandwidth * 1e6;
+      /* per call, in microseconds, mean over the ranks */
       double us = 1e3 / iters;
-      printf("  %-18.18s %-10s %10zu %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %10.1f %10.1f\n",
-             base, methods[m].name, count, tCall * us, tCompress * us, tExchange * us,
-             tDecompress * us, floorUs, (tCompress + tDecompress) * us / floorUs,
-             (double)count * 4 / (tCall * us * 1e-6) / 1e9, denseMs * us);
-      sparcclCommDestroy(comm);
+      tCall = tool_rankMean(tCall * us);
+      tCompress = tool_rankMean(tCompress * us);
+      tExchange = tool_rankMean(tExchange * us);
+      tDecompress = tool_rankMean(tDecompress * us);
+      /* The floor: read g and e (and w for impk), write e and the output (16 or 20 B a
+       * parameter), write this rank's pairs and read every rank's. */
+      double perParam = 16.0 + (c.compressor == sparcclImpK ? 4.0 : 0.0);
+      double floorBytes = perParam * (double)count + (1.0 + nranks) * (double)set->blockBytes;
+      double floorUs = floorBytes / bandwidth * 1e6;
+      if (rank == 0)
+        printf("  %-18.18s %-10s %10zu %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %10.1f %10.1f\n",
+               label, methods[m].name, count, tCall, tCompress, tExchange, tDecompress, floorUs,
+               (tCompress + tDecompress) / floorUs, (double)count * 4 / (tCall * 1e-6) / 1e9,
+               denseUs);
+      SPARCCL_OK(sparcclCommDestroy(comm));
     }
-    ncclCommDestroy(nc);
-    cudaFree(grad); cudaFree(out);
-    cudaStreamDestroy(stream);
+    for (int e = 0; e < 4; e++) CHECK(cudaEventDestroy(ev[e]));
+    CHECK(cudaStreamDestroy(stream));
+    CHECK(cudaFree(grad)); CHECK(cudaFree(out));
     free(layout.counts);
   }
-  printf("# floor = (16 B/param, +4 for ImpK's w, + pairs written and read) / copy bandwidth; "
-         "target: compress + decompress within 2x of it\n");
+  if (rank == 0)
+    printf("# floor = (16 B/param, +4 for ImpK's w, + the pairs: this rank's written, every rank's "
+           "read) / copy bandwidth; target: compress + decompress within 2x of it\n");
+  fflush(stdout);
+  ncclCommDestroy(nc);
+  free(layouts);
   MPI_Finalize();
   return 0;
 }

@@ -1,5 +1,6 @@
-/* The CPU emulator's runtime (see cuda_emu.h): memory, streams, graphs, the block scheduler
- * (cooperative fibers, in forward, reverse or seeded random order) and a fake NCCL over MPI. */
+/* The CPU emulator's runtime (see cuda_emu.h): memory, streams, graphs, events, the block
+ * scheduler (cooperative fibers, in forward, reverse or seeded random order) and a fake NCCL
+ * over MPI. */
 #include "cuda_emu.h"
 #include "nccl.h"
 
@@ -24,6 +25,10 @@ struct CUstream_st {
 };
 struct CUgraph_st { std::vector<std::function<void()>> ops; };
 struct CUgraphExec_st { std::vector<std::function<void()>> ops; };
+struct CUevent_st {
+  int recorded;
+  double ms; /* CLOCK_MONOTONIC at the record, in milliseconds */
+};
 
 namespace {
 thread_local cudaError_t lastError = cudaSuccess;
@@ -267,6 +272,12 @@ unsigned long long cudaEmuLaunches(void) { return launches; }
 unsigned long long cudaEmuBlocks(void) { return blocks; }
 
 cudaError_t cudaGetDeviceCount(int* count) { *count = 1; return cudaSuccess; }
+cudaError_t cudaGetDevice(int* device) {
+  if (device == NULL) return fail(cudaErrorInvalidValue);
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
 
 cudaError_t cudaGetLastError(void) {
   cudaError_t e = lastError;
@@ -280,6 +291,8 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument (emulated)";
     case cudaErrorMemoryAllocation: return "out of memory (emulated)";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle (emulated)";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (emulated)";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (emulated)";
     default: return "cuda error (emulated)";
@@ -450,6 +463,44 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) { delete graph; return cudaSuccess; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { delete exec; return cudaSuccess; }
 
+/* ------------------------------------------------------------ events */
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  if (event == NULL) return fail(cudaErrorInvalidValue);
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (event == NULL) return fail(cudaErrorInvalidResourceHandle);
+  cuda_emu::enqueue(stream, [event]() {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    event->ms = (double)now.tv_sec * 1e3 + (double)now.tv_nsec * 1e-6;
+    event->recorded = 1;
+  });
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (event == NULL) return fail(cudaErrorInvalidResourceHandle);
+  return captureForbidden();
+}
+
+/* As on a GPU: an event never recorded is an invalid handle here. */
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (ms == NULL) return fail(cudaErrorInvalidValue);
+  if (start == NULL || end == NULL || !start->recorded || !end->recorded)
+    return fail(cudaErrorInvalidResourceHandle);
+  *ms = (float)(end->ms - start->ms);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  if (event == NULL) return fail(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+
 /* ------------------------------------------------------------ fake NCCL */
 struct ncclComm {
   int rank, nranks;
@@ -514,6 +565,37 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
     if (comm->nranks == 1) memmove(recv, send, bytes);
     else if (MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm->mpi) != MPI_SUCCESS)
       abort();
+  });
+  return ncclSuccess;
+}
+
+/* Float32 sum or avg (the sum divided by the ranks), in place (send == recv) or not, as in
+ * NCCL; the order of the additions is MPI's, not NCCL's. */
+ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  size_t bytes = count * sizeof(float), left = 0;
+  if (type != ncclFloat32 || (op != ncclSum && op != ncclAvg)) {
+    fprintf(stderr, "fake NCCL: ncclAllReduce of type %d, op %d (only float32 sum and avg)\n",
+            (int)type, (int)op);
+    return ncclInvalidArgument;
+  }
+  if (count > (size_t)0x7fffffff) {
+    fprintf(stderr, "fake NCCL: ncclAllReduce of %zu elements (MPI counts are int)\n", count);
+    return ncclInvalidArgument;
+  }
+  if (bytes && (!findAllocation(send, &left) || left < bytes || !findAllocation(recv, &left) ||
+                left < bytes)) {
+    fprintf(stderr, "fake NCCL: ncclAllReduce on memory that is not device memory\n");
+    return ncclInvalidArgument;
+  }
+  cuda_emu::enqueue(stream, [=]() {
+    float* out = (float*)recv;
+    if (comm->nranks == 1) memmove(recv, send, bytes);
+    else if (MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, MPI_FLOAT,
+                           MPI_SUM, comm->mpi) != MPI_SUCCESS)
+      abort();
+    if (op == ncclAvg && comm->nranks > 1)
+      for (size_t i = 0; i < count; i++) out[i] /= (float)comm->nranks;
   });
   return ncclSuccess;
 }

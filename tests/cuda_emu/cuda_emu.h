@@ -24,6 +24,8 @@
  * - A stream being captured (cudaStreamBeginCapture) records its work into the graph; in
  *   global capture mode an allocation or a synchronising call during a capture fails and
  *   invalidates it, as on a GPU.
+ * - Events hold the host's wall-clock time when the work before them ran: timing code runs
+ *   (tools/gpu_perf.cu), but its times are the emulator's.
  * Not emulated: warps (no __shfl/__ballot here), concurrency between blocks or streams,
  * the memory model (everything is sequentially consistent), device limits beyond the
  * launch configuration's (grid and block sizes are checked).
@@ -46,6 +48,7 @@ typedef enum cudaError {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
@@ -55,6 +58,14 @@ typedef enum cudaError {
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUgraph_st* cudaGraph_t;
 typedef struct CUgraphExec_st* cudaGraphExec_t;
+typedef struct CUevent_st* cudaEvent_t;
+
+/* C++ callers may leave out a trailing stream, as CUDA's headers allow. */
+#ifdef __cplusplus
+#define CUDA_EMU_DEFAULT(value) = value
+#else
+#define CUDA_EMU_DEFAULT(value)
+#endif
 
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
@@ -88,6 +99,8 @@ typedef enum cudaStreamCaptureMode cudaStreamCaptureMode;
 #define cudaStreamNonBlocking 0x1
 
 cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device); /* device 0 only */
 cudaError_t cudaGetLastError(void);
 const char* cudaGetErrorString(cudaError_t error);
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
@@ -110,6 +123,13 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+/* Events hold the host's wall-clock time at which the work before them ran (work runs when
+ * it is enqueued, so that is when cudaEventRecord returns, or when a graph replays it). */
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream CUDA_EMU_DEFAULT(0));
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
 /* Emulator statistics: kernel launches and emulated thread blocks run so far. */
 unsigned long long cudaEmuLaunches(void);
 unsigned long long cudaEmuBlocks(void);
