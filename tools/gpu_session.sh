@@ -114,6 +114,8 @@ run_check() {
     LOGDIR=$out make BUILD=$build gpucheck
     rc=$?
   fi
+  # at most 8 files come back: the table, and every log in one tarball
+  (cd "$out" && tar czf gpucheck_logs.tgz ./*.log && rm -f ./*.log)
   echo "gpu_session: results in $out (exit $rc)"
   return $rc
 }

@@ -6,7 +6,7 @@
 #
 #   tools/gpucheck.sh BUILD        (make gpucheck)
 #   GPUCHECK_STEPS="suite perf"    only these steps (default: suite perf torch multirank
-#                                  memcheck racecheck)
+#                                  perf2 memcheck racecheck)
 #   LOGDIR=dir                     where the logs and the table go, as they are written
 #                                  (default BUILD; tools/gpu_session.sh points it at $OUT)
 # Every step has a time limit, so the whole stays inside one 10-minute device call.
@@ -15,7 +15,7 @@ set -u
 BUILD=${1:-build}
 LAYOUTS=${LAYOUTS:-../shared/layouts}
 LOGDIR=${LOGDIR:-$BUILD}
-STEPS=" ${GPUCHECK_STEPS:-suite perf torch multirank memcheck racecheck} "
+STEPS=" ${GPUCHECK_STEPS:-suite perf torch multirank perf2 memcheck racecheck} "
 MPIRUN="mpirun --allow-run-as-root --oversubscribe"
 out=$LOGDIR/gpucheck.md
 mkdir -p "$LOGDIR"
@@ -57,7 +57,13 @@ if want suite; then
 fi
 if want perf; then
   step gpu_perf 150 $MPIRUN -np 1 "$BUILD/bin/sparccl_gpu_perf" "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
-  row "GPU benchmark (gpu_perf.log)" "$(result gpu_perf $rc '.')"
+  row "GPU benchmark, 1 rank (gpu_perf.log)" "$(result gpu_perf $rc '.')"
+fi
+# 2 ranks on the one GPU (each its own NCCL_HOSTID: sockets, not NVLink): what each extra
+# rank costs the decompress; the exchange time here is not a multi-GPU figure.
+if want perf2; then
+  step gpu_perf_2ranks 150 $MPIRUN -np 2 "$BUILD/bin/sparccl_gpu_perf" -n 10 "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
+  row "GPU benchmark, 2 ranks on one GPU (gpu_perf_2ranks.log)" "$(result gpu_perf_2ranks $rc '.')"
 fi
 if want torch; then
   step torch_baseline 120 python3 tools/torch_topk_baseline.py "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
@@ -83,7 +89,7 @@ done
 
 {
   echo
-  for f in gpu_perf torch_baseline; do
+  for f in gpu_perf gpu_perf_2ranks torch_baseline; do
     [ -f "$LOGDIR/$f.log" ] || continue
     echo '```'
     cat "$LOGDIR/$f.log"
