@@ -35,7 +35,11 @@ step() {
 }
 result() {  # result NAME RC PASS-PATTERN: one table cell
   local name=$1 rc=$2 pattern=$3 line
-  line=$(grep -E "$pattern" "$LOGDIR/$name.log" | tail -1)
+  line=$(grep -E "$pattern" "$LOGDIR/$name.log" | grep -v '^-*$' | tail -1)
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then  # a failure: its first error line
+    line=$(grep -m1 -E 'rror|FAIL|[Ff]ail|\.cu?:[0-9]+|Assert' "$LOGDIR/$name.log" || echo "$line")
+  fi
+  line=$(echo "$line" | tr '|' '/')  # a table cell
   if [ "$rc" -eq 124 ]; then echo "timed out; $line"
   elif [ "$rc" -ne 0 ]; then echo "FAILED (exit $rc); ${line:-see $name.log}"
   else echo "${line:-passed}"; fi
