@@ -183,17 +183,20 @@ __global__ void countKernel(KernelArgs a) {
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
   const DeviceSelect S = a.select[ch.layer];
-  uint32_t greater = 0, equal = 0, total;
+  uint32_t greater = 0, equal = 0;
   SPARCCL_FOR_CHUNK(i, ch) {
     int gt, eq;
     classify<Key>(a, L, S, i, &gt, &eq);
     greater += gt;
     equal += eq;
   }
-  blockExclusiveScan<uint32_t>(greater, &total);
-  if (threadIdx.x == 0) a.chunkGreater[blockIdx.x] = total;
-  blockExclusiveScan<uint32_t>(equal, &total);
-  if (threadIdx.x == 0) a.chunkEqual[blockIdx.x] = total;
+  /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry */
+  uint64_t total;
+  blockExclusiveScan<uint64_t>(((uint64_t)greater << 32) | equal, &total);
+  if (threadIdx.x == 0) {
+    a.chunkGreater[blockIdx.x] = (uint32_t)(total >> 32);
+    a.chunkEqual[blockIdx.x] = (uint32_t)total;
+  }
 }
 
 /* Per layer: ties taken before each chunk, and each chunk's first output position. */
@@ -226,9 +229,20 @@ __global__ void scanKernel(KernelArgs a) {
   }
 }
 
-/* Per chunk: the selected elements in ascending index order, with their values. */
+/* Where offset o of a chunk sits in emitKernel's shared copy of the chunk's keys: one unused
+ * slot after every SPARCCL_PER_THREAD keys, so that the threads of a warp, each reading its
+ * own run of consecutive keys, start their runs in different banks (without it, thread t's
+ * run starts at word 16t or 32t: all of a warp's reads in one or two banks). */
+__device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPARCCL_PER_THREAD; }
+
+/* Per chunk: the selected elements in ascending index order, with their values.  Each thread
+ * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
+ * give ascending output positions; the keys are first copied to shared memory with the
+ * block's threads on consecutive elements (coalesced), then each thread classifies its run
+ * there once, keeping one bit per element. */
 template <int C, int F, typename Key>
 __global__ void emitKernel(KernelArgs a, const void* send) {
+  __shared__ Key staged[SPARCCL_CHUNK + SPARCCL_THREADS];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
@@ -252,20 +266,42 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
   const uint32_t first = ch.begin + (lo < size ? lo : size);
   const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
-  uint32_t equal = 0, total;
-  for (uint32_t i = first; i < last; i++) {
-    int gt, eq;
-    classify<Key>(a, L, S, i, &gt, &eq);
-    equal += eq;
+  const uint32_t n = last - first;
+  /* bit j of the masks: element first + j's key is above the threshold, or equal to it */
+  uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
+  if (L.all) {
+    greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
+  } else {
+    const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
+    if (size == SPARCCL_CHUNK) {
+      /* every chunk but a layer's last: a fixed count, so the loads go out together */
+      for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
+        uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
+        staged[stagedSlot(o)] = keys[o];
+      }
+    } else {
+      SPARCCL_FOR_CHUNK(i, ch)
+        staged[stagedSlot(i - ch.begin)] = keys[i - ch.begin];
+    }
+    __syncthreads();
+    const Key threshold = (Key)S.threshold;
+    const int haveTies = S.ties > 0;
+    for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
+      if (j < n) {
+        Key key = staged[stagedSlot(lo) + j]; /* lo is a multiple of SPARCCL_PER_THREAD */
+        int eq = key == threshold && haveTies;
+        greaterMask |= (uint32_t)(key > threshold) << j;
+        equalMask |= (uint32_t)eq << j;
+        equal += eq;
+      }
+    }
   }
   uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
   uint32_t mine = 0;
   uint32_t selectedMask = 0;
-  for (uint32_t i = first; i < last; i++) {
-    int gt, eq;
-    classify<Key>(a, L, S, i, &gt, &eq);
-    int take = gt || (eq && tieRank++ < S.ties);
-    selectedMask |= (uint32_t)take << (i - first);
+  for (uint32_t j = 0; j < n; j++) {
+    int take = ((greaterMask >> j) & 1u) || (((equalMask >> j) & 1u) && tieRank++ < S.ties);
+    selectedMask |= (uint32_t)take << j;
     mine += take;
   }
   uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
