@@ -22,6 +22,13 @@ extern "C" {
 #if SPARCCL_CHUNK != SPARCCL_SUM_BLOCK
 #error "chunks must be the blocks of the blocked sum"
 #endif
+/* Candidates: a chunk's keys in the boundary bin of the first digit, the only ones the later
+ * digits and the final counts need (select_kernels.cu).  Each chunk has room for this many;
+ * a chunk with more (or whose layer the first digit decided) has no run: SPARCCL_NO_RUN, and
+ * the later passes read all of its keys.  A quarter of a chunk: 1 byte a parameter for
+ * 32-bit keys, where a Gaussian layer's boundary bin holds at most about 11% of it. */
+#define SPARCCL_CANDIDATES (SPARCCL_CHUNK / 4)
+#define SPARCCL_NO_RUN 0xffffffffu
 
 struct DeviceLayer {
   uint64_t offset, count, k;
@@ -69,6 +76,11 @@ struct DeviceArrays {
   uint32_t* hist; /* nlayers x SPARCCL_RADIX_BINS */
   DeviceSelect* select;
   uint32_t *chunkGreater, *chunkEqual;
+  /* nchunks x SPARCCL_CANDIDATES keys: chunk c's candidates from c * SPARCCL_CANDIDATES,
+   * chunkCandidates[c] of them (or SPARCCL_NO_RUN); chunkAbove[c]: its keys whose first
+   * digit is above the boundary bin */
+  void* candidates;
+  uint32_t *chunkCandidates, *chunkAbove;
   uint64_t *chunkTiesBefore, *chunkOffset;
   uint32_t* sharedIndices;
   uint8_t *sendBlock, *recvBlocks;
@@ -134,28 +146,28 @@ cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* 
 __device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }
 
 /* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads; returns the
- * thread's exclusive prefix and writes the block total to *total. */
+ * thread's exclusive prefix and writes the block total to *total.  Kogge-Stone in shared
+ * memory, log2(SPARCCL_THREADS) rounds, each adding the running sum of the thread `offset`
+ * below; a round reads one buffer and writes the other, so one barrier a round suffices.
+ * Shared memory and barriers only, no warp shuffles (the CPU emulator has none).  Integer
+ * sums: the order of the additions does not change the result. */
 template <typename T>
 __device__ __forceinline__ T blockExclusiveScan(T value, T* total) {
-  __shared__ T partial[SPARCCL_THREADS];
-  __shared__ T sum;
-  T prefix;
-  partial[threadIdx.x] = value;
+  __shared__ T partial[2][SPARCCL_THREADS];
+  const uint32_t t = threadIdx.x;
+  uint32_t in = 0;
+  T inclusive = value;
+  partial[0][t] = value;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    T acc = 0;
-    for (int t = 0; t < SPARCCL_THREADS; t++) {
-      T v = partial[t];
-      partial[t] = acc;
-      acc += v;
-    }
-    sum = acc;
+  for (uint32_t offset = 1; offset < SPARCCL_THREADS; offset <<= 1) {
+    if (t >= offset) inclusive += partial[in][t - offset];
+    in ^= 1u;
+    partial[in][t] = inclusive;
+    __syncthreads();
   }
-  __syncthreads();
-  prefix = partial[threadIdx.x];
-  *total = sum;
-  __syncthreads();
-  return prefix;
+  *total = partial[in][SPARCCL_THREADS - 1];
+  __syncthreads(); /* before a next call's first store overwrites what others still read */
+  return inclusive - value;
 }
 
 /* A kernel launch: SPARCCL_LAUNCH(grid, block, stream, kernel)(args...).  nvcc gets the

@@ -111,9 +111,10 @@ static void freeDeviceSet(DeviceSet* ds) {
   void* arrays[] = {ds->layers, ds->chunks, ds->sparseByValue, ds->error, ds->h, ds->H,
                     ds->importance, ds->prevGrad, ds->layerSteps, ds->havePrevGrad,
                     ds->counters, ds->normRing, ds->keys, ds->hist, ds->select,
-                    ds->chunkGreater, ds->chunkEqual, ds->chunkTiesBefore, ds->chunkOffset,
-                    ds->sharedIndices, ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums,
-                    ds->skip, ds->blockSums};
+                    ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
+                    ds->chunkAbove, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
+                    ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
+                    ds->blockSums};
   for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -208,6 +209,9 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->select, set->nlayers * sizeof(DeviceSelect));
   ALLOC(ds->chunkGreater, nchunks * sizeof(uint32_t));
   ALLOC(ds->chunkEqual, nchunks * sizeof(uint32_t));
+  ALLOC(ds->candidates, nchunks * SPARCCL_CANDIDATES * keyBytes);
+  ALLOC(ds->chunkCandidates, nchunks * sizeof(uint32_t));
+  ALLOC(ds->chunkAbove, nchunks * sizeof(uint32_t));
   ALLOC(ds->chunkTiesBefore, nchunks * sizeof(uint64_t));
   ALLOC(ds->chunkOffset, nchunks * sizeof(uint64_t));
   ALLOC(ds->sharedIndices, (set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));

@@ -1,7 +1,10 @@
 /*
  * Compression on the device, every layer of a call in a fixed number of launches:
  *   keys + first-digit histograms (+ dense packing, + non-finite flags)
- *   -> per digit: boundary bin per layer, then the next digit's histogram of the survivors
+ *   -> per digit: boundary bin per layer, then the next digit's histogram of the survivors;
+ *      the first of these passes also keeps, per chunk, the keys of the boundary bin (its
+ *      candidates, up to SPARCCL_CANDIDATES) and how many keys lie above it, so the later
+ *      passes and the counts read the candidates instead of every key (RAFT's AIR top-k)
  *   -> per chunk: counts above the threshold and equal to it
  *   -> per layer: scans of those counts (ties to the lowest indices, SPEC 1)
  *   -> per chunk: ordered compaction into the wire block, ascending indices, no atomics.
@@ -94,15 +97,21 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   if (threadIdx.x == 0 && bad) atomicOr(&blockFlags(a, a.sendBlock)[L.flagPos], 1u);
 }
 
-/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1). */
+/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
+ * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
+ * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
+ * so that one block scan gives every group the count of keys in the groups above it; the one
+ * thread whose group holds the boundary then walks its bins from the top.  A digit with
+ * fewer bins than threads (none with 11-bit digits of 32- or 64-bit keys: the narrowest is
+ * 9 bits) has one bin a group and threads without a group. */
 template <typename Key>
 __global__ void findKernel(KernelArgs a, int pass) {
-  __shared__ uint32_t totals[SPARCCL_THREADS];
   const uint32_t layer = blockIdx.x;
   const DeviceLayer L = a.layers[layer];
   const int bits = KeyBits<Key>::bits;
   const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
-  const uint32_t bins = 1u << width, perThread = bins / SPARCCL_THREADS;
+  const uint32_t bins = 1u << width;
+  const uint32_t groups = bins < SPARCCL_THREADS ? bins : SPARCCL_THREADS, perGroup = bins / groups;
   uint32_t* hist = a.hist + (size_t)layer * SPARCCL_RADIX_BINS;
   DeviceSelect* S = &a.select[layer];
   if (!L.sparse) return;
@@ -114,17 +123,18 @@ __global__ void findKernel(KernelArgs a, int pass) {
     S->ties = 0;
   }
   __syncthreads();
-  if (!S->done) {
-    uint32_t sum = 0;
-    for (uint32_t b = threadIdx.x * perThread; b < (threadIdx.x + 1) * perThread; b++) sum += hist[b];
-    totals[threadIdx.x] = sum;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      uint64_t above = 0, need = S->need;
-      int t = SPARCCL_THREADS - 1;
-      while (t > 0 && above + totals[t] < need) above += totals[t--];
-      uint32_t bin = (uint32_t)(t + 1) * perThread - 1;
-      while (bin > (uint32_t)t * perThread && above + hist[bin] < need) above += hist[bin--];
+  if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
+    const uint32_t group = SPARCCL_THREADS - 1 - threadIdx.x;
+    uint64_t need = S->need, inGroup = 0, total;
+    if (group < groups)
+      for (uint32_t b = group * perGroup; b < (group + 1) * perGroup; b++) inGroup += hist[b];
+    uint64_t above = blockExclusiveScan<uint64_t>(inGroup, &total); /* keys in higher groups */
+    /* the boundary group: the highest one with `need` keys in it and above it (the top one
+     * when need is 0), else group 0; exactly one thread's group passes */
+    if (group < groups && (group == 0 || above + inGroup >= need) &&
+        (group == groups - 1 || above < need)) {
+      uint32_t bin = (group + 1) * perGroup - 1;
+      while (bin > group * perGroup && above + hist[bin] < need) above += hist[bin--];
       need -= above;
       S->prefix = (S->prefix << width) | bin;
       S->need = need;
@@ -143,23 +153,67 @@ __global__ void findKernel(KernelArgs a, int pass) {
   for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
 }
 
-/* The histogram of digit `pass` over the keys that share the layer's prefix so far. */
+/* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1,
+ * reading each key of the chunk once, also counts the keys above the first digit's boundary
+ * bin (selected, whatever their later digits) into chunkAbove, and copies the candidates
+ * (the keys in that bin) into the chunk's run; the later passes and countKernel read the run
+ * alone.  What they make of it are counts, which do not depend on the order of the keys.
+ * A chunk with no run (SPARCCL_NO_RUN: its layer decided by the first digit, or more
+ * candidates than SPARCCL_CANDIDATES) has all its keys read, as pass 1 does. */
 template <typename Key>
 __global__ void digitKernel(KernelArgs a, int pass) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
-  const DeviceChunk ch = a.chunks[blockIdx.x];
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
-  if (!L.sparse || a.select[ch.layer].done) return;
+  if (!L.sparse) return;
+  if (a.select[ch.layer].done) {
+    /* decided by the first digit (k == d too): pass 1 never reads this layer's keys */
+    if (pass == 1 && threadIdx.x == 0) a.chunkCandidates[c] = SPARCCL_NO_RUN;
+    return;
+  }
   const int bits = KeyBits<Key>::bits;
   const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
   const Key prefix = (Key)a.select[ch.layer].prefix;
-  const uint32_t mask = (1u << width) - 1u;
+  const uint32_t mask = (1u << width) - 1u, size = ch.end - ch.begin;
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
   __syncthreads();
-  const Key* keys = (const Key*)a.keys + L.offset;
-  SPARCCL_FOR_CHUNK(i, ch) {
-    Key key = keys[i];
-    if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
+  const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
+  Key* run = (Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
+  if (pass == 1) {
+    /* bit m of `mine`: this thread's m-th key (offset threadIdx.x + m * blockDim.x) is a
+     * candidate; at most SPARCCL_PER_THREAD of them */
+    uint32_t mine = 0, candidates = 0, above = 0;
+    for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++) {
+      Key key = keys[o];
+      Key top = key >> (shift + width);
+      if (top == prefix) {
+        atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
+        mine |= 1u << m;
+        candidates++;
+      }
+      above += top > prefix;
+    }
+    /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry;
+     * the low half places this thread's candidates in the run */
+    uint64_t total;
+    uint32_t slot = (uint32_t)blockExclusiveScan<uint64_t>(((uint64_t)above << 32) | candidates, &total);
+    const uint32_t count = (uint32_t)total;
+    if (count <= SPARCCL_CANDIDATES)
+      for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++)
+        if ((mine >> m) & 1u) run[slot++] = keys[o];
+    if (threadIdx.x == 0) {
+      a.chunkAbove[c] = (uint32_t)(total >> 32);
+      a.chunkCandidates[c] = count <= SPARCCL_CANDIDATES ? count : SPARCCL_NO_RUN;
+    }
+  } else {
+    const uint32_t n = a.chunkCandidates[c];
+    const Key* from = n == SPARCCL_NO_RUN ? keys : run;
+    const uint32_t end = n == SPARCCL_NO_RUN ? size : n;
+    for (uint32_t o = threadIdx.x; o < end; o += blockDim.x) {
+      Key key = from[o];
+      if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
+    }
   }
   __syncthreads();
   for (int b = threadIdx.x; b < (int)(1u << width); b += blockDim.x)
@@ -176,26 +230,45 @@ __device__ __forceinline__ void classify(const KernelArgs& a, const DeviceLayer&
   *equal = key == (Key)S.threshold && S.ties > 0;
 }
 
-/* Per chunk: how many keys are above the threshold, and how many equal it. */
+/* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
+ * has a run (digitKernel): its keys above the first digit's boundary bin, plus its
+ * candidates above the threshold.  The threshold is a key of that bin, or, when no ties are
+ * taken, one below the range of its keys that are selected: keys above the bin exceed it,
+ * keys below do not, and only a candidate can equal it when ties are taken.  Else from all
+ * its keys. */
 template <typename Key>
 __global__ void countKernel(KernelArgs a) {
-  const DeviceChunk ch = a.chunks[blockIdx.x];
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
   const DeviceSelect S = a.select[ch.layer];
-  uint32_t greater = 0, equal = 0;
-  SPARCCL_FOR_CHUNK(i, ch) {
-    int gt, eq;
-    classify<Key>(a, L, S, i, &gt, &eq);
-    greater += gt;
-    equal += eq;
+  const uint32_t run = a.chunkCandidates[c]; /* uniform over the block */
+  uint32_t greater = 0, equal = 0, above = 0;
+  if (run != SPARCCL_NO_RUN) {
+    const Key* candidates = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
+    const Key threshold = (Key)S.threshold;
+    const int haveTies = S.ties > 0;
+    above = a.chunkAbove[c];
+    for (uint32_t o = threadIdx.x; o < run; o += blockDim.x) {
+      Key key = candidates[o];
+      greater += key > threshold;
+      equal += key == threshold && haveTies;
+    }
+  } else {
+    SPARCCL_FOR_CHUNK(i, ch) {
+      int gt, eq;
+      classify<Key>(a, L, S, i, &gt, &eq);
+      greater += gt;
+      equal += eq;
+    }
   }
   /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry */
   uint64_t total;
   blockExclusiveScan<uint64_t>(((uint64_t)greater << 32) | equal, &total);
   if (threadIdx.x == 0) {
-    a.chunkGreater[blockIdx.x] = (uint32_t)(total >> 32);
-    a.chunkEqual[blockIdx.x] = (uint32_t)total;
+    a.chunkGreater[c] = above + (uint32_t)(total >> 32);
+    a.chunkEqual[c] = (uint32_t)total;
   }
 }
 

@@ -10,6 +10,7 @@
  *     emulated 256-thread block is slow), but every path is there: layers of one element,
  *     of several 4096-element chunks, of more than 256 chunks, dense layers among sparse
  *     ones, all-zero inputs and ties (every radix pass), keys sharing their high bits,
+ *     equal 64-bit keys (all six digits; chunks with and without a run of candidates),
  *     non-finite layers, importance, restarts, save/load, graph capture.
  *
  * Every comparison runs the same inputs through a host comm and a device comm, then
@@ -226,6 +227,53 @@ START_TEST(test_radix) {
   compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 2, 17, 3, "impk high bits, density 0.3");
   c = config(sparcclImpKRandom, sparcclFeedbackSCAM, sparcclFloat32, 64);
   compareRun(&c, 2, counts, sparcclFloat32, sparcclAvg, 1, 2, 18, 2, "impk_random ties");
+}
+END_TEST
+
+/* Equal 64-bit keys: impk_random gives w = 0 the key -inf.  A cube step clips chosen w to 0
+ * (the default low bound), and the density exceeds the share of the others, so that the
+ * boundary falls among the -inf keys: all six digits are needed, ties taken at the last.
+ * Layer 0: a fifth of every chunk, few enough for each chunk's run of candidates
+ * (SPARCCL_CANDIDATES, a quarter of a chunk); layer 1: half of its first chunk (more than
+ * its run holds: that chunk's keys are all read) and a tenth of the others. */
+START_TEST(test_equal_keys) {
+  size_t counts[] = {12288, 10000};
+  size_t count = counts[0] + counts[1], bytes = count * 4;
+  sparcclConfig_t c = config(sparcclImpKRandom, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.importance = sparcclImportanceCube;
+  c.importanceLow = 0.0;
+  c.density = 0.9;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *g = (float*)malloc(bytes), *q = (float*)malloc(bytes), *out = (float*)malloc(bytes),
+        *back = (float*)malloc(bytes);
+  float *dg, *dq, *dout;
+  CUDA_OK(cudaMalloc((void**)&dg, bytes)); CUDA_OK(cudaMalloc((void**)&dq, bytes));
+  CUDA_OK(cudaMalloc((void**)&dout, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(host, g, 2, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, dg, 2, counts), sparcclSuccess);
+  for (size_t i = 0; i < count; i++) {
+    size_t j = i - counts[0]; /* in layer 1 */
+    int zero = i < counts[0] ? i % 5 == 0 : j < 4096 ? j % 2 == 0 : j % 10 == 0;
+    g[i] = 1.0f;
+    q[i] = zero ? -1.0e6f : 0.0f; /* w + rate * (q * g) below 0: clipped to 0 */
+  }
+  CUDA_OK(cudaMemcpy(dg, g, bytes, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dq, q, bytes, cudaMemcpyHostToDevice));
+  ck_assert_int_eq(sparcclImportanceUpdate(q, g, count, sparcclFloat32, host, NULL), sparcclSuccess);
+  ck_assert_int_eq(sparcclImportanceUpdate(dq, dg, count, sparcclFloat32, device, NULL), sparcclSuccess);
+  assertSameState(host, device, "equal keys: importance update");
+  for (int s = 0; s < 2; s++) {
+    fill(g, count, sparcclFloat32, 40 + (uint64_t)s, 0);
+    CUDA_OK(cudaMemcpy(dg, g, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(g, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(dg, dout, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "equal 64-bit keys", s);
+  }
+  assertSameState(host, device, "equal 64-bit keys");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(dg); cudaFree(dq); cudaFree(dout);
+  free(g); free(q); free(out); free(back);
 }
 END_TEST
 
@@ -565,9 +613,11 @@ static Suite* deviceSuite(void) {
     /* the selection and compaction kernels: every compressor x feedback, every radix pass */
     tcase_add_loop_test(tc, test_methods, 0, 20);
     tcase_add_test(tc, test_radix);
+    tcase_add_test(tc, test_equal_keys);
   } else if (worldSize == 1) {
     tcase_add_loop_test(tc, test_methods, 0, 20);
     tcase_add_test(tc, test_radix);
+    tcase_add_test(tc, test_equal_keys);
     tcase_add_loop_test(tc, test_dtypes, 0, 9);
     tcase_add_test(tc, test_sizes);
     tcase_add_test(tc, test_graph);
