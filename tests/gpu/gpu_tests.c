@@ -162,6 +162,20 @@ static void assertSameOutput(const void* device, const void* host, size_t bytes,
 }
 
 /* Run `steps` calls with fresh random gradients on both comms; compare every output. */
+/* One float32 SUM step with fresh gradients on both comms (h -> out on the host, d -> dout on
+ * the device; d == dout in place), outputs compared bitwise. */
+static void stepBoth(sparcclComm_t host, sparcclComm_t device, float* h, float* out, float* d,
+                     float* dout, float* back, size_t count, uint64_t seed, const char* what,
+                     int step) {
+  size_t bytes = count * sizeof(float);
+  fill(h, count, sparcclFloat32, seed, 0);
+  CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+  ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+  ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+  CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+  assertSameOutput(back, out, bytes, 4, what, step);
+}
+
 static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
                        int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
                        const char* what) {
@@ -263,12 +277,7 @@ START_TEST(test_equal_keys) {
   ck_assert_int_eq(sparcclImportanceUpdate(dq, dg, count, sparcclFloat32, device, NULL), sparcclSuccess);
   assertSameState(host, device, "equal keys: importance update");
   for (int s = 0; s < 2; s++) {
-    fill(g, count, sparcclFloat32, 40 + (uint64_t)s, 0);
-    CUDA_OK(cudaMemcpy(dg, g, bytes, cudaMemcpyHostToDevice));
-    ck_assert_int_eq(sparcclAllReduce(g, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
-    ck_assert_int_eq(sparcclAllReduce(dg, dout, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
-    CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
-    assertSameOutput(back, out, bytes, 4, "equal 64-bit keys", s);
+    stepBoth(host, device, g, out, dg, dout, back, count, 40 + (uint64_t)s, "equal 64-bit keys", s);
   }
   assertSameState(host, device, "equal 64-bit keys");
   sparcclCommDestroy(host); sparcclCommDestroy(device);
@@ -481,12 +490,7 @@ START_TEST(test_restarts) {
     sparcclRegisterLayout(host, h, 3, counts);
     sparcclRegisterLayout(device, d, 3, counts);
     for (int s = 0; s < 4; s++) {
-      fill(h, count, sparcclFloat32, 95 + (uint64_t)s, 0);
-      CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-      ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
-      ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
-      CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
-      assertSameOutput(back, out, bytes, 4, "explicit restart", s);
+      stepBoth(host, device, h, out, d, d, back, count, 95 + (uint64_t)s, "explicit restart", s);
       if (s == 1) {
         ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
         ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
