@@ -29,6 +29,22 @@ extern "C" {
  * 32-bit keys, where a Gaussian layer's boundary bin holds at most about 11% of it. */
 #define SPARCCL_CANDIDATES (SPARCCL_CHUNK / 4)
 #define SPARCCL_NO_RUN 0xffffffffu
+/* chunkCandidates of a chunk whose layer the first digit decided (or k == d): no run, and no
+ * class mask either, as the first digit pass never read its keys.  A chunk with NO_RUN (more
+ * candidates than SPARCCL_CANDIDATES) has no run but has its class mask. */
+#define SPARCCL_NO_CLASS 0xfffffffeu
+/* The class mask: 2 bits an element (0: below the first digit's boundary bin, 1: in it, a
+ * candidate, 2: above it), SPARCCL_THREADS 32-bit words a chunk (chunk c's from
+ * c * SPARCCL_CLASS_WORDS), word t holding the chunk's elements SPARCCL_PER_THREAD * t
+ * onwards, element SPARCCL_PER_THREAD * t + j in bits 2j and 2j + 1: the elements that
+ * emitKernel's thread t takes. */
+#define SPARCCL_CLASS_WORDS (SPARCCL_CHUNK * 2 / 32)
+#define SPARCCL_CLASS_BELOW 0u
+#define SPARCCL_CLASS_CANDIDATE 1u
+#define SPARCCL_CLASS_ABOVE 2u
+#if SPARCCL_CLASS_WORDS != SPARCCL_THREADS || SPARCCL_PER_THREAD != 16
+#error "one class word a thread, 16 elements of 2 bits"
+#endif
 
 struct DeviceLayer {
   uint64_t offset, count, k;
@@ -77,10 +93,12 @@ struct DeviceArrays {
   DeviceSelect* select;
   uint32_t *chunkGreater, *chunkEqual;
   /* nchunks x SPARCCL_CANDIDATES keys: chunk c's candidates from c * SPARCCL_CANDIDATES,
-   * chunkCandidates[c] of them (or SPARCCL_NO_RUN); chunkAbove[c]: its keys whose first
-   * digit is above the boundary bin */
+   * chunkCandidates[c] of them (or SPARCCL_NO_RUN, SPARCCL_NO_CLASS); chunkAbove[c]: its
+   * keys whose first digit is above the boundary bin; chunkClass: nchunks x
+   * SPARCCL_CLASS_WORDS, each element's class against that bin (SPARCCL_CLASS_*), valid
+   * where chunkCandidates[c] != SPARCCL_NO_CLASS */
   void* candidates;
-  uint32_t *chunkCandidates, *chunkAbove;
+  uint32_t *chunkCandidates, *chunkAbove, *chunkClass;
   uint64_t *chunkTiesBefore, *chunkOffset;
   uint32_t* sharedIndices;
   uint8_t *sendBlock, *recvBlocks;

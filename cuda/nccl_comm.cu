@@ -112,7 +112,7 @@ static void freeDeviceSet(DeviceSet* ds) {
                     ds->importance, ds->prevGrad, ds->layerSteps, ds->havePrevGrad,
                     ds->counters, ds->normRing, ds->keys, ds->hist, ds->select,
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
-                    ds->chunkAbove, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
+                    ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
                     ds->blockSums};
   for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
@@ -212,6 +212,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->candidates, nchunks * SPARCCL_CANDIDATES * keyBytes);
   ALLOC(ds->chunkCandidates, nchunks * sizeof(uint32_t));
   ALLOC(ds->chunkAbove, nchunks * sizeof(uint32_t));
+  ALLOC(ds->chunkClass, nchunks * SPARCCL_CLASS_WORDS * sizeof(uint32_t));
   ALLOC(ds->chunkTiesBefore, nchunks * sizeof(uint64_t));
   ALLOC(ds->chunkOffset, nchunks * sizeof(uint64_t));
   ALLOC(ds->sharedIndices, (set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));

@@ -153,23 +153,33 @@ __global__ void findKernel(KernelArgs a, int pass) {
   for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
 }
 
+/* Where byte o of digitKernel's shared class bytes sits, in 32-bit words: one unused word
+ * after every 32, so that thread t's reads of words 4t .. 4t + 3 fall in different banks
+ * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
+__device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
+
 /* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1,
  * reading each key of the chunk once, also counts the keys above the first digit's boundary
- * bin (selected, whatever their later digits) into chunkAbove, and copies the candidates
- * (the keys in that bin) into the chunk's run; the later passes and countKernel read the run
- * alone.  What they make of it are counts, which do not depend on the order of the keys.
- * A chunk with no run (SPARCCL_NO_RUN: its layer decided by the first digit, or more
- * candidates than SPARCCL_CANDIDATES) has all its keys read, as pass 1 does. */
+ * bin (selected, whatever their later digits) into chunkAbove, copies the candidates (the
+ * keys in that bin) into the chunk's run, and writes every element's class against that bin
+ * (SPARCCL_CLASS_*) into the chunk's class mask, for emitKernel; the later passes and
+ * countKernel read the run alone.  What they make of it are counts, which do not depend on
+ * the order of the keys.  A chunk with no run (SPARCCL_NO_RUN: more candidates than
+ * SPARCCL_CANDIDATES; SPARCCL_NO_CLASS: its layer decided by the first digit) has all its
+ * keys read, as pass 1 does. */
 template <typename Key>
 __global__ void digitKernel(KernelArgs a, int pass) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
+  /* pass 1: one byte a chunk element, its class, at byte o % 4 of word classSlot(o / 4) */
+  __shared__ uint32_t classBytes[SPARCCL_CHUNK / 4 + SPARCCL_CHUNK / 4 / 32];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
   if (a.select[ch.layer].done) {
-    /* decided by the first digit (k == d too): pass 1 never reads this layer's keys */
-    if (pass == 1 && threadIdx.x == 0) a.chunkCandidates[c] = SPARCCL_NO_RUN;
+    /* decided by the first digit (k == d too): pass 1 never reads this layer's keys, so its
+     * chunks have neither a run nor a class mask */
+    if (pass == 1 && threadIdx.x == 0) a.chunkCandidates[c] = SPARCCL_NO_CLASS;
     return;
   }
   const int bits = KeyBits<Key>::bits;
@@ -181,9 +191,9 @@ __global__ void digitKernel(KernelArgs a, int pass) {
   const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
   Key* run = (Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
   if (pass == 1) {
-    /* bit m of `mine`: this thread's m-th key (offset threadIdx.x + m * blockDim.x) is a
-     * candidate; at most SPARCCL_PER_THREAD of them */
-    uint32_t mine = 0, candidates = 0, above = 0;
+    /* bit m of `mine` (of `high`): this thread's m-th key (offset threadIdx.x + m *
+     * blockDim.x) is a candidate (above the bin); at most SPARCCL_PER_THREAD of them */
+    uint32_t mine = 0, high = 0, candidates = 0, above = 0;
     for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++) {
       Key key = keys[o];
       Key top = key >> (shift + width);
@@ -192,8 +202,27 @@ __global__ void digitKernel(KernelArgs a, int pass) {
         mine |= 1u << m;
         candidates++;
       }
+      high |= (uint32_t)(top > prefix) << m;
       above += top > prefix;
     }
+    /* the class mask: each element's class as one byte in shared memory (the block's
+     * threads on consecutive bytes, no atomics; bytes past the chunk's end 0, below), then
+     * thread t packs the 16 bytes of its word and writes it (coalesced) */
+    for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
+      const uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
+      ((uint8_t*)&classBytes[classSlot(o / 4)])[o % 4] =
+          (uint8_t)((((mine >> m) & 1u) ? SPARCCL_CLASS_CANDIDATE : SPARCCL_CLASS_BELOW) |
+                    (((high >> m) & 1u) ? SPARCCL_CLASS_ABOVE : SPARCCL_CLASS_BELOW));
+    }
+    __syncthreads();
+    uint32_t word = 0;
+    for (uint32_t q = 0; q < SPARCCL_PER_THREAD / 4; q++) {
+      /* bytes 0..3 (each 0..2) of a little-endian word: elements 4q .. 4q + 3 of the 16 */
+      const uint32_t b = classBytes[classSlot(threadIdx.x * (SPARCCL_PER_THREAD / 4) + q)];
+      const uint32_t packed = (b & 0x3u) | ((b >> 6) & 0xcu) | ((b >> 12) & 0x30u) | ((b >> 18) & 0xc0u);
+      word |= packed << (8 * q);
+    }
+    a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x] = word;
     /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry;
      * the low half places this thread's candidates in the run */
     uint64_t total;
@@ -207,9 +236,9 @@ __global__ void digitKernel(KernelArgs a, int pass) {
       a.chunkCandidates[c] = count <= SPARCCL_CANDIDATES ? count : SPARCCL_NO_RUN;
     }
   } else {
-    const uint32_t n = a.chunkCandidates[c];
-    const Key* from = n == SPARCCL_NO_RUN ? keys : run;
-    const uint32_t end = n == SPARCCL_NO_RUN ? size : n;
+    const uint32_t n = a.chunkCandidates[c]; /* a count or SPARCCL_NO_RUN, never NO_CLASS */
+    const Key* from = n > SPARCCL_CANDIDATES ? keys : run;
+    const uint32_t end = n > SPARCCL_CANDIDATES ? size : n;
     for (uint32_t o = threadIdx.x; o < end; o += blockDim.x) {
       Key key = from[o];
       if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
@@ -245,7 +274,7 @@ __global__ void countKernel(KernelArgs a) {
   const DeviceSelect S = a.select[ch.layer];
   const uint32_t run = a.chunkCandidates[c]; /* uniform over the block */
   uint32_t greater = 0, equal = 0, above = 0;
-  if (run != SPARCCL_NO_RUN) {
+  if (run <= SPARCCL_CANDIDATES) { /* not SPARCCL_NO_RUN nor SPARCCL_NO_CLASS */
     const Key* candidates = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
     const Key threshold = (Key)S.threshold;
     const int haveTies = S.ties > 0;
@@ -310,9 +339,20 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
 
 /* Per chunk: the selected elements in ascending index order, with their values.  Each thread
  * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
- * give ascending output positions; the keys are first copied to shared memory with the
- * block's threads on consecutive elements (coalesced), then each thread classifies its run
- * there once, keeping one bit per element. */
+ * give ascending output positions.  Where the chunk has a class mask (its layer was not
+ * decided by the first digit: digitKernel's pass 1 classified its keys against the first
+ * digit's boundary bin), thread t reads its one word of the mask (coalesced) and reads from
+ * global memory the keys of its candidates alone: an element above the bin is above the
+ * threshold, one below it neither above nor equal to it when ties are taken.  The threshold
+ * T of such a layer was set at pass 1 or later, under the prefix P of the first digit: either
+ * a key whose first digit is P (the last digit, ties taken), or (prefix << shift) - 1 with
+ * ties 0, where the prefix's first digit is P and prefix << shift > 0 (it is 0 only when the
+ * layer takes every key, k == d, decided at pass 0).  With s the first digit's shift, every
+ * key above the bin is >= (P + 1) << s > T, and every key below it is <= (P << s) - 1 <= T,
+ * equal to T only in the second case, where no ties are taken.  So the candidates' keys,
+ * compared as classify does, give the same bits as all keys.  Else the keys are first
+ * copied to shared memory with the block's threads on consecutive elements (coalesced),
+ * then each thread classifies its run there once, keeping one bit per element. */
 template <int C, int F, typename Key>
 __global__ void emitKernel(KernelArgs a, const void* send) {
   __shared__ Key staged[SPARCCL_CHUNK + SPARCCL_THREADS];
@@ -344,6 +384,22 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
   if (L.all) {
     greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
+  } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
+    const Key* keys = (const Key*)a.keys + L.offset + first;
+    const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
+    const Key threshold = (Key)S.threshold;
+    const int haveTies = S.ties > 0;
+    for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
+      const uint32_t cls = (word >> (2 * j)) & 3u;
+      if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
+      if (j < n && cls == SPARCCL_CLASS_CANDIDATE) {
+        Key key = keys[j];
+        int eq = key == threshold && haveTies;
+        greaterMask |= (uint32_t)(key > threshold) << j;
+        equalMask |= (uint32_t)eq << j;
+        equal += eq;
+      }
+    }
   } else {
     const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
     if (size == SPARCCL_CHUNK) {
