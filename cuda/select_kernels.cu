@@ -249,14 +249,34 @@ __global__ void digitKernel(KernelArgs a, int pass) {
     if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
 }
 
+/* A key against its layer's final threshold (SPEC 1): above it, or equal to it while ties
+ * are taken (which of the equal ones are taken is the scans' business). */
+template <typename Key>
+__device__ __forceinline__ void classifyKey(const DeviceSelect& S, Key key, int* greater,
+                                            int* equal) {
+  *greater = key > (Key)S.threshold;
+  *equal = key == (Key)S.threshold && S.ties > 0;
+}
+
+/* The same for element i of the layer, read from the keys (every element when k == d). */
 template <typename Key>
 __device__ __forceinline__ void classify(const KernelArgs& a, const DeviceLayer& L,
                                          const DeviceSelect& S, uint32_t i, int* greater,
                                          int* equal) {
   if (L.all) { *greater = 1; *equal = 0; return; }
-  Key key = ((const Key*)a.keys)[L.offset + i];
-  *greater = key > (Key)S.threshold;
-  *equal = key == (Key)S.threshold && S.ties > 0;
+  classifyKey<Key>(S, ((const Key*)a.keys)[L.offset + i], greater, equal);
+}
+
+/* classifyKey into bit j of emitKernel's masks, counting the equal ones. */
+template <typename Key>
+__device__ __forceinline__ void markKey(const DeviceSelect& S, Key key, uint32_t j,
+                                        uint32_t* greaterMask, uint32_t* equalMask,
+                                        uint32_t* equal) {
+  int gt, eq;
+  classifyKey<Key>(S, key, &gt, &eq);
+  *greaterMask |= (uint32_t)gt << j;
+  *equalMask |= (uint32_t)eq << j;
+  *equal += eq;
 }
 
 /* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
@@ -276,13 +296,12 @@ __global__ void countKernel(KernelArgs a) {
   uint32_t greater = 0, equal = 0, above = 0;
   if (run <= SPARCCL_CANDIDATES) { /* not SPARCCL_NO_RUN nor SPARCCL_NO_CLASS */
     const Key* candidates = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
-    const Key threshold = (Key)S.threshold;
-    const int haveTies = S.ties > 0;
     above = a.chunkAbove[c];
     for (uint32_t o = threadIdx.x; o < run; o += blockDim.x) {
-      Key key = candidates[o];
-      greater += key > threshold;
-      equal += key == threshold && haveTies;
+      int gt, eq;
+      classifyKey<Key>(S, candidates[o], &gt, &eq);
+      greater += gt;
+      equal += eq;
     }
   } else {
     SPARCCL_FOR_CHUNK(i, ch) {
@@ -387,18 +406,11 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
     const Key* keys = (const Key*)a.keys + L.offset + first;
     const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
-    const Key threshold = (Key)S.threshold;
-    const int haveTies = S.ties > 0;
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
       const uint32_t cls = (word >> (2 * j)) & 3u;
       if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
-      if (j < n && cls == SPARCCL_CLASS_CANDIDATE) {
-        Key key = keys[j];
-        int eq = key == threshold && haveTies;
-        greaterMask |= (uint32_t)(key > threshold) << j;
-        equalMask |= (uint32_t)eq << j;
-        equal += eq;
-      }
+      if (j < n && cls == SPARCCL_CLASS_CANDIDATE)
+        markKey<Key>(S, keys[j], j, &greaterMask, &equalMask, &equal);
     }
   } else {
     const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
@@ -413,17 +425,9 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
         staged[stagedSlot(i - ch.begin)] = keys[i - ch.begin];
     }
     __syncthreads();
-    const Key threshold = (Key)S.threshold;
-    const int haveTies = S.ties > 0;
-    for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
-      if (j < n) {
-        Key key = staged[stagedSlot(lo) + j]; /* lo is a multiple of SPARCCL_PER_THREAD */
-        int eq = key == threshold && haveTies;
-        greaterMask |= (uint32_t)(key > threshold) << j;
-        equalMask |= (uint32_t)eq << j;
-        equal += eq;
-      }
-    }
+    for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) /* a fixed count: unrolled */
+      if (j < n) /* lo is a multiple of SPARCCL_PER_THREAD */
+        markKey<Key>(S, staged[stagedSlot(lo) + j], j, &greaterMask, &equalMask, &equal);
   }
   uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
   uint32_t mine = 0;

@@ -90,11 +90,19 @@ use_bundled_check() {
   echo "gpu_session: Check from the bundled .debs"
 }
 
-run_check() {
-  local out=${1:-${OUT:-$here/build-gpu}} root=/tmp/sparccl-device build=build-gpu rc
+# Both device commands: results to $out (the argument, else $OUT, else build-gpu), what the
+# bundle brings unpacked under $root, the build in $build, Open MPI on PATH.
+root=/tmp/sparccl-device build=build-gpu
+start_session() {
+  out=${1:-${OUT:-$here/build-gpu}}
   mkdir -p "$out" "$root" || fail "cannot create $out"
   cd "$here" || exit 1
   use_bundled_mpi "$root"
+}
+
+run_check() {
+  local rc
+  start_session "$@"
   use_bundled_check "$root"
   export LAYOUTS=${LAYOUTS:-$(test -d ../shared/layouts && echo ../shared/layouts || echo .device/layouts)}
   {
@@ -142,10 +150,8 @@ use_nccl_home() {
 }
 
 run_preload() {
-  local out=${1:-${OUT:-$here/build-gpu}} root=/tmp/sparccl-device build=build-gpu rc
-  mkdir -p "$out" "$root" || fail "cannot create $out"
-  cd "$here" || exit 1
-  use_bundled_mpi "$root"
+  local rc
+  start_session "$@"
   use_nccl_home "$root"
   export NCCL_TESTS_SRC=${NCCL_TESTS_SRC:-$bundle/nccl-tests}
   bash tools/gpu_preload_check.sh $build > "$out/preload.log" 2>&1

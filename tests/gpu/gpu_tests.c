@@ -613,27 +613,28 @@ static Suite* deviceSuite(void) {
   TCase* tc = tcase_create("device vs CPU reference");
   tcase_set_timeout(tc, 600);
   const char* subset = getenv("EMU_TESTS_SUBSET");
-  if (subset != NULL && strcmp(subset, "select") == 0) {
+  const int selectOnly = subset != NULL && strcmp(subset, "select") == 0;
+  if (selectOnly || worldSize == 1) {
     /* the selection and compaction kernels: every compressor x feedback, every radix pass */
     tcase_add_loop_test(tc, test_methods, 0, 20);
     tcase_add_test(tc, test_radix);
     tcase_add_test(tc, test_equal_keys);
-  } else if (worldSize == 1) {
-    tcase_add_loop_test(tc, test_methods, 0, 20);
-    tcase_add_test(tc, test_radix);
-    tcase_add_test(tc, test_equal_keys);
-    tcase_add_loop_test(tc, test_dtypes, 0, 9);
-    tcase_add_test(tc, test_sizes);
-    tcase_add_test(tc, test_graph);
-    tcase_add_loop_test(tc, test_importance, 0, 6);
-    tcase_add_test(tc, test_restarts);
-    tcase_add_test(tc, test_load);
-    tcase_add_test(tc, test_errors);
-  } else {
-    tcase_add_loop_test(tc, test_ranks, 0, 10);
-    tcase_add_test(tc, test_restarts);
   }
-  if (subset == NULL || strcmp(subset, "select") != 0) tcase_add_loop_test(tc, test_nonfinite, 0, 2);
+  if (!selectOnly) {
+    if (worldSize == 1) {
+      tcase_add_loop_test(tc, test_dtypes, 0, 9);
+      tcase_add_test(tc, test_sizes);
+      tcase_add_test(tc, test_graph);
+      tcase_add_loop_test(tc, test_importance, 0, 6);
+      tcase_add_test(tc, test_restarts);
+      tcase_add_test(tc, test_load);
+      tcase_add_test(tc, test_errors);
+    } else {
+      tcase_add_loop_test(tc, test_ranks, 0, 10);
+      tcase_add_test(tc, test_restarts);
+    }
+    tcase_add_loop_test(tc, test_nonfinite, 0, 2);
+  }
   suite_add_tcase(s, tc);
   return s;
 }
