@@ -73,6 +73,7 @@ struct DeviceCounters {
   unsigned long long skipped, restarts;
   int restartPending;
   int anySkipped;
+  int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
 };
 
 /* The device arrays of a layer set: held by DeviceSet, and handed to every kernel inside
@@ -81,8 +82,13 @@ struct DeviceArrays {
   DeviceLayer* layers;
   DeviceChunk* chunks;
   uint32_t* sparseByValue; /* sparse layer ids in wire (value) order */
-  /* state */
-  float *error, *h, *H, *importance, *prevGrad;
+  /* state.  e is double-buffered unless SPARCCL_ERROR_BUFFERS=1: error and errorNext swap
+   * roles every call (counters->errorParity; errorNow / errorAfter below).  The key pass
+   * writes a = e + g into the other buffer, so the decompress only subtracts what this rank
+   * sent there, instead of re-reading g and e and writing e (8 B/param less traffic a call,
+   * 4 B/param more memory).  errorNext is NULL with one buffer: e is `error`, updated in
+   * place by the decompress. */
+  float *error, *errorNext, *h, *H, *importance, *prevGrad;
   unsigned long long* layerSteps;
   int* havePrevGrad;
   DeviceCounters* counters;
@@ -159,6 +165,16 @@ cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* 
 #define SPARCCL_FOR_CHUNK(i, ch)                                                     \
   for (uint32_t i##Offset_ = threadIdx.x, i = (ch).begin + threadIdx.x;              \
        i##Offset_ < (ch).end - (ch).begin; i##Offset_ += blockDim.x, i = (ch).begin + i##Offset_)
+
+/* The buffer holding e before this call's decompress commits, and the one that will hold it
+ * after (the same buffer with one).  Every thread of a call reads the same parity: only
+ * policyKernel, the last kernel of a call, flips it. */
+__device__ __forceinline__ float* errorNow(const DeviceArrays& a) {
+  return a.errorNext != NULL && a.counters->errorParity ? a.errorNext : a.error;
+}
+__device__ __forceinline__ float* errorAfter(const DeviceArrays& a) {
+  return a.errorNext != NULL && !a.counters->errorParity ? a.errorNext : a.error;
+}
 
 /* A float NaN with the canonical bits (host and device). */
 __device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }

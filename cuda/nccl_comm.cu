@@ -19,6 +19,7 @@ struct NcclTransport {
   cudaStream_t stream; /* for the small host-data exchanges (fingerprints, load status) */
   void* scratch;
   size_t scratchBytes;
+  int errorBuffers; /* SPARCCL_ERROR_BUFFERS: 2 (default) or 1 (device_set.cuh) */
 };
 
 #define CUDACHECK(call, caller)                                                       \
@@ -108,7 +109,7 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
 
 static void freeDeviceSet(DeviceSet* ds) {
   if (ds == NULL) return;
-  void* arrays[] = {ds->layers, ds->chunks, ds->sparseByValue, ds->error, ds->h, ds->H,
+  void* arrays[] = {ds->layers, ds->chunks, ds->sparseByValue, ds->error, ds->errorNext, ds->h, ds->H,
                     ds->importance, ds->prevGrad, ds->layerSteps, ds->havePrevGrad,
                     ds->counters, ds->normRing, ds->keys, ds->hist, ds->select,
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
@@ -197,6 +198,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->chunks, nchunks * sizeof(DeviceChunk));
   ALLOC(ds->sparseByValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
   if (ef) ALLOC(ds->error, floats);
+  if (ef && nccl(comm)->errorBuffers == 2) ALLOC(ds->errorNext, floats);
   if (ef21) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
   if (importance) ALLOC(ds->importance, floats);
   if (online) ALLOC(ds->prevGrad, floats);
@@ -227,6 +229,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
       cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
     goto fail;
   if (ds->error) cudaMemsetAsync(ds->error, 0, floats, stream);
+  if (ds->errorNext) cudaMemsetAsync(ds->errorNext, 0, floats, stream);
   if (ds->h) cudaMemsetAsync(ds->h, 0, floats, stream);
   if (ds->H) cudaMemsetAsync(ds->H, 0, floats, stream);
   if (ds->prevGrad) cudaMemsetAsync(ds->prevGrad, 0, floats, stream);
@@ -371,12 +374,16 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
   unsigned long long* steps = (unsigned long long*)malloc(set->nlayers * sizeof(unsigned long long));
   int* havePrev = (int*)malloc(set->nlayers * sizeof(int));
   DeviceCounters counters;
+  float* error;
   if (steps == NULL || havePrev == NULL) { free(steps); free(havePrev); return sparcclSystemError; }
+  /* the counters first: their errorParity says which buffer holds e */
+  CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost, stream), "state transfer");
   CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
+  error = ds->errorNext != NULL && counters.errorParity ? ds->errorNext : ds->error;
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     float* host[] = {l->error, l->h, l->H, l->importance, l->prevGrad};
-    float* dev[] = {ds->error, ds->h, ds->H, ds->importance, ds->prevGrad};
+    float* dev[] = {error, ds->h, ds->H, ds->importance, ds->prevGrad};
     for (int j = 0; j < 5; j++) {
       if (host[j] == NULL || dev[j] == NULL) continue;
       float* d = dev[j] + l->offset;
@@ -389,7 +396,6 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
   if (toHost) {
     CUDACHECK(cudaMemcpyAsync(steps, ds->layerSteps, set->nlayers * sizeof(*steps), kind, stream), "state transfer");
     CUDACHECK(cudaMemcpyAsync(havePrev, ds->havePrevGrad, set->nlayers * sizeof(int), kind, stream), "state transfer");
-    CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), kind, stream), "state transfer");
     CUDACHECK(cudaMemcpyAsync(set->normHistory, ds->normRing, lag * sizeof(double), kind, stream), "state transfer");
     CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
     for (i = 0; i < set->nlayers; i++) {
@@ -399,8 +405,6 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
     set->steps = counters.steps;
     set->normCount = counters.normCount;
   } else {
-    CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost, stream), "state transfer");
-    CUDACHECK(cudaStreamSynchronize(stream), "state transfer");
     counters.steps = set->steps;
     counters.normCount = set->normCount;
     CUDACHECK(cudaMemcpyAsync(ds->counters, &counters, sizeof(counters), kind, stream), "state transfer");
@@ -450,7 +454,10 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
     WARN("%s: comm is NULL", caller);
     return sparcclInvalidArgument;
   }
+  long long errorBuffers = 2;
+  int found;
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
+  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   NCCLCHECK(ncclCommUserRank(nc, &rank), caller);
   NCCLCHECK(ncclCommCount(nc, &nranks), caller);
   transport = (sparcclTransport_t*)calloc(1, sizeof(*transport));
@@ -458,6 +465,7 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   if (transport == NULL || t == NULL) { free(transport); free(t); return sparcclSystemError; }
   t->nccl = nc;
   t->owned = owned;
+  t->errorBuffers = (int)errorBuffers;
   if (cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
     free(transport); free(t);
     WARN("%s: cannot create a stream", caller);

@@ -3,13 +3,17 @@
  *   skip flags (a layer non-finite on any rank is skipped everywhere; step counters)
  *   -> rank ranges: for every rank and chunk of a sparse layer, where that rank's section of
  *      the layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
- *   -> one block per chunk: e + g and the online importance step in shared memory; then the
- *      rank-ordered sums, rank by rank with a barrier between ranks (a rank's indices are
- *      unique within a layer, so no two threads of a rank touch one element: no atomics),
- *      this rank's sent values also giving e <- a - sent and h <- h + sent; then e stored and
- *      the output (s, s / n, or EF21's H) converted once.  Dense layers: summed in rank order
- *   -> restart policies and counters (one thread; the blocked norm of SPEC 3a first).
- * Every element's state is written once, after every rank's flag is known (SPEC 2).
+ *   -> one block per chunk: the online importance step; then the rank-ordered sums, rank by
+ *      rank with a barrier between ranks (a rank's indices are unique within a layer, so no
+ *      two threads of a rank touch one element: no atomics), this rank's sent values also
+ *      giving e <- a - sent and h <- h + sent; then the output (s, s / n, or EF21's H)
+ *      converted once.  a = e + g is in the second error buffer, where the key pass wrote it
+ *      (with one buffer: formed in shared memory and e written back).  Dense layers: summed
+ *      in rank order
+ *   -> restart policies and counters (one thread; the blocked norm of SPEC 3a first); the
+ *      error buffers swap roles.
+ * State changes only after every rank's flag is known (SPEC 2): a skipped layer's e is
+ * copied into the buffer that holds e from the next call on, its h, H, w left alone.
  */
 #include "device_set.cuh"
 
@@ -81,14 +85,28 @@ __device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, siz
   sparccl_store(recv, at, a.dtype, v);
 }
 
-/* One block per chunk: the state update, the rank-ordered sums and the output. */
+/* e of the chunk's elements kept as it was (dense and skipped layers), in the buffer that
+ * holds e after this call: a copy with two buffers, nothing to do with one. */
+__device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk& ch,
+                                          const DeviceLayer& L) {
+  if (a.errorNext == NULL) return;
+  const float* now = errorNow(a);
+  float* after = errorAfter(a);
+  SPARCCL_FOR_CHUNK(i, ch) after[L.offset + i] = now[L.offset + i];
+}
+
+/* One block per chunk: the state update, the rank-ordered sums and the output.  With two
+ * error buffers the key pass already wrote a = e + g where e will be (errorAfter): only this
+ * rank's sent positions change, there, so the chunk reads neither g nor e.  With one, a is
+ * formed here from e and g in shared memory and the whole chunk's e written back. */
 __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
   __shared__ float sums[SPARCCL_CHUNK];  /* s, element i at i - ch.begin */
-  __shared__ float error[SPARCCL_CHUNK]; /* a = e + g, then a - sent where this rank sent */
+  __shared__ float error[SPARCCL_CHUNK]; /* one buffer: a = e + g, then a - sent where sent */
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) {
+    keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) {
       float s = +0.0f;
       for (uint32_t r = 0; r < a.nranks; r++)
@@ -99,17 +117,21 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
     return;
   }
   if (a.skip[ch.layer]) { /* SPEC 2: NaN out, state as it was */
+    keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
     return;
   }
-  /* e <- e + g (= a, exactly as the key pass computed it); online importance committed */
+  /* one buffer: e <- e + g (= a, exactly as the key pass computed it); online importance
+   * committed */
+  const int inPlace = a.error != NULL && a.errorNext == NULL;
+  float* errorOut = a.error ? errorAfter(a) : NULL;
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     sums[i - ch.begin] = +0.0f;
-    if (!a.error && !a.prevGrad) continue;
+    if (!inPlace && !a.prevGrad) continue;
     float g = sparccl_load(send, at, a.dtype);
-    if (a.error) error[i - ch.begin] = a.error[at] + g;
+    if (inPlace) error[i - ch.begin] = a.error[at] + g;
     if (a.prevGrad) {
       if (havePrev)
         a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
@@ -129,8 +151,9 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
       uint32_t i = indices[first + o];
       float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
-      if (own) {
-        if (a.error) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
+      if (own) { /* this rank's indices are distinct: one thread an element */
+        if (inPlace) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
+        else if (errorOut) errorOut[L.offset + i] = sparccl_error_update(errorOut[L.offset + i], sent);
         if (a.h) a.h[L.offset + i] += sent;
       }
     }
@@ -138,7 +161,7 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
   }
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
-    if (a.error) a.error[at] = error[i - ch.begin];
+    if (inPlace) a.error[at] = error[i - ch.begin];
     storeOutput(a, recv, at, outputOf(a, at, sums[i - ch.begin], a.H != NULL));
   }
 }
@@ -162,6 +185,7 @@ __global__ void policyKernel(KernelArgs a) {
   c->bytesSent += a.blockBytes;
   c->bytesDense += a.count * sparccl_dtype_size(a.dtype);
   c->anySkipped = 0;
+  if (a.errorNext) c->errorParity ^= 1; /* the decompress wrote every element's e there */
   for (uint32_t l = 0; l < a.nlayers; l++)
     if (a.layers[l].sparse && !a.skip[l]) {
       a.layerSteps[l]++;
@@ -188,9 +212,10 @@ __global__ void policyKernel(KernelArgs a) {
 /* Restart: e, h, H <- 0, w <- 1 where a restart is pending (or forced). */
 __global__ void restartKernel(KernelArgs a, int force) {
   if (!force && !a.counters->restartPending) return;
+  float* error = a.error ? errorNow(a) : NULL;
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
        at += (size_t)gridDim.x * blockDim.x) {
-    if (a.error) a.error[at] = 0.0f;
+    if (error) error[at] = 0.0f;
     if (a.h) a.h[at] = 0.0f;
     if (a.H) a.H[at] = 0.0f;
     if (a.importance) a.importance[at] = 1.0f;
@@ -227,9 +252,10 @@ cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, co
 }
 
 __global__ void scaleKernel(KernelArgs a, float factor) {
+  float* error = a.error ? errorNow(a) : NULL;
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
        at += (size_t)gridDim.x * blockDim.x) {
-    if (a.error) a.error[at] *= factor;
+    if (error) error[at] *= factor;
     if (a.h) a.h[at] *= factor;
     if (a.H) a.H[at] *= factor;
   }

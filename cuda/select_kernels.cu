@@ -31,9 +31,11 @@ __host__ __device__ inline int digitWidth(int bits, int pass) {
 }
 __host__ __device__ inline int digitPasses(int bits) { return (bits + SPARCCL_RADIX_BITS - 1) / SPARCCL_RADIX_BITS; }
 
+/* The key input (e + g, g - h or g) of element `at`; `error` is errorNow(a). */
 template <int F>
-__device__ __forceinline__ float keyInputAt(const KernelArgs& a, size_t at, float g) {
-  float e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? a.error[at] : 0.0f;
+__device__ __forceinline__ float keyInputAt(const KernelArgs& a, const float* error, size_t at,
+                                            float g) {
+  float e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? error[at] : 0.0f;
   float h = F == SPARCCL_FB_EF21 ? a.h[at] : 0.0f;
   return sparccl_key_input(F, g, e, h);
 }
@@ -51,7 +53,8 @@ __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* bl
   return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
 }
 
-/* Pass 1: keys and the first digit's histogram per layer; dense layers packed. */
+/* Pass 1: keys and the first digit's histogram per layer; with two error buffers, a = e + g
+ * into the one the decompress commits; dense layers packed. */
 template <int C, int F, typename Key>
 __global__ void keyKernel(KernelArgs a, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
@@ -71,11 +74,16 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   const uint32_t step = (uint32_t)a.layerSteps[ch.layer];
   const int havePrev = a.havePrevGrad[ch.layer];
   const uint32_t rank = a.rank;
+  const int ef = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM;
+  const float* error = ef ? errorNow(a) : NULL;
+  /* a = e + g for the decompress to commit (double-buffered e; reduce_kernels.cu) */
+  float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
   int finite = 1;
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     float g = sparccl_load(send, at, a.dtype);
-    float x = keyInputAt<F>(a, at, g);
+    float x = keyInputAt<F>(a, error, at, g);
+    if (accumulated) accumulated[at] = x;
     finite &= sparccl_is_finite(x);
     if (L.all) continue;
     uint32_t word = 0;
@@ -440,11 +448,12 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
   const int havePrev = a.havePrevGrad[ch.layer];
   const float scale = sparccl_randk_scale(L.count, L.k);
+  const float* error = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM ? errorNow(a) : NULL;
   for (uint32_t i = first; i < last; i++) {
     if (!((selectedMask >> (i - first)) & 1u)) continue;
     size_t at = L.offset + i;
     float g = sparccl_load(send, at, a.dtype);
-    float x = keyInputAt<F>(a, at, g);
+    float x = keyInputAt<F>(a, error, at, g);
     float v = sparccl_value_input(F, g, x);
     float w = C == SPARCCL_IMPK ? weightAt<C>(a, L, at, g, havePrev) : 1.0f;
     indices[position] = i;

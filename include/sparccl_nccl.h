@@ -19,7 +19,12 @@ extern "C" {
  * any buffer two streams share.  Save, load, stats, reset, restart and scale wait for the
  * stream of the key's last call; they synchronise with the host, so they are not allowed
  * while that stream is being captured into a CUDA graph (sparcclAllReduce on a key that
- * already exists is). */
+ * already exists is).
+ *
+ * Memory: ef and scam keep e in two device buffers that swap roles every call (the
+ * compression writes e + g into the second, so the decompression reads neither g nor e
+ * again).  SPARCCL_ERROR_BUFFERS=1, read at comm creation, keeps one, at 8 bytes a
+ * parameter more memory traffic a call; results are bitwise the same either way. */
 sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
                                     const sparcclConfig_t* config);
 

@@ -45,7 +45,7 @@ static sparcclResult_t envDouble(const char* name, double* out, int* found) {
   return sparcclSuccess;
 }
 
-static sparcclResult_t envInteger(const char* name, long long low, long long high,
+sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
                                   long long* out, int* found) {
   const char* v = getenv(name);
   char* end;
@@ -111,7 +111,7 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
     c->wireType = found ? wireTypes[w] : sparcclFloat32;
   }
   if (c->minSparseCount == SPARCCL_CONFIG_UNDEF_SIZE) {
-    SPARCCLCHECK(envInteger("SPARCCL_MIN_SPARSE", 0, (long long)1 << 62, &integer, &found));
+    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_MIN_SPARSE", 0, (long long)1 << 62, &integer, &found));
     c->minSparseCount = found ? (size_t)integer : DEFAULT_MIN_SPARSE;
   }
   if (c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
@@ -128,7 +128,7 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
     }
   }
   if (c->sharedRandomness == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envInteger("SPARCCL_SHARED_RANDOMNESS", 0, 1, &integer, &found));
+    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_SHARED_RANDOMNESS", 0, 1, &integer, &found));
     c->sharedRandomness = found ? (int)integer : 0;
   }
   if (c->importance == SPARCCL_CONFIG_UNDEF_INT) {
@@ -147,15 +147,15 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   RESOLVE_DOUBLE(restartRatio, "SPARCCL_RESTART_RATIO", 0.0)
 #undef RESOLVE_DOUBLE
   if (c->restartEvery == SPARCCL_CONFIG_UNDEF_LONG) {
-    SPARCCLCHECK(envInteger("SPARCCL_RESTART_EVERY", 0, (long long)1 << 62, &integer, &found));
+    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_EVERY", 0, (long long)1 << 62, &integer, &found));
     c->restartEvery = found ? integer : 0;
   }
   if (c->restartLag == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envInteger("SPARCCL_RESTART_LAG", 1, 1 << 20, &integer, &found));
+    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_LAG", 1, 1 << 20, &integer, &found));
     c->restartLag = found ? (int)integer : 1;
   }
   if (c->restartOnLoss == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envInteger("SPARCCL_RESTART_ON_LOSS", 0, 1, &integer, &found));
+    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_ON_LOSS", 0, 1, &integer, &found));
     c->restartOnLoss = found ? (int)integer : 0;
   }
 

@@ -34,6 +34,10 @@ int sparcclLogEnabled(sparcclLogLevel_t level);
 /* ------------------------------------------------------------ config (config.c) */
 /* Fill the unset fields of *out from SPARCCL_* and defaults; validate. */
 sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* out);
+/* An integer environment variable in [low, high]: *found = 0 when unset or empty, an error
+ * (logged) when set to anything else. */
+sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
+                                  long long* out, int* found);
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* config);
 const char* sparcclCompressorName(int compressor);
 const char* sparcclFeedbackName(int feedback);

@@ -96,12 +96,22 @@ static sparcclComm_t hostComm(const sparcclConfig_t* c) {
                    sparcclSuccess);
   return comm;
 }
-static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
+/* A device comm with one or two error buffers (SPARCCL_ERROR_BUFFERS, cuda/device_set.cuh):
+ * the results must not depend on it. */
+static sparcclComm_t deviceCommWith(const sparcclConfig_t* c, int errorBuffers) {
   sparcclComm_t comm;
   ncclUniqueId id;
+  ck_assert_int_eq(setenv("SPARCCL_ERROR_BUFFERS", errorBuffers == 1 ? "1" : "2", 1), 0);
   ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
   ck_assert_int_eq(sparcclCommInitRank(&comm, worldSize, id, worldRank, c), sparcclSuccess);
+  unsetenv("SPARCCL_ERROR_BUFFERS");
   return comm;
+}
+/* Every other device comm has one error buffer, so each test with several comms runs both
+ * ways (the same sequence on every rank). */
+static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
+  static int created = 0;
+  return deviceCommWith(c, 1 + (created++ & 1));
 }
 
 static void* readFile(const char* path, size_t* size) {
@@ -161,7 +171,6 @@ static void assertSameOutput(const void* device, const void* host, size_t bytes,
                 what, step, at < 0 ? -1 : at / (long)dsize);
 }
 
-/* Run `steps` calls with fresh random gradients on both comms; compare every output. */
 /* One float32 SUM step with fresh gradients on both comms (h -> out on the host, d -> dout on
  * the device; d == dout in place), outputs compared bitwise. */
 static void stepBoth(sparcclComm_t host, sparcclComm_t device, float* h, float* out, float* d,
@@ -176,6 +185,7 @@ static void stepBoth(sparcclComm_t host, sparcclComm_t device, float* h, float* 
   assertSameOutput(back, out, bytes, 4, what, step);
 }
 
+/* Run `steps` calls with fresh random gradients on both comms; compare every output. */
 static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
                        int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
                        const char* what) {
@@ -481,8 +491,10 @@ START_TEST(test_restarts) {
   c.restartLag = 2;
   compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
   c.restartOnLoss = 1;
-  {
-    sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  for (int buffers = 1; buffers <= 2; buffers++) {
+    /* with two error buffers, the restart comes after an even number of calls and the
+     * scaling after an odd one: e in either buffer */
+    sparcclComm_t host = hostComm(&c), device = deviceCommWith(&c, buffers);
     float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
     float* d;
     sparcclStats_t hs, ds;
@@ -515,14 +527,18 @@ START_TEST(test_restarts) {
 }
 END_TEST
 
-/* Save on one comm, load into fresh ones: both continue identically. */
+/* Save on one comm, load into fresh ones: both continue identically.  _i = 1: SCAM's e,
+ * saved from the second error buffer (an odd number of calls) and loaded into a comm that
+ * has run a call, in both buffer modes. */
 START_TEST(test_load) {
   size_t counts[] = {5000, 30, 4100};
   size_t count = 9130, bytes = count * 4;
   char path[] = "/tmp/sparccl_gpu_loadXXXXXX";
   sparcclConfig_t c = config(sparcclImpKRandom, sparcclFeedbackEF21, sparcclFloat32, 64);
+  const int steps = _i == 0 ? 2 : 3;
+  if (_i == 1) c = config(sparcclTopK, sparcclFeedbackSCAM, sparcclFloat32, 64);
   c.importance = sparcclImportanceOnline;
-  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  sparcclComm_t host = hostComm(&c), device = deviceCommWith(&c, 2);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
   int fd = mkstemp(path);
@@ -532,10 +548,11 @@ START_TEST(test_load) {
     sparcclRegisterLayout(host, h, 3, counts);
     sparcclRegisterLayout(device, d, 3, counts);
     if (phase == 1) {
+      if (_i == 1) stepBoth(host, device, h, out, d, d, back, count, 140, "load: before", 0);
       ck_assert_int_eq(sparcclLoadState(host, path), sparcclSuccess);
       ck_assert_int_eq(sparcclLoadState(device, path), sparcclSuccess);
     }
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < steps; s++) {
       fill(h, count, sparcclFloat32, 100 + (uint64_t)(phase * 10 + s), 0);
       CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
       ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
@@ -547,7 +564,7 @@ START_TEST(test_load) {
     if (phase == 0) {
       ck_assert_int_eq(sparcclSaveState(host, path), sparcclSuccess);
       sparcclCommDestroy(host); sparcclCommDestroy(device);
-      host = hostComm(&c); device = deviceComm(&c);
+      host = hostComm(&c); device = deviceCommWith(&c, 1 + _i);
     }
   }
   unlink(path);
@@ -577,6 +594,18 @@ START_TEST(test_errors) {
   }
   ck_assert_int_eq(sparcclCommDestroy(device), sparcclSuccess);
   ck_assert_int_eq(sparcclAllReduce(d, d, 16, sparcclFloat32, sparcclSum, device, NULL), sparcclInvalidUsage);
+  {
+    /* SPARCCL_ERROR_BUFFERS takes 1 or 2; anything else fails the comm's creation */
+    const char* bad[] = {"0", "3", "two"};
+    for (int i = 0; i < 3; i++) {
+      sparcclComm_t comm = NULL;
+      ncclUniqueId id;
+      ck_assert_int_eq(setenv("SPARCCL_ERROR_BUFFERS", bad[i], 1), 0);
+      ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
+      ck_assert_int_eq(sparcclCommInitRank(&comm, 1, id, 0, &c), sparcclInvalidArgument);
+      unsetenv("SPARCCL_ERROR_BUFFERS");
+    }
+  }
   {
     /* and the reverse: a device buffer on a host comm */
     sparcclComm_t hc = hostComm(&c);
@@ -627,7 +656,7 @@ static Suite* deviceSuite(void) {
       tcase_add_test(tc, test_graph);
       tcase_add_loop_test(tc, test_importance, 0, 6);
       tcase_add_test(tc, test_restarts);
-      tcase_add_test(tc, test_load);
+      tcase_add_loop_test(tc, test_load, 0, 2);
       tcase_add_test(tc, test_errors);
     } else {
       tcase_add_loop_test(tc, test_ranks, 0, 10);
