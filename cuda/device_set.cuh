@@ -72,7 +72,6 @@ struct DeviceCounters {
   unsigned long long normCount;
   unsigned long long skipped, restarts;
   int restartPending;
-  int anySkipped;
   int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
 };
 
@@ -114,6 +113,10 @@ struct DeviceArrays {
   float* sums; /* the float32 outputs, for the restart norm (restartRatio > 0 only) */
   uint32_t* skip;
   double* blockSums;
+  /* lastToArrive's counters: one a layer (the compression's passes), then one for the whole
+   * decompression grid; 0 between uses */
+  uint32_t* arrivals;
+  uint32_t* layerBad; /* per layer: a chunk of it is non-finite (keyKernel); 0 between calls */
 };
 
 struct DeviceSet : DeviceArrays {
@@ -174,6 +177,26 @@ __device__ __forceinline__ float* errorNow(const DeviceArrays& a) {
 }
 __device__ __forceinline__ float* errorAfter(const DeviceArrays& a) {
   return a.errorNext != NULL && !a.counters->errorParity ? a.errorNext : a.error;
+}
+
+/* RAFT's "last block finishes" (also the CUDA guide's threadfence example): every block of
+ * a group (a layer's chunks, or a whole grid) calls this once, after its writes that the
+ * group's last block reads; it returns 1 in the block that arrives last, uniformly over that
+ * block, 0 in the others.  The last block then reads what the others wrote through volatile
+ * pointers (so not from a stale L1 line) and may do the group's per-layer step (a radix
+ * find, the scan of the counts, the call's counters) without a launch of its own.  The
+ * counter is back to 0 for its next use.  All of the block's threads must call it. */
+__device__ __forceinline__ int lastToArrive(uint32_t* counter, uint32_t blocks) {
+  __shared__ int last;
+  __threadfence(); /* this block's writes, before its arrival is counted */
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1u) == blocks - 1;
+    if (last) *counter = 0; /* every block of the group has arrived: no one else touches it */
+  }
+  __syncthreads();
+  if (last) __threadfence(); /* the arrivals seen, before the reads of what they wrote */
+  return last;
 }
 
 /* A float NaN with the canonical bits (host and device). */

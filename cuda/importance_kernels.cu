@@ -110,12 +110,13 @@ cudaError_t sparcclLaunchImportanceReset(const KernelArgs& a, const DeviceSet* d
   return cudaGetLastError();
 }
 
-/* Scratch: a.skip (per layer), a.hist (as per-layer max exponents), a.blockSums (per chunk,
- * then per layer after the chunks: allocated with nchunks + nlayers entries). */
+/* Scratch: a.skip (per layer), a.chunkGreater (as per-layer max exponents: nchunks >= nlayers
+ * entries; not a.hist, which the compression needs zero between calls), a.blockSums (per
+ * chunk, then per layer after the chunks: allocated with nchunks + nlayers entries). */
 cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* ds,
                                           const void* q, const void* g, int simplex,
                                           cudaStream_t stream) {
-  uint32_t* zmax = a.hist;
+  uint32_t* zmax = a.chunkGreater;
   double* layerSums = (double*)a.blockSums + ds->nchunks;
   SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.skip, 0, ds->nlayers * sizeof(uint32_t), stream));
   SPARCCL_CUDA_CHECK(cudaMemsetAsync(zmax, 0, ds->nlayers * sizeof(uint32_t), stream));

@@ -115,7 +115,7 @@ static void freeDeviceSet(DeviceSet* ds) {
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
                     ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
-                    ds->blockSums};
+                    ds->blockSums, ds->arrivals, ds->layerBad};
   for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -224,6 +224,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   if (c->restartRatio > 0.0) ALLOC(ds->sums, floats);
   ALLOC(ds->skip, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->blockSums, (nchunks + set->nlayers) * sizeof(double));
+  ALLOC(ds->arrivals, (set->nlayers + 1) * sizeof(uint32_t));
+  ALLOC(ds->layerBad, set->nlayers * sizeof(uint32_t));
   if (cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
       cudaMemcpyAsync(ds->chunks, chunks, nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
       cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
@@ -237,6 +239,12 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   cudaMemsetAsync(ds->havePrevGrad, 0, set->nlayers * sizeof(int), stream);
   cudaMemsetAsync(ds->counters, 0, sizeof(DeviceCounters), stream);
   cudaMemsetAsync(ds->normRing, 0, ((size_t)c->restartLag + 1) * sizeof(double), stream);
+  /* zero here and left zero by every call (select_kernels.cu): the histograms, the arrival
+   * counters, the non-finite flags; the wire block's padding, which no call writes */
+  cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
+  cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
+  cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
+  cudaMemsetAsync(ds->sendBlock, 0, set->blockBytes, stream);
   set->device = ds;
   if (ds->importance) {
     KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);

@@ -1,17 +1,18 @@
 /*
- * After the exchange, on the device (SPEC 1, 2, 7), 4 launches + 1 per restart kernel:
- *   skip flags (a layer non-finite on any rank is skipped everywhere; step counters)
- *   -> rank ranges: for every rank and chunk of a sparse layer, where that rank's section of
- *      the layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
- *   -> one block per chunk: the online importance step; then the rank-ordered sums, rank by
- *      rank with a barrier between ranks (a rank's indices are unique within a layer, so no
- *      two threads of a rank touch one element: no atomics), this rank's sent values also
- *      giving e <- a - sent and h <- h + sent; then the output (s, s / n, or EF21's H)
- *      converted once.  a = e + g is in the second error buffer, where the key pass wrote it
- *      (with one buffer: formed in shared memory and e written back).  Dense layers: summed
- *      in rank order
- *   -> restart policies and counters (one thread; the blocked norm of SPEC 3a first); the
- *      error buffers swap roles.
+ * After the exchange, on the device (SPEC 1, 2, 7), 2 launches (+ 2 for the restart norm,
+ * + 2 for the restart kernels):
+ *   rank ranges: for every rank and chunk of a sparse layer, where that rank's section of the
+ *   layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
+ *   -> one block per chunk: the skip flag (a layer non-finite on any rank is skipped on
+ *      every rank); the online importance step; then the rank-ordered sums, rank by rank
+ *      with a barrier between ranks (a rank's indices are unique within a layer, so no two
+ *      threads of a rank touch one element: no atomics), this rank's sent values also giving
+ *      e <- a - sent and h <- h + sent; then the output (s, s / n, or EF21's H) converted
+ *      once.  a = e + g is in the second error buffer, where the key pass wrote it (with one
+ *      buffer: formed in shared memory and e written back).  Dense layers: summed in rank
+ *      order.  The last block to finish runs the counters and restart policies (policy),
+ *      and the error buffers swap roles; with restartRatio > 0 they wait for the blocked
+ *      norm of SPEC 3a, a launch of its own, and run in a one-thread launch after it.
  * State changes only after every rank's flag is known (SPEC 2): a skipped layer's e is
  * copied into the buffer that holds e from the next call on, its h, H, w left alone.
  */
@@ -20,20 +21,6 @@
 __device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
   return (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes + a.valueBytes +
                            a.denseBytes);
-}
-
-__global__ void skipKernel(KernelArgs a) {
-  for (uint32_t l = threadIdx.x; l < a.nlayers; l += blockDim.x) {
-    const DeviceLayer L = a.layers[l];
-    uint32_t skip = 0;
-    if (L.sparse)
-      for (uint32_t r = 0; r < a.nranks; r++) skip |= rankFlags(a, (int)r)[L.flagPos];
-    a.skip[l] = skip;
-    if (L.sparse && skip) {
-      atomicAdd(&a.counters->skipped, 1ull);
-      a.counters->anySkipped = 1;
-    }
-  }
 }
 
 /* The sparse layer holding wire position p (binary search over value order). */
@@ -99,12 +86,16 @@ __device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk
  * error buffers the key pass already wrote a = e + g where e will be (errorAfter): only this
  * rank's sent positions change, there, so the chunk reads neither g nor e.  With one, a is
  * formed here from e and g in shared memory and the whole chunk's e written back. */
-__global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
+__device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
   __shared__ float sums[SPARCCL_CHUNK];  /* s, element i at i - ch.begin */
   __shared__ float error[SPARCCL_CHUNK]; /* one buffer: a = e + g, then a - sent where sent */
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
+  uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
+  if (L.sparse)
+    for (uint32_t r = 0; r < a.nranks; r++) skip |= rankFlags(a, (int)r)[L.flagPos];
+  if (L.sparse && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
   if (!L.sparse) {
     keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) {
@@ -116,7 +107,7 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
     }
     return;
   }
-  if (a.skip[ch.layer]) { /* SPEC 2: NaN out, state as it was */
+  if (skip) { /* SPEC 2: NaN out, state as it was */
     keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
     return;
@@ -166,6 +157,16 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv) {
   }
 }
 
+__device__ void policy(const KernelArgs& a);
+
+/* One block per chunk; the last block to finish runs the call's counters and restart
+ * policies, unless the restart norm needs its own pass first (policyHere = 0). */
+__global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int policyHere) {
+  reduceChunk(a, send, recv);
+  if (policyHere && lastToArrive(&a.arrivals[a.nlayers], gridDim.x) && threadIdx.x == 0)
+    policy(a);
+}
+
 /* Blocked sum of squares over the whole buffer (SPEC 3a): one thread per 4096 block. */
 __global__ void normBlocksKernel(KernelArgs a) {
   size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -177,21 +178,28 @@ __global__ void normBlocksKernel(KernelArgs a) {
   a.blockSums[b] = sum;
 }
 
-/* One thread: counters, havePrevGrad, the restart policies (SPEC 7). */
-__global__ void policyKernel(KernelArgs a) {
+/* One thread, after every chunk's reduceChunk: counters, havePrevGrad, the restart policies
+ * (SPEC 7).  a.skip was written in the same kernel by other blocks (lastToArrive): read
+ * through a volatile pointer. */
+__device__ void policy(const KernelArgs& a) {
   DeviceCounters* c = a.counters;
-  int completed = !c->anySkipped;
+  const volatile uint32_t* skip = a.skip;
+  unsigned long long skipped = 0;
   c->calls++;
   c->bytesSent += a.blockBytes;
   c->bytesDense += a.count * sparccl_dtype_size(a.dtype);
-  c->anySkipped = 0;
   if (a.errorNext) c->errorParity ^= 1; /* the decompress wrote every element's e there */
-  for (uint32_t l = 0; l < a.nlayers; l++)
-    if (a.layers[l].sparse && !a.skip[l]) {
-      a.layerSteps[l]++;
-      if (a.prevGrad) a.havePrevGrad[l] = 1;
+  for (uint32_t l = 0; l < a.nlayers; l++) {
+    if (!a.layers[l].sparse) continue;
+    if (skip[l]) {
+      skipped++;
+      continue;
     }
-  if (!completed) return;
+    a.layerSteps[l]++;
+    if (a.prevGrad) a.havePrevGrad[l] = 1;
+  }
+  c->skipped += skipped;
+  if (skipped) return; /* a step counts only when every sparse layer completed */
   c->steps++;
   if (a.restartEvery > 0 && c->steps % (unsigned long long)a.restartEvery == 0) c->restartPending = 1;
   if (a.restartRatio > 0.0) {
@@ -208,6 +216,8 @@ __global__ void policyKernel(KernelArgs a) {
     }
   }
 }
+
+__global__ void policyKernel(KernelArgs a) { policy(a); }
 
 /* Restart: e, h, H <- 0, w <- 1 where a restart is pending (or forced). */
 __global__ void restartKernel(KernelArgs a, int force) {
@@ -238,14 +248,15 @@ cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int f
 
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream) {
-  SPARCCL_LAUNCH(1, SPARCCL_THREADS, stream, skipKernel)(a);
   if (a.valueCount)
     SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
-  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel)(a, send, recv);
-  if (a.restartRatio > 0.0)
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel)(a, send, recv,
+                                                                     a.restartRatio > 0.0 ? 0 : 1);
+  if (a.restartRatio > 0.0) {
     SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
                    stream, normBlocksKernel)(a);
-  SPARCCL_LAUNCH(1, 1, stream, policyKernel)(a);
+    SPARCCL_LAUNCH(1, 1, stream, policyKernel)(a);
+  }
   SPARCCL_CUDA_CHECK(cudaGetLastError());
   if (a.restartEvery > 0 || a.restartRatio > 0.0) return sparcclLaunchRestart(a, ds, 0, stream);
   return cudaSuccess;

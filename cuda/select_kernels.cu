@@ -1,13 +1,16 @@
 /*
- * Compression on the device, every layer of a call in a fixed number of launches:
- *   keys + first-digit histograms (+ dense packing, + non-finite flags)
- *   -> per digit: boundary bin per layer, then the next digit's histogram of the survivors;
- *      the first of these passes also keeps, per chunk, the keys of the boundary bin (its
- *      candidates, up to SPARCCL_CANDIDATES) and how many keys lie above it, so the later
- *      passes and the counts read the candidates instead of every key (RAFT's AIR top-k)
+ * Compression on the device, every layer of a call in 2 + (digits - 1) launches, one block a
+ * chunk (4 launches for 32-bit keys, 8 for impk_random's 64-bit ones):
+ *   keys + first-digit histograms (+ dense packing, + non-finite flags, + a = e + g)
+ *   -> per digit after the first: the next digit's histogram of the keys under the prefix so
+ *      far; the first of these passes also keeps, per chunk, the keys of the boundary bin
+ *      (its candidates, up to SPARCCL_CANDIDATES) and how many keys lie above it, so the
+ *      later passes and the counts read the candidates instead of every key (RAFT's AIR top-k)
  *   -> per chunk: counts above the threshold and equal to it
- *   -> per layer: scans of those counts (ties to the lowest indices, SPEC 1)
  *   -> per chunk: ordered compaction into the wire block, ascending indices, no atomics.
+ * The per-layer steps between them run in the last block of the layer to finish a pass
+ * (lastToArrive, as RAFT does): after each histogram pass, the digit's boundary bin
+ * (findLayer); after the counts, their scans (ties to the lowest indices, SPEC 1).
  * The arithmetic is sparccl_math.h's, the same functions the CPU reference calls.
  */
 #include "device_set.cuh"
@@ -51,6 +54,63 @@ __device__ __forceinline__ float weightAt(const KernelArgs& a, const DeviceLayer
 
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
   return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
+}
+
+/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
+ * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
+ * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
+ * so that one block scan gives every group the count of keys in the groups above it; the one
+ * thread whose group holds the boundary then walks its bins from the top.  A digit with
+ * fewer bins than threads (none with 11-bit digits of 32- or 64-bit keys: the narrowest is
+ * 9 bits) has one bin a group and threads without a group.  Run by the last of the layer's
+ * chunks to finish the pass's histogram (lastToArrive), which leaves the histogram zero for
+ * the next pass and the next call (a.hist is cleared once, when the set is made).  A layer
+ * decided earlier never gets here: its later passes add nothing to its histogram. */
+template <typename Key>
+__device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, int pass) {
+  const DeviceLayer L = a.layers[layer];
+  const int bits = KeyBits<Key>::bits;
+  const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
+  const uint32_t bins = 1u << width;
+  const uint32_t groups = bins < SPARCCL_THREADS ? bins : SPARCCL_THREADS, perGroup = bins / groups;
+  volatile uint32_t* hist = a.hist + (size_t)layer * SPARCCL_RADIX_BINS;
+  DeviceSelect* S = &a.select[layer];
+  if (pass == 0 && threadIdx.x == 0) {
+    S->prefix = 0;
+    S->need = L.k;
+    S->done = L.all;
+    S->threshold = 0;
+    S->ties = 0;
+  }
+  __syncthreads();
+  if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
+    const uint32_t group = SPARCCL_THREADS - 1 - threadIdx.x;
+    uint64_t need = S->need, inGroup = 0, total;
+    if (group < groups)
+      for (uint32_t b = group * perGroup; b < (group + 1) * perGroup; b++) inGroup += hist[b];
+    uint64_t above = blockExclusiveScan<uint64_t>(inGroup, &total); /* keys in higher groups */
+    /* the boundary group: the highest one with `need` keys in it and above it (the top one
+     * when need is 0), else group 0; exactly one thread's group passes */
+    if (group < groups && (group == 0 || above + inGroup >= need) &&
+        (group == groups - 1 || above < need)) {
+      uint32_t bin = (group + 1) * perGroup - 1;
+      while (bin > group * perGroup && above + hist[bin] < need) above += hist[bin--];
+      need -= above;
+      S->prefix = (S->prefix << width) | bin;
+      S->need = need;
+      if (shift == 0) {
+        S->threshold = S->prefix;
+        S->ties = need;
+        S->done = 1;
+      } else if (need == hist[bin]) {
+        S->threshold = (S->prefix << shift) - 1u;
+        S->ties = 0;
+        S->done = 1;
+      }
+    }
+  }
+  __syncthreads();
+  for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
 }
 
 /* Pass 1: keys and the first digit's histogram per layer; with two error buffers, a = e + g
@@ -102,63 +162,17 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   if (!L.all)
     for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
       if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
-  if (threadIdx.x == 0 && bad) atomicOr(&blockFlags(a, a.sendBlock)[L.flagPos], 1u);
-}
-
-/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
- * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
- * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
- * so that one block scan gives every group the count of keys in the groups above it; the one
- * thread whose group holds the boundary then walks its bins from the top.  A digit with
- * fewer bins than threads (none with 11-bit digits of 32- or 64-bit keys: the narrowest is
- * 9 bits) has one bin a group and threads without a group. */
-template <typename Key>
-__global__ void findKernel(KernelArgs a, int pass) {
-  const uint32_t layer = blockIdx.x;
-  const DeviceLayer L = a.layers[layer];
-  const int bits = KeyBits<Key>::bits;
-  const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
-  const uint32_t bins = 1u << width;
-  const uint32_t groups = bins < SPARCCL_THREADS ? bins : SPARCCL_THREADS, perGroup = bins / groups;
-  uint32_t* hist = a.hist + (size_t)layer * SPARCCL_RADIX_BINS;
-  DeviceSelect* S = &a.select[layer];
-  if (!L.sparse) return;
-  if (pass == 0 && threadIdx.x == 0) {
-    S->prefix = 0;
-    S->need = L.k;
-    S->done = L.all;
-    S->threshold = 0;
-    S->ties = 0;
-  }
-  __syncthreads();
-  if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
-    const uint32_t group = SPARCCL_THREADS - 1 - threadIdx.x;
-    uint64_t need = S->need, inGroup = 0, total;
-    if (group < groups)
-      for (uint32_t b = group * perGroup; b < (group + 1) * perGroup; b++) inGroup += hist[b];
-    uint64_t above = blockExclusiveScan<uint64_t>(inGroup, &total); /* keys in higher groups */
-    /* the boundary group: the highest one with `need` keys in it and above it (the top one
-     * when need is 0), else group 0; exactly one thread's group passes */
-    if (group < groups && (group == 0 || above + inGroup >= need) &&
-        (group == groups - 1 || above < need)) {
-      uint32_t bin = (group + 1) * perGroup - 1;
-      while (bin > group * perGroup && above + hist[bin] < need) above += hist[bin--];
-      need -= above;
-      S->prefix = (S->prefix << width) | bin;
-      S->need = need;
-      if (shift == 0) {
-        S->threshold = S->prefix;
-        S->ties = need;
-        S->done = 1;
-      } else if (need == hist[bin]) {
-        S->threshold = (S->prefix << shift) - 1u;
-        S->ties = 0;
-        S->done = 1;
-      }
+  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[ch.layer], 1u);
+  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) {
+    /* the layer's non-finite flag into the wire block (every call writes it: the block is
+     * not cleared between calls), then the first digit's find */
+    if (threadIdx.x == 0) {
+      volatile uint32_t* layerBad = a.layerBad + ch.layer;
+      blockFlags(a, a.sendBlock)[L.flagPos] = *layerBad;
+      *layerBad = 0;
     }
+    findLayer<Key>(a, ch.layer, 0);
   }
-  __syncthreads();
-  for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
 }
 
 /* Where byte o of digitKernel's shared class bytes sits, in 32-bit words: one unused word
@@ -255,6 +269,7 @@ __global__ void digitKernel(KernelArgs a, int pass) {
   __syncthreads();
   for (int b = threadIdx.x; b < (int)(1u << width); b += blockDim.x)
     if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
+  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) findLayer<Key>(a, ch.layer, pass);
 }
 
 /* A key against its layer's final threshold (SPEC 1): above it, or equal to it while ties
@@ -285,6 +300,39 @@ __device__ __forceinline__ void markKey(const DeviceSelect& S, Key key, uint32_t
   *greaterMask |= (uint32_t)gt << j;
   *equalMask |= (uint32_t)eq << j;
   *equal += eq;
+}
+
+/* Per layer: ties taken before each chunk, and each chunk's first output position.  Run by
+ * the last of the layer's chunks to finish countKernel (lastToArrive): the counts the other
+ * chunks wrote are read through volatile pointers. */
+__device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
+  const DeviceLayer L = a.layers[layer];
+  const volatile uint32_t* chunkEqual = a.chunkEqual;
+  const volatile uint32_t* chunkGreater = a.chunkGreater;
+  const uint64_t ties = a.select[layer].ties;
+  const uint32_t per = (L.nchunks + SPARCCL_THREADS - 1) / SPARCCL_THREADS;
+  const uint64_t first = L.chunkBegin + (uint64_t)threadIdx.x * per;
+  uint64_t end = first + per, total;
+  if (end > L.chunkBegin + L.nchunks) end = L.chunkBegin + L.nchunks;
+  uint64_t equal = 0;
+  for (uint64_t c = first; c < end; c++) equal += chunkEqual[c];
+  uint64_t equalBefore = blockExclusiveScan<uint64_t>(equal, &total);
+  uint64_t selected = 0;
+  for (uint64_t c = first; c < end; c++) {
+    uint64_t take = ties > equalBefore ? ties - equalBefore : 0;
+    if (take > chunkEqual[c]) take = chunkEqual[c];
+    a.chunkTiesBefore[c] = equalBefore;
+    equalBefore += chunkEqual[c];
+    selected += chunkGreater[c] + take;
+  }
+  uint64_t position = blockExclusiveScan<uint64_t>(selected, &total);
+  for (uint64_t c = first; c < end; c++) {
+    uint64_t before = a.chunkTiesBefore[c];
+    uint64_t take = ties > before ? ties - before : 0;
+    if (take > chunkEqual[c]) take = chunkEqual[c];
+    a.chunkOffset[c] = position;
+    position += chunkGreater[c] + take;
+  }
 }
 
 /* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
@@ -326,36 +374,7 @@ __global__ void countKernel(KernelArgs a) {
     a.chunkGreater[c] = above + (uint32_t)(total >> 32);
     a.chunkEqual[c] = (uint32_t)total;
   }
-}
-
-/* Per layer: ties taken before each chunk, and each chunk's first output position. */
-__global__ void scanKernel(KernelArgs a) {
-  const DeviceLayer L = a.layers[blockIdx.x];
-  if (!L.sparse) return;
-  const uint64_t ties = a.select[blockIdx.x].ties;
-  const uint32_t per = (L.nchunks + SPARCCL_THREADS - 1) / SPARCCL_THREADS;
-  const uint64_t first = L.chunkBegin + (uint64_t)threadIdx.x * per;
-  uint64_t end = first + per, total;
-  if (end > L.chunkBegin + L.nchunks) end = L.chunkBegin + L.nchunks;
-  uint64_t equal = 0;
-  for (uint64_t c = first; c < end; c++) equal += a.chunkEqual[c];
-  uint64_t equalBefore = blockExclusiveScan<uint64_t>(equal, &total);
-  uint64_t selected = 0;
-  for (uint64_t c = first; c < end; c++) {
-    uint64_t take = ties > equalBefore ? ties - equalBefore : 0;
-    if (take > a.chunkEqual[c]) take = a.chunkEqual[c];
-    a.chunkTiesBefore[c] = equalBefore;
-    equalBefore += a.chunkEqual[c];
-    selected += a.chunkGreater[c] + take;
-  }
-  uint64_t position = blockExclusiveScan<uint64_t>(selected, &total);
-  for (uint64_t c = first; c < end; c++) {
-    uint64_t before = a.chunkTiesBefore[c];
-    uint64_t take = ties > before ? ties - before : 0;
-    if (take > a.chunkEqual[c]) take = a.chunkEqual[c];
-    a.chunkOffset[c] = position;
-    position += a.chunkGreater[c] + take;
-  }
+  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) scanLayer(a, ch.layer);
 }
 
 /* Where offset o of a chunk sits in emitKernel's shared copy of the chunk's keys: one unused
@@ -467,12 +486,9 @@ static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void
                             cudaStream_t stream) {
   const int passes = digitPasses(KeyBits<Key>::bits);
   SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, keyKernel<C, F, Key>)(a, send);
-  for (int p = 0; p < passes; p++) {
-    if (p > 0) SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, digitKernel<Key>)(a, p);
-    SPARCCL_LAUNCH(ds->nlayers, SPARCCL_THREADS, stream, findKernel<Key>)(a, p);
-  }
+  for (int p = 1; p < passes; p++)
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, digitKernel<Key>)(a, p);
   SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, countKernel<Key>)(a);
-  SPARCCL_LAUNCH(ds->nlayers, SPARCCL_THREADS, stream, scanKernel)(a);
   SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, emitKernel<C, F, Key>)(a, send);
   return cudaGetLastError();
 }
@@ -482,8 +498,6 @@ static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void
 
 cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                   cudaStream_t stream) {
-  SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.sendBlock, 0, a.blockBytes, stream));
-  SPARCCL_CUDA_CHECK(cudaMemsetAsync(a.hist, 0, (size_t)ds->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream));
   switch (a.compressor * 4 + a.feedback) {
     FEEDBACKS(SPARCCL_TOPK, uint32_t)
     FEEDBACKS(SPARCCL_RANDK, uint32_t)

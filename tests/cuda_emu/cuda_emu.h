@@ -209,6 +209,8 @@ Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t stream, void (*kernel)(P
 #define cudaEmuLaunch(grid, block, stream, ...) cuda_emu::launch((grid), (block), (stream), __VA_ARGS__)
 
 inline void __syncthreads() { cuda_emu::syncthreads(); }
+/* Blocks run one at a time and memory is sequentially consistent: nothing to order. */
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
   cuda_emu::atomicPoint();
