@@ -73,6 +73,7 @@ struct DeviceCounters {
   unsigned long long skipped, restarts;
   int restartPending;
   int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
+  unsigned internalErrors; /* nonzero: a device-side invariant failed (a bug), see scanLayer */
 };
 
 /* The device arrays of a layer set: held by DeviceSet, and handed to every kernel inside

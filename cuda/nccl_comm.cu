@@ -132,6 +132,11 @@ static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
   stats->bytesDense += counters.bytesDense;
   stats->skippedSteps += counters.skipped;
   stats->restarts += counters.restarts;
+  if (counters.internalErrors) {
+    WARN("sparcclCommGetStats: a device-side selection invariant failed in an earlier call "
+         "(a layer did not select exactly k elements): a sparccl bug, please report it");
+    return sparcclInternalError;
+  }
   return sparcclSuccess;
 }
 
@@ -256,8 +261,10 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   free(byValue);
   return sparcclSuccess;
 fail:
-  WARN("layer set of %zu elements: device allocation or copy failed: %s", count,
-       cudaGetErrorString(cudaGetLastError()));
+  WARN("layer set of %zu elements: device allocation or copy failed: %s%s", count,
+       cudaGetErrorString(cudaGetLastError()),
+       ef && nccl(comm)->errorBuffers == 2
+           ? " (e is double-buffered: SPARCCL_ERROR_BUFFERS=1 needs 4 bytes a parameter less)" : "");
   free(chunks);
   free(byValue);
   freeDeviceSet(ds);

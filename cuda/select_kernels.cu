@@ -326,6 +326,10 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
     selected += chunkGreater[c] + take;
   }
   uint64_t position = blockExclusiveScan<uint64_t>(selected, &total);
+  /* exactly k, whatever the keys: anything else is a bug in the passes before (a key missed
+   * by a histogram, a wrong boundary), which would write past the layer's section of the
+   * wire; sparcclCommGetStats reports it */
+  if (threadIdx.x == 0 && total != L.k) atomicOr(&a.counters->internalErrors, 1u);
   for (uint64_t c = first; c < end; c++) {
     uint64_t before = a.chunkTiesBefore[c];
     uint64_t take = ties > before ? ties - before : 0;

@@ -64,9 +64,14 @@ static float normal(uint64_t* s) {
 }
 
 /* Gradients in a dtype: kind 0 normal, 1 all zero, 2 few distinct values (ties),
- * 3 magnitudes sharing their high bits (1 + tiny: the radix select needs every pass). */
+ * 3 magnitudes sharing their high bits (1 + tiny: the radix select needs every pass),
+ * 4 distinct magnitudes sharing their top 22 bits, 1 + j ulp for j < 1021, in runs of 1021
+ * elements, ascending, descending, then shuffled (j = 389 i + seed, mod 1021): the boundary
+ * lies in the last digit, where every key counts, and a layer of one run has its largest
+ * keys at its start, at its end, or anywhere. */
 static void fill(void* out, size_t n, int dtype, uint64_t seed, int kind) {
   seed += (uint64_t)worldRank * 1000003u; /* ranks differ */
+  const uint64_t shift = seed % 1021;      /* kind 4's shuffle */
   for (size_t i = 0; i < n; i++) {
     float v;
     if (kind == 1) v = 0.0f;
@@ -75,6 +80,11 @@ static void fill(void* out, size_t n, int dtype, uint64_t seed, int kind) {
       uint64_t r = rng(&seed);
       v = sparccl_bits_float(0x3f800000u | (uint32_t)(r % 64)); /* 1 + k ulp, k < 64 */
       if (r & (1ull << 40)) v = -v;
+    } else if (kind == 4) {
+      uint64_t run = (i / 1021) % 3, j = i % 1021;
+      j = run == 0 ? j : run == 1 ? 1020 - j : (389 * j + shift) % 1021;
+      v = sparccl_bits_float(0x3f800000u | (uint32_t)j);
+      if (rng(&seed) & 1u) v = -v;
     } else v = normal(&seed);
     if (dtype == sparcclFloat32) ((float*)out)[i] = v;
     else if (dtype == sparcclFloat16) ((uint16_t*)out)[i] = sparccl_float_to_half(v, 0);
@@ -251,6 +261,14 @@ START_TEST(test_radix) {
   compareRun(&c, 2, counts, sparcclFloat32, sparcclSum, 0, 2, 17, 3, "impk high bits, density 0.3");
   c = config(sparcclImpKRandom, sparcclFeedbackSCAM, sparcclFloat32, 64);
   compareRun(&c, 2, counts, sparcclFloat32, sparcclAvg, 1, 2, 18, 2, "impk_random ties");
+  {
+    /* distinct keys decided by the last digit: one missed key shifts the boundary */
+    size_t runs[] = {1021, 1021, 1021};
+    c = config(sparcclTopK, sparcclFeedbackNone, sparcclFloat32, 64);
+    compareRun(&c, 3, runs, sparcclFloat32, sparcclSum, 0, 2, 19, 4, "topk, last digit");
+    c.density = 0.5;
+    compareRun(&c, 3, runs, sparcclFloat32, sparcclSum, 0, 2, 20, 4, "topk, last digit, density 0.5");
+  }
 }
 END_TEST
 
