@@ -46,6 +46,20 @@ extern "C" {
 #error "one class word a thread, 16 elements of 2 bits"
 #endif
 
+/* Where the selection's passes after the first get an element's key (select_kernels.cu,
+ * KeySource).  The key pass stores the keys only where computing one again costs a read of
+ * no more than the key itself: from a = e + g in the second error buffer (topk with ef or
+ * scam), from g (topk without feedback), from w (impk_select, importance other than
+ * online), or from nothing (randk: a Philox word).  That saves the key pass's 4 B/param
+ * write and the keys' memory. */
+enum {
+  SPARCCL_KEYS_STORED,
+  SPARCCL_KEYS_FROM_A,
+  SPARCCL_KEYS_FROM_G,
+  SPARCCL_KEYS_FROM_W,
+  SPARCCL_KEYS_PHILOX
+};
+
 struct DeviceLayer {
   uint64_t offset, count, k;
   uint64_t indexPos, valuePos, densePos;
@@ -94,7 +108,8 @@ struct DeviceArrays {
   DeviceCounters* counters;
   double* normRing;
   /* scratch */
-  void* keys;
+  int keyMode; /* how the passes after the key pass get a key: SPARCCL_KEYS_* (select_kernels.cu) */
+  void* keys;  /* SPARCCL_KEYS_STORED only */
   uint32_t* hist; /* nlayers x SPARCCL_RADIX_BINS */
   DeviceSelect* select;
   uint32_t *chunkGreater, *chunkEqual;

@@ -149,6 +149,21 @@ static void deviceFreeSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   set->device = NULL;
 }
 
+/* SPARCCL_KEYS_* (device_set.cuh): store the keys, or compute them again where that reads
+ * no more than a stored key would. */
+static int keyModeFor(const sparcclConfig_t* c, int errorBuffers) {
+  const int ef = c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM;
+  switch (c->compressor) {
+    case sparcclRandK: return SPARCCL_KEYS_PHILOX;
+    case sparcclTopK:
+      if (c->feedback == sparcclFeedbackNone) return SPARCCL_KEYS_FROM_G;
+      return ef && errorBuffers == 2 ? SPARCCL_KEYS_FROM_A : SPARCCL_KEYS_STORED;
+    case sparcclImpKSelect:
+      return c->importance == sparcclImportanceOnline ? SPARCCL_KEYS_STORED : SPARCCL_KEYS_FROM_W;
+    default: return SPARCCL_KEYS_STORED; /* impk (w x a: two reads), impk_random (a log each) */
+  }
+}
+
 #define ALLOC(ptr, bytes)                                                   \
   do {                                                                      \
     if ((bytes) > 0 && cudaMalloc((void**)&(ptr), (bytes)) != cudaSuccess) \
@@ -211,7 +226,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->havePrevGrad, set->nlayers * sizeof(int));
   ALLOC(ds->counters, sizeof(DeviceCounters));
   ALLOC(ds->normRing, ((size_t)c->restartLag + 1) * sizeof(double));
-  ALLOC(ds->keys, count * keyBytes);
+  ds->keyMode = keyModeFor(c, nccl(comm)->errorBuffers);
+  if (ds->keyMode == SPARCCL_KEYS_STORED) ALLOC(ds->keys, count * keyBytes);
   ALLOC(ds->hist, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
   ALLOC(ds->select, set->nlayers * sizeof(DeviceSelect));
   ALLOC(ds->chunkGreater, nchunks * sizeof(uint32_t));

@@ -52,6 +52,41 @@ __device__ __forceinline__ float weightAt(const KernelArgs& a, const DeviceLayer
   return a.importance[at];
 }
 
+/* Element i's key (layer-local i) for the passes after the key pass, as the key pass
+ * computed it: stored, or computed again (SPARCCL_KEYS_*; the same sparccl_key32 and Philox
+ * block, on the same inputs, which no kernel of the call changes). */
+template <typename Key>
+struct KeySource {
+  int mode;
+  const Key* keys;     /* the layer's stored keys */
+  const float* values; /* the layer's a (second error buffer) or w */
+  const void* send;
+  size_t offset;
+  int dtype;
+  uint64_t seed;
+  uint32_t id, step, rank;
+  __device__ __forceinline__ KeySource(const KernelArgs& a, const void* send_,
+                                       const DeviceLayer& L, uint32_t layer)
+      : mode(a.keyMode), keys(a.keys ? (const Key*)a.keys + L.offset : NULL), values(NULL), send(send_),
+        offset(L.offset), dtype(a.dtype), seed(a.seed), id(L.id),
+        step((uint32_t)a.layerSteps[layer]), rank(a.rank) {
+    if (mode == SPARCCL_KEYS_FROM_A) values = errorAfter(a) + L.offset;
+    if (mode == SPARCCL_KEYS_FROM_W) values = a.importance + L.offset;
+  }
+  __device__ __forceinline__ Key operator()(uint32_t i) const {
+    switch (mode) {
+      case SPARCCL_KEYS_FROM_A: return (Key)sparccl_key32(SPARCCL_TOPK, values[i], 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_G:
+        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_load(send, offset + i, dtype), 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_W: return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, values[i], 0u);
+      case SPARCCL_KEYS_PHILOX:
+        return (Key)sparccl_key32(SPARCCL_RANDK, 0.0f, 1.0f,
+                                  sparccl_random_block(seed, i >> 2, id, step, rank).v[i & 3u]);
+      default: return keys[i];
+    }
+  }
+};
+
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
   return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
 }
@@ -154,7 +189,7 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
       key = (Key)sparccl_key_impk_random(word, weightAt<C>(a, L, at, g, havePrev));
     else
       key = (Key)sparccl_key32(C, x, weightAt<C>(a, L, at, g, havePrev), word);
-    ((Key*)a.keys)[at] = key;
+    if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
     atomicAdd(&hist[(uint32_t)(key >> shift)], 1u);
   }
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
@@ -190,7 +225,7 @@ __device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + wor
  * SPARCCL_CANDIDATES; SPARCCL_NO_CLASS: its layer decided by the first digit) has all its
  * keys read, as pass 1 does. */
 template <typename Key>
-__global__ void digitKernel(KernelArgs a, int pass) {
+__global__ void digitKernel(KernelArgs a, int pass, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
   /* pass 1: one byte a chunk element, its class, at byte o % 4 of word classSlot(o / 4) */
   __shared__ uint32_t classBytes[SPARCCL_CHUNK / 4 + SPARCCL_CHUNK / 4 / 32];
@@ -210,14 +245,14 @@ __global__ void digitKernel(KernelArgs a, int pass) {
   const uint32_t mask = (1u << width) - 1u, size = ch.end - ch.begin;
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
   __syncthreads();
-  const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
+  const KeySource<Key> keyOf(a, send, L, ch.layer);
   Key* run = (Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
   if (pass == 1) {
     /* bit m of `mine` (of `high`): this thread's m-th key (offset threadIdx.x + m *
      * blockDim.x) is a candidate (above the bin); at most SPARCCL_PER_THREAD of them */
     uint32_t mine = 0, high = 0, candidates = 0, above = 0;
     for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++) {
-      Key key = keys[o];
+      Key key = keyOf(ch.begin + o);
       Key top = key >> (shift + width);
       if (top == prefix) {
         atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
@@ -252,17 +287,17 @@ __global__ void digitKernel(KernelArgs a, int pass) {
     const uint32_t count = (uint32_t)total;
     if (count <= SPARCCL_CANDIDATES)
       for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++)
-        if ((mine >> m) & 1u) run[slot++] = keys[o];
+        if ((mine >> m) & 1u) run[slot++] = keyOf(ch.begin + o);
     if (threadIdx.x == 0) {
       a.chunkAbove[c] = (uint32_t)(total >> 32);
       a.chunkCandidates[c] = count <= SPARCCL_CANDIDATES ? count : SPARCCL_NO_RUN;
     }
   } else {
     const uint32_t n = a.chunkCandidates[c]; /* a count or SPARCCL_NO_RUN, never NO_CLASS */
-    const Key* from = n > SPARCCL_CANDIDATES ? keys : run;
-    const uint32_t end = n > SPARCCL_CANDIDATES ? size : n;
+    const int all = n > SPARCCL_CANDIDATES;  /* uniform over the block */
+    const uint32_t end = all ? size : n;
     for (uint32_t o = threadIdx.x; o < end; o += blockDim.x) {
-      Key key = from[o];
+      Key key = all ? keyOf(ch.begin + o) : run[o];
       if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
     }
   }
@@ -281,13 +316,13 @@ __device__ __forceinline__ void classifyKey(const DeviceSelect& S, Key key, int*
   *equal = key == (Key)S.threshold && S.ties > 0;
 }
 
-/* The same for element i of the layer, read from the keys (every element when k == d). */
+/* The same for element i of the layer (every element when k == d). */
 template <typename Key>
-__device__ __forceinline__ void classify(const KernelArgs& a, const DeviceLayer& L,
+__device__ __forceinline__ void classify(const KeySource<Key>& keyOf, const DeviceLayer& L,
                                          const DeviceSelect& S, uint32_t i, int* greater,
                                          int* equal) {
   if (L.all) { *greater = 1; *equal = 0; return; }
-  classifyKey<Key>(S, ((const Key*)a.keys)[L.offset + i], greater, equal);
+  classifyKey<Key>(S, keyOf(i), greater, equal);
 }
 
 /* classifyKey into bit j of emitKernel's masks, counting the equal ones. */
@@ -346,7 +381,7 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
  * keys below do not, and only a candidate can equal it when ties are taken.  Else from all
  * its keys. */
 template <typename Key>
-__global__ void countKernel(KernelArgs a) {
+__global__ void countKernel(KernelArgs a, const void* send) {
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
@@ -364,9 +399,10 @@ __global__ void countKernel(KernelArgs a) {
       equal += eq;
     }
   } else {
+    const KeySource<Key> keyOf(a, send, L, ch.layer);
     SPARCCL_FOR_CHUNK(i, ch) {
       int gt, eq;
-      classify<Key>(a, L, S, i, &gt, &eq);
+      classify<Key>(keyOf, L, S, i, &gt, &eq);
       greater += gt;
       equal += eq;
     }
@@ -435,25 +471,25 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   if (L.all) {
     greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
   } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
-    const Key* keys = (const Key*)a.keys + L.offset + first;
+    const KeySource<Key> keyOf(a, send, L, ch.layer);
     const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
       const uint32_t cls = (word >> (2 * j)) & 3u;
       if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
       if (j < n && cls == SPARCCL_CLASS_CANDIDATE)
-        markKey<Key>(S, keys[j], j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, keyOf(first + j), j, &greaterMask, &equalMask, &equal);
     }
   } else {
-    const Key* keys = (const Key*)a.keys + L.offset + ch.begin;
+    const KeySource<Key> keyOf(a, send, L, ch.layer);
     if (size == SPARCCL_CHUNK) {
       /* every chunk but a layer's last: a fixed count, so the loads go out together */
       for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
         uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
-        staged[stagedSlot(o)] = keys[o];
+        staged[stagedSlot(o)] = keyOf(ch.begin + o);
       }
     } else {
       SPARCCL_FOR_CHUNK(i, ch)
-        staged[stagedSlot(i - ch.begin)] = keys[i - ch.begin];
+        staged[stagedSlot(i - ch.begin)] = keyOf(i);
     }
     __syncthreads();
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) /* a fixed count: unrolled */
@@ -491,8 +527,8 @@ static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void
   const int passes = digitPasses(KeyBits<Key>::bits);
   SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, keyKernel<C, F, Key>)(a, send);
   for (int p = 1; p < passes; p++)
-    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, digitKernel<Key>)(a, p);
-  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, countKernel<Key>)(a);
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, digitKernel<Key>)(a, p, send);
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, countKernel<Key>)(a, send);
   SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, emitKernel<C, F, Key>)(a, send);
   return cudaGetLastError();
 }
