@@ -187,7 +187,8 @@ cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* 
 
 /* The buffer holding e before this call's decompress commits, and the one that will hold it
  * after (the same buffer with one).  Every thread of a call reads the same parity: only
- * policyKernel, the last kernel of a call, flips it. */
+ * policy (reduce_kernels.cu), the last thing a call does, flips it, in the reduce's last
+ * block after every other block has finished, or in its own launch after the norm. */
 __device__ __forceinline__ float* errorNow(const DeviceArrays& a) {
   return a.errorNext != NULL && a.counters->errorParity ? a.errorNext : a.error;
 }
