@@ -17,6 +17,11 @@ LAYOUTS=${LAYOUTS:-../shared/layouts}
 LOGDIR=${LOGDIR:-$BUILD}
 STEPS=" ${GPUCHECK_STEPS:-suite perf torch multirank perf2 memcheck racecheck} "
 MPIRUN="mpirun --allow-run-as-root --oversubscribe"
+# The multi-process steps: NCCL sees each process as its own host (NCCL_HOSTID, set by the
+# programs) and connects them with its socket transport; on one machine, over loopback.
+# NCCL_DEBUG=WARN puts NCCL's reason for a failure into the log.
+export NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo} NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+MPIRUN_NCCL="$MPIRUN -x NCCL_SOCKET_IFNAME -x NCCL_DEBUG"
 out=$LOGDIR/gpucheck.md
 mkdir -p "$LOGDIR"
 status=0
@@ -66,7 +71,7 @@ fi
 # 2 ranks on the one GPU (each its own NCCL_HOSTID: sockets, not NVLink): what each extra
 # rank costs the decompress; the exchange time here is not a multi-GPU figure.
 if want perf2; then
-  step gpu_perf_2ranks 150 $MPIRUN -np 2 "$BUILD/bin/sparccl_gpu_perf" -n 10 "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
+  step gpu_perf_2ranks 150 $MPIRUN_NCCL -np 2 "$BUILD/bin/sparccl_gpu_perf" -n 10 "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
   row "GPU benchmark, 2 ranks on one GPU (gpu_perf_2ranks.log)" "$(result gpu_perf_2ranks $rc '.')"
 fi
 if want torch; then
@@ -74,7 +79,7 @@ if want torch; then
   row "torch.topk + EF baseline (torch_baseline.log)" "$(result torch_baseline $rc '.')"
 fi
 if want multirank; then
-  step gpu_multirank 120 $MPIRUN -np 2 "$BUILD/bin/sparccl_gpu_multirank"; rc=$?
+  step gpu_multirank 120 $MPIRUN_NCCL -np 2 "$BUILD/bin/sparccl_gpu_multirank"; rc=$?
   [ $rc -eq 0 ] || status=1
   row "2 processes, one GPU (NCCL_HOSTID per process)" "$(result gpu_multirank $rc 'multi-process')"
 fi
