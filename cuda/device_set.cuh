@@ -77,7 +77,16 @@ struct DeviceChunk {
 struct DeviceSelect {
   uint64_t prefix, need, threshold, ties;
   int done;
+  uint32_t window; /* the first digit's bin the key pass predicted (SPARCCL_NO_PREDICTION) */
 };
+
+/* The key pass's prediction of a layer's first-digit boundary bin: the bin of the layer's
+ * previous call (DeviceArrays::predicted).  Where there is one, the key pass classifies its
+ * keys against the bins within SPARCCL_PREDICTION_SPREAD of it and keeps those in between as
+ * the chunk's candidates; when this call's bin falls in that window, digit pass 1 reads only
+ * the candidates (select_kernels.cu).  A hint: the result is the same either way. */
+#define SPARCCL_NO_PREDICTION 0xffffffffu
+#define SPARCCL_PREDICTION_SPREAD 2u
 
 /* Per-set counters that a captured graph must update on the device (SPEC 5). */
 struct DeviceCounters {
@@ -133,6 +142,7 @@ struct DeviceArrays {
    * decompression grid; 0 between uses */
   uint32_t* arrivals;
   uint32_t* layerBad; /* per layer: a chunk of it is non-finite (keyKernel); 0 between calls */
+  uint32_t* predicted; /* per layer: its previous call's first-digit bin, or SPARCCL_NO_PREDICTION */
 };
 
 struct DeviceSet : DeviceArrays {

@@ -115,7 +115,7 @@ static void freeDeviceSet(DeviceSet* ds) {
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
                     ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
-                    ds->blockSums, ds->arrivals, ds->layerBad};
+                    ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted};
   for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -247,6 +247,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->blockSums, (nchunks + set->nlayers) * sizeof(double));
   ALLOC(ds->arrivals, (set->nlayers + 1) * sizeof(uint32_t));
   ALLOC(ds->layerBad, set->nlayers * sizeof(uint32_t));
+  ALLOC(ds->predicted, set->nlayers * sizeof(uint32_t));
   if (cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
       cudaMemcpyAsync(ds->chunks, chunks, nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
       cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
@@ -266,6 +267,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
   cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
   cudaMemsetAsync(ds->sendBlock, 0, set->blockBytes, stream);
+  cudaMemsetAsync(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t), stream); /* none yet */
   set->device = ds;
   if (ds->importance) {
     KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);

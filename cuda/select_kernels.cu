@@ -116,6 +116,7 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
     S->done = L.all;
     S->threshold = 0;
     S->ties = 0;
+    S->window = L.all ? SPARCCL_NO_PREDICTION : a.predicted[layer]; /* what the key pass used */
   }
   __syncthreads();
   if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
@@ -131,6 +132,7 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
       uint32_t bin = (group + 1) * perGroup - 1;
       while (bin > group * perGroup && above + hist[bin] < need) above += hist[bin--];
       need -= above;
+      if (pass == 0) a.predicted[layer] = bin; /* the next call's prediction */
       S->prefix = (S->prefix << width) | bin;
       S->need = need;
       if (shift == 0) {
@@ -148,8 +150,73 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
   for (uint32_t b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
 }
 
+/* Where byte o of writeClasses' shared class bytes sits, in 32-bit words: one unused word
+ * after every 32, so that thread t's reads of words 4t .. 4t + 3 fall in different banks
+ * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
+__device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
+
+/* The first digit's bins [*lo, *hi] of the key pass's window around a predicted bin. */
+__device__ __forceinline__ void predictionWindow(uint32_t predicted, uint32_t* lo, uint32_t* hi) {
+  *lo = predicted >= SPARCCL_PREDICTION_SPREAD ? predicted - SPARCCL_PREDICTION_SPREAD : 0u;
+  *hi = predicted + SPARCCL_PREDICTION_SPREAD < SPARCCL_RADIX_BINS
+            ? predicted + SPARCCL_PREDICTION_SPREAD : SPARCCL_RADIX_BINS - 1u;
+}
+
+/* Chunk c's keys against a range of the first digit's bins (the layer's boundary bin, or the
+ * key pass's window around its prediction), given each thread's elements o = threadIdx.x +
+ * m * SPARCCL_THREADS: bit m of `mine` in the range (a candidate), of `high` above it, and
+ * their counts.  Writes the chunk's class mask (SPARCCL_CLASS_*, for emitKernel), its run of
+ * candidates in element order (their keys from keyOf; none, SPARCCL_NO_RUN, when more than
+ * SPARCCL_CANDIDATES) and its count of keys above the range.  What the later passes and
+ * countKernel make of a run are counts, which do not depend on the order of its keys; they
+ * filter it by the layer's prefix, so a run may hold keys of bins other than the boundary
+ * one.  Every thread of the block calls it. */
+template <typename Key>
+__device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
+                                             const DeviceChunk& ch, const KeySource<Key>& keyOf,
+                                             uint32_t mine, uint32_t high, uint32_t candidates,
+                                             uint32_t above) {
+  /* one byte a chunk element, its class, at byte o % 4 of word classSlot(o / 4) */
+  __shared__ uint32_t classBytes[SPARCCL_CHUNK / 4 + SPARCCL_CHUNK / 4 / 32];
+  const uint32_t size = ch.end - ch.begin;
+  Key* run = (Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
+  /* the class mask: each element's class as one byte in shared memory (the block's threads
+   * on consecutive bytes, no atomics; bytes past the chunk's end 0, below), then thread t
+   * packs the 16 bytes of its word and writes it (coalesced) */
+  for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
+    const uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
+    ((uint8_t*)&classBytes[classSlot(o / 4)])[o % 4] =
+        (uint8_t)((((mine >> m) & 1u) ? SPARCCL_CLASS_CANDIDATE : SPARCCL_CLASS_BELOW) |
+                  (((high >> m) & 1u) ? SPARCCL_CLASS_ABOVE : SPARCCL_CLASS_BELOW));
+  }
+  __syncthreads();
+  uint32_t word = 0;
+  for (uint32_t q = 0; q < SPARCCL_PER_THREAD / 4; q++) {
+    /* bytes 0..3 (each 0..2) of a little-endian word: elements 4q .. 4q + 3 of the 16 */
+    const uint32_t b = classBytes[classSlot(threadIdx.x * (SPARCCL_PER_THREAD / 4) + q)];
+    const uint32_t packed = (b & 0x3u) | ((b >> 6) & 0xcu) | ((b >> 12) & 0x30u) | ((b >> 18) & 0xc0u);
+    word |= packed << (8 * q);
+  }
+  a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x] = word;
+  /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry; the
+   * low half places this thread's candidates in the run */
+  uint64_t total;
+  uint32_t slot = (uint32_t)blockExclusiveScan<uint64_t>(((uint64_t)above << 32) | candidates, &total);
+  const uint32_t count = (uint32_t)total;
+  if (count <= SPARCCL_CANDIDATES)
+    for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++)
+      if ((mine >> m) & 1u) run[slot++] = keyOf(ch.begin + o);
+  if (threadIdx.x == 0) {
+    a.chunkAbove[c] = (uint32_t)(total >> 32);
+    a.chunkCandidates[c] = count <= SPARCCL_CANDIDATES ? count : SPARCCL_NO_RUN;
+  }
+}
+
 /* Pass 1: keys and the first digit's histogram per layer; with two error buffers, a = e + g
- * into the one the decompress commits; dense layers packed. */
+ * into the one the decompress commits; dense layers packed.  Where the layer has a predicted
+ * boundary bin (its previous call's), the chunk's classes and candidates against the window
+ * around it (writeClasses), which digit pass 1 uses instead of reading every key again when
+ * the bin falls inside. */
 template <int C, int F, typename Key>
 __global__ void keyKernel(KernelArgs a, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
@@ -173,6 +240,9 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   const float* error = ef ? errorNow(a) : NULL;
   /* a = e + g for the decompress to commit (double-buffered e; reduce_kernels.cu) */
   float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
+  const uint32_t predicted = L.all ? SPARCCL_NO_PREDICTION : a.predicted[ch.layer];
+  uint32_t lo, hi, mine = 0, high = 0, candidates = 0, above = 0;
+  predictionWindow(predicted, &lo, &hi);
   int finite = 1;
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
@@ -190,10 +260,19 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
     else
       key = (Key)sparccl_key32(C, x, weightAt<C>(a, L, at, g, havePrev), word);
     if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
-    atomicAdd(&hist[(uint32_t)(key >> shift)], 1u);
+    const uint32_t top = (uint32_t)(key >> shift);
+    atomicAdd(&hist[top], 1u);
+    if (predicted != SPARCCL_NO_PREDICTION) {
+      const uint32_t m = iOffset_ / SPARCCL_THREADS; /* the m-th element of this thread */
+      if (top > hi) { high |= 1u << m; above++; }
+      else if (top >= lo) { mine |= 1u << m; candidates++; }
+    }
   }
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
+  if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
+    writeClasses<Key>(a, blockIdx.x, ch, KeySource<Key>(a, send, L, ch.layer), mine, high,
+                      candidates, above);
   if (!L.all)
     for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
       if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
@@ -210,44 +289,43 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   }
 }
 
-/* Where byte o of digitKernel's shared class bytes sits, in 32-bit words: one unused word
- * after every 32, so that thread t's reads of words 4t .. 4t + 3 fall in different banks
- * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
-__device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
 
-/* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1,
- * reading each key of the chunk once, also counts the keys above the first digit's boundary
- * bin (selected, whatever their later digits) into chunkAbove, copies the candidates (the
- * keys in that bin) into the chunk's run, and writes every element's class against that bin
- * (SPARCCL_CLASS_*) into the chunk's class mask, for emitKernel; the later passes and
- * countKernel read the run alone.  What they make of it are counts, which do not depend on
- * the order of the keys.  A chunk with no run (SPARCCL_NO_RUN: more candidates than
- * SPARCCL_CANDIDATES; SPARCCL_NO_CLASS: its layer decided by the first digit) has all its
- * keys read, as pass 1 does. */
+/* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1
+ * also classifies the chunk against the first digit's boundary bin (writeClasses: its class
+ * mask for emitKernel, its run of candidates, its count above the bin), reading each key of
+ * the chunk once, unless the key pass already classified it against a window around a
+ * prediction that holds the bin (a hit): then, as the later passes, it reads the chunk's run
+ * alone.  A chunk with no run (SPARCCL_NO_RUN: more candidates than SPARCCL_CANDIDATES;
+ * SPARCCL_NO_CLASS: its layer decided by the first digit) has all its keys read. */
 template <typename Key>
 __global__ void digitKernel(KernelArgs a, int pass, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
-  /* pass 1: one byte a chunk element, its class, at byte o % 4 of word classSlot(o / 4) */
-  __shared__ uint32_t classBytes[SPARCCL_CHUNK / 4 + SPARCCL_CHUNK / 4 / 32];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
-  if (a.select[ch.layer].done) {
-    /* decided by the first digit (k == d too): pass 1 never reads this layer's keys, so its
-     * chunks have neither a run nor a class mask */
+  const DeviceSelect S = a.select[ch.layer];
+  if (S.done) {
+    /* decided by the first digit (k == d too): neither a run nor a class mask (the key
+     * pass's, against a window, is not used) */
     if (pass == 1 && threadIdx.x == 0) a.chunkCandidates[c] = SPARCCL_NO_CLASS;
     return;
   }
   const int bits = KeyBits<Key>::bits;
   const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
-  const Key prefix = (Key)a.select[ch.layer].prefix;
+  const Key prefix = (Key)S.prefix;
   const uint32_t mask = (1u << width) - 1u, size = ch.end - ch.begin;
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
   __syncthreads();
   const KeySource<Key> keyOf(a, send, L, ch.layer);
-  Key* run = (Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
-  if (pass == 1) {
+  const Key* run = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
+  int hit = 0; /* pass 1: the key pass's window holds the boundary bin, and the chunk a run */
+  if (pass == 1 && S.window != SPARCCL_NO_PREDICTION && a.chunkCandidates[c] <= SPARCCL_CANDIDATES) {
+    uint32_t lo, hi;
+    predictionWindow(S.window, &lo, &hi);
+    hit = (uint64_t)lo <= S.prefix && S.prefix <= (uint64_t)hi;
+  }
+  if (pass == 1 && !hit) {
     /* bit m of `mine` (of `high`): this thread's m-th key (offset threadIdx.x + m *
      * blockDim.x) is a candidate (above the bin); at most SPARCCL_PER_THREAD of them */
     uint32_t mine = 0, high = 0, candidates = 0, above = 0;
@@ -262,36 +340,7 @@ __global__ void digitKernel(KernelArgs a, int pass, const void* send) {
       high |= (uint32_t)(top > prefix) << m;
       above += top > prefix;
     }
-    /* the class mask: each element's class as one byte in shared memory (the block's
-     * threads on consecutive bytes, no atomics; bytes past the chunk's end 0, below), then
-     * thread t packs the 16 bytes of its word and writes it (coalesced) */
-    for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
-      const uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
-      ((uint8_t*)&classBytes[classSlot(o / 4)])[o % 4] =
-          (uint8_t)((((mine >> m) & 1u) ? SPARCCL_CLASS_CANDIDATE : SPARCCL_CLASS_BELOW) |
-                    (((high >> m) & 1u) ? SPARCCL_CLASS_ABOVE : SPARCCL_CLASS_BELOW));
-    }
-    __syncthreads();
-    uint32_t word = 0;
-    for (uint32_t q = 0; q < SPARCCL_PER_THREAD / 4; q++) {
-      /* bytes 0..3 (each 0..2) of a little-endian word: elements 4q .. 4q + 3 of the 16 */
-      const uint32_t b = classBytes[classSlot(threadIdx.x * (SPARCCL_PER_THREAD / 4) + q)];
-      const uint32_t packed = (b & 0x3u) | ((b >> 6) & 0xcu) | ((b >> 12) & 0x30u) | ((b >> 18) & 0xc0u);
-      word |= packed << (8 * q);
-    }
-    a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x] = word;
-    /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry;
-     * the low half places this thread's candidates in the run */
-    uint64_t total;
-    uint32_t slot = (uint32_t)blockExclusiveScan<uint64_t>(((uint64_t)above << 32) | candidates, &total);
-    const uint32_t count = (uint32_t)total;
-    if (count <= SPARCCL_CANDIDATES)
-      for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++)
-        if ((mine >> m) & 1u) run[slot++] = keyOf(ch.begin + o);
-    if (threadIdx.x == 0) {
-      a.chunkAbove[c] = (uint32_t)(total >> 32);
-      a.chunkCandidates[c] = count <= SPARCCL_CANDIDATES ? count : SPARCCL_NO_RUN;
-    }
+    writeClasses<Key>(a, c, ch, keyOf, mine, high, candidates, above);
   } else {
     const uint32_t n = a.chunkCandidates[c]; /* a count or SPARCCL_NO_RUN, never NO_CLASS */
     const int all = n > SPARCCL_CANDIDATES;  /* uniform over the block */
@@ -375,11 +424,12 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
 }
 
 /* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
- * has a run (digitKernel): its keys above the first digit's boundary bin, plus its
- * candidates above the threshold.  The threshold is a key of that bin, or, when no ties are
- * taken, one below the range of its keys that are selected: keys above the bin exceed it,
- * keys below do not, and only a candidate can equal it when ties are taken.  Else from all
- * its keys. */
+ * has a run (writeClasses): its keys above the range of first-digit bins it was classified
+ * against, plus its candidates above the threshold.  The range holds the boundary bin, and
+ * the threshold is a key of that bin or, when no ties are taken, one below the range of its
+ * keys that are selected: keys above the range exceed it, keys below do not, and only a
+ * candidate can equal it when ties are taken (emitKernel's comment has the details).  Else
+ * from all its keys. */
 template <typename Key>
 __global__ void countKernel(KernelArgs a, const void* send) {
   const uint32_t c = blockIdx.x;
@@ -426,17 +476,19 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
 /* Per chunk: the selected elements in ascending index order, with their values.  Each thread
  * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
  * give ascending output positions.  Where the chunk has a class mask (its layer was not
- * decided by the first digit: digitKernel's pass 1 classified its keys against the first
- * digit's boundary bin), thread t reads its one word of the mask (coalesced) and reads from
- * global memory the keys of its candidates alone: an element above the bin is above the
- * threshold, one below it neither above nor equal to it when ties are taken.  The threshold
- * T of such a layer was set at pass 1 or later, under the prefix P of the first digit: either
- * a key whose first digit is P (the last digit, ties taken), or (prefix << shift) - 1 with
- * ties 0, where the prefix's first digit is P and prefix << shift > 0 (it is 0 only when the
- * layer takes every key, k == d, decided at pass 0).  With s the first digit's shift, every
- * key above the bin is >= (P + 1) << s > T, and every key below it is <= (P << s) - 1 <= T,
- * equal to T only in the second case, where no ties are taken.  So the candidates' keys,
- * compared as classify does, give the same bits as all keys.  Else the keys are first
+ * decided by the first digit: its keys were classified against a range [lo, hi] of the
+ * first digit's bins that holds the boundary bin P, by digitKernel's pass 1 (lo = hi = P) or
+ * by the key pass around its prediction), thread t reads its one word of the mask
+ * (coalesced) and reads from global memory the keys of its candidates alone: an element
+ * above the range is above the threshold, one below it neither above nor equal to it when
+ * ties are taken.  The threshold T of such a layer was set at pass 1 or later, under the
+ * prefix P: either a key whose first digit is P (the last digit, ties taken), or (prefix <<
+ * shift) - 1 with ties 0, where the prefix's first digit is P and prefix << shift > 0 (it is
+ * 0 only when the layer takes every key, k == d, decided at pass 0).  With s the first
+ * digit's shift, every key above the range is >= (hi + 1) << s >= (P + 1) << s > T, and
+ * every key below it is <= (lo << s) - 1 <= (P << s) - 1 <= T, equal to T only in the second
+ * case, where no ties are taken.  So the candidates' keys, compared as classify does, give
+ * the same bits as all keys (countKernel counts on the same grounds).  Else the keys are first
  * copied to shared memory with the block's threads on consecutive elements (coalesced),
  * then each thread classifies its run there once, keeping one bit per element. */
 template <int C, int F, typename Key>
@@ -510,6 +562,9 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   const float* error = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM ? errorNow(a) : NULL;
   for (uint32_t i = first; i < last; i++) {
     if (!((selectedMask >> (i - first)) & 1u)) continue;
+    /* never past the layer's k pairs: a selection of more than k is a bug, which scanLayer
+     * reports (sparcclCommGetStats), not a write into the next layer's pairs */
+    if (position >= L.k) break;
     size_t at = L.offset + i;
     float g = sparccl_load(send, at, a.dtype);
     float x = keyInputAt<F>(a, error, at, g);

@@ -272,6 +272,42 @@ START_TEST(test_radix) {
 }
 END_TEST
 
+/* The key pass predicts each layer's first-digit boundary bin from its previous call and
+ * keeps the keys of the bins around it; a call whose bin falls outside must give the same
+ * result.  Gradients scaled by 1, 1, 2^20, 2^20, 2^-30: calls 1 and 3 predict well, calls 2
+ * and 4 do not (call 0 has no prediction).  Every compressor, with and without feedback. */
+START_TEST(test_prediction) {
+  static const int compressors[] = {sparcclTopK, sparcclTopK, sparcclRandK, sparcclImpK,
+                                    sparcclImpKSelect, sparcclImpKRandom};
+  static const int schemes[] = {sparcclFeedbackEF, sparcclFeedbackNone, sparcclFeedbackSCAM,
+                                sparcclFeedbackSCAM, sparcclFeedbackEF21, sparcclFeedbackEF};
+  static const float scales[] = {1.0f, 1.0f, 1048576.0f, 1048576.0f, 9.313225746154785e-10f};
+  size_t counts[] = {5000, 100, 12289};
+  size_t count = 17389, bytes = count * sizeof(float);
+  sparcclConfig_t c = config(compressors[_i], schemes[_i], sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  char what[64];
+  snprintf(what, sizeof(what), "prediction, %s + %s", names[compressors[_i]], feedbacks[schemes[_i]]);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(host, h, 3, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, d, 3, counts), sparcclSuccess);
+  for (int s = 0; s < 5; s++) {
+    fill(h, count, sparcclFloat32, 300 + (uint64_t)s, 0);
+    for (size_t i = 0; i < count; i++) h[i] *= scales[s];
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, what, s);
+  }
+  assertSameState(host, device, what);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
 /* Equal 64-bit keys: impk_random gives w = 0 the key -inf.  A cube step clips chosen w to 0
  * (the default low bound), and the density exceeds the share of the others, so that the
  * boundary falls among the -inf keys: all six digits are needed, ties taken at the last.
@@ -666,6 +702,7 @@ static Suite* deviceSuite(void) {
     tcase_add_loop_test(tc, test_methods, 0, 20);
     tcase_add_test(tc, test_radix);
     tcase_add_test(tc, test_equal_keys);
+    tcase_add_loop_test(tc, test_prediction, 0, 6);
   }
   if (!selectOnly) {
     if (worldSize == 1) {
