@@ -86,7 +86,7 @@ struct DeviceSelect {
  * the chunk's candidates; when this call's bin falls in that window, digit pass 1 reads only
  * the candidates (select_kernels.cu).  A hint: the result is the same either way. */
 #define SPARCCL_NO_PREDICTION 0xffffffffu
-#define SPARCCL_PREDICTION_SPREAD 2u
+#define SPARCCL_PREDICTION_SPREAD 1u
 
 /* Per-set counters that a captured graph must update on the device (SPEC 5). */
 struct DeviceCounters {
