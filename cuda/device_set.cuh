@@ -97,6 +97,9 @@ struct DeviceCounters {
   int restartPending;
   int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
   unsigned internalErrors; /* nonzero: a device-side invariant failed (a bug), see scanLayer */
+  /* layers that needed a second digit, by whether the key pass's prediction held their
+   * first-digit bin (no prediction counts as a miss); for tools/gpu_perf.cu */
+  unsigned long long predictionHits, predictionMisses;
 };
 
 /* The device arrays of a layer set: held by DeviceSet, and handed to every kernel inside

@@ -91,6 +91,13 @@ __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* bl
   return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
 }
 
+/* The first digit's bins [*lo, *hi] of the key pass's window around a predicted bin. */
+__device__ __forceinline__ void predictionWindow(uint32_t predicted, uint32_t* lo, uint32_t* hi) {
+  *lo = predicted >= SPARCCL_PREDICTION_SPREAD ? predicted - SPARCCL_PREDICTION_SPREAD : 0u;
+  *hi = predicted + SPARCCL_PREDICTION_SPREAD < SPARCCL_RADIX_BINS
+            ? predicted + SPARCCL_PREDICTION_SPREAD : SPARCCL_RADIX_BINS - 1u;
+}
+
 /* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
  * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
  * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
@@ -117,6 +124,12 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
     S->threshold = 0;
     S->ties = 0;
     S->window = L.all ? SPARCCL_NO_PREDICTION : a.predicted[layer]; /* what the key pass used */
+  }
+  if (pass == 1 && threadIdx.x == 0) { /* the first digit's bin is S->prefix until the find */
+    uint32_t lo, hi;
+    predictionWindow(S->window, &lo, &hi);
+    const int hit = S->window != SPARCCL_NO_PREDICTION && lo <= S->prefix && S->prefix <= hi;
+    atomicAdd(hit ? &a.counters->predictionHits : &a.counters->predictionMisses, 1ull);
   }
   __syncthreads();
   if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
@@ -154,13 +167,6 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
  * after every 32, so that thread t's reads of words 4t .. 4t + 3 fall in different banks
  * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
 __device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
-
-/* The first digit's bins [*lo, *hi] of the key pass's window around a predicted bin. */
-__device__ __forceinline__ void predictionWindow(uint32_t predicted, uint32_t* lo, uint32_t* hi) {
-  *lo = predicted >= SPARCCL_PREDICTION_SPREAD ? predicted - SPARCCL_PREDICTION_SPREAD : 0u;
-  *hi = predicted + SPARCCL_PREDICTION_SPREAD < SPARCCL_RADIX_BINS
-            ? predicted + SPARCCL_PREDICTION_SPREAD : SPARCCL_RADIX_BINS - 1u;
-}
 
 /* Chunk c's keys against a range of the first digit's bins (the layer's boundary bin, or the
  * key pass's window around its prediction), given each thread's elements o = threadIdx.x +

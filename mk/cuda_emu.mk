@@ -66,7 +66,7 @@ define EMU_PERF_SMOKE
 	  cat $$log; \
 	  test "$$(grep -c '^  ' $$log)" = 5 || { echo "gpu_perf (emulated, $$np ranks): not 5 rows"; exit 1; }; \
 	  for m in $(EMU_PERF_METHODS); do \
-	    grep -qE '^  perf_smoke +'"$$m"' +98192( +[0-9]+\.[0-9]+){8}$$' $$log || \
+	    grep -qE '^  perf_smoke +'"$$m"' +98192( +[0-9]+\.[0-9]+){8} +([0-9]+\.[0-9]+|-)$$' $$log || \
 	      { echo "gpu_perf (emulated, $$np ranks): no row of finite numbers for $$m"; exit 1; }; \
 	  done; \
 done

@@ -135,9 +135,9 @@ int main(int argc, char** argv) {
     printf("# %d rank(s), density %g, %d calls after %d warm-up, times per call (us), mean over ranks\n",
            nranks, density, iters, warmup);
     printf("# copy bandwidth (device to device, read + write): %.1f GB/s\n", bandwidth / 1e9);
-    printf("# %-18s %-10s %10s %10s %10s %10s %10s %10s %8s %10s %10s\n", "layout", "method",
+    printf("# %-18s %-10s %10s %10s %10s %10s %10s %10s %8s %10s %10s %8s\n", "layout", "method",
            "count", "call(us)", "compr(us)", "exch(us)", "decomp(us)", "floor(us)", "x floor",
-           "algbw", "dense(us)");
+           "algbw", "dense(us)", "pred(%)");
   }
   for (int l = 0; l < nlayouts; l++) {
     const char* path = layouts[l];
@@ -192,8 +192,10 @@ int main(int argc, char** argv) {
       DeviceSet* ds = (DeviceSet*)set->device;
       KernelArgs ka = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
       double tCall = 0, tCompress = 0, tExchange = 0, tDecompress = 0;
+      DeviceCounters before, after; /* the timed calls' prediction hits (select_kernels.cu) */
       for (int i = 0; i < warmup + iters; i++) {
         float ms[3], whole;
+        if (i == warmup) CHECK(cudaMemcpy(&before, ds->counters, sizeof(before), cudaMemcpyDeviceToHost));
         /* the call's three parts, as deviceAllReduce (cuda/nccl_comm.cu) enqueues them */
         CHECK(cudaEventRecord(ev[0], stream));
         CHECK(sparcclLaunchCompress(ka, ds, grad, stream));
@@ -213,6 +215,13 @@ int main(int argc, char** argv) {
         if (i < warmup) continue;
         tCompress += ms[0]; tExchange += ms[1]; tDecompress += ms[2]; tCall += whole;
       }
+      CHECK(cudaMemcpy(&after, ds->counters, sizeof(after), cudaMemcpyDeviceToHost));
+      /* the share of layer-calls needing a second digit whose first-digit bin the key pass
+       * predicted, over the ranks; -1 (printed "-") when no layer needed one */
+      double hits = (double)(after.predictionHits - before.predictionHits);
+      double layerCalls = hits + (double)(after.predictionMisses - before.predictionMisses);
+      hits = tool_rankMean(hits);
+      layerCalls = tool_rankMean(layerCalls);
       /* per call, in microseconds, mean over the ranks */
       double us = 1e3 / iters;
       tCall = tool_rankMean(tCall * us);
@@ -224,11 +233,14 @@ int main(int argc, char** argv) {
       double perParam = 16.0 + (c.compressor == sparcclImpK ? 4.0 : 0.0);
       double floorBytes = perParam * (double)count + (1.0 + nranks) * (double)set->blockBytes;
       double floorUs = floorBytes / bandwidth * 1e6;
-      if (rank == 0)
-        printf("  %-18.18s %-10s %10zu %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %10.1f %10.1f\n",
+      if (rank == 0) {
+        char predicted[16] = "-";
+        if (layerCalls > 0) snprintf(predicted, sizeof(predicted), "%.1f", 100.0 * hits / layerCalls);
+        printf("  %-18.18s %-10s %10zu %10.1f %10.1f %10.1f %10.1f %10.1f %8.2f %10.1f %10.1f %8s\n",
                label, methods[m].name, count, tCall, tCompress, tExchange, tDecompress, floorUs,
                (tCompress + tDecompress) / floorUs, (double)count * 4 / (tCall * 1e-6) / 1e9,
-               denseUs);
+               denseUs, predicted);
+      }
       SPARCCL_OK(sparcclCommDestroy(comm));
     }
     for (int e = 0; e < 4; e++) CHECK(cudaEventDestroy(ev[e]));
@@ -238,7 +250,9 @@ int main(int argc, char** argv) {
   }
   if (rank == 0)
     printf("# floor = (16 B/param, +4 for ImpK's w, + the pairs: this rank's written, every rank's "
-           "read) / copy bandwidth; target: compress + decompress within 2x of it\n");
+           "read) / copy bandwidth; target: compress + decompress within 2x of it\n"
+           "# pred = layers needing a second radix digit whose first-digit bin the key pass "
+           "predicted from their previous call (both calls of an iteration counted)\n");
   fflush(stdout);
   ncclCommDestroy(nc);
   free(layouts);
