@@ -90,7 +90,7 @@ for tool in memcheck racecheck; do
     row "compute-sanitizer $tool" "not run: no compute-sanitizer on PATH or in CUDA's bin"
     continue
   fi
-  step $tool 180 $MPIRUN -np 1 "$COMPUTE_SANITIZER" --tool $tool --error-exitcode 99 \
+  step $tool 270 $MPIRUN -np 1 "$COMPUTE_SANITIZER" --tool $tool --error-exitcode 99 \
     "$BUILD/bin/sparccl_gpu_tests_small"; rc=$?
   [ $rc -eq 0 ] || status=1
   row "compute-sanitizer $tool, small sizes" "$(result $tool $rc 'ERROR SUMMARY|RACECHECK SUMMARY|HAZARD|Checks')"
