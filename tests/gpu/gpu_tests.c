@@ -350,7 +350,7 @@ START_TEST(test_equal_keys) {
 }
 END_TEST
 
-/* Every dtype x wire type for two methods. */
+/* Every dtype x wire type for three methods. */
 START_TEST(test_dtypes) {
   static const int dtypes[] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
   int dtype = dtypes[_i / 3], wire = dtypes[_i % 3];
@@ -362,6 +362,9 @@ START_TEST(test_dtypes) {
   compareRun(&c, n, mixed, dtype, sparcclSum, 0, steps, 21, 0, "topk+scam dtypes");
   c = config(sparcclImpKRandom, sparcclFeedbackEF21, wire, 64);
   compareRun(&c, n, mixed, dtype, sparcclAvg, 1, steps, 22, 0, "impk_random+ef21 dtypes");
+  /* the later passes compute topk's keys again from g in its own dtype (SPARCCL_KEYS_FROM_G) */
+  c = config(sparcclTopK, sparcclFeedbackNone, wire, 64);
+  compareRun(&c, n, mixed, dtype, sparcclSum, 1, steps, 23, 0, "topk+none dtypes");
 }
 END_TEST
 
