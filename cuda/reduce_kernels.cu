@@ -7,10 +7,11 @@
  *      every rank); the online importance step; then the rank-ordered sums, rank by rank
  *      with a barrier between ranks (a rank's indices are unique within a layer, so no two
  *      threads of a rank touch one element: no atomics), this rank's sent values also giving
- *      e <- a - sent and h <- h + sent; then the output (s, s / n, or EF21's H) converted
- *      once.  a = e + g is in the second error buffer, where the key pass wrote it (with one
- *      buffer: formed in shared memory and e written back).  Dense layers: summed in rank
- *      order.  The last block to finish runs the counters and restart policies (policy),
+ *      h <- h + sent (and e <- a - sent with one error buffer); then the output (s, s / n,
+ *      or EF21's H) converted once.  With two error buffers e's next value is already in the
+ *      second one (the key pass wrote a = e + g, the emit a - sent where this rank sent);
+ *      with one, it is formed in shared memory and written back.  Dense layers: summed in
+ *      rank order.  The last block to finish runs the counters and restart policies (policy),
  *      and the error buffers swap roles; with restartRatio > 0 they wait for the blocked
  *      norm of SPEC 3a, a launch of its own, and run in a one-thread launch after it.
  * State changes only after every rank's flag is known (SPEC 2): a skipped layer's e is
@@ -83,9 +84,10 @@ __device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk
 }
 
 /* One block per chunk: the state update, the rank-ordered sums and the output.  With two
- * error buffers the key pass already wrote a = e + g where e will be (errorAfter): only this
- * rank's sent positions change, there, so the chunk reads neither g nor e.  With one, a is
- * formed here from e and g in shared memory and the whole chunk's e written back. */
+ * error buffers the compression already wrote e's next value into the buffer that will hold
+ * it (errorAfter: a = e + g from the key pass, a - sent from the emit where this rank sent),
+ * so the chunk reads neither g nor e.  With one, a is formed here from e and g in shared
+ * memory, this rank's sent values subtracted, and the whole chunk's e written back. */
 __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
   __shared__ float sums[SPARCCL_CHUNK];  /* s, element i at i - ch.begin */
   __shared__ float error[SPARCCL_CHUNK]; /* one buffer: a = e + g, then a - sent where sent */
@@ -115,7 +117,6 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   /* one buffer: e <- e + g (= a, exactly as the key pass computed it); online importance
    * committed */
   const int inPlace = a.error != NULL && a.errorNext == NULL;
-  float* errorOut = a.error ? errorAfter(a) : NULL;
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
@@ -143,8 +144,8 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
       float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
       if (own) { /* this rank's indices are distinct: one thread an element */
+        /* (with two buffers the emit already wrote a - sent there) */
         if (inPlace) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
-        else if (errorOut) errorOut[L.offset + i] = sparccl_error_update(errorOut[L.offset + i], sent);
         if (a.h) a.h[L.offset + i] += sent;
       }
     }

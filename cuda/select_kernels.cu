@@ -565,7 +565,11 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
   uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
   const int havePrev = a.havePrevGrad[ch.layer];
   const float scale = sparccl_randk_scale(L.count, L.k);
-  const float* error = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM ? errorNow(a) : NULL;
+  const int ef = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM;
+  const float* error = ef ? errorNow(a) : NULL;
+  /* two error buffers: a - sent where this rank sends, into the buffer the key pass wrote a
+   * into; it becomes e only when the call commits (a skipped layer's is overwritten) */
+  float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
   for (uint32_t i = first; i < last; i++) {
     if (!((selectedMask >> (i - first)) & 1u)) continue;
     /* never past the layer's k pairs: a selection of more than k is a bug, which scanLayer
@@ -576,8 +580,11 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
     float x = keyInputAt<F>(a, error, at, g);
     float v = sparccl_value_input(F, g, x);
     float w = C == SPARCCL_IMPK ? weightAt<C>(a, L, at, g, havePrev) : 1.0f;
+    const float value = sparccl_value(C, v, w, scale);
     indices[position] = i;
-    sparccl_wire_store(values, position, a.wireType, sparccl_value(C, v, w, scale));
+    sparccl_wire_store(values, position, a.wireType, value);
+    /* what the receivers read back (SPEC 4): the same bits the decompress would subtract */
+    if (accumulated) accumulated[at] = sparccl_error_update(x, sparccl_wire_round(value, a.wireType));
     position++;
   }
 }
