@@ -88,9 +88,11 @@ __device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk
  * it (errorAfter: a = e + g from the key pass, a - sent from the emit where this rank sent),
  * so the chunk reads neither g nor e.  With one, a is formed here from e and g in shared
  * memory, this rank's sent values subtracted, and the whole chunk's e written back. */
+template <int InPlace> /* 1: ef or scam with one error buffer, e updated here */
 __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
-  __shared__ float sums[SPARCCL_CHUNK];  /* s, element i at i - ch.begin */
-  __shared__ float error[SPARCCL_CHUNK]; /* one buffer: a = e + g, then a - sent where sent */
+  __shared__ float sums[SPARCCL_CHUNK]; /* s, element i at i - ch.begin */
+  /* one buffer: a = e + g, then a - sent where sent (16 KiB only then: more blocks an SM) */
+  __shared__ float error[InPlace ? SPARCCL_CHUNK : 1];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
@@ -116,7 +118,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   }
   /* one buffer: e <- e + g (= a, exactly as the key pass computed it); online importance
    * committed */
-  const int inPlace = a.error != NULL && a.errorNext == NULL;
+  const int inPlace = InPlace;
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
@@ -162,8 +164,9 @@ __device__ void policy(const KernelArgs& a);
 
 /* One block per chunk; the last block to finish runs the call's counters and restart
  * policies, unless the restart norm needs its own pass first (policyHere = 0). */
+template <int InPlace>
 __global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int policyHere) {
-  reduceChunk(a, send, recv);
+  reduceChunk<InPlace>(a, send, recv);
   if (policyHere && lastToArrive(&a.arrivals[a.nlayers], gridDim.x) && threadIdx.x == 0)
     policy(a);
 }
@@ -251,8 +254,12 @@ cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, co
                                     void* recv, cudaStream_t stream) {
   if (a.valueCount)
     SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
-  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel)(a, send, recv,
-                                                                     a.restartRatio > 0.0 ? 0 : 1);
+  if (a.error != NULL && a.errorNext == NULL)
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<1>)(a, send, recv,
+                                                                          a.restartRatio > 0.0 ? 0 : 1);
+  else
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<0>)(a, send, recv,
+                                                                          a.restartRatio > 0.0 ? 0 : 1);
   if (a.restartRatio > 0.0) {
     SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
                    stream, normBlocksKernel)(a);
