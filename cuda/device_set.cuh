@@ -22,8 +22,9 @@ extern "C" {
 #if SPARCCL_CHUNK != SPARCCL_SUM_BLOCK
 #error "chunks must be the blocks of the blocked sum"
 #endif
-/* Candidates: a chunk's keys in the boundary bin of the first digit, the only ones the later
- * digits and the final counts need (select_kernels.cu).  Each chunk has room for this many;
+/* Candidates: a chunk's keys in the boundary bin of the first digit (or in the key pass's
+ * window of bins around it), the only ones the later digits and the final counts need
+ * (select_kernels.cu).  Each chunk has room for this many;
  * a chunk with more (or whose layer the first digit decided) has no run: SPARCCL_NO_RUN, and
  * the later passes read all of its keys.  A quarter of a chunk: 1 byte a parameter for
  * 32-bit keys, where a Gaussian layer's boundary bin holds at most about 11% of it. */
@@ -33,8 +34,9 @@ extern "C" {
  * class mask either, as the first digit pass never read its keys.  A chunk with NO_RUN (more
  * candidates than SPARCCL_CANDIDATES) has no run but has its class mask. */
 #define SPARCCL_NO_CLASS 0xfffffffeu
-/* The class mask: 2 bits an element (0: below the first digit's boundary bin, 1: in it, a
- * candidate, 2: above it), SPARCCL_THREADS 32-bit words a chunk (chunk c's from
+/* The class mask: 2 bits an element (0: below the range of first-digit bins the chunk was
+ * classified against, the boundary bin or a window holding it; 1: in it, a candidate; 2:
+ * above it), SPARCCL_THREADS 32-bit words a chunk (chunk c's from
  * c * SPARCCL_CLASS_WORDS), word t holding the chunk's elements SPARCCL_PER_THREAD * t
  * onwards, element SPARCCL_PER_THREAD * t + j in bits 2j and 2j + 1: the elements that
  * emitKernel's thread t takes. */
@@ -110,8 +112,8 @@ struct DeviceArrays {
   uint32_t* sparseByValue; /* sparse layer ids in wire (value) order */
   /* state.  e is double-buffered unless SPARCCL_ERROR_BUFFERS=1: error and errorNext swap
    * roles every call (counters->errorParity; errorNow / errorAfter below).  The key pass
-   * writes a = e + g into the other buffer, so the decompress only subtracts what this rank
-   * sent there, instead of re-reading g and e and writing e (8 B/param less traffic a call,
+   * writes a = e + g into the other buffer and the emit a - sent where this rank sends, so
+   * the decompress neither re-reads g and e nor writes e (8 B/param less traffic a call,
    * 4 B/param more memory).  errorNext is NULL with one buffer: e is `error`, updated in
    * place by the decompress. */
   float *error, *errorNext, *h, *H, *importance, *prevGrad;
@@ -127,9 +129,9 @@ struct DeviceArrays {
   uint32_t *chunkGreater, *chunkEqual;
   /* nchunks x SPARCCL_CANDIDATES keys: chunk c's candidates from c * SPARCCL_CANDIDATES,
    * chunkCandidates[c] of them (or SPARCCL_NO_RUN, SPARCCL_NO_CLASS); chunkAbove[c]: its
-   * keys whose first digit is above the boundary bin; chunkClass: nchunks x
-   * SPARCCL_CLASS_WORDS, each element's class against that bin (SPARCCL_CLASS_*), valid
-   * where chunkCandidates[c] != SPARCCL_NO_CLASS */
+   * keys whose first digit is above that range; chunkClass: nchunks x
+   * SPARCCL_CLASS_WORDS, each element's class against it (SPARCCL_CLASS_*), valid where
+   * chunkCandidates[c] != SPARCCL_NO_CLASS */
   void* candidates;
   uint32_t *chunkCandidates, *chunkAbove, *chunkClass;
   uint64_t *chunkTiesBefore, *chunkOffset;

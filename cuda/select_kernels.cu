@@ -81,7 +81,7 @@ struct KeySource {
       case SPARCCL_KEYS_FROM_W: return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, values[i], 0u);
       case SPARCCL_KEYS_PHILOX:
         return (Key)sparccl_key32(SPARCCL_RANDK, 0.0f, 1.0f,
-                                  sparccl_random_block(seed, i >> 2, id, step, rank).v[i & 3u]);
+                                  sparccl_random_word(seed, i, id, step, rank));
       default: return keys[i];
     }
   }
@@ -96,6 +96,26 @@ __device__ __forceinline__ void predictionWindow(uint32_t predicted, uint32_t* l
   *lo = predicted >= SPARCCL_PREDICTION_SPREAD ? predicted - SPARCCL_PREDICTION_SPREAD : 0u;
   *hi = predicted + SPARCCL_PREDICTION_SPREAD < SPARCCL_RADIX_BINS
             ? predicted + SPARCCL_PREDICTION_SPREAD : SPARCCL_RADIX_BINS - 1u;
+}
+
+/* Whether the key pass's window around `predicted` holds the first-digit bin `bin`. */
+__device__ __forceinline__ int windowHolds(uint32_t predicted, uint64_t bin) {
+  uint32_t lo, hi;
+  if (predicted == SPARCCL_NO_PREDICTION) return 0;
+  predictionWindow(predicted, &lo, &hi);
+  return lo <= bin && bin <= hi;
+}
+
+/* Bit m of writeClasses' masks for an element whose first digit is `top`, against the bins
+ * [lo, hi]: above them, or in them (a candidate, returned 1), counted. */
+template <typename T>
+__device__ __forceinline__ int markClass(T top, T lo, T hi, uint32_t m, uint32_t* mine,
+                                         uint32_t* high, uint32_t* candidates, uint32_t* above) {
+  if (top > hi) { *high |= 1u << m; ++*above; return 0; }
+  if (top < lo) return 0;
+  *mine |= 1u << m;
+  ++*candidates;
+  return 1;
 }
 
 /* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
@@ -125,12 +145,9 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
     S->ties = 0;
     S->window = L.all ? SPARCCL_NO_PREDICTION : a.predicted[layer]; /* what the key pass used */
   }
-  if (pass == 1 && threadIdx.x == 0) { /* the first digit's bin is S->prefix until the find */
-    uint32_t lo, hi;
-    predictionWindow(S->window, &lo, &hi);
-    const int hit = S->window != SPARCCL_NO_PREDICTION && lo <= S->prefix && S->prefix <= hi;
-    atomicAdd(hit ? &a.counters->predictionHits : &a.counters->predictionMisses, 1ull);
-  }
+  if (pass == 1 && threadIdx.x == 0) /* the first digit's bin is S->prefix until the find */
+    atomicAdd(windowHolds(S->window, S->prefix) ? &a.counters->predictionHits
+                                                : &a.counters->predictionMisses, 1ull);
   __syncthreads();
   if (!S->done) { /* the same for the whole block: every thread reaches the scan's barriers */
     const uint32_t group = SPARCCL_THREADS - 1 - threadIdx.x;
@@ -259,7 +276,7 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
     if (L.all) continue;
     uint32_t word = 0;
     if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
-      word = sparccl_random_block(a.seed, i >> 2, L.id, step, rank).v[i & 3u];
+      word = sparccl_random_word(a.seed, i, L.id, step, rank);
     Key key;
     if (C == SPARCCL_IMPK_RANDOM)
       key = (Key)sparccl_key_impk_random(word, weightAt<C>(a, L, at, g, havePrev));
@@ -268,11 +285,8 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
     if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
     const uint32_t top = (uint32_t)(key >> shift);
     atomicAdd(&hist[top], 1u);
-    if (predicted != SPARCCL_NO_PREDICTION) {
-      const uint32_t m = iOffset_ / SPARCCL_THREADS; /* the m-th element of this thread */
-      if (top > hi) { high |= 1u << m; above++; }
-      else if (top >= lo) { mine |= 1u << m; candidates++; }
-    }
+    if (predicted != SPARCCL_NO_PREDICTION) /* this thread's m-th element, m = offset / threads */
+      markClass<uint32_t>(top, lo, hi, iOffset_ / SPARCCL_THREADS, &mine, &high, &candidates, &above);
   }
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
@@ -325,26 +339,18 @@ __global__ void digitKernel(KernelArgs a, int pass, const void* send) {
   __syncthreads();
   const KeySource<Key> keyOf(a, send, L, ch.layer);
   const Key* run = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
-  int hit = 0; /* pass 1: the key pass's window holds the boundary bin, and the chunk a run */
-  if (pass == 1 && S.window != SPARCCL_NO_PREDICTION && a.chunkCandidates[c] <= SPARCCL_CANDIDATES) {
-    uint32_t lo, hi;
-    predictionWindow(S.window, &lo, &hi);
-    hit = (uint64_t)lo <= S.prefix && S.prefix <= (uint64_t)hi;
-  }
+  /* pass 1: the key pass's window holds the boundary bin, and the chunk a run (its
+   * chunkCandidates are this call's only where there is a window) */
+  const int hit = pass == 1 && windowHolds(S.window, S.prefix) &&
+                  a.chunkCandidates[c] <= SPARCCL_CANDIDATES;
   if (pass == 1 && !hit) {
     /* bit m of `mine` (of `high`): this thread's m-th key (offset threadIdx.x + m *
      * blockDim.x) is a candidate (above the bin); at most SPARCCL_PER_THREAD of them */
     uint32_t mine = 0, high = 0, candidates = 0, above = 0;
     for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++) {
       Key key = keyOf(ch.begin + o);
-      Key top = key >> (shift + width);
-      if (top == prefix) {
+      if (markClass<Key>(key >> (shift + width), prefix, prefix, m, &mine, &high, &candidates, &above))
         atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
-        mine |= 1u << m;
-        candidates++;
-      }
-      high |= (uint32_t)(top > prefix) << m;
-      above += top > prefix;
     }
     writeClasses<Key>(a, c, ch, keyOf, mine, high, candidates, above);
   } else {

@@ -212,6 +212,13 @@ SPARCCL_HD sparccl_philox_block_t sparccl_random_block(uint64_t seed, size_t gro
                                (uint32_t)(seed >> 32));
 }
 
+/* Element i's word: word i % 4 of group i / 4 (a loop over consecutive elements can keep
+ * the block for four of them, as the CPU path does). */
+SPARCCL_HD uint32_t sparccl_random_word(uint64_t seed, size_t i, uint32_t layerId,
+                                        uint64_t step, uint32_t rank) {
+  return sparccl_random_block(seed, i >> 2, layerId, step, rank).v[i & 3u];
+}
+
 /* u = (x + 1) * 2^-32, in (0, 1]. */
 SPARCCL_HD double sparccl_uniform(uint32_t word) {
   return ((double)word + 1.0) * 2.3283064365386962890625e-10;
