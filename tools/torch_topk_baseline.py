@@ -11,15 +11,7 @@ import sys
 
 import torch
 
-
-def read_layout(path):
-    counts = []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#") or not line.strip():
-                continue
-            counts.append(int(line.split()[1]))
-    return counts
+from layout import read_layout
 
 
 def main():

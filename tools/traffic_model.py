@@ -15,19 +15,11 @@ costs the 32-byte sectors it touches, 1 - (1 - share)^8 of a chunk's sectors of 
 import argparse
 import math
 
+from layout import read_layout
+
 CHUNK = 4096
 MIN_SPARSE = 4096  # layers smaller than this are sent dense (the default minSparseCount)
 LAUNCHES = 7       # compress (key, 2 digit passes, count, emit) + decompress (ranges, reduce)
-
-
-def read_layout(path):
-    counts = []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#") or not line.strip():
-                continue
-            counts.append(int(line.split()[1]))
-    return counts
 
 
 def gaussian_above(z):
