@@ -34,22 +34,40 @@ __host__ __device__ inline int digitWidth(int bits, int pass) {
 }
 __host__ __device__ inline int digitPasses(int bits) { return (bits + SPARCCL_RADIX_BITS - 1) / SPARCCL_RADIX_BITS; }
 
-/* The key input (e + g, g - h or g) of element `at`; `error` is errorNow(a). */
-template <int F>
-__device__ __forceinline__ float keyInputAt(const KernelArgs& a, const float* error, size_t at,
-                                            float g) {
-  float e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? error[at] : 0.0f;
-  float h = F == SPARCCL_FB_EF21 ? a.h[at] : 0.0f;
-  return sparccl_key_input(F, g, e, h);
+/* What element `at`'s key and value are made of, as read (the key pass reads a batch of
+ * these before it uses any, forChunkBatched): g's bits, e (ef, scam; `error` is
+ * errorNow(a)) or h (ef21), and for ImpK w and, with online importance after a first step,
+ * the previous g. */
+struct ElementInputs {
+  uint32_t g;
+  float e, h, w, prev;
+};
+
+template <int C, int F>
+__device__ __forceinline__ void readInputs(const KernelArgs& a, const void* send,
+                                           const float* error, size_t at, int havePrev,
+                                           ElementInputs* in) {
+  in->g = sparccl_load_bits(send, at, a.dtype);
+  in->e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? error[at] : 0.0f;
+  in->h = F == SPARCCL_FB_EF21 ? a.h[at] : 0.0f;
+  const int impk = C == SPARCCL_IMPK || C == SPARCCL_IMPK_SELECT || C == SPARCCL_IMPK_RANDOM;
+  in->w = impk ? a.importance[at] : 1.0f;
+  in->prev = impk && a.online && havePrev ? a.prevGrad[at] : 0.0f;
 }
 
+/* The key input (e + g, g - h or g), given g = sparccl_bits_value(in.g, dtype). */
+template <int F>
+__device__ __forceinline__ float keyInputOf(const ElementInputs& in, float g) {
+  return sparccl_key_input(F, g, in.e, in.h);
+}
+
+/* The weight w (ImpK: this step's, online importance taking its cube step first), else 1. */
 template <int C>
-__device__ __forceinline__ float weightAt(const KernelArgs& a, const DeviceLayer& L, size_t at,
-                                          float g, int havePrev) {
+__device__ __forceinline__ float weightOf(const KernelArgs& a, const ElementInputs& in, float g,
+                                          int havePrev) {
   if (C != SPARCCL_IMPK && C != SPARCCL_IMPK_SELECT && C != SPARCCL_IMPK_RANDOM) return 1.0f;
-  if (a.online && havePrev)
-    return sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
-  return a.importance[at];
+  if (a.online && havePrev) return sparccl_cube_step(in.w, g, in.prev, a.rate, a.low, a.high);
+  return in.w;
 }
 
 /* Element i's key (layer-local i) for the passes after the key pass, as the key pass
@@ -73,19 +91,43 @@ struct KeySource {
     if (mode == SPARCCL_KEYS_FROM_A) values = errorAfter(a) + L.offset;
     if (mode == SPARCCL_KEYS_FROM_W) values = a.importance + L.offset;
   }
-  __device__ __forceinline__ Key operator()(uint32_t i) const {
+  /* Element i's key in two steps, as forChunkBatched wants them: the read (the stored key,
+   * the bits of a, g or w; nothing for a Philox word), then the key made from it. */
+  __device__ __forceinline__ Key read(uint32_t i) const {
     switch (mode) {
-      case SPARCCL_KEYS_FROM_A: return (Key)sparccl_key32(SPARCCL_TOPK, values[i], 1.0f, 0u);
-      case SPARCCL_KEYS_FROM_G:
-        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_load(send, offset + i, dtype), 1.0f, 0u);
-      case SPARCCL_KEYS_FROM_W: return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, values[i], 0u);
-      case SPARCCL_KEYS_PHILOX:
-        return (Key)sparccl_key32(SPARCCL_RANDK, 0.0f, 1.0f,
-                                  sparccl_random_word(seed, i, id, step, rank));
+      case SPARCCL_KEYS_FROM_A:
+      case SPARCCL_KEYS_FROM_W: return (Key)sparccl_float_bits(values[i]);
+      case SPARCCL_KEYS_FROM_G: return (Key)sparccl_load_bits(send, offset + i, dtype);
+      case SPARCCL_KEYS_PHILOX: return 0;
       default: return keys[i];
     }
   }
+  __device__ __forceinline__ Key key(Key raw, uint32_t i) const {
+    switch (mode) {
+      case SPARCCL_KEYS_FROM_A:
+        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_bits_float((uint32_t)raw), 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_G:
+        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_bits_value((uint32_t)raw, dtype), 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_W:
+        return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, sparccl_bits_float((uint32_t)raw), 0u);
+      case SPARCCL_KEYS_PHILOX:
+        return (Key)sparccl_key32(SPARCCL_RANDK, 0.0f, 1.0f,
+                                  sparccl_random_word(seed, i, id, step, rank));
+      default: return raw;
+    }
+  }
+  __device__ __forceinline__ Key operator()(uint32_t i) const { return key(read(i), i); }
 };
+
+/* body(o, m, key) for the keys of this thread's elements of chunk ch (offsets o = threadIdx.x
+ * + m * SPARCCL_THREADS), read a batch at a time (forChunkBatched). */
+template <typename Key, typename Body>
+__device__ __forceinline__ void forChunkKeys(const KeySource<Key>& keyOf, const DeviceChunk& ch,
+                                             const Body& body) {
+  forChunkBatched<Key>(
+      ch.end - ch.begin, [&](uint32_t o, Key* raw) { *raw = keyOf.read(ch.begin + o); },
+      [&](uint32_t o, uint32_t m, Key raw) { body(o, m, keyOf.key(raw, ch.begin + o)); });
+}
 
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
   return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
@@ -239,9 +281,13 @@ __device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
  * into the one the decompress commits; dense layers packed.  Where the layer has a predicted
  * boundary bin (its previous call's), the chunk's classes and candidates against the window
  * around it (writeClasses), which digit pass 1 uses instead of reading every key again when
- * the bin falls inside. */
+ * the bin falls inside.  Compiled for 4 blocks an SM (at most 64 registers a thread), as many
+ * as it had before its reads were batched (forChunkBatched); with 64-bit keys the batch takes
+ * about 105 registers (2 blocks an SM: at 3 it spills), its loads in flight outweighing the
+ * third block. */
 template <int C, int F, typename Key>
-__global__ void keyKernel(KernelArgs a, const void* send) {
+__global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 : 2)
+    keyKernel(KernelArgs a, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
   __shared__ uint32_t bad;
   const DeviceChunk ch = a.chunks[blockIdx.x];
@@ -267,27 +313,33 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
   uint32_t lo, hi, mine = 0, high = 0, candidates = 0, above = 0;
   predictionWindow(predicted, &lo, &hi);
   int finite = 1;
-  SPARCCL_FOR_CHUNK(i, ch) {
-    size_t at = L.offset + i;
-    float g = sparccl_load(send, at, a.dtype);
-    float x = keyInputAt<F>(a, error, at, g);
-    if (accumulated) accumulated[at] = x;
-    finite &= sparccl_is_finite(x);
-    if (L.all) continue;
-    uint32_t word = 0;
-    if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
-      word = sparccl_random_word(a.seed, i, L.id, step, rank);
-    Key key;
-    if (C == SPARCCL_IMPK_RANDOM)
-      key = (Key)sparccl_key_impk_random(word, weightAt<C>(a, L, at, g, havePrev));
-    else
-      key = (Key)sparccl_key32(C, x, weightAt<C>(a, L, at, g, havePrev), word);
-    if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
-    const uint32_t top = (uint32_t)(key >> shift);
-    atomicAdd(&hist[top], 1u);
-    if (predicted != SPARCCL_NO_PREDICTION) /* this thread's m-th element, m = offset / threads */
-      markClass<uint32_t>(top, lo, hi, iOffset_ / SPARCCL_THREADS, &mine, &high, &candidates, &above);
-  }
+  forChunkBatched<ElementInputs>(
+      ch.end - ch.begin,
+      [&](uint32_t o, ElementInputs* in) {
+        readInputs<C, F>(a, send, error, L.offset + ch.begin + o, havePrev, in);
+      },
+      [&](uint32_t o, uint32_t m, const ElementInputs& in) {
+        const uint32_t i = ch.begin + o;
+        const size_t at = L.offset + i;
+        const float g = sparccl_bits_value(in.g, a.dtype);
+        const float x = keyInputOf<F>(in, g);
+        if (accumulated) accumulated[at] = x;
+        finite &= sparccl_is_finite(x);
+        if (L.all) return;
+        uint32_t word = 0;
+        if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
+          word = sparccl_random_word(a.seed, i, L.id, step, rank);
+        Key key;
+        if (C == SPARCCL_IMPK_RANDOM)
+          key = (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));
+        else
+          key = (Key)sparccl_key32(C, x, weightOf<C>(a, in, g, havePrev), word);
+        if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
+        const uint32_t top = (uint32_t)(key >> shift);
+        atomicAdd(&hist[top], 1u);
+        if (predicted != SPARCCL_NO_PREDICTION)
+          markClass<uint32_t>(top, lo, hi, m, &mine, &high, &candidates, &above);
+      });
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
   if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
@@ -317,8 +369,9 @@ __global__ void keyKernel(KernelArgs a, const void* send) {
  * prediction that holds the bin (a hit): then, as the later passes, it reads the chunk's run
  * alone.  A chunk with no run (SPARCCL_NO_RUN: more candidates than SPARCCL_CANDIDATES;
  * SPARCCL_NO_CLASS: its layer decided by the first digit) has all its keys read. */
-template <typename Key>
-__global__ void digitKernel(KernelArgs a, int pass, const void* send) {
+template <typename Key> /* 4 blocks an SM, as before its reads were batched */
+__global__ void __launch_bounds__(SPARCCL_THREADS, 4)
+    digitKernel(KernelArgs a, int pass, const void* send) {
   __shared__ uint32_t hist[SPARCCL_RADIX_BINS];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
@@ -334,7 +387,7 @@ __global__ void digitKernel(KernelArgs a, int pass, const void* send) {
   const int bits = KeyBits<Key>::bits;
   const int width = digitWidth(bits, pass), shift = digitShift(bits, pass);
   const Key prefix = (Key)S.prefix;
-  const uint32_t mask = (1u << width) - 1u, size = ch.end - ch.begin;
+  const uint32_t mask = (1u << width) - 1u;
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
   __syncthreads();
   const KeySource<Key> keyOf(a, send, L, ch.layer);
@@ -347,20 +400,20 @@ __global__ void digitKernel(KernelArgs a, int pass, const void* send) {
     /* bit m of `mine` (of `high`): this thread's m-th key (offset threadIdx.x + m *
      * blockDim.x) is a candidate (above the bin); at most SPARCCL_PER_THREAD of them */
     uint32_t mine = 0, high = 0, candidates = 0, above = 0;
-    for (uint32_t o = threadIdx.x, m = 0; o < size; o += blockDim.x, m++) {
-      Key key = keyOf(ch.begin + o);
+    forChunkKeys<Key>(keyOf, ch, [&](uint32_t, uint32_t m, Key key) {
       if (markClass<Key>(key >> (shift + width), prefix, prefix, m, &mine, &high, &candidates, &above))
         atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
-    }
+    });
     writeClasses<Key>(a, c, ch, keyOf, mine, high, candidates, above);
   } else {
     const uint32_t n = a.chunkCandidates[c]; /* a count or SPARCCL_NO_RUN, never NO_CLASS */
-    const int all = n > SPARCCL_CANDIDATES;  /* uniform over the block */
-    const uint32_t end = all ? size : n;
-    for (uint32_t o = threadIdx.x; o < end; o += blockDim.x) {
-      Key key = all ? keyOf(ch.begin + o) : run[o];
+    auto count = [&](uint32_t, uint32_t, Key key) {
       if ((Key)(key >> (shift + width)) == prefix) atomicAdd(&hist[(uint32_t)(key >> shift) & mask], 1u);
-    }
+    };
+    if (n > SPARCCL_CANDIDATES) /* uniform over the block */
+      forChunkKeys<Key>(keyOf, ch, count);
+    else
+      for (uint32_t o = threadIdx.x; o < n; o += blockDim.x) count(o, 0, run[o]);
   }
   __syncthreads();
   for (int b = threadIdx.x; b < (int)(1u << width); b += blockDim.x)
@@ -375,15 +428,6 @@ __device__ __forceinline__ void classifyKey(const DeviceSelect& S, Key key, int*
                                             int* equal) {
   *greater = key > (Key)S.threshold;
   *equal = key == (Key)S.threshold && S.ties > 0;
-}
-
-/* The same for element i of the layer (every element when k == d). */
-template <typename Key>
-__device__ __forceinline__ void classify(const KeySource<Key>& keyOf, const DeviceLayer& L,
-                                         const DeviceSelect& S, uint32_t i, int* greater,
-                                         int* equal) {
-  if (L.all) { *greater = 1; *equal = 0; return; }
-  classifyKey<Key>(S, keyOf(i), greater, equal);
 }
 
 /* classifyKey into bit j of emitKernel's masks, counting the equal ones. */
@@ -442,8 +486,8 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
  * keys that are selected: keys above the range exceed it, keys below do not, and only a
  * candidate can equal it when ties are taken (emitKernel's comment has the details).  Else
  * from all its keys. */
-template <typename Key>
-__global__ void countKernel(KernelArgs a, const void* send) {
+template <typename Key> /* 5 blocks an SM, as before its reads were batched */
+__global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, const void* send) {
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
@@ -460,14 +504,15 @@ __global__ void countKernel(KernelArgs a, const void* send) {
       greater += gt;
       equal += eq;
     }
+  } else if (L.all) { /* k == d: every element, no keys */
+    for (uint32_t o = threadIdx.x; o < ch.end - ch.begin; o += blockDim.x) greater++;
   } else {
-    const KeySource<Key> keyOf(a, send, L, ch.layer);
-    SPARCCL_FOR_CHUNK(i, ch) {
+    forChunkKeys<Key>(KeySource<Key>(a, send, L, ch.layer), ch, [&](uint32_t, uint32_t, Key key) {
       int gt, eq;
-      classify<Key>(keyOf, L, S, i, &gt, &eq);
+      classifyKey<Key>(S, key, &gt, &eq);
       greater += gt;
       equal += eq;
-    }
+    });
   }
   /* both counts in one scan: each is at most SPARCCL_CHUNK, so the halves never carry */
   uint64_t total;
@@ -503,8 +548,8 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
  * the same bits as all keys (countKernel counts on the same grounds).  Else the keys are first
  * copied to shared memory with the block's threads on consecutive elements (coalesced),
  * then each thread classifies its run there once, keeping one bit per element. */
-template <int C, int F, typename Key>
-__global__ void emitKernel(KernelArgs a, const void* send) {
+template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
+__global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
   __shared__ Key staged[SPARCCL_CHUNK + SPARCCL_THREADS];
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
@@ -544,17 +589,8 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
         markKey<Key>(S, keyOf(first + j), j, &greaterMask, &equalMask, &equal);
     }
   } else {
-    const KeySource<Key> keyOf(a, send, L, ch.layer);
-    if (size == SPARCCL_CHUNK) {
-      /* every chunk but a layer's last: a fixed count, so the loads go out together */
-      for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
-        uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
-        staged[stagedSlot(o)] = keyOf(ch.begin + o);
-      }
-    } else {
-      SPARCCL_FOR_CHUNK(i, ch)
-        staged[stagedSlot(i - ch.begin)] = keyOf(i);
-    }
+    forChunkKeys<Key>(KeySource<Key>(a, send, L, ch.layer), ch,
+                      [&](uint32_t o, uint32_t, Key key) { staged[stagedSlot(o)] = key; });
     __syncthreads();
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) /* a fixed count: unrolled */
       if (j < n) /* lo is a multiple of SPARCCL_PER_THREAD */
@@ -582,10 +618,12 @@ __global__ void emitKernel(KernelArgs a, const void* send) {
      * reports (sparcclCommGetStats), not a write into the next layer's pairs */
     if (position >= L.k) break;
     size_t at = L.offset + i;
-    float g = sparccl_load(send, at, a.dtype);
-    float x = keyInputAt<F>(a, error, at, g);
+    ElementInputs in;
+    readInputs<C, F>(a, send, error, at, havePrev, &in);
+    float g = sparccl_bits_value(in.g, a.dtype);
+    float x = keyInputOf<F>(in, g);
     float v = sparccl_value_input(F, g, x);
-    float w = C == SPARCCL_IMPK ? weightAt<C>(a, L, at, g, havePrev) : 1.0f;
+    float w = C == SPARCCL_IMPK ? weightOf<C>(a, in, g, havePrev) : 1.0f;
     const float value = sparccl_value(C, v, w, scale);
     indices[position] = i;
     sparccl_wire_store(values, position, a.wireType, value);

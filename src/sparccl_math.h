@@ -139,10 +139,20 @@ enum { SPARCCL_DT_FLOAT16 = 6, SPARCCL_DT_FLOAT32 = 7, SPARCCL_DT_BFLOAT16 = 9 }
 
 SPARCCL_HD size_t sparccl_dtype_size(int dtype) { return dtype == SPARCCL_DT_FLOAT32 ? 4 : 2; }
 
+/* Element i of a buffer of `dtype` as float32, in two steps: its bits (the read alone), then
+ * their value.  The device's batched loops (cuda/select_kernels.cu) issue a batch's reads
+ * before converting any of them, so that the reads are in flight together. */
+SPARCCL_HD uint32_t sparccl_load_bits(const void* p, size_t i, int dtype) {
+  if (dtype == SPARCCL_DT_FLOAT32) return sparccl_float_bits(((const float*)p)[i]);
+  return ((const uint16_t*)p)[i];
+}
+SPARCCL_HD float sparccl_bits_value(uint32_t bits, int dtype) {
+  if (dtype == SPARCCL_DT_FLOAT32) return sparccl_bits_float(bits);
+  if (dtype == SPARCCL_DT_FLOAT16) return sparccl_half_to_float((uint16_t)bits);
+  return sparccl_bfloat16_to_float((uint16_t)bits);
+}
 SPARCCL_HD float sparccl_load(const void* p, size_t i, int dtype) {
-  if (dtype == SPARCCL_DT_FLOAT32) return ((const float*)p)[i];
-  if (dtype == SPARCCL_DT_FLOAT16) return sparccl_half_to_float(((const uint16_t*)p)[i]);
-  return sparccl_bfloat16_to_float(((const uint16_t*)p)[i]);
+  return sparccl_bits_value(sparccl_load_bits(p, i, dtype), dtype);
 }
 
 /* The output conversion: once, at the end, overflow to Inf, NaN stays NaN (the canonical

@@ -150,6 +150,7 @@ unsigned long long cudaEmuBlocks(void);
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
 
 struct uint3 { unsigned x, y, z; };
