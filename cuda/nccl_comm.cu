@@ -160,7 +160,10 @@ static int keyModeFor(const sparcclConfig_t* c, int errorBuffers) {
       return ef && errorBuffers == 2 ? SPARCCL_KEYS_FROM_A : SPARCCL_KEYS_STORED;
     case sparcclImpKSelect:
       return c->importance == sparcclImportanceOnline ? SPARCCL_KEYS_STORED : SPARCCL_KEYS_FROM_W;
-    default: return SPARCCL_KEYS_STORED; /* impk (w x a: two reads), impk_random (a log each) */
+    case sparcclImpK: /* online importance: w changes within the call (the cube step) */
+      return ef && errorBuffers == 2 && c->importance != sparcclImportanceOnline
+                 ? SPARCCL_KEYS_FROM_AW : SPARCCL_KEYS_STORED;
+    default: return SPARCCL_KEYS_STORED; /* impk_random (a log each) */
   }
 }
 

@@ -78,6 +78,7 @@ struct KeySource {
   int mode;
   const Key* keys;     /* the layer's stored keys */
   const float* values; /* the layer's a (second error buffer) or w */
+  const float* weights; /* the layer's w, with a (SPARCCL_KEYS_FROM_AW) */
   const void* send;
   size_t offset;
   int dtype;
@@ -85,35 +86,50 @@ struct KeySource {
   uint32_t id, step, rank;
   __device__ __forceinline__ KeySource(const KernelArgs& a, const void* send_,
                                        const DeviceLayer& L, uint32_t layer)
-      : mode(a.keyMode), keys(a.keys ? (const Key*)a.keys + L.offset : NULL), values(NULL), send(send_),
-        offset(L.offset), dtype(a.dtype), seed(a.seed), id(L.id),
+      : mode(a.keyMode), keys(a.keys ? (const Key*)a.keys + L.offset : NULL), values(NULL),
+        weights(NULL), send(send_), offset(L.offset), dtype(a.dtype), seed(a.seed), id(L.id),
         step((uint32_t)a.layerSteps[layer]), rank(a.rank) {
-    if (mode == SPARCCL_KEYS_FROM_A) values = errorAfter(a) + L.offset;
+    if (mode == SPARCCL_KEYS_FROM_A || mode == SPARCCL_KEYS_FROM_AW) values = errorAfter(a) + L.offset;
     if (mode == SPARCCL_KEYS_FROM_W) values = a.importance + L.offset;
+    if (mode == SPARCCL_KEYS_FROM_AW) weights = a.importance + L.offset;
   }
-  /* Element i's key in two steps, as forChunkBatched wants them: the read (the stored key,
-   * the bits of a, g or w; nothing for a Philox word), then the key made from it. */
-  __device__ __forceinline__ Key read(uint32_t i) const {
+  /* What read() reads of an element: the stored key, or the bits of a, g or w (and of w
+   * beside a); nothing for a Philox word. */
+  struct Raw {
+    Key bits;
+    uint32_t w;
+  };
+  /* Element i's key in two steps, as forChunkBatched wants them: the read, then the key made
+   * from it. */
+  __device__ __forceinline__ Raw read(uint32_t i) const {
+    Raw raw = {0, 0};
+    /* (32-bit keys only, as impk's: w stays a constant 0 for impk_random's 64-bit keys,
+     * which are stored, and takes no register there) */
+    if (KeyBits<Key>::bits == 32 && mode == SPARCCL_KEYS_FROM_AW)
+      raw.w = sparccl_float_bits(weights[i]);
     switch (mode) {
+      case SPARCCL_KEYS_FROM_AW:
       case SPARCCL_KEYS_FROM_A:
-      case SPARCCL_KEYS_FROM_W: return (Key)sparccl_float_bits(values[i]);
-      case SPARCCL_KEYS_FROM_G: return (Key)sparccl_load_bits(send, offset + i, dtype);
-      case SPARCCL_KEYS_PHILOX: return 0;
-      default: return keys[i];
+      case SPARCCL_KEYS_FROM_W: raw.bits = (Key)sparccl_float_bits(values[i]); break;
+      case SPARCCL_KEYS_FROM_G: raw.bits = (Key)sparccl_load_bits(send, offset + i, dtype); break;
+      case SPARCCL_KEYS_PHILOX: break;
+      default: raw.bits = keys[i];
     }
+    return raw;
   }
-  __device__ __forceinline__ Key key(Key raw, uint32_t i) const {
+  __device__ __forceinline__ Key key(Raw raw, uint32_t i) const {
+    const float x = sparccl_bits_float((uint32_t)raw.bits);
     switch (mode) {
-      case SPARCCL_KEYS_FROM_A:
-        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_bits_float((uint32_t)raw), 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_A: return (Key)sparccl_key32(SPARCCL_TOPK, x, 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_AW:
+        return (Key)sparccl_key32(SPARCCL_IMPK, x, sparccl_bits_float(raw.w), 0u);
       case SPARCCL_KEYS_FROM_G:
-        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_bits_value((uint32_t)raw, dtype), 1.0f, 0u);
-      case SPARCCL_KEYS_FROM_W:
-        return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, sparccl_bits_float((uint32_t)raw), 0u);
+        return (Key)sparccl_key32(SPARCCL_TOPK, sparccl_bits_value((uint32_t)raw.bits, dtype), 1.0f, 0u);
+      case SPARCCL_KEYS_FROM_W: return (Key)sparccl_key32(SPARCCL_IMPK_SELECT, 0.0f, x, 0u);
       case SPARCCL_KEYS_PHILOX:
         return (Key)sparccl_key32(SPARCCL_RANDK, 0.0f, 1.0f,
                                   sparccl_random_word(seed, i, id, step, rank));
-      default: return raw;
+      default: return raw.bits;
     }
   }
   __device__ __forceinline__ Key operator()(uint32_t i) const { return key(read(i), i); }
@@ -124,9 +140,10 @@ struct KeySource {
 template <typename Key, typename Body>
 __device__ __forceinline__ void forChunkKeys(const KeySource<Key>& keyOf, const DeviceChunk& ch,
                                              const Body& body) {
-  forChunkBatched<Key>(
-      ch.end - ch.begin, [&](uint32_t o, Key* raw) { *raw = keyOf.read(ch.begin + o); },
-      [&](uint32_t o, uint32_t m, Key raw) { body(o, m, keyOf.key(raw, ch.begin + o)); });
+  typedef typename KeySource<Key>::Raw Raw;
+  forChunkBatched<Raw>(
+      ch.end - ch.begin, [&](uint32_t o, Raw* raw) { *raw = keyOf.read(ch.begin + o); },
+      [&](uint32_t o, uint32_t m, const Raw& raw) { body(o, m, keyOf.key(raw, ch.begin + o)); });
 }
 
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {

@@ -24,7 +24,7 @@ extern "C" {
  * Memory: ef and scam keep e in two device buffers that swap roles every call (the
  * compression writes e + g into the second, so the decompression reads neither g nor e
  * again).  SPARCCL_ERROR_BUFFERS=1, read at comm creation, keeps one, at 8 bytes a
- * parameter more memory traffic a call (12 for topk, whose keys are then stored); results
+ * parameter more memory traffic a call (12 for topk and impk, whose keys are then stored); results
  * are bitwise the same either way (README.md lists the device memory per parameter). */
 sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
                                     const sparcclConfig_t* config);

@@ -4,8 +4,10 @@ memory-traffic model"): a prediction read off cuda/, not a measurement.
 
     python3 tools/traffic_model.py [--ranks N] [--density D] [--bandwidth B] LAYOUT...
 
-For scam-topk, float32 gradient, wire and output, SUM, two error buffers (the defaults of
-the device path): the bytes each stage moves per parameter, on a prediction hit (the layer's
+For scam-topk and scam-impk (the library's default method; importance none, so w stays 1
+and the keys are those of topk; the later passes make |w a| again from a and w, SPARCCL_KEYS_FROM_AW), float32
+gradient, wire and output, SUM, two error buffers (the defaults of the device path): the
+bytes each stage moves per parameter, on a prediction hit (the layer's
 first-digit boundary bin is within one bin of its previous call's) and on a miss; the
 floor gpu_perf counts; and per layout the predicted compress + decompress time against the
 floor for launch costs of 1 to 5 us.  Assumptions, each printed: the key input a = e + g is
@@ -79,6 +81,7 @@ def main():
     ap.add_argument("--ranks", type=int, default=1)
     ap.add_argument("--density", type=float, default=0.01)
     ap.add_argument("--bandwidth", type=float, default=3.0e12, help="copy bandwidth, B/s")
+    ap.add_argument("--method", choices=("scam-topk", "scam-impk"), default="scam-topk")
     ap.add_argument("layouts", nargs="+")
     args = ap.parse_args()
     n, d = args.ranks, args.density
@@ -95,20 +98,26 @@ def main():
 
     selected = scattered(d)  # one float array at the selected elements
     pairs = 8 * d            # this rank's (index, value) pairs
+    impk = args.method == "scam-impk"
+    # impk: w is read wherever a is read to make a key (the key pass, a miss's full pass, the
+    # emit's candidates), and at the selected elements for the value
+    key_reads = 2 if impk else 1  # float arrays read to make a key again: a (and w)
+    keys = "a, w" if impk else "a"
     stages = [  # name, hit, miss
-        ("key pass: read g, e; write a; class mask; window candidates",
-         12 + 0.25 + 4 * share_window, 12 + 0.25 + 4 * share_window),
-        ("digit pass 2: candidates (hit) or every a, mask, bin candidates (miss)",
-         4 * share_window, 4 + 0.25 + 4 * share_bin),
+        ("key pass: read g, e%s; write a; class mask; window candidates" % (", w" if impk else ""),
+         4 * (2 + key_reads) + 0.25 + 4 * share_window, 4 * (2 + key_reads) + 0.25 + 4 * share_window),
+        ("digit pass 2: candidates (hit) or every %s, mask, bin candidates (miss)" % keys,
+         4 * share_window, 4 * key_reads + 0.25 + 4 * share_bin),
         ("digit pass 3: candidates", 4 * share_window, 4 * share_bin),
         ("count: candidates", 4 * share_window, 4 * share_bin),
-        ("emit: mask, candidates' a, g and e at the selected, pairs, a - sent",
-         0.25 + scattered(share_window) + 3 * selected + pairs,
-         0.25 + scattered(share_bin) + 3 * selected + pairs),
+        ("emit: mask, candidates' %s; g, e%s at the selected; pairs, a - sent"
+         % (keys, ", w" if impk else ""),
+         0.25 + key_reads * scattered(share_window) + (4 if impk else 3) * selected + pairs,
+         0.25 + key_reads * scattered(share_bin) + (4 if impk else 3) * selected + pairs),
         (f"decompress: write out; every rank's pairs and indices ({n} ranks)",
          4 + 0.12 * n, 4 + 0.12 * n),
     ]
-    print(f"# {'stage':<72} {'hit':>6} {'miss':>6}   (bytes per parameter)")
+    print(f"# {args.method}: {'stage':<61} {'hit':>6} {'miss':>6}   (bytes per parameter)")
     for name, hit, miss in stages:
         print(f"  {name:<72} {hit:6.2f} {miss:6.2f}")
     total_hit = sum(s[1] for s in stages)
@@ -120,7 +129,7 @@ def main():
     for path in args.layouts:
         counts = read_layout(path)
         params = sum(counts)
-        floor_bytes = 16 * params + (1 + n) * block_bytes(counts, d)
+        floor_bytes = (20 if impk else 16) * params + (1 + n) * block_bytes(counts, d)
         floor_us = floor_bytes / args.bandwidth * 1e6
         name = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         print(f"  {name}: {len(counts)} tensors, {params} parameters, floor "
