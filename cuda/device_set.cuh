@@ -53,10 +53,10 @@ extern "C" {
  * no more than the key itself: from a = e + g in the second error buffer (topk with ef or
  * scam), from g (topk without feedback), from w (impk_select, importance other than
  * online), or from nothing (randk: a Philox word).  That saves the key pass's 4 B/param
- * write and the keys' memory.  impk with ef or scam (importance other than online) makes
- * |w a| again from a and w: two reads, but only where a pass reads every key (a prediction
- * miss; on a hit the later passes read the candidates alone), against a write of every key
- * on every call. */
+ * write and the keys' memory.  impk with ef or scam, two error buffers and importance other
+ * than online makes |w a| again from a and w: two reads, but only where a pass reads every
+ * key (a prediction miss; on a hit the later passes read the candidates alone), against a
+ * write of every key on every call. */
 enum {
   SPARCCL_KEYS_STORED,
   SPARCCL_KEYS_FROM_A,
