@@ -143,6 +143,12 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     const int own = r == a.commRank;
     for (uint32_t o = threadIdx.x; o < end - first; o += blockDim.x) {
       uint32_t i = indices[first + o];
+      if (i - ch.begin >= ch.end - ch.begin) {
+        /* outside the chunk: only a bug in the selection (indices not ascending, fewer than
+         * k written) does that; reported by sparcclCommGetStats, not written past sums[] */
+        atomicOr(&a.counters->internalErrors, 1u);
+        continue;
+      }
       float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
       if (own) { /* this rank's indices are distinct: one thread an element */
