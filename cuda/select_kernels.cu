@@ -541,6 +541,34 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, 
   if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) scanLayer(a, ch.layer);
 }
 
+/* Where each candidate of a chunk sits in the chunk's run (writeClasses), from the class mask:
+ * the run holds the candidates of the key pass's thread 0 (offsets 0, SPARCCL_THREADS, ...),
+ * then of thread 1, and so on, each thread's in ascending offset.  Given each thread's word
+ * of the mask (emitKernel's layout: word t holds offsets SPARCCL_PER_THREAD * t onwards),
+ * writes slot[o] for every candidate offset o of the chunk; the others are left as they are.
+ * So emitKernel reads a candidate's key from the run, a few contiguous sectors a chunk,
+ * instead of making it again from its element's a (and w), a scattered read of a sector an
+ * element.  Every thread of the block calls it; it ends with a barrier. */
+__device__ __forceinline__ void runSlots(uint32_t myWord, uint32_t size, uint32_t* words,
+                                         uint16_t* slot) {
+  words[threadIdx.x] = myWord;
+  __syncthreads();
+  /* this thread's offsets as the key pass took them: o = threadIdx.x + m * SPARCCL_THREADS,
+   * in word o / SPARCCL_PER_THREAD, bits 2 (o % SPARCCL_PER_THREAD) */
+  uint32_t mine = 0, count = 0;
+  for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++) {
+    const uint32_t o = threadIdx.x + m * SPARCCL_THREADS;
+    const uint32_t cls = o < size ? (words[o / SPARCCL_PER_THREAD] >> (2 * (o % SPARCCL_PER_THREAD))) & 3u
+                                  : SPARCCL_CLASS_BELOW;
+    if (cls == SPARCCL_CLASS_CANDIDATE) { mine |= 1u << m; count++; }
+  }
+  uint32_t total;
+  uint32_t next = blockExclusiveScan<uint32_t>(count, &total);
+  for (uint32_t m = 0; m < SPARCCL_PER_THREAD; m++)
+    if ((mine >> m) & 1u) slot[threadIdx.x + m * SPARCCL_THREADS] = (uint16_t)next++;
+  __syncthreads();
+}
+
 /* Where offset o of a chunk sits in emitKernel's shared copy of the chunk's keys: one unused
  * slot after every SPARCCL_PER_THREAD keys, so that the threads of a warp, each reading its
  * own run of consecutive keys, start their runs in different banks (without it, thread t's
@@ -553,7 +581,8 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
  * decided by the first digit: its keys were classified against a range [lo, hi] of the
  * first digit's bins that holds the boundary bin P, by digitKernel's pass 1 (lo = hi = P) or
  * by the key pass around its prediction), thread t reads its one word of the mask
- * (coalesced) and reads from global memory the keys of its candidates alone: an element
+ * (coalesced) and the keys of its candidates alone, from the chunk's run where it has one
+ * (runSlots), else made again from their elements (KeySource): an element
  * above the range is above the threshold, one below it neither above nor equal to it when
  * ties are taken.  The threshold T of such a layer was set at pass 1 or later, under the
  * prefix P: either a key whose first digit is P (the last digit, ties taken), or (prefix <<
@@ -567,7 +596,14 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
  * then each thread classifies its run there once, keeping one bit per element. */
 template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
 __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
-  __shared__ Key staged[SPARCCL_CHUNK + SPARCCL_THREADS];
+  __shared__ union {
+    Key staged[SPARCCL_CHUNK + SPARCCL_THREADS]; /* the chunk's keys (no class mask) */
+    struct {
+      uint16_t slot[SPARCCL_CHUNK];  /* a candidate's place in the chunk's run */
+      uint32_t word[SPARCCL_THREADS]; /* the chunk's class mask */
+    } run;
+  } shared;
+  Key* staged = shared.staged;
   const uint32_t c = blockIdx.x;
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
@@ -597,13 +633,17 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
   if (L.all) {
     greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
   } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
-    const KeySource<Key> keyOf(a, send, L, ch.layer);
     const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
+    const uint32_t runCount = a.chunkCandidates[c]; /* uniform too */
+    if (runCount <= SPARCCL_CANDIDATES) runSlots(word, size, shared.run.word, shared.run.slot);
+    const KeySource<Key> keyOf(a, send, L, ch.layer);
+    const Key* run = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
       const uint32_t cls = (word >> (2 * j)) & 3u;
       if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
       if (j < n && cls == SPARCCL_CLASS_CANDIDATE)
-        markKey<Key>(S, keyOf(first + j), j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, runCount <= SPARCCL_CANDIDATES ? run[shared.run.slot[lo + j]] : keyOf(first + j),
+                     j, &greaterMask, &equalMask, &equal);
     }
   } else {
     forChunkKeys<Key>(KeySource<Key>(a, send, L, ch.layer), ch,

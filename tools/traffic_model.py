@@ -110,10 +110,11 @@ def main():
          4 * share_window, 4 * key_reads + 0.25 + 4 * share_bin),
         ("digit pass 3: candidates", 4 * share_window, 4 * share_bin),
         ("count: candidates", 4 * share_window, 4 * share_bin),
-        ("emit: mask, candidates' %s; g, e%s at the selected; pairs, a - sent"
-         % (keys, ", w" if impk else ""),
-         0.25 + key_reads * scattered(share_window) + (4 if impk else 3) * selected + pairs,
-         0.25 + key_reads * scattered(share_bin) + (4 if impk else 3) * selected + pairs),
+        # the candidates' keys from the chunk's run (contiguous), not from their elements
+        ("emit: mask, the run's keys; g, e%s at the selected; pairs, a - sent"
+         % (", w" if impk else ""),
+         0.25 + 4 * share_window + (4 if impk else 3) * selected + pairs,
+         0.25 + 4 * share_bin + (4 if impk else 3) * selected + pairs),
         (f"decompress: write out; every rank's pairs and indices ({n} ranks)",
          4 + 0.12 * n, 4 + 0.12 * n),
     ]
