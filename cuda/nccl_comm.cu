@@ -134,7 +134,8 @@ static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
   stats->restarts += counters.restarts;
   if (counters.internalErrors) {
     WARN("sparcclCommGetStats: a device-side selection invariant failed in an earlier call "
-         "(a layer did not select exactly k elements): a sparccl bug, please report it");
+         "(a layer did not select exactly k elements, or a pair's index fell outside its "
+         "chunk): a sparccl bug, please report it");
     return sparcclInternalError;
   }
   return sparcclSuccess;

@@ -118,14 +118,13 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   }
   /* one buffer: e <- e + g (= a, exactly as the key pass computed it); online importance
    * committed */
-  const int inPlace = InPlace;
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     sums[i - ch.begin] = +0.0f;
-    if (!inPlace && !a.prevGrad) continue;
+    if (!InPlace && !a.prevGrad) continue;
     float g = sparccl_load(send, at, a.dtype);
-    if (inPlace) error[i - ch.begin] = a.error[at] + g;
+    if (InPlace) error[i - ch.begin] = a.error[at] + g;
     if (a.prevGrad) {
       if (havePrev)
         a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
@@ -153,7 +152,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
       if (own) { /* this rank's indices are distinct: one thread an element */
         /* (with two buffers the emit already wrote a - sent there) */
-        if (inPlace) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
+        if (InPlace) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
         if (a.h) a.h[L.offset + i] += sent;
       }
     }
@@ -161,7 +160,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   }
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
-    if (inPlace) a.error[at] = error[i - ch.begin];
+    if (InPlace) a.error[at] = error[i - ch.begin];
     storeOutput(a, recv, at, outputOf(a, at, sums[i - ch.begin], a.H != NULL));
   }
 }
@@ -260,12 +259,11 @@ cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, co
                                     void* recv, cudaStream_t stream) {
   if (a.valueCount)
     SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
+  const int policyHere = a.restartRatio > 0.0 ? 0 : 1; /* else after the norm, below */
   if (a.error != NULL && a.errorNext == NULL)
-    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<1>)(a, send, recv,
-                                                                          a.restartRatio > 0.0 ? 0 : 1);
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<1>)(a, send, recv, policyHere);
   else
-    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<0>)(a, send, recv,
-                                                                          a.restartRatio > 0.0 ? 0 : 1);
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<0>)(a, send, recv, policyHere);
   if (a.restartRatio > 0.0) {
     SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
                    stream, normBlocksKernel)(a);

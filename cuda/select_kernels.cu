@@ -248,8 +248,9 @@ __device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + wor
  * key pass's window around its prediction), given each thread's elements o = threadIdx.x +
  * m * SPARCCL_THREADS: bit m of `mine` in the range (a candidate), of `high` above it, and
  * their counts.  Writes the chunk's class mask (SPARCCL_CLASS_*, for emitKernel), its run of
- * candidates in element order (their keys from keyOf; none, SPARCCL_NO_RUN, when more than
- * SPARCCL_CANDIDATES) and its count of keys above the range.  What the later passes and
+ * candidates (their keys from keyOf, thread 0's in ascending m, then thread 1's, ..., the
+ * order runSlots recovers; none, SPARCCL_NO_RUN, when more than SPARCCL_CANDIDATES) and its
+ * count of keys above the range.  What the later passes and
  * countKernel make of a run are counts, which do not depend on the order of its keys; they
  * filter it by the layer's prefix, so a run may hold keys of bins other than the boundary
  * one.  Every thread of the block calls it. */
@@ -590,7 +591,7 @@ __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPAR
  * 0 only when the layer takes every key, k == d, decided at pass 0).  With s the first
  * digit's shift, every key above the range is >= (hi + 1) << s >= (P + 1) << s > T, and
  * every key below it is <= (lo << s) - 1 <= (P << s) - 1 <= T, equal to T only in the second
- * case, where no ties are taken.  So the candidates' keys, compared as classify does, give
+ * case, where no ties are taken.  So the candidates' keys, compared by classifyKey, give
  * the same bits as all keys (countKernel counts on the same grounds).  Else the keys are first
  * copied to shared memory with the block's threads on consecutive elements (coalesced),
  * then each thread classifies its run there once, keeping one bit per element. */

@@ -99,8 +99,9 @@ def main():
     selected = scattered(d)  # one float array at the selected elements
     pairs = 8 * d            # this rank's (index, value) pairs
     impk = args.method == "scam-impk"
-    # impk: w is read wherever a is read to make a key (the key pass, a miss's full pass, the
-    # emit's candidates), and at the selected elements for the value
+    # impk: w is read wherever a is read to make a key (the key pass, a miss's full pass),
+    # and at the selected elements for the value; the emit's candidates' keys come from the
+    # run, for either method
     key_reads = 2 if impk else 1  # float arrays read to make a key again: a (and w)
     keys = "a, w" if impk else "a"
     stages = [  # name, hit, miss
