@@ -42,7 +42,7 @@ LIB_CFLAGS := -fPIC -fvisibility=hidden
 LDLIBS   := -lm -lpthread
 
 LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/compress.c \
-            src/decompress.c src/allreduce.c src/importance.c src/restart.c src/checkpoint.c \
+            src/decompress.c src/callcheck.c src/allreduce.c src/importance.c src/restart.c src/checkpoint.c \
             src/mpi.c
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 # In the host-only library, src/no_device.c answers the device-comm calls (sparcclNotSupported);
@@ -91,8 +91,14 @@ $(BUILD)/bin/sparccl_tests: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common
 $(BUILD)/bin/sparccl_tests_san: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common.h $(BUILD)/tests/suites.h $(SAN_OBJ)
 	$(CC) $(CFLAGS) $(SANFLAGS) -I$(BUILD)/tests -Itests -o $@ tests/main.c $(TEST_COMMON) $(TEST_SRC) $(SAN_OBJ) $(CHECK_LIBS) $(LDLIBS)
 
-$(BUILD)/bin/sparccl_mpi_tests: tests/mpi/mpi_tests.c $(TEST_COMMON) tests/common.h $(BUILD)/lib/libsparccl.a
-	$(CC) $(CFLAGS) -Itests -o $@ tests/mpi/mpi_tests.c $(TEST_COMMON) $(BUILD)/lib/libsparccl.a $(CHECK_LIBS) $(LDLIBS)
+MPI_TEST_SRC := tests/mpi/mpi_tests.c tests/mpi/test_trust.c
+$(BUILD)/bin/sparccl_mpi_tests: $(MPI_TEST_SRC) $(TEST_COMMON) tests/common.h $(BUILD)/lib/libsparccl.a
+	$(CC) $(CFLAGS) -Itests -o $@ $(MPI_TEST_SRC) $(TEST_COMMON) $(BUILD)/lib/libsparccl.a $(CHECK_LIBS) $(LDLIBS)
+
+# The multi-rank suites under ASan+UBSan (2 and 4 ranks): what other ranks send is never
+# trusted, and this is where a bad block would write outside a buffer.
+$(BUILD)/bin/sparccl_mpi_tests_san: $(MPI_TEST_SRC) $(TEST_COMMON) tests/common.h $(SAN_OBJ)
+	$(CC) $(CFLAGS) $(SANFLAGS) -Itests -o $@ $(MPI_TEST_SRC) $(TEST_COMMON) $(SAN_OBJ) $(CHECK_LIBS) $(LDLIBS)
 
 # `make test`: installs what is missing, then the unit suites, the multi-rank suites under
 # mpirun with 1-4 ranks, and the unit suites again under ASan+UBSan.
@@ -114,9 +120,13 @@ mpitest: lib $(BUILD)/bin/sparccl_mpi_tests
 	done
 
 # Open MPI's own leaks are not ours: LeakSanitizer off, ASan and UBSan on.
-sanitize: check-tools $(BUILD)/bin/sparccl_tests_san
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests_san
+SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+sanitize: check-tools $(BUILD)/bin/sparccl_tests_san $(BUILD)/bin/sparccl_mpi_tests_san
+	$(SAN_ENV) $(MPIRUN) -np 1 $(BUILD)/bin/sparccl_tests_san
+	@for n in 2 4; do \
+	  echo "== multi-rank suite under ASan+UBSan, $$n ranks"; \
+	  $(SAN_ENV) $(MPIRUN) -np $$n $(BUILD)/bin/sparccl_mpi_tests_san || exit 1; \
+	done
 
 # ---------------------------------------------------------------- tools
 perf: lib $(BUILD)/bin/sparccl_perf

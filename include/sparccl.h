@@ -124,6 +124,7 @@ typedef struct {
   double compressSeconds;            /* time in selection and packing */
   double exchangeSeconds;            /* time in the allgather */
   double decompressSeconds;          /* time in the state update and the rank-ordered sum */
+  unsigned long long refusedCalls;   /* calls refused because the ranks disagreed (SPEC 4) */
 } sparcclStats_t;
 
 const char* sparcclGetErrorString(sparcclResult_t result);

@@ -100,6 +100,7 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
   double t0, t1, t2;
   int r, completed = 1;
   sparccl_blocked_sum_t norm;
+  sparcclCallCheck_t check;
   sparcclResult_t res;
 
   SPARCCLCHECK(sparcclCheckBuffers(comm, send, recv, count, dtype, op, stream, caller));
@@ -121,8 +122,10 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
 
   /* Compress every layer into this rank's block. */
   t0 = sparcclSeconds();
+  check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE);
   block = comm->sendBlock;
   memset(block, 0, set->blockBytes); /* padding too: the block is sent whole */
+  *sparcclBlockCheck(set, block) = check;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     if (l->sparse)
@@ -134,11 +137,16 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
 
   /* One allgather.  A failure leaves every state as it was (nothing is written yet). */
   t1 = sparcclSeconds();
+  sparcclClearChecks(comm, set, comm->recvBlocks);
   res = comm->transport->allgather(comm->transport, block, comm->recvBlocks, set->blockBytes);
+  if (res == sparcclSuccess) res = sparcclVerifyBlocks(comm, set, comm->recvBlocks, check, caller);
   if (res != sparcclSuccess) {
-    WARN("%s: the exchange of %zu bytes failed; state unchanged", caller, set->blockBytes);
+    WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
+         caller, set->blockBytes);
+    if (res == sparcclInvalidUsage) comm->stats.refusedCalls++;
     return res;
   }
+  comm->callSequence++;
 
   /* State updates and outputs, layer by layer (in place: g is read before it is overwritten). */
   t2 = sparcclSeconds();

@@ -283,7 +283,8 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   set->valueBytes = align16(set->valueCount * wireSize);
   set->denseBytes = align16(set->denseCount * sizeof(float));
   set->flagBytes = align16(set->nsparse * sizeof(uint32_t));
-  set->blockBytes = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
+  set->checkOffset = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
+  set->blockBytes = set->checkOffset + SPARCCL_CALL_CHECK_BYTES;
 
   if (set->stateFloats) {
     set->stateMemory = (float*)calloc(set->stateFloats, sizeof(float));
@@ -374,24 +375,14 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
     WARN("%s: out of memory for the state of a %zu-element buffer", caller, count);
   /* Every rank learns whether every rank could allocate: one that could not must not leave
    * the others waiting in the call's exchange. */
-  {
-    int32_t mine = (int32_t)res, *statuses = (int32_t*)malloc(sizeof(int32_t) * (size_t)comm->nranks);
-    sparcclResult_t agreed = statuses == NULL ? sparcclSystemError
-        : comm->transport->allgather(comm->transport, &mine, statuses, sizeof(int32_t));
-    for (i = 0; agreed == sparcclSuccess && i < (size_t)comm->nranks; i++)
-      if (statuses[i] != sparcclSuccess) {
-        WARN("%s: rank %zu could not allocate the state of a %zu-element buffer; refused on every rank",
-             caller, i, count);
-        agreed = res != sparcclSuccess ? res : sparcclRemoteError;
-      }
-    free(statuses);
-    if (agreed != sparcclSuccess) {
-      if (res == sparcclSuccess && comm->device) comm->device->freeSet(comm, set);
-      freeSet(set);
-      return agreed;
-    }
+  res = sparcclAgreeStatus(comm, res, sparcclRemoteError, caller, "allocate a new key's state");
+  if (res != sparcclSuccess) {
+    if (comm->device && set->device) comm->device->freeSet(comm, set);
+    freeSet(set);
+    return res;
   }
   comm->nextLayerId += (uint32_t)set->nlayers;
+  set->serial = comm->nextSetSerial++;
   comm->sets[comm->nsets++] = set;
   computeStats(comm);
   INFO("new layer set: %s 0x%llx, %zu elements in %zu layers (%zu sparse), block %zu bytes "

@@ -34,7 +34,7 @@ static sparcclResult_t envDouble(const char* name, double* out, int* found) {
   const char* v = getenv(name);
   char* end;
   *found = 0;
-  if (v == NULL || *v == '\0') return sparcclSuccess;
+  if (v == NULL) return sparcclSuccess;
   errno = 0;
   *out = strtod(v, &end);
   if (errno != 0 || *end != '\0' || end == v || !isfinite(*out)) {
@@ -50,7 +50,7 @@ sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long hig
   const char* v = getenv(name);
   char* end;
   *found = 0;
-  if (v == NULL || *v == '\0') return sparcclSuccess;
+  if (v == NULL) return sparcclSuccess;
   errno = 0;
   *out = strtoll(v, &end, 0);
   if (errno != 0 || *end != '\0' || end == v || *out < low || *out > high) {
@@ -66,10 +66,11 @@ static sparcclResult_t envEnum(const char* name, const char* const* names, int n
   const char* v = getenv(name);
   int i;
   *found = 0;
-  if (v == NULL || *v == '\0') return sparcclSuccess;
+  if (v == NULL) return sparcclSuccess;
   i = lookupName(v, names, n);
   if (i < 0) {
-    WARN("%s=%s is not one of the accepted names (e.g. %s)", name, v, names[0]);
+    WARN("%s=\"%s\" is not one of the accepted names (e.g. %s); unset it for the default",
+         name, v, names[0]);
     return sparcclInvalidArgument;
   }
   *out = i;
@@ -91,10 +92,17 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   *c = *user;
   c->version = SPARCCL_VERSION_CODE;
 
-  if (c->density == SPARCCL_CONFIG_UNDEF_DOUBLE) {
-    SPARCCLCHECK(envDouble("SPARCCL_DENSITY", &real, &found));
-    c->density = found ? real : DEFAULT_DENSITY;
+  /* Where each range-checked real came from, for the message that refuses it. */
+  const char *densityFrom = "config.density", *importanceGammaFrom = "config.importanceGamma",
+             *importanceEtaFrom = "config.importanceEta", *importanceLowFrom = "config.importanceLow",
+             *importanceHighFrom = "config.importanceHigh", *restartRatioFrom = "config.restartRatio";
+#define RESOLVE_DOUBLE(field, env, def)                  \
+  if (c->field == SPARCCL_CONFIG_UNDEF_DOUBLE) {         \
+    SPARCCLCHECK(envDouble(env, &real, &found));         \
+    c->field = found ? real : (def);                     \
+    field##From = found ? env : "the default";           \
   }
+  RESOLVE_DOUBLE(density, "SPARCCL_DENSITY", DEFAULT_DENSITY)
   if (c->compressor == SPARCCL_CONFIG_UNDEF_INT) {
     SPARCCLCHECK(envEnum("SPARCCL_COMPRESSOR", compressorNames, 5, &c->compressor, &found));
     if (!found) c->compressor = sparcclImpK;
@@ -117,11 +125,11 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   if (c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
     const char* v = getenv("SPARCCL_SEED");
     c->seed = 0;
-    if (v != NULL && *v != '\0') {
+    if (v != NULL) {
       char* end;
       errno = 0;
       c->seed = strtoull(v, &end, 0);
-      if (errno != 0 || *end != '\0' || v[0] == '-' || c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
+      if (errno != 0 || *end != '\0' || end == v || v[0] == '-' || c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
         WARN("SPARCCL_SEED=%s is not an unsigned 64-bit integer below 2^64-1", v);
         return sparcclInvalidArgument;
       }
@@ -134,11 +142,6 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   if (c->importance == SPARCCL_CONFIG_UNDEF_INT) {
     SPARCCLCHECK(envEnum("SPARCCL_IMPORTANCE", importanceNames, 4, &c->importance, &found));
     if (!found) c->importance = sparcclImportanceNone;
-  }
-#define RESOLVE_DOUBLE(field, env, def)                  \
-  if (c->field == SPARCCL_CONFIG_UNDEF_DOUBLE) {         \
-    SPARCCLCHECK(envDouble(env, &real, &found));         \
-    c->field = found ? real : (def);                     \
   }
   RESOLVE_DOUBLE(importanceGamma, "SPARCCL_IMP_GAMMA", DEFAULT_IMP_GAMMA)
   RESOLVE_DOUBLE(importanceEta, "SPARCCL_IMP_ETA", DEFAULT_IMP_ETA)
@@ -161,7 +164,7 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
 
   /* Validate the resolved values, whichever way they came. */
   if (!(c->density > 0.0 && c->density <= 1.0)) {
-    WARN("config: density %g is outside (0, 1]", c->density);
+    WARN("config: density %g (from %s) is outside (0, 1]", c->density, densityFrom);
     return sparcclInvalidArgument;
   }
   if (c->compressor < 0 || c->compressor > sparcclImpKRandom) {
@@ -187,20 +190,20 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   }
   if (!(c->importanceGamma > 0.0) || !isfinite(c->importanceGamma) ||
       !(c->importanceEta > 0.0) || !isfinite(c->importanceEta)) {
-    WARN("config: importance gamma %g and eta %g must be positive and finite",
-         c->importanceGamma, c->importanceEta);
+    WARN("config: importance gamma %g (from %s) and eta %g (from %s) must be positive and finite",
+         c->importanceGamma, importanceGammaFrom, c->importanceEta, importanceEtaFrom);
     return sparcclInvalidArgument;
   }
   if (!(c->importanceLow <= c->importanceHigh) || !isfinite(c->importanceLow) ||
       !isfinite(c->importanceHigh)) {
-    WARN("config: importance bounds [%g, %g] are not an interval", c->importanceLow,
-         c->importanceHigh);
+    WARN("config: importance bounds [%g, %g] (from %s, %s) are not an interval", c->importanceLow,
+         c->importanceHigh, importanceLowFrom, importanceHighFrom);
     return sparcclInvalidArgument;
   }
   if (c->restartEvery < 0 || !(c->restartRatio >= 0.0) || !isfinite(c->restartRatio) ||
       c->restartLag < 1 || (c->restartOnLoss != 0 && c->restartOnLoss != 1)) {
-    WARN("config: restart every %lld, ratio %g, lag %d, on-loss %d are not valid",
-         c->restartEvery, c->restartRatio, c->restartLag, c->restartOnLoss);
+    WARN("config: restart every %lld, ratio %g (from %s), lag %d, on-loss %d are not valid",
+         c->restartEvery, c->restartRatio, restartRatioFrom, c->restartLag, c->restartOnLoss);
     return sparcclInvalidArgument;
   }
   return sparcclSuccess;

@@ -34,8 +34,8 @@ int sparcclLogEnabled(sparcclLogLevel_t level);
 /* ------------------------------------------------------------ config (config.c) */
 /* Fill the unset fields of *out from SPARCCL_* and defaults; validate. */
 sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* out);
-/* An integer environment variable in [low, high]: *found = 0 when unset or empty, an error
- * (logged) when set to anything else. */
+/* An integer environment variable in [low, high]: *found = 0 when unset, an error (logged,
+ * naming the variable) when set to anything else, the empty string included. */
 sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
                                   long long* out, int* found);
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* config);
@@ -80,6 +80,7 @@ typedef struct {
   size_t nlayers;
   sparcclLayer_t* layers;
   uint64_t fingerprint;    /* of the config and the layer counts */
+  uint64_t serial;         /* creation number on the comm: the same on every rank */
   uint64_t steps;          /* calls whose every sparse layer completed */
   float* stateMemory;      /* one allocation for every layer's arrays */
   size_t stateFloats;
@@ -87,7 +88,7 @@ typedef struct {
   uint64_t normCount;
   /* Wire layout of one rank's block (SPEC 4). */
   size_t indexCount, valueCount, denseCount, nsparse;
-  size_t indexBytes, valueBytes, denseBytes, flagBytes, blockBytes;
+  size_t indexBytes, valueBytes, denseBytes, flagBytes, checkOffset, blockBytes;
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
 } sparcclLayerSet_t;
@@ -104,6 +105,9 @@ struct sparcclComm {
   sparcclLayerSet_t** sets; /* creation order */
   size_t nsets, setsCap;
   uint32_t nextLayerId;
+  uint64_t nextSetSerial;
+  uint64_t callSequence;    /* exchanges that passed the call check (SPEC 4) */
+  uint64_t saveCount;       /* saves, for the save id */
   /* Scratch, grown only when a layer set is created. */
   uint8_t* sendBlock;
   uint8_t* recvBlocks;
@@ -196,6 +200,33 @@ static inline float* sparcclBlockDense(const sparcclLayerSet_t* s, uint8_t* b) {
 static inline uint32_t* sparcclBlockFlags(const sparcclLayerSet_t* s, uint8_t* b) {
   return (uint32_t*)(b + s->indexBytes + s->valueBytes + s->denseBytes);
 }
+
+/* The call check that ends every block (SPEC 4): the comm's call sequence number and a
+ * fingerprint of the call.  A zeroed check never matches: the fingerprint is odd. */
+typedef struct { uint64_t sequence, fingerprint; } sparcclCallCheck_t;
+#define SPARCCL_CALL_CHECK_BYTES 16
+static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, uint8_t* b) {
+  return (sparcclCallCheck_t*)(b + s->checkOffset);
+}
+
+/* ------------------------------------------------------------ the call check (callcheck.c) */
+typedef enum { SPARCCL_CALL_SPARSE = 0, SPARCCL_CALL_DENSE = 1 } sparcclCallKind_t;
+/* What this rank expects every block of this call to carry. */
+sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype,
+                                    int op, int kind);
+/* Zero the check of every rank's slot in blocks before an exchange, so that a slot the
+ * exchange did not fill never passes. */
+void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* blocks);
+/* After the exchange, before any index is read: every block carries `expected`, and every
+ * received index lies inside its layer, ascending.  sparcclInvalidUsage (logged with both
+ * ranks' views) otherwise. */
+sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                                    const uint8_t* blocks, sparcclCallCheck_t expected,
+                                    const char* caller);
+/* "Every rank agrees on a status": mine if it failed, else `remote` if another rank's
+ * failed (logged with that rank), else success; a failed exchange is returned as it is. */
+sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
+                                   sparcclResult_t remote, const char* caller, const char* what);
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,

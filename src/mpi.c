@@ -20,10 +20,34 @@ static sparcclResult_t mpiError(int rc, const char* what) {
   return sparcclRemoteError;
 }
 
+/* Ranks whose calls disagree may enter exchanges of different sizes (a live key's block
+ * against a new key's layout fingerprint).  MPI_Allgather does not survive that: with three
+ * ranks or more its messages cross and it hangs.  So every exchange first agrees its size
+ * in an 8-byte allgather, and a mismatch is refused on every rank before any data moves. */
+static sparcclResult_t agreeSize(MpiTransport* t, int nranks, size_t bytes) {
+  uint64_t mine = (uint64_t)bytes, few[64], *all;
+  int rc, r;
+  sparcclResult_t res = sparcclSuccess;
+  all = nranks <= 64 ? few : (uint64_t*)malloc(sizeof(uint64_t) * (size_t)nranks);
+  if (all == NULL) return sparcclSystemError;
+  rc = PMPI_Allgather(&mine, 8, MPI_BYTE, all, 8, MPI_BYTE, t->comm);
+  if (rc != MPI_SUCCESS) res = mpiError(rc, "MPI_Allgather (size)");
+  for (r = 0; res == sparcclSuccess && r < nranks; r++)
+    if (all[r] != mine) {
+      WARN("exchange refused: rank %d exchanges %llu bytes, this rank %llu (the ranks' calls "
+           "disagree: another key, layout or call)", r, (unsigned long long)all[r],
+           (unsigned long long)mine);
+      res = sparcclInvalidUsage;
+    }
+  if (all != few) free(all);
+  return res;
+}
+
 static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, void* recv,
                                     size_t bytes) {
   MpiTransport* t = (MpiTransport*)self->impl;
   int rc;
+  SPARCCLCHECK(agreeSize(t, self->nranks, bytes));
   if (bytes <= (size_t)INT_MAX) {
     rc = PMPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, t->comm);
   } else {

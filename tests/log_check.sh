@@ -21,5 +21,15 @@ check "the file name has the host" 'ls "$dir"/log.* | grep -q "log.$(hostname)."
 check "stderr stays empty when logging to a file" '[ ! -s "$dir/stderr" ]'
 out=$(SPARCCL_DEBUG=bogus "$probe" 2>&1)
 check "an unknown level is reported and falls back to WARN" 'echo "$out" | grep -q "not one of WARN, INFO, TRACE" && echo "$out" | grep -q "SPARCCL WARN"'
+# A refused environment value is named in the warning: format and range errors alike, and
+# a variable set to the empty string is refused, not read as unset.
+for setting in SPARCCL_DENSITY=2 SPARCCL_DENSITY=x SPARCCL_IMP_GAMMA=-1 SPARCCL_IMP_LOW=3 \
+               SPARCCL_RESTART_RATIO=-1 SPARCCL_FEEDBACK= SPARCCL_DENSITY= SPARCCL_MIN_SPARSE= \
+               SPARCCL_SEED= SPARCCL_RESTART_LAG=0; do
+  name=${setting%%=*}
+  out=$(env SPARCCL_DEBUG=WARN "$setting" "$probe" config 2>&1); refused=$?
+  check "$setting is refused" '[ $refused = 0 ]'
+  check "$setting: the warning names $name" 'echo "$out" | grep -q "$name"'
+done
 echo "logging: $pass passed, $fail failed"
 [ "$fail" = 0 ]

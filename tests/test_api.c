@@ -313,6 +313,17 @@ START_TEST(test_env_malformed) {
     ck_assert_msg(comm == (sparcclComm_t)(uintptr_t)0x1234, "%s=%s wrote the comm", badEnv[i][0],
                   badEnv[i][1]);
   }
+  /* set to the empty string: refused, not read as unset */
+  for (i = 0; i < NENV; i++) {
+    sparcclConfig_t init = SPARCCL_CONFIG_INITIALIZER;
+    sparcclComm_t comm = NULL;
+    sparcclResult_t r;
+    setenv(envNames[i], "", 1);
+    r = sparcclCommInitMpi(&comm, MPI_COMM_SELF, &init);
+    unsetenv(envNames[i]);
+    ck_assert_msg(r == sparcclInvalidArgument, "%s= (empty) gave %d", envNames[i], r);
+    if (r == sparcclSuccess) sparcclCommDestroy(comm);
+  }
   for (i = 0; i < NENV; i++) {
     int seen = 0;
     for (j = 0; j < sizeof(badEnv) / sizeof(badEnv[0]); j++) seen |= !strcmp(badEnv[j][0], envNames[i]);

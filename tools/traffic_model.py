@@ -73,7 +73,7 @@ def block_bytes(counts, density):
     sparse = [c for c in counts if c >= MIN_SPARSE]
     k = sum(min(c, math.ceil(density * c)) for c in sparse)
     dense = sum(c for c in counts if c < MIN_SPARSE)
-    return align(4 * k) + align(4 * k) + align(4 * dense) + align(4 * len(sparse))
+    return align(4 * k) + align(4 * k) + align(4 * dense) + align(4 * len(sparse)) + 16  # + call check
 
 
 def main():

@@ -111,7 +111,8 @@ class SparcclStats(ctypes.Structure):
         "calls", "layerSets", "layersSparse", "layersDense", "bytesSent", "bytesDense",
         "skippedSteps", "restarts", "stateBytes")] + [
         (name, ctypes.c_double) for name in (
-            "compressSeconds", "exchangeSeconds", "decompressSeconds")]
+            "compressSeconds", "exchangeSeconds", "decompressSeconds")] + [
+        ("refusedCalls", ctypes.c_ulonglong)]
 
 
 class NcclUniqueId(ctypes.Structure):

@@ -1,0 +1,99 @@
+/*
+ * Never trust the wire (SPEC 2, 4): every block ends with a call check, verified for all
+ * n blocks before any received index is read, and every received index is bounds-checked.
+ * Ranks whose calls disagree (a live key against a new one, sum against avg, another
+ * dtype on the same tag) get sparcclInvalidUsage instead of a write outside a buffer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "core.h"
+
+sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype,
+                                    int op, int kind) {
+  sparcclCallCheck_t check;
+  /* Pointer keys differ between processes; the set's creation number does not. */
+  uint64_t fields[6];
+  fields[0] = set->fingerprint;
+  fields[1] = set->serial;
+  fields[2] = set->tagged ? set->key : 0;
+  fields[3] = (uint64_t)dtype;
+  fields[4] = (uint64_t)op;
+  fields[5] = (uint64_t)kind;
+  check.sequence = comm->callSequence;
+  check.fingerprint = sparcclHash64(SPARCCL_HASH_SEED, fields, sizeof(fields)) | 1u;
+  return check;
+}
+
+void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* blocks) {
+  int r;
+  for (r = 0; r < comm->nranks; r++)
+    memset(sparcclBlockCheck(set, blocks + (size_t)r * set->blockBytes), 0,
+           SPARCCL_CALL_CHECK_BYTES);
+}
+
+/* Every received index of a sparse layer inside it and ascending (SPEC 4). */
+static int indicesValid(const uint32_t* indices, size_t k, size_t d) {
+  size_t t;
+  uint32_t previous = 0;
+  for (t = 0; t < k; t++) {
+    if (indices[t] >= d || (t > 0 && indices[t] <= previous)) return 0;
+    previous = indices[t];
+  }
+  return 1;
+}
+
+sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                                    const uint8_t* blocks, sparcclCallCheck_t expected,
+                                    const char* caller) {
+  int r;
+  size_t i;
+  for (r = 0; r < comm->nranks; r++) {
+    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
+    sparcclCallCheck_t got;
+    memcpy(&got, sparcclBlockCheck(set, block), sizeof(got));
+    if (got.sequence != expected.sequence || got.fingerprint != expected.fingerprint) {
+      WARN("%s: rank %d's block is not of this call: rank %d made call %llu with fingerprint "
+           "%016llx, rank %d call %llu with fingerprint %016llx (a different key, layout, "
+           "dtype, op, wire type or call kind, or a call missed); refused, nothing written",
+           caller, r, comm->rank, (unsigned long long)expected.sequence,
+           (unsigned long long)expected.fingerprint, r, (unsigned long long)got.sequence,
+           (unsigned long long)got.fingerprint);
+      return sparcclInvalidUsage;
+    }
+    for (i = 0; i < set->nlayers; i++) {
+      const sparcclLayer_t* l = &set->layers[i];
+      if (!l->sparse || l->sharedSet) continue;
+      if (!indicesValid(sparcclBlockIndices(set, block) + l->indexPos, l->k, l->count)) {
+        WARN("%s: rank %d sent an index outside layer %u (%zu elements) or out of order; "
+             "refused, nothing written", caller, r, l->id, l->count);
+        return sparcclInvalidUsage;
+      }
+    }
+  }
+  return sparcclSuccess;
+}
+
+sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
+                                   sparcclResult_t remote, const char* caller, const char* what) {
+  int32_t local = (int32_t)mine, few[256];
+  int32_t* all = comm->nranks <= 256 ? few : (int32_t*)malloc(sizeof(int32_t) * (size_t)comm->nranks);
+  sparcclResult_t res;
+  int r;
+  if (all == NULL) {
+    WARN("%s: out of memory", caller);
+    return sparcclSystemError;
+  }
+  res = comm->transport->allgather(comm->transport, &local, all, sizeof(local));
+  if (res != sparcclSuccess) {
+    WARN("%s: the exchange of every rank's status (%s) failed", caller, what);
+  } else {
+    res = mine;
+    for (r = 0; r < comm->nranks && res == sparcclSuccess; r++)
+      if (all[r] != sparcclSuccess) {
+        WARN("%s: rank %d could not %s; refused on every rank", caller, r, what);
+        res = remote;
+      }
+  }
+  if (all != few) free(all);
+  return res;
+}
