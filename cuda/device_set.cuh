@@ -103,6 +103,10 @@ struct DeviceCounters {
   int restartPending;
   int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
   unsigned internalErrors; /* nonzero: a device-side invariant failed (a bug), see scanLayer */
+  /* SPEC 4's call check: nonzero while this call is refused (a block of another call, or a
+   * received index outside its layer or out of order); cleared by the compress */
+  unsigned callRefused;
+  unsigned long long refusedCalls;
   /* layers that needed a second digit, by whether the key pass's prediction held their
    * first-digit bin (no prediction counts as a miss); for tools/gpu_perf.cu */
   unsigned long long predictionHits, predictionMisses;
@@ -124,6 +128,7 @@ struct DeviceArrays {
   unsigned long long* layerSteps;
   int* havePrevGrad;
   DeviceCounters* counters;
+  unsigned long long* callSequence; /* the comm's (one word for all its sets): SPEC 4 */
   double* normRing;
   /* scratch */
   int keyMode; /* how the passes after the key pass get a key: SPARCCL_KEYS_* (select_kernels.cu) */
@@ -173,7 +178,8 @@ struct KernelArgs : DeviceArrays {
   long long restartEvery;
   int restartLag;
   size_t count, valueCount;
-  size_t indexBytes, valueBytes, denseBytes, blockBytes;
+  size_t indexBytes, valueBytes, denseBytes, checkOffset, blockBytes;
+  uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
 };
 
 KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype, int op);
@@ -182,6 +188,10 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
  * the first launch error. */
 cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                   cudaStream_t stream);
+/* SPEC 4's call check (callcheck_kernels.cu): written before the compress, verified after
+ * the exchange (the decompress then does nothing when it failed). */
+cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream);
+cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream);
 cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int force,
@@ -195,6 +205,16 @@ cudaError_t sparcclLaunchProbe(const KernelArgs& a, const DeviceSet* ds, const v
 cudaError_t sparcclLaunchImportanceUpdate(const KernelArgs& a, const DeviceSet* ds,
                                           const void* q, const void* g, int simplex,
                                           cudaStream_t stream);
+
+/* The sparse layer holding wire position p (binary search over value order). */
+__device__ __forceinline__ uint32_t layerOfPosition(const KernelArgs& a, size_t p) {
+  uint32_t lo = 0, hi = a.nsparse - 1;
+  while (lo < hi) {
+    uint32_t mid = (lo + hi + 1) / 2;
+    if (a.layers[a.sparseByValue[mid]].valuePos <= p) lo = mid; else hi = mid - 1;
+  }
+  return a.sparseByValue[lo];
+}
 
 /* The elements i of chunk ch that this thread takes, strided over the block.  The stride
  * runs on the offset within the chunk: in the last chunk of a layer of nearly 2^32 elements

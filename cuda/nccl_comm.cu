@@ -20,6 +20,7 @@ struct NcclTransport {
   void* scratch;
   size_t scratchBytes;
   int errorBuffers; /* SPARCCL_ERROR_BUFFERS: 2 (default) or 1 (device_set.cuh) */
+  unsigned long long* callSequence; /* device memory: the comm's call sequence (SPEC 4) */
 };
 
 #define CUDACHECK(call, caller)                                                       \
@@ -64,6 +65,7 @@ static sparcclResult_t ncclHostAllgather(sparcclTransport_t* self, const void* s
 static void ncclTransportDestroy(sparcclTransport_t* self) {
   NcclTransport* t = (NcclTransport*)self->impl;
   if (t->scratch) cudaFree(t->scratch);
+  if (t->callSequence) cudaFree(t->callSequence);
   if (t->stream) cudaStreamDestroy(t->stream);
   if (t->owned) ncclCommDestroy(t->nccl);
   free(t);
@@ -103,7 +105,10 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.indexBytes = set->indexBytes;
   a.valueBytes = set->valueBytes;
   a.denseBytes = set->denseBytes;
+  a.checkOffset = set->checkOffset;
   a.blockBytes = set->blockBytes;
+  a.callSequence = nccl(comm)->callSequence;
+  a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
   return a;
 }
 
@@ -132,6 +137,7 @@ static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
   stats->bytesDense += counters.bytesDense;
   stats->skippedSteps += counters.skipped;
   stats->restarts += counters.restarts;
+  stats->refusedCalls += counters.refusedCalls;
   if (counters.internalErrors) {
     WARN("sparcclCommGetStats: a device-side selection invariant failed in an earlier call "
          "(a layer did not select exactly k elements, or a pair's index fell outside its "
@@ -337,7 +343,8 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
-  cudaError_t err = sparcclLaunchCompress(a, ds, send, stream);
+  cudaError_t err = sparcclLaunchCallCheckWrite(a, stream);
+  if (err == cudaSuccess) err = sparcclLaunchCompress(a, ds, send, stream);
   if (err != cudaSuccess) {
     WARN("sparcclAllReduce: compression launch failed: %s", cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
@@ -345,7 +352,8 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   /* A failure here leaves the state as it was: nothing is written before the exchange. */
   NCCLCHECK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes, ncclUint8,
                           nccl(comm)->nccl, stream), "sparcclAllReduce");
-  err = sparcclLaunchDecompress(a, ds, send, recv, stream);
+  err = sparcclLaunchCallCheckVerify(a, stream);
+  if (err == cudaSuccess) err = sparcclLaunchDecompress(a, ds, send, recv, stream);
   if (err != cudaSuccess) {
     WARN("sparcclAllReduce: decompression launch failed: %s", cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
@@ -506,6 +514,15 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   if (cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
     free(transport); free(t);
     WARN("%s: cannot create a stream", caller);
+    return sparcclUnhandledCudaError;
+  }
+  if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
+      cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
+      cudaStreamSynchronize(t->stream) != cudaSuccess) {
+    WARN("%s: cannot allocate the call sequence: %s", caller, cudaGetErrorString(cudaGetLastError()));
+    t->owned = 0;
+    transport->impl = t;
+    ncclTransportDestroy(transport);
     return sparcclUnhandledCudaError;
   }
   transport->rank = rank;

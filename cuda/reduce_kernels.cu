@@ -24,16 +24,6 @@ __device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r)
                            a.denseBytes);
 }
 
-/* The sparse layer holding wire position p (binary search over value order). */
-__device__ __forceinline__ uint32_t layerOfPosition(const KernelArgs& a, size_t p) {
-  uint32_t lo = 0, hi = a.nsparse - 1;
-  while (lo < hi) {
-    uint32_t mid = (lo + hi + 1) / 2;
-    if (a.layers[a.sparseByValue[mid]].valuePos <= p) lo = mid; else hi = mid - 1;
-  }
-  return a.sparseByValue[lo];
-}
-
 __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
                                                      const uint8_t* block) {
   return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
@@ -45,7 +35,7 @@ __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const 
  * Positions are layer-local: k <= 2^32 - 1 (SPEC 1) fits. */
 __global__ void rankRangesKernel(KernelArgs a) {
   size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (p >= a.valueCount) return;
+  if (p >= a.valueCount || a.counters->callRefused) return; /* refused: indices untrusted */
   const DeviceLayer L = a.layers[layerOfPosition(a, p)];
   const uint32_t t = (uint32_t)(p - L.valuePos);
   for (uint32_t r = 0; r < a.nranks; r++) {
@@ -171,7 +161,7 @@ __device__ void policy(const KernelArgs& a);
  * policies, unless the restart norm needs its own pass first (policyHere = 0). */
 template <int InPlace>
 __global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int policyHere) {
-  reduceChunk<InPlace>(a, send, recv);
+  if (!a.counters->callRefused) reduceChunk<InPlace>(a, send, recv); /* SPEC 4: else nothing */
   if (policyHere && lastToArrive(&a.arrivals[a.nlayers], gridDim.x) && threadIdx.x == 0)
     policy(a);
 }
@@ -194,6 +184,11 @@ __device__ void policy(const KernelArgs& a) {
   DeviceCounters* c = a.counters;
   const volatile uint32_t* skip = a.skip;
   unsigned long long skipped = 0;
+  if (c->callRefused) { /* SPEC 4: the call did not happen, but is counted as refused */
+    c->refusedCalls++;
+    return;
+  }
+  (*a.callSequence)++;
   c->calls++;
   c->bytesSent += a.blockBytes;
   c->bytesDense += a.count * sparccl_dtype_size(a.dtype);

@@ -551,6 +551,9 @@ ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) { *count = comm->n
 ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) { *rank = comm->rank; return ncclSuccess; }
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* e) { (void)comm; *e = ncclSuccess; return ncclSuccess; }
 
+static int tamperNext = 0;
+void cudaEmuTamperNextAllGather(int mode) { tamperNext = mode; }
+
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type,
                            ncclComm_t comm, cudaStream_t stream) {
   static const size_t sizes[] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2};
@@ -561,10 +564,24 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
     fprintf(stderr, "fake NCCL: ncclAllGather on memory that is not device memory\n");
     return ncclInvalidArgument;
   }
+  const int tamper = tamperNext;
+  tamperNext = 0;
   cuda_emu::enqueue(stream, [=]() {
+    if (tamper == 3) {
+      for (int r = 0; r < comm->nranks; r++) memcpy((char*)recv + (size_t)r * bytes, send, bytes < 8 ? bytes : 8);
+      return;
+    }
     if (comm->nranks == 1) memmove(recv, send, bytes);
     else if (MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, comm->mpi) != MPI_SUCCESS)
       abort();
+    for (int r = 0; tamper == 1 && r < comm->nranks; r++) {
+      unsigned long long* sequence = (unsigned long long*)((char*)recv + (size_t)(r + 1) * bytes - 16);
+      (*sequence)++;
+    }
+    if (tamper == 2) {
+      const uint32_t far = 0xfffffff0u;
+      memcpy(recv, &far, sizeof(far));
+    }
   });
   return ncclSuccess;
 }

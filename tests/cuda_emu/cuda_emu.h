@@ -133,6 +133,11 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 /* Emulator statistics: kernel launches and emulated thread blocks run so far. */
 unsigned long long cudaEmuLaunches(void);
 unsigned long long cudaEmuBlocks(void);
+/* The next ncclAllGather's received blocks, tampered with as a hostile or disagreeing peer
+ * would (tests of SPEC 4's call check): 1 every slot's call check off by one in its
+ * sequence, 2 the first index of rank 0's slot far outside any layer, 3 only the first 8
+ * bytes of every slot delivered (the rest left as it was). */
+void cudaEmuTamperNextAllGather(int mode);
 
 #ifdef __cplusplus
 } /* extern "C" */

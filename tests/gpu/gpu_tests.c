@@ -693,6 +693,69 @@ START_TEST(test_ranks) {
 }
 END_TEST
 
+/* SPEC 4's call check on the device: a refused call writes no output, changes no state
+ * and is counted in stats.refusedCalls; the following calls give the bits of a host comm
+ * that never saw it.  `refuse` makes the one bad call on the device comm alone. */
+static void refusedCallRun(const sparcclConfig_t* c, void (*refuse)(sparcclComm_t, float*, float*, size_t),
+                           const char* what) {
+  const size_t count = 6000, bytes = count * sizeof(float);
+  sparcclComm_t host = hostComm(c), device = deviceComm(c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float *before = (float*)malloc(bytes), *d, *dout;
+  sparcclStats_t stats;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMalloc((void**)&dout, bytes));
+  for (int s = 0; s < 2; s++) stepBoth(host, device, h, out, d, dout, back, count, 500u + (uint64_t)s, what, s);
+  CUDA_OK(cudaMemcpy(before, dout, bytes, cudaMemcpyDeviceToHost));
+  fill(h, count, sparcclFloat32, 777u, 0);
+  CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+  refuse(device, d, dout, count);
+  CUDA_OK(cudaDeviceSynchronize());
+  CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+  ck_assert_msg(firstDifference(back, before, bytes) < 0, "%s: a refused call wrote its output", what);
+  ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+  ck_assert_msg(stats.refusedCalls == 1 && stats.calls == 2, "%s: %llu refused, %llu calls", what,
+                stats.refusedCalls, stats.calls);
+  for (int s = 2; s < 5; s++) stepBoth(host, device, h, out, d, dout, back, count, 500u + (uint64_t)s, what, s);
+  assertSameState(host, device, what);
+  sparcclCommDestroy(host);
+  sparcclCommDestroy(device);
+  cudaFree(d); cudaFree(dout);
+  free(h); free(out); free(back); free(before);
+}
+
+/* Ranks that disagree: sum on the even ranks, avg on the odd ones, on a live key. */
+static void refuseByOp(sparcclComm_t device, float* d, float* dout, size_t count) {
+  ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, worldRank % 2 ? sparcclAvg : sparcclSum,
+                                    device, NULL), sparcclSuccess); /* known on the device only */
+}
+
+START_TEST(test_disagreeing_ranks) {
+  sparcclConfig_t c = config(_i ? sparcclImpK : sparcclTopK, _i ? sparcclFeedbackSCAM : sparcclFeedbackEF21,
+                             sparcclFloat32, 64);
+  refusedCallRun(&c, refuseByOp, _i ? "sum against avg (impk + scam)" : "sum against avg (topk + ef21)");
+}
+END_TEST
+
+#ifdef CUDA_EMU
+/* A hostile or broken peer, played by the emulator's NCCL (cudaEmuTamperNextAllGather). */
+static int tamperMode;
+static void refuseByTamper(sparcclComm_t device, float* d, float* dout, size_t count) {
+  cudaEmuTamperNextAllGather(tamperMode);
+  ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+}
+
+START_TEST(test_tampered_blocks) {
+  static const char* whats[] = {"a check of another call", "an index outside its layer",
+                                "a short exchange (stale slots)"};
+  sparcclConfig_t c = config(sparcclTopK, _i % 2 ? sparcclFeedbackSCAM : sparcclFeedbackEF21,
+                             sparcclFloat32, 64);
+  tamperMode = 1 + _i / 2;
+  refusedCallRun(&c, refuseByTamper, whats[_i / 2]);
+}
+END_TEST
+#endif
+
 static Suite* deviceSuite(void) {
 #ifdef CUDA_EMU
   Suite* s = suite_create("cuda_emu");
@@ -719,9 +782,13 @@ static Suite* deviceSuite(void) {
       tcase_add_test(tc, test_restarts);
       tcase_add_loop_test(tc, test_load, 0, 2);
       tcase_add_test(tc, test_errors);
+#ifdef CUDA_EMU
+      tcase_add_loop_test(tc, test_tampered_blocks, 0, 6);
+#endif
     } else {
       tcase_add_loop_test(tc, test_ranks, 0, 10);
       tcase_add_test(tc, test_restarts);
+      tcase_add_loop_test(tc, test_disagreeing_ranks, 0, 2);
     }
     tcase_add_loop_test(tc, test_nonfinite, 0, 2);
   }

@@ -1,0 +1,57 @@
+/*
+ * SPEC 4's call check on the device (the host's is src/callcheck.c): before the exchange
+ * this rank's block gets its check and every receive slot's check is zeroed; after it,
+ * every block's check and every received index are verified before the decompress reads
+ * any index.  A refused call writes no output and changes no state (reduce_kernels.cu
+ * tests counters->callRefused); sparcclCommGetStats counts it in refusedCalls.
+ */
+#include "device_set.cuh"
+
+/* One block, before the compress: the check of this call (the comm's sequence, kept in
+ * device memory so that graph replays count) and zeroed receive slots. */
+__global__ void callCheckWriteKernel(KernelArgs a) {
+  if (threadIdx.x == 0) {
+    uint64_t* mine = (uint64_t*)(a.sendBlock + a.checkOffset);
+    mine[0] = *a.callSequence;
+    mine[1] = a.checkFingerprint;
+    a.counters->callRefused = 0;
+  }
+  for (uint32_t r = threadIdx.x; r < a.nranks; r += blockDim.x) {
+    uint64_t* slot = (uint64_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.checkOffset);
+    slot[0] = 0;
+    slot[1] = 0;
+  }
+}
+
+/* One thread per rank's check and per wire position: reads only at positions this rank's
+ * layout gives, so whatever a peer sent is read safely; nothing is written but the flag. */
+__global__ void callCheckVerifyKernel(KernelArgs a) {
+  const size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  unsigned bad = 0;
+  if (p < a.nranks) {
+    const uint64_t* check = (const uint64_t*)(a.recvBlocks + p * a.blockBytes + a.checkOffset);
+    bad |= check[0] != *a.callSequence || check[1] != a.checkFingerprint;
+  }
+  if (p < a.valueCount) {
+    const DeviceLayer L = a.layers[layerOfPosition(a, p)];
+    const uint32_t t = (uint32_t)(p - L.valuePos);
+    for (uint32_t r = 0; r < a.nranks && !L.sharedSet; r++) {
+      const uint32_t* indices = (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes) + L.indexPos;
+      bad |= indices[t] >= L.count || (t > 0 && indices[t] <= indices[t - 1]);
+    }
+  }
+  if (bad) atomicOr(&a.counters->callRefused, 1u);
+}
+
+static unsigned gridOf(size_t n) { return (unsigned)((n + SPARCCL_THREADS - 1) / SPARCCL_THREADS); }
+
+cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream) {
+  SPARCCL_LAUNCH(1, 32, stream, callCheckWriteKernel)(a);
+  return cudaGetLastError();
+}
+
+cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream) {
+  const size_t n = a.valueCount > a.nranks ? a.valueCount : a.nranks;
+  SPARCCL_LAUNCH(gridOf(n), SPARCCL_THREADS, stream, callCheckVerifyKernel)(a);
+  return cudaGetLastError();
+}
