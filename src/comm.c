@@ -506,11 +506,14 @@ SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) 
       SPARCCLCHECK(comm->device->scale(comm, s, factor));
       continue;
     }
+    /* a NaN in the state (from Inf * 0, or loaded) comes out as the canonical NaN, as on
+     * the device (reduce_kernels.cu's scaleKernel): x86, aarch64 and GPUs each return
+     * their own NaN from a product */
     for (j = 0; j < s->nlayers; j++) {
       sparcclLayer_t* l = &s->layers[j];
-      for (n = 0; l->error && n < l->count; n++) l->error[n] *= factor;
-      for (n = 0; l->h && n < l->count; n++) l->h[n] *= factor;
-      for (n = 0; l->H && n < l->count; n++) l->H[n] *= factor;
+      for (n = 0; l->error && n < l->count; n++) l->error[n] = sparccl_canonical_nan(l->error[n] * factor);
+      for (n = 0; l->h && n < l->count; n++) l->h[n] = sparccl_canonical_nan(l->h[n] * factor);
+      for (n = 0; l->H && n < l->count; n++) l->H[n] = sparccl_canonical_nan(l->H[n] * factor);
     }
   }
   return sparcclSuccess;

@@ -584,6 +584,57 @@ START_TEST(test_restarts) {
 }
 END_TEST
 
+/* How many times the 4 bytes of `bits` (little-endian) occur in a comm's saved state, at
+ * any offset. */
+static size_t countInState(sparcclComm_t comm, uint32_t bits) {
+  char path[] = "/tmp/sparccl_gpu_scanXXXXXX";
+  size_t size, n = 0;
+  int fd = mkstemp(path);
+  close(fd);
+  ck_assert_int_eq(sparcclSaveState(comm, path), sparcclSuccess);
+  unsigned char* data = (unsigned char*)readFile(path, &size);
+  unlink(path);
+  for (size_t i = 0; i + 4 <= size; i++) {
+    uint32_t w;
+    memcpy(&w, data + i, 4);
+    n += w == bits;
+  }
+  free(data);
+  return n;
+}
+
+/* Scaling a state that holds Inf (e, h and H overflowed by two scalings by 3e38) by 0: Inf * 0
+ * is a NaN whose bits are the hardware's (x86 0xffc00000, a GPU 0x7fffffff); both comms
+ * store the canonical one (0x7fc00000), so that their states match to the bit and hold no
+ * other NaN.  _i 0: ef (e), _i 1: ef21 (h, H). */
+START_TEST(test_scale_nan) {
+  size_t counts[] = {6000, 50};
+  size_t count = 6050, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, _i == 0 ? sparcclFeedbackEF : sparcclFeedbackEF21,
+                             sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  sparcclRegisterLayout(host, h, 2, counts);
+  sparcclRegisterLayout(device, d, 2, counts);
+  for (int s = 0; s < 2; s++)
+    stepBoth(host, device, h, out, d, d, back, count, 150 + (uint64_t)s, "scale NaN", s);
+  const float factors[] = {3.0e38f, 3.0e38f, 0.0f, 2.0f};
+  for (int f = 0; f < 4; f++) {
+    ck_assert_int_eq(sparcclScaleState(host, factors[f]), sparcclSuccess);
+    ck_assert_int_eq(sparcclScaleState(device, factors[f]), sparcclSuccess);
+  }
+  assertSameState(host, device, "Inf * 0 in the state");
+  ck_assert_uint_gt(countInState(host, SPARCCL_CANONICAL_NAN_BITS), 0);
+  ck_assert_uint_eq(countInState(host, 0xffc00000u), 0);  /* x86's NaN */
+  ck_assert_uint_eq(countInState(device, 0x7fffffffu), 0); /* a GPU's */
+  ck_assert_uint_eq(countInState(device, 0xffc00000u), 0);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
 /* Save on one comm, load into fresh ones: both continue identically.  _i = 1: SCAM's e,
  * saved from the second error buffer (an odd number of calls) and loaded into a comm that
  * has run a call, in both buffer modes. */
@@ -714,6 +765,7 @@ static Suite* deviceSuite(void) {
       tcase_add_test(tc, test_graph);
       tcase_add_loop_test(tc, test_importance, 0, 6);
       tcase_add_test(tc, test_restarts);
+      tcase_add_loop_test(tc, test_scale_nan, 0, 2);
       tcase_add_loop_test(tc, test_load, 0, 2);
       tcase_add_test(tc, test_errors);
     } else {
