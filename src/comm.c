@@ -92,6 +92,7 @@ static void freeSet(sparcclLayerSet_t* set) {
 SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommDestroy"));
+  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, "sparcclCommDestroy"));
   registryRemove(comm);
   for (i = 0; i < comm->nsets; i++) {
     if (comm->device) comm->device->freeSet(comm, comm->sets[i]);
@@ -460,6 +461,7 @@ static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, siz
          (unsigned long long)key, count);
     return sparcclInvalidUsage;
   }
+  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, caller));
   for (i = 0; i < comm->nsets; i++)
     if (comm->sets[i] == set) {
       memmove(&comm->sets[i], &comm->sets[i + 1], (comm->nsets - i - 1) * sizeof(*comm->sets));
