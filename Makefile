@@ -34,9 +34,12 @@ HAVE_CHECK := $(shell pkg-config --exists check 2>/dev/null && echo 1)
 
 CC       := $(if $(MPICC),$(MPICC),cc)
 # Bitwise reproducibility (SPEC 1): no contraction into fma, no fast-math, IEEE everywhere.
+# `override`: a CFLAGS given on the command line (`make CFLAGS=-O3`) replaces only the
+# optimisation flags; these are still appended (GCC's default -ffp-contract=fast would fuse
+# into fma on aarch64, e.g. Grace, and the CPU reference would no longer match bitwise).
 FPFLAGS  := -ffp-contract=off -fno-fast-math -fexcess-precision=standard
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter $(FPFLAGS) \
+override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter $(FPFLAGS) \
             -Iinclude -Isrc
 LIB_CFLAGS := -fPIC -fvisibility=hidden
 LDLIBS   := -lm -lpthread

@@ -163,7 +163,6 @@ struct DeviceSet : DeviceArrays {
   uint32_t nlayers, nchunks, nsparse;
   size_t count;
   DeviceLayer* hostLayers; /* host copy of layers */
-  cudaStream_t lastStream; /* where the last call's work went: restarts order after it */
 };
 
 /* Everything a kernel needs, by value: the arrays and the call's scalars. */

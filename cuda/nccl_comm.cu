@@ -3,8 +3,17 @@
  * and the table of device operations the host library calls (src/device.h).  After a key's
  * first call nothing here allocates or synchronises: every call is a fixed sequence of
  * kernels and one ncclAllGather on the caller's stream, so it can be captured in a graph.
+ *
+ * What the device comm holds is the NCCL communicator, its device and a stream of its own,
+ * never a caller's stream: the calls without a stream argument (save, load, stats, restart,
+ * scale, importance reset, release) first wait for the whole device, then run on the comm's
+ * stream and wait for it (see quiesce), so that they are ordered after every call on any
+ * stream -- a graph captured on one stream and replayed on another included -- and every
+ * later call, on any stream, sees what they did (include/sparccl_nccl.h says what callers
+ * must not do).
  */
 #include <nccl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include "device_set.cuh"
@@ -16,7 +25,13 @@ extern "C" {
 struct NcclTransport {
   ncclComm_t nccl;
   int owned;
-  cudaStream_t stream; /* for the small host-data exchanges (fingerprints, load status) */
+  int device; /* the NCCL communicator's (ncclCommCuDevice): every entry point runs on it */
+  /* sparcclCommAbort: the teardown waits for nothing; keepDeviceMemory: nor frees device
+   * memory (cudaFree waits for the device), when the communicator is the caller's */
+  int aborting, keepDeviceMemory;
+  /* the comm's own, non-blocking, on its device: the small host-data exchanges
+   * (fingerprints, load status), set creation, and the work of the calls without a stream */
+  cudaStream_t stream;
   void* scratch;
   size_t scratchBytes;
   int errorBuffers; /* SPARCCL_ERROR_BUFFERS: 2 (default) or 1 (device_set.cuh) */
@@ -40,39 +55,213 @@ struct NcclTransport {
     }                                                                                 \
   } while (0)
 
+/* ------------------------------------------------------------ devices, errors, NCCL states */
+
+/* Every entry point runs on the comm's device, whatever the caller's current one, and gives
+ * the caller's back when it returns: sets are allocated there, kernels launched there. */
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) : previous_(-1), result_(cudaSuccess), device_(device) {
+    int current = -1;
+    result_ = cudaGetDevice(&current);
+    if (result_ == cudaSuccess && current != device) {
+      result_ = cudaSetDevice(device);
+      if (result_ == cudaSuccess) previous_ = current;
+    }
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  sparcclResult_t check(const char* caller) const {
+    if (result_ == cudaSuccess) return sparcclSuccess;
+    (void)cudaGetLastError();
+    WARN("%s: cannot make the comm's device %d current: %s", caller, device_,
+         cudaGetErrorString(result_));
+    return sparcclUnhandledCudaError;
+  }
+
+ private:
+  int previous_;
+  cudaError_t result_;
+  int device_;
+};
+#define ON_DEVICE(device, caller)      \
+  DeviceScope deviceScope_(device);     \
+  SPARCCLCHECK(deviceScope_.check(caller))
+
+/* A CUDA error left pending by the caller's own earlier work (a launch it did not check):
+ * refused before anything is enqueued, so that the checks after our launches report only
+ * ours, and no rank returns half-way through a call's collective sequence. */
+static sparcclResult_t checkPendingError(const char* caller) {
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return sparcclSuccess;
+  WARN("%s: a CUDA error was pending from earlier work (not this call's): %s; nothing was "
+       "enqueued", caller, cudaGetErrorString(e));
+  return sparcclUnhandledCudaError;
+}
+
+static int captureError(cudaError_t e) {
+  return e == cudaErrorStreamCaptureUnsupported || e == cudaErrorStreamCaptureImplicit ||
+         e == cudaErrorStreamCaptureInvalidated;
+}
+
+/* A CUDA graph capture that sparccl can see without disturbing it: on `stream` (the
+ * caller's; NULL: none) or, through the legacy stream, on any blocking stream of the current
+ * device (cudaStreamIsCapturing says so without invalidating it).  A capture on a
+ * non-blocking stream (torch.cuda.graph's) cannot be seen this way; the synchronisation
+ * that follows then fails, and CUDA invalidates that capture (quiesce reports it). */
+static sparcclResult_t refuseCapture(cudaStream_t stream, int device, const char* caller,
+                                     const char* why) {
+  cudaStream_t queried[2] = {stream, cudaStreamLegacy};
+  for (int i = stream != NULL ? 0 : 1; i < 2; i++) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    cudaError_t e = cudaStreamIsCapturing(queried[i], &status);
+    if (e == cudaErrorStreamCaptureImplicit || (e == cudaSuccess && status != cudaStreamCaptureStatusNone)) {
+      (void)cudaGetLastError();
+      WARN("%s: a CUDA graph is being captured on %s of device %d; %s", caller,
+           i == 0 ? "the call's stream" : "a blocking stream", device, why);
+      return sparcclInvalidUsage;
+    }
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      WARN("%s: cudaStreamIsCapturing failed: %s", caller, cudaGetErrorString(e));
+      return sparcclUnhandledCudaError;
+    }
+  }
+  return sparcclSuccess;
+}
+
+/* A synchronisation that a capture in progress on the device makes fail (and invalidates). */
+static sparcclResult_t synchronise(cudaStream_t stream, int device, const char* caller) {
+  cudaError_t e = stream != NULL ? cudaStreamSynchronize(stream) : cudaDeviceSynchronize();
+  if (e == cudaSuccess) return sparcclSuccess;
+  (void)cudaGetLastError();
+  if (captureError(e)) {
+    WARN("%s: refused: a CUDA graph is being captured on device %d, on a stream sparccl cannot "
+         "see before synchronising (a non-blocking one), and CUDA has invalidated that "
+         "capture; make this call outside the capture", caller, device);
+    return sparcclInvalidUsage;
+  }
+  WARN("%s: %s failed: %s", caller, stream != NULL ? "cudaStreamSynchronize" : "cudaDeviceSynchronize",
+       cudaGetErrorString(e));
+  return sparcclUnhandledCudaError;
+}
+
+/* A non-blocking communicator (ncclConfig_t.blocking = 0) may answer ncclInProgress, before
+ * the call's work is on the stream: nothing that depends on it may be enqueued, and no other
+ * NCCL call made, until ncclCommGetAsyncError no longer says so.  Returns the outcome. */
+static ncclResult_t ncclWait(ncclComm_t nc, ncclResult_t res) {
+  while (res == ncclInProgress) {
+    ncclResult_t state = ncclSuccess;
+    res = ncclCommGetAsyncError(nc, &state);
+    if (res == ncclSuccess) res = state;
+    if (res == ncclInProgress) sched_yield();
+  }
+  return res;
+}
+/* The communicator's earlier operations (its initialisation, the caller's own calls on a
+ * non-blocking one) completed, and no asynchronous error. */
+static ncclResult_t ncclReady(ncclComm_t nc) { return ncclWait(nc, ncclInProgress); }
+
+/* ------------------------------------------------------------ transport */
+
 /* Small host buffers through NCCL: staged through device scratch, synchronising.  Used
- * only at layout creation, load and loss reports -- never on a call's hot path. */
+ * only at layout creation, load and loss reports -- never on a call's hot path.  A gather
+ * that did not run (NCCL defers every call between the caller's ncclGroupStart and
+ * ncclGroupEnd) is caught: this rank's own block is set to something else than it sends
+ * first. */
 static sparcclResult_t ncclHostAllgather(sparcclTransport_t* self, const void* send, void* recv,
                                          size_t bytes) {
+  static const char caller[] = "sparccl's host-data exchange (new key, load, loss report)";
   NcclTransport* t = (NcclTransport*)self->impl;
-  size_t need = bytes * (size_t)(self->nranks + 1);
+  size_t need = bytes * (size_t)(self->nranks + 1), i;
+  sparcclResult_t res = sparcclSuccess;
+  uint8_t* mark = NULL;
+  ncclResult_t nres;
+  ON_DEVICE(t->device, caller);
+  SPARCCLCHECK(refuseCapture(NULL, t->device, caller, "make this call outside the capture "
+                             "(it synchronises)"));
+  NCCLCHECK(ncclReady(t->nccl), caller);
   if (need > t->scratchBytes) {
     void* grown = NULL;
-    CUDACHECK(cudaMalloc(&grown, need), "allgather");
+    CUDACHECK(cudaMalloc(&grown, need), caller);
     if (t->scratch) cudaFree(t->scratch);
     t->scratch = grown;
     t->scratchBytes = need;
   }
   uint8_t* dsend = (uint8_t*)t->scratch;
   uint8_t* drecv = dsend + bytes;
-  CUDACHECK(cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, t->stream), "allgather");
-  NCCLCHECK(ncclAllGather(dsend, drecv, bytes, ncclUint8, t->nccl, t->stream), "allgather");
-  CUDACHECK(cudaMemcpyAsync(recv, drecv, bytes * (size_t)self->nranks, cudaMemcpyDeviceToHost, t->stream), "allgather");
-  CUDACHECK(cudaStreamSynchronize(t->stream), "allgather");
-  return sparcclSuccess;
+  mark = (uint8_t*)malloc(bytes ? bytes : 1);
+  if (mark == NULL) return sparcclSystemError;
+  for (i = 0; i < bytes; i++) mark[i] = (uint8_t)~((const uint8_t*)send)[i];
+  if (cudaMemcpyAsync(dsend, send, bytes, cudaMemcpyHostToDevice, t->stream) != cudaSuccess ||
+      cudaMemcpyAsync(drecv + bytes * (size_t)self->rank, mark, bytes, cudaMemcpyHostToDevice,
+                      t->stream) != cudaSuccess) {
+    WARN("%s: a copy failed: %s", caller, cudaGetErrorString(cudaGetLastError()));
+    res = sparcclUnhandledCudaError;
+    goto done;
+  }
+  nres = ncclWait(t->nccl, ncclAllGather(dsend, drecv, bytes, ncclUint8, t->nccl, t->stream));
+  if (nres != ncclSuccess) {
+    WARN("%s: ncclAllGather failed: %s", caller, ncclGetErrorString(nres));
+    res = nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
+    goto done;
+  }
+  if (cudaMemcpyAsync(recv, drecv, bytes * (size_t)self->nranks, cudaMemcpyDeviceToHost,
+                      t->stream) != cudaSuccess) {
+    WARN("%s: a copy failed: %s", caller, cudaGetErrorString(cudaGetLastError()));
+    res = sparcclUnhandledCudaError;
+    goto done;
+  }
+  res = synchronise(t->stream, t->device, caller);
+  if (res == sparcclSuccess && memcmp((const uint8_t*)recv + bytes * (size_t)self->rank, send, bytes) != 0) {
+    WARN("%s: ncclAllGather returned but did not run: is the call between ncclGroupStart and "
+         "ncclGroupEnd? No sparccl call on a device comm may be (include/sparccl_nccl.h)", caller);
+    res = sparcclInvalidUsage;
+  }
+done:
+  free(mark);
+  return res;
 }
 
 static void ncclTransportDestroy(sparcclTransport_t* self) {
   NcclTransport* t = (NcclTransport*)self->impl;
-  if (t->scratch) cudaFree(t->scratch);
-  if (t->callSequence) cudaFree(t->callSequence);
-  if (t->stream) cudaStreamDestroy(t->stream);
-  if (t->owned) ncclCommDestroy(t->nccl);
+  {
+    DeviceScope scope(t->device); /* the stream and memory are that device's */
+    if (t->scratch && !t->keepDeviceMemory) cudaFree(t->scratch);
+    if (t->callSequence && !t->keepDeviceMemory) cudaFree(t->callSequence);
+    if (t->stream) cudaStreamDestroy(t->stream); /* returns at once, even with work left */
+    if (t->owned) ncclCommDestroy(t->nccl);
+  }
   free(t);
   free(self);
 }
 
 static NcclTransport* nccl(sparcclComm_t comm) { return (NcclTransport*)comm->transport->impl; }
+
+/* Before the work of a call without a stream argument: refuse during a capture, then wait
+ * for every call's work on the device (the comm keeps no caller stream: a graph replays on
+ * whichever stream its caller picks), so that what follows neither races with it nor reads
+ * state and counters mid-update.  That work then goes on the comm's own stream, waited for
+ * before the call returns: the next call on any stream sees its result.  bestEffort
+ * (release, destroy): a pending or device error is reported and ignored, a capture still
+ * refused.  On sparcclCommAbort's teardown nothing is waited for. */
+static sparcclResult_t quiesce(sparcclComm_t comm, const char* caller, int bestEffort) {
+  NcclTransport* t = nccl(comm);
+  sparcclResult_t res;
+  cudaError_t e;
+  if (t->aborting) return sparcclSuccess;
+  e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    WARN("%s: a CUDA error was pending from earlier work: %s%s", caller, cudaGetErrorString(e),
+         bestEffort ? " (going on)" : "; nothing done");
+    if (!bestEffort) return sparcclUnhandledCudaError;
+  }
+  SPARCCLCHECK(refuseCapture(NULL, t->device, caller, "make this call outside the capture (it "
+                             "waits for the device, which a capture forbids)"));
+  res = synchronise(NULL, t->device, caller);
+  return res == sparcclInvalidUsage || !bestEffort ? res : sparcclSuccess;
+}
 
 /* ------------------------------------------------------------ layer sets */
 
@@ -112,7 +301,8 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   return a;
 }
 
-static void freeDeviceSet(DeviceSet* ds) {
+/* keepDeviceMemory: sparcclCommAbort on the caller's communicator (NcclTransport). */
+static void freeDeviceSet(DeviceSet* ds, int keepDeviceMemory) {
   if (ds == NULL) return;
   void* arrays[] = {ds->layers, ds->chunks, ds->sparseByValue, ds->error, ds->errorNext, ds->h, ds->H,
                     ds->importance, ds->prevGrad, ds->layerSteps, ds->havePrevGrad,
@@ -121,17 +311,18 @@ static void freeDeviceSet(DeviceSet* ds) {
                     ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
                     ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted};
-  for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++)
+  for (size_t i = 0; !keepDeviceMemory && i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
   free(ds);
 }
 
-/* Counters a set kept on the device, added into *stats. */
-static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
+/* Counters a set kept on the device, added into *stats; after quiesce, on the comm's stream. */
+static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats, cudaStream_t stream) {
   DeviceCounters counters;
-  CUDACHECK(cudaStreamSynchronize(ds->lastStream), "sparcclCommGetStats");
-  CUDACHECK(cudaMemcpy(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost), "sparcclCommGetStats");
+  CUDACHECK(cudaMemcpyAsync(&counters, ds->counters, sizeof(counters), cudaMemcpyDeviceToHost, stream),
+            "sparcclCommGetStats");
+  CUDACHECK(cudaStreamSynchronize(stream), "sparcclCommGetStats");
   stats->calls += counters.calls;
   stats->bytesSent += counters.bytesSent;
   stats->bytesDense += counters.bytesDense;
@@ -147,13 +338,22 @@ static sparcclResult_t addCounters(const DeviceSet* ds, sparcclStats_t* stats) {
   return sparcclSuccess;
 }
 
+/* After deviceQuiesce (a release, a destruction), or with no call made yet (a set refused at
+ * creation): no work of the set is left, except on an abort, which reads nothing. */
 static void deviceFreeSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  NcclTransport* t = nccl(comm);
   DeviceSet* ds = (DeviceSet*)set->device;
-  /* the released set's counters stay in the comm's totals (this also waits for its work);
-   * a NULL lastStream is the legacy stream, where the last call went */
-  if (ds != NULL) addCounters(ds, &comm->stats);
-  freeDeviceSet(ds);
+  DeviceScope scope(t->device);
+  /* the released set's counters stay in the comm's totals */
+  if (ds != NULL && !t->aborting && scope.check("sparccl (releasing a key)") == sparcclSuccess)
+    (void)addCounters(ds, &comm->stats, t->stream);
+  freeDeviceSet(ds, t->keepDeviceMemory);
   set->device = NULL;
+}
+
+static sparcclResult_t deviceQuiesce(sparcclComm_t comm, const char* caller) {
+  ON_DEVICE(nccl(comm)->device, caller);
+  return quiesce(comm, caller, 1);
 }
 
 /* SPARCCL_KEYS_* (device_set.cuh): store the keys, or compute them again where that reads
@@ -193,7 +393,9 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
                    c->compressor == sparcclImpKRandom;
   int online = importance && c->importance == sparcclImportanceOnline;
   cudaStream_t stream = nccl(comm)->stream;
+  DeviceScope scope(nccl(comm)->device);
   if (ds == NULL) return sparcclSystemError;
+  if (scope.check("sparccl (a new key)") != sparcclSuccess) { free(ds); return sparcclUnhandledCudaError; }
   ds->count = count;
   ds->nlayers = (uint32_t)set->nlayers;
   ds->hostLayers = (DeviceLayer*)calloc(set->nlayers, sizeof(DeviceLayer));
@@ -262,29 +464,35 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
       cudaMemcpyAsync(ds->chunks, chunks, nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
       cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
     goto fail;
-  if (ds->error) cudaMemsetAsync(ds->error, 0, floats, stream);
-  if (ds->errorNext) cudaMemsetAsync(ds->errorNext, 0, floats, stream);
-  if (ds->h) cudaMemsetAsync(ds->h, 0, floats, stream);
-  if (ds->H) cudaMemsetAsync(ds->H, 0, floats, stream);
-  if (ds->prevGrad) cudaMemsetAsync(ds->prevGrad, 0, floats, stream);
-  cudaMemsetAsync(ds->layerSteps, 0, set->nlayers * sizeof(unsigned long long), stream);
-  cudaMemsetAsync(ds->havePrevGrad, 0, set->nlayers * sizeof(int), stream);
-  cudaMemsetAsync(ds->counters, 0, sizeof(DeviceCounters), stream);
-  cudaMemsetAsync(ds->normRing, 0, ((size_t)c->restartLag + 1) * sizeof(double), stream);
+  /* every one checked: memory left as cudaMalloc gave it would be read as state */
+#define FILL(ptr, value, bytes)                                                             \
+  do {                                                                                      \
+    if ((ptr) != NULL && cudaMemsetAsync((ptr), (value), (bytes), stream) != cudaSuccess)   \
+      goto fail;                                                                            \
+  } while (0)
+  FILL(ds->error, 0, floats);
+  FILL(ds->errorNext, 0, floats);
+  FILL(ds->h, 0, floats);
+  FILL(ds->H, 0, floats);
+  FILL(ds->prevGrad, 0, floats);
+  FILL(ds->layerSteps, 0, set->nlayers * sizeof(unsigned long long));
+  FILL(ds->havePrevGrad, 0, set->nlayers * sizeof(int));
+  FILL(ds->counters, 0, sizeof(DeviceCounters));
+  FILL(ds->normRing, 0, ((size_t)c->restartLag + 1) * sizeof(double));
   /* zero here and left zero by every call (select_kernels.cu): the histograms, the arrival
    * counters, the non-finite flags; the wire block's padding, which no call writes */
-  cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
-  cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
-  cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
-  cudaMemsetAsync(ds->sendBlock, 0, set->blockBytes, stream);
-  cudaMemsetAsync(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t), stream); /* none yet */
+  FILL(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
+  FILL(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t));
+  FILL(ds->layerBad, 0, set->nlayers * sizeof(uint32_t));
+  FILL(ds->sendBlock, 0, set->blockBytes);
+  FILL(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t)); /* none yet */
+#undef FILL
   set->device = ds;
   if (ds->importance) {
     KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
     if (sparcclLaunchImportanceReset(a, ds, stream) != cudaSuccess) { set->device = NULL; goto fail; }
   }
   if (cudaStreamSynchronize(stream) != cudaSuccess) { set->device = NULL; goto fail; }
-  ds->lastStream = stream;
   free(chunks);
   free(byValue);
   return sparcclSuccess;
@@ -295,7 +503,7 @@ fail:
            ? " (e is double-buffered: SPARCCL_ERROR_BUFFERS=1 needs 4 bytes a parameter less)" : "");
   free(chunks);
   free(byValue);
-  freeDeviceSet(ds);
+  freeDeviceSet(ds, 0);
   return sparcclUnhandledCudaError;
 }
 
@@ -316,49 +524,86 @@ static struct DevicePointerHook {
   DevicePointerHook() { sparcclIsDevicePointer = isDevicePointerHook; }
 } devicePointerHook;
 
-static sparcclResult_t deviceCheckPointers(const void* a, const void* b, const char* caller) {
-  if ((a && !isDevicePointer(a)) || (b && !isDevicePointer(b))) {
-    WARN("%s: a host buffer on a device comm (%p, %p); pass device memory", caller, a, b);
-    return sparcclInvalidUsage;
+/* Device memory of the comm's device (or managed memory, which every device reaches). */
+static sparcclResult_t deviceCheckPointers(sparcclComm_t comm, const void* a, const void* b,
+                                           const char* caller) {
+  const void* buffers[2] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    cudaPointerAttributes attr;
+    if (buffers[i] == NULL) continue;
+    if (!isDevicePointer(buffers[i])) {
+      WARN("%s: a host buffer on a device comm (%p, %p); pass device memory", caller, a, b);
+      return sparcclInvalidUsage;
+    }
+    if (cudaPointerGetAttributes(&attr, buffers[i]) == cudaSuccess &&
+        attr.type == cudaMemoryTypeDevice && attr.device != nccl(comm)->device) {
+      WARN("%s: buffer %p is memory of device %d; the comm's NCCL communicator is on device %d",
+           caller, buffers[i], attr.device, nccl(comm)->device);
+      return sparcclInvalidUsage;
+    }
   }
   return sparcclSuccess;
 }
 
-static sparcclResult_t deviceCheckCapture(void* stream, const char* caller) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  CUDACHECK(cudaStreamIsCapturing((cudaStream_t)stream, &status), caller);
-  if (status != cudaStreamCaptureStatusNone) {
-    WARN("%s: a new key while the stream is being captured; make the first call outside the "
-         "graph (it allocates and synchronises)", caller);
-    return sparcclInvalidUsage;
-  }
-  return sparcclSuccess;
+/* Before a new key's collectives (its layout fingerprint and allocation status exchanges),
+ * so that a rank refuses before any: a pending CUDA error, a capture. */
+static sparcclResult_t deviceCheckNewKey(sparcclComm_t comm, void* stream, const char* caller) {
+  SPARCCLCHECK(checkPendingError(caller));
+  ON_DEVICE(nccl(comm)->device, caller);
+  return refuseCapture((cudaStream_t)stream, nccl(comm)->device, caller,
+                       "a new key allocates and synchronises: make the first call on a key "
+                       "outside the graph");
 }
 
 /* ------------------------------------------------------------ calls */
 
+/* This rank's compression could not be launched; its exchange still goes out (a rank that
+ * returned before it would leave the others waiting in theirs), with a zeroed call check,
+ * so that every rank refuses the call (SPEC 4: no output, no state change, no rank's call
+ * sequence moves) and none sums what was never compressed.  The scratch that a
+ * compression's passes leave zero is zeroed again, in case some of them ran. */
+static void sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaStream_t stream) {
+  (void)cudaMemsetAsync(ds->sendBlock + set->checkOffset, 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  (void)cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
+  (void)cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
+  (void)cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
+}
+
+/* The hot path: nothing here waits for the device, allocates, or keeps the stream. */
 static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                        const void* send, void* recv, int dtype, int op,
                                        void* streamArg) {
+  static const char caller[] = "sparcclAllReduce";
+  NcclTransport* t = nccl(comm);
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
+  ncclResult_t nres;
+  SPARCCLCHECK(checkPendingError(caller));
+  ON_DEVICE(t->device, caller);
+  NCCLCHECK(ncclReady(t->nccl), caller); /* refused before anything is enqueued */
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   cudaError_t err = sparcclLaunchCallCheckWrite(a, stream);
   if (err == cudaSuccess) err = sparcclLaunchCompress(a, ds, send, stream);
+  if (err != cudaSuccess) sendRefusedBlock(set, ds, stream);
+  /* Once anything is enqueued the exchange goes out, whatever happened.  A failure of it
+   * leaves the state as it was: nothing is written before the exchange. */
+  nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes,
+                                         ncclUint8, t->nccl, stream));
   if (err != cudaSuccess) {
-    WARN("sparcclAllReduce: compression launch failed: %s", cudaGetErrorString(err));
+    WARN("%s: compression launch failed: %s; the exchange went out with a block that makes "
+         "every rank refuse this call; this rank's state is unchanged", caller, cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
   }
-  /* A failure here leaves the state as it was: nothing is written before the exchange. */
-  NCCLCHECK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes, ncclUint8,
-                          nccl(comm)->nccl, stream), "sparcclAllReduce");
+  if (nres != ncclSuccess) {
+    WARN("%s: ncclAllGather failed: %s; state unchanged", caller, ncclGetErrorString(nres));
+    return nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
+  }
   err = sparcclLaunchCallCheckVerify(a, stream);
   if (err == cudaSuccess) err = sparcclLaunchDecompress(a, ds, send, recv, stream);
   if (err != cudaSuccess) {
-    WARN("sparcclAllReduce: decompression launch failed: %s", cudaGetErrorString(err));
+    WARN("%s: decompression launch failed: %s", caller, cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
   }
-  ds->lastStream = stream;
   return sparcclSuccess;
 }
 
@@ -366,54 +611,72 @@ static sparcclResult_t deviceProbe(sparcclComm_t comm, sparcclLayerSet_t* set,
                                    const void* params, const void* grad, void* out, int dtype,
                                    void* stream) {
   DeviceSet* ds = (DeviceSet*)set->device;
+  SPARCCLCHECK(checkPendingError("sparcclImportanceProbe"));
+  ON_DEVICE(nccl(comm)->device, "sparcclImportanceProbe");
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
   cudaError_t err = sparcclLaunchProbe(a, ds, params, grad, out,
                                        (float)comm->config.importanceGamma, (cudaStream_t)stream);
   CUDACHECK(err, "sparcclImportanceProbe");
-  ds->lastStream = (cudaStream_t)stream; /* a reset of w orders after this read of it */
   return sparcclSuccess;
 }
 
 static sparcclResult_t deviceUpdate(sparcclComm_t comm, sparcclLayerSet_t* set, const void* q,
                                     const void* g, int dtype, void* stream) {
   DeviceSet* ds = (DeviceSet*)set->device;
+  SPARCCLCHECK(checkPendingError("sparcclImportanceUpdate"));
+  ON_DEVICE(nccl(comm)->device, "sparcclImportanceUpdate");
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
   cudaError_t err = sparcclLaunchImportanceUpdate(
       a, ds, q, g, comm->config.importance == sparcclImportanceSimplex, (cudaStream_t)stream);
   CUDACHECK(err, "sparcclImportanceUpdate");
-  ds->lastStream = (cudaStream_t)stream; /* save, reset and stats wait for this update */
   return sparcclSuccess;
 }
 
+/* ------------------------------------------------------------ calls without a stream */
+
 static sparcclResult_t deviceResetImportance(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  static const char caller[] = "sparcclImportanceReset";
+  NcclTransport* t = nccl(comm);
   DeviceSet* ds = (DeviceSet*)set->device;
+  ON_DEVICE(t->device, caller);
+  SPARCCLCHECK(quiesce(comm, caller, 0));
+  if (ds->importance == NULL) return sparcclSuccess;
   KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
-  if (ds->importance) CUDACHECK(sparcclLaunchImportanceReset(a, ds, ds->lastStream), "sparcclImportanceReset");
-  return sparcclSuccess;
+  CUDACHECK(sparcclLaunchImportanceReset(a, ds, t->stream), caller);
+  return synchronise(t->stream, t->device, caller);
 }
 
 static sparcclResult_t deviceRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
-  DeviceSet* ds = (DeviceSet*)set->device;
+  static const char caller[] = "sparcclRestart";
+  NcclTransport* t = nccl(comm);
+  ON_DEVICE(t->device, caller);
+  SPARCCLCHECK(quiesce(comm, caller, 0));
   KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
-  CUDACHECK(sparcclLaunchRestart(a, ds, 1, ds->lastStream), "sparcclRestart");
-  return sparcclSuccess;
+  CUDACHECK(sparcclLaunchRestart(a, (DeviceSet*)set->device, 1, t->stream), caller);
+  return synchronise(t->stream, t->device, caller);
 }
 
 static sparcclResult_t deviceScale(sparcclComm_t comm, sparcclLayerSet_t* set, float factor) {
-  DeviceSet* ds = (DeviceSet*)set->device;
+  static const char caller[] = "sparcclScaleState";
+  NcclTransport* t = nccl(comm);
+  ON_DEVICE(t->device, caller);
+  SPARCCLCHECK(quiesce(comm, caller, 0));
   KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
-  CUDACHECK(sparcclLaunchScale(a, ds, factor, ds->lastStream), "sparcclScaleState");
-  return sparcclSuccess;
+  CUDACHECK(sparcclLaunchScale(a, (DeviceSet*)set->device, factor, t->stream), caller);
+  return synchronise(t->stream, t->device, caller);
 }
 
 /* Device arrays <-> the host mirror: each layer's e, h, H, w, previous g in the order
  * src/comm.c lays them out in set->stateMemory, plus step counters and restart history.
- * Every copy goes on the set's stream and the stream is synchronised before returning: a
- * plain cudaMemcpy from pageable memory may return before its DMA has landed, and runs on
- * the legacy stream, which a non-blocking caller stream does not wait for. */
+ * After quiesce (every call's work done, on any stream), every copy goes on the comm's
+ * stream, synchronised before returning: a plain cudaMemcpy from pageable memory may
+ * return before its DMA has landed, and runs on the legacy stream. */
 static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set, int toHost) {
+  const char* caller = toHost ? "sparcclSaveState" : "sparcclLoadState";
   DeviceSet* ds = (DeviceSet*)set->device;
-  cudaStream_t stream = ds->lastStream;
+  cudaStream_t stream = nccl(comm)->stream;
+  ON_DEVICE(nccl(comm)->device, caller);
+  SPARCCLCHECK(quiesce(comm, caller, 0));
   cudaMemcpyKind kind = toHost ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice;
   size_t lag = (size_t)comm->config.restartLag + 1, i;
   unsigned long long* steps = (unsigned long long*)malloc(set->nlayers * sizeof(unsigned long long));
@@ -474,17 +737,20 @@ static sparcclResult_t devicePushState(sparcclComm_t comm, sparcclLayerSet_t* se
 }
 
 static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
+  NcclTransport* t = nccl(comm);
+  ON_DEVICE(t->device, "sparcclCommGetStats");
+  SPARCCLCHECK(quiesce(comm, "sparcclCommGetStats", 0));
   for (size_t i = 0; i < comm->nsets; i++)
-    SPARCCLCHECK(addCounters((const DeviceSet*)comm->sets[i]->device, stats));
+    SPARCCLCHECK(addCounters((const DeviceSet*)comm->sets[i]->device, stats, t->stream));
   return sparcclSuccess;
 }
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
 static const sparcclDeviceOps_t deviceOps = {
-    deviceCreateSet, deviceFreeSet, deviceCheckPointers, deviceCheckCapture, deviceAllReduce,
-    deviceProbe, deviceUpdate, deviceResetImportance, deviceRestartSet, deviceScale,
-    devicePullState, devicePushState, deviceStats, deviceDestroy};
+    deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers, deviceCheckNewKey,
+    deviceAllReduce, deviceProbe, deviceUpdate, deviceResetImportance, deviceRestartSet,
+    deviceScale, devicePullState, devicePushState, deviceStats, deviceDestroy};
 
 /* ------------------------------------------------------------ creation */
 
@@ -494,7 +760,7 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   sparcclTransport_t* transport;
   NcclTransport* t;
   sparcclResult_t res;
-  int rank, nranks;
+  int rank, nranks, device;
   if (out == NULL) {
     WARN("%s: comm is NULL", caller);
     return sparcclInvalidArgument;
@@ -503,27 +769,37 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   int found;
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
   SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
+  /* A non-blocking communicator may still be initialising: nothing may be asked of it
+   * before ncclCommGetAsyncError stops saying ncclInProgress. */
+  NCCLCHECK(ncclReady(nc), caller);
   NCCLCHECK(ncclCommUserRank(nc, &rank), caller);
   NCCLCHECK(ncclCommCount(nc, &nranks), caller);
+  NCCLCHECK(ncclCommCuDevice(nc, &device), caller);
   transport = (sparcclTransport_t*)calloc(1, sizeof(*transport));
   t = (NcclTransport*)calloc(1, sizeof(*t));
   if (transport == NULL || t == NULL) { free(transport); free(t); return sparcclSystemError; }
   t->nccl = nc;
   t->owned = owned;
+  t->device = device;
   t->errorBuffers = (int)errorBuffers;
-  if (cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
-    free(transport); free(t);
-    WARN("%s: cannot create a stream", caller);
-    return sparcclUnhandledCudaError;
-  }
-  if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
-      cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
-      cudaStreamSynchronize(t->stream) != cudaSuccess) {
-    WARN("%s: cannot allocate the call sequence: %s", caller, cudaGetErrorString(cudaGetLastError()));
-    t->owned = 0;
-    transport->impl = t;
-    ncclTransportDestroy(transport);
-    return sparcclUnhandledCudaError;
+  {
+    DeviceScope scope(device); /* the comm's stream is its device's */
+    if (scope.check(caller) != sparcclSuccess ||
+        cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
+      free(transport); free(t);
+      WARN("%s: cannot create a stream on device %d", caller, device);
+      return sparcclUnhandledCudaError;
+    }
+    if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
+        cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
+        cudaStreamSynchronize(t->stream) != cudaSuccess) {
+      WARN("%s: cannot allocate the call sequence on device %d: %s", caller, device,
+           cudaGetErrorString(cudaGetLastError()));
+      t->owned = 0;
+      transport->impl = t;
+      ncclTransportDestroy(transport);
+      return sparcclUnhandledCudaError;
+    }
   }
   transport->rank = rank;
   transport->nranks = nranks;
@@ -574,12 +850,23 @@ extern "C" SPARCCL_API sparcclResult_t sparcclCommInitRank(sparcclComm_t* comm, 
   return res;
 }
 
+/* Nothing on this path waits for the device: a collective may be stuck.  An owned
+ * communicator is aborted first (NCCL stops its kernels), after which freeing device memory
+ * waits only for work that ends.  The caller's cannot be aborted here, so the device state
+ * stays allocated (cudaFree would wait for the device, the stuck collective with it). */
 extern "C" SPARCCL_API sparcclResult_t sparcclCommAbort(sparcclComm_t comm) {
+  NcclTransport* t;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommAbort"));
   if (comm->device == NULL) return sparcclCommDestroy(comm);
-  if (nccl(comm)->owned) {
-    ncclCommAbort(nccl(comm)->nccl);
-    nccl(comm)->owned = 0;
+  t = nccl(comm);
+  t->aborting = 1;
+  if (t->owned) {
+    ncclCommAbort(t->nccl);
+    t->owned = 0;
+  } else {
+    t->keepDeviceMemory = 1;
+    INFO("sparcclCommAbort: the NCCL communicator is the caller's: the device state of %zu "
+         "key(s) is left allocated, since freeing it would wait for the device", comm->nsets);
   }
   return sparcclCommDestroy(comm);
 }

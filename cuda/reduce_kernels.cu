@@ -273,9 +273,10 @@ __global__ void scaleKernel(KernelArgs a, float factor) {
   float* error = a.error ? errorNow(a) : NULL;
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
        at += (size_t)gridDim.x * blockDim.x) {
-    if (error) error[at] *= factor;
-    if (a.h) a.h[at] *= factor;
-    if (a.H) a.H[at] *= factor;
+    /* the canonical NaN for any NaN product, as the host's sparcclScaleState (src/comm.c) */
+    if (error) error[at] = sparccl_canonical_nan(error[at] * factor);
+    if (a.h) a.h[at] = sparccl_canonical_nan(a.h[at] * factor);
+    if (a.H) a.H[at] = sparccl_canonical_nan(a.H[at] * factor);
   }
 }
 

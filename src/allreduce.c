@@ -46,7 +46,7 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
 
 sparcclResult_t sparcclCheckMemory(sparcclComm_t comm, const void* a, const void* b,
                                    const char* caller) {
-  if (comm->device != NULL) return comm->device->checkPointers(a, b, caller);
+  if (comm->device != NULL) return comm->device->checkPointers(comm, a, b, caller);
   if (sparcclIsDevicePointer != NULL && (sparcclIsDevicePointer(a) || sparcclIsDevicePointer(b))) {
     WARN("%s: a device buffer on a host comm (%p, %p); use a device comm (sparccl_nccl.h)",
          caller, a, b);
@@ -112,7 +112,7 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
          caller, count);
     return sparcclInvalidArgument;
   }
-  if (set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkCapture(stream, caller));
+  if (set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkNewKey(comm, stream, caller));
   SPARCCLCHECK(sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, &set));
   if (comm->device != NULL) {
     /* Device comms: everything (restart policies and counters included) is enqueued on

@@ -92,6 +92,7 @@ static void freeSet(sparcclLayerSet_t* set) {
 SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommDestroy"));
+  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, "sparcclCommDestroy"));
   registryRemove(comm);
   for (i = 0; i < comm->nsets; i++) {
     if (comm->device) comm->device->freeSet(comm, comm->sets[i]);
@@ -451,6 +452,7 @@ static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, siz
          (unsigned long long)key, count);
     return sparcclInvalidUsage;
   }
+  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, caller));
   for (i = 0; i < comm->nsets; i++)
     if (comm->sets[i] == set) {
       memmove(&comm->sets[i], &comm->sets[i + 1], (comm->nsets - i - 1) * sizeof(*comm->sets));
@@ -497,11 +499,14 @@ SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) 
       SPARCCLCHECK(comm->device->scale(comm, s, factor));
       continue;
     }
+    /* a NaN in the state (from Inf * 0, or loaded) comes out as the canonical NaN, as on
+     * the device (reduce_kernels.cu's scaleKernel): x86, aarch64 and GPUs each return
+     * their own NaN from a product */
     for (j = 0; j < s->nlayers; j++) {
       sparcclLayer_t* l = &s->layers[j];
-      for (n = 0; l->error && n < l->count; n++) l->error[n] *= factor;
-      for (n = 0; l->h && n < l->count; n++) l->h[n] *= factor;
-      for (n = 0; l->H && n < l->count; n++) l->H[n] *= factor;
+      for (n = 0; l->error && n < l->count; n++) l->error[n] = sparccl_canonical_nan(l->error[n] * factor);
+      for (n = 0; l->h && n < l->count; n++) l->h[n] = sparccl_canonical_nan(l->h[n] * factor);
+      for (n = 0; l->H && n < l->count; n++) l->H[n] = sparccl_canonical_nan(l->H[n] * factor);
     }
   }
   return sparcclSuccess;

@@ -11,10 +11,17 @@
 typedef struct sparcclDeviceOps {
   /* Allocate a new layer set's device state (zeroed; w = 1).  May synchronise. */
   sparcclResult_t (*createSet)(sparcclComm_t comm, sparcclLayerSet_t* set);
+  /* After quiesce, or before any call on the set. */
   void (*freeSet)(sparcclComm_t comm, sparcclLayerSet_t* set);
-  /* A host pointer on a device comm is refused. */
-  sparcclResult_t (*checkPointers)(const void* a, const void* b, const char* caller);
-  sparcclResult_t (*checkCapture)(void* stream, const char* caller);
+  /* Before a release or the comm's destruction: refused (nothing done) during a CUDA graph
+   * capture; otherwise every call's work is done when it returns.  Waits for nothing on an
+   * abort. */
+  sparcclResult_t (*quiesce)(sparcclComm_t comm, const char* caller);
+  /* A host pointer, or another device's memory, on a device comm is refused. */
+  sparcclResult_t (*checkPointers)(sparcclComm_t comm, const void* a, const void* b,
+                                   const char* caller);
+  /* Before a new key's collectives: refused during a capture or with a CUDA error pending. */
+  sparcclResult_t (*checkNewKey)(sparcclComm_t comm, void* stream, const char* caller);
   sparcclResult_t (*allReduce)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                void* recv, int dtype, int op, void* stream);
   sparcclResult_t (*probe)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* params,

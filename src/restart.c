@@ -17,7 +17,11 @@ void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
 SPARCCL_API sparcclResult_t sparcclRestart(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclRestart"));
-  for (i = 0; i < comm->nsets; i++) sparcclRestartSet(comm, comm->sets[i]);
+  for (i = 0; i < comm->nsets; i++) {
+    /* a device comm refuses during a CUDA graph capture: the call says so */
+    if (comm->device) SPARCCLCHECK(comm->device->restartSet(comm, comm->sets[i]));
+    else sparcclRestartSet(comm, comm->sets[i]);
+  }
   INFO("sparcclRestart: %zu layer sets reset", comm->nsets);
   return sparcclSuccess;
 }
@@ -78,7 +82,10 @@ SPARCCL_API sparcclResult_t sparcclReportLoss(sparcclComm_t comm, double loss) {
   if (mean > before) {
     size_t i;
     INFO("restart policy: mean loss %g rose from %g; %zu layer sets reset", mean, before, comm->nsets);
-    for (i = 0; i < comm->nsets; i++) sparcclRestartSet(comm, comm->sets[i]);
+    for (i = 0; i < comm->nsets; i++) {
+      if (comm->device) SPARCCLCHECK(comm->device->restartSet(comm, comm->sets[i]));
+      else sparcclRestartSet(comm, comm->sets[i]);
+    }
   }
   return sparcclSuccess;
 }

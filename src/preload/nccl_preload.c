@@ -42,9 +42,9 @@
  *     calls, so they always pass through.  Ranks must agree on grouping a call: NCCL itself
  *     lets one rank group an allreduce that another does not, the preload does not.
  *   - Non-blocking communicators (config.blocking = 0, or NCCL_COMM_BLOCKING=0, which
- *     overrides the config): their calls may return ncclInProgress and complete later,
- *     which sparccl's device path (it treats any NCCL result but ncclSuccess as an error)
- *     does not handle.
+ *     overrides the config): their calls may return ncclInProgress and complete later;
+ *     sparccl's device path waits for them there (it polls ncclCommGetAsyncError), so a
+ *     sparse call would block the host, which the program's choice of mode rules out.
  *   - Communicators not created through one of the interposed creation calls: their
  *     blocking mode is unknown (a WARN line says so once).
  *   - The first call on a communicator or on a key while the stream is being captured into

@@ -1,6 +1,6 @@
-/* The CPU emulator's runtime (see cuda_emu.h): memory, streams, graphs, events, the block
- * scheduler (cooperative fibers, in forward, reverse or seeded random order) and a fake NCCL
- * over MPI. */
+/* The CPU emulator's runtime (see cuda_emu.h): devices, memory, streams (immediate or
+ * deferred), graphs, events, errors and injected faults, the block scheduler (cooperative
+ * fibers, in forward, reverse or seeded random order) and a fake NCCL over MPI (nccl.h). */
 #include "cuda_emu.h"
 #include "nccl.h"
 
@@ -12,33 +12,70 @@
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <deque>
 #include <map>
 #include <vector>
 
 thread_local uint3 threadIdx, blockIdx;
 thread_local dim3 blockDim, gridDim;
 
+/* Work a deferred stream holds: `seq` orders it against other streams' (cudaDeviceSynchronize). */
+struct HeldOp {
+  unsigned long long seq;
+  std::function<void()> op;
+};
 struct CUstream_st {
   int capturing;
   int invalidated;
   cudaGraph_t graph;
+  unsigned flags;  /* cudaStreamNonBlocking: not ordered with the legacy stream */
+  int device;      /* current at its creation */
+  int deferred;    /* cudaEmuStreamDefer */
+  int destroyed;   /* kept, so that a later use is caught */
+  std::deque<HeldOp> held;
 };
 struct CUgraph_st { std::vector<std::function<void()>> ops; };
 struct CUgraphExec_st { std::vector<std::function<void()>> ops; };
 struct CUevent_st {
   int recorded;
   double ms; /* CLOCK_MONOTONIC at the record, in milliseconds */
+  cudaStream_t stream; /* of the last record (NULL: the legacy stream) */
 };
 
 namespace {
 thread_local cudaError_t lastError = cudaSuccess;
-std::map<uintptr_t, size_t> allocations; /* device memory: base -> bytes */
+const int kDevices = 2;
+thread_local int currentDevice = 0;
+struct Allocation {
+  size_t bytes;
+  int device;
+};
+std::map<uintptr_t, Allocation> allocations; /* device memory: base -> size, device */
 int capturingStreams = 0;                /* streams in global-mode capture */
 unsigned long long launches = 0, blocks = 0;
+unsigned long long enqueued = 0;          /* HeldOp::seq */
+/* cudaEmuInjectFault: launches and memsets left to fail, with what; the sticky error */
+unsigned faultsLeft[2] = {0, 0};
+cudaError_t faultError[2] = {cudaSuccess, cudaSuccess};
+cudaError_t stickyError = cudaSuccess;
 
 cudaError_t fail(cudaError_t e) {
   lastError = e;
   return e;
+}
+
+/* An injected fault of this kind (cudaEmuFaultLaunch, cudaEmuFaultMemset), if one is due. */
+cudaError_t injectedFault(int kind) {
+  if (faultsLeft[kind] == 0) return cudaSuccess;
+  faultsLeft[kind]--;
+  return fail(faultError[kind]);
+}
+
+cudaStream_t legacyAsNull(cudaStream_t s) { return s == cudaStreamLegacy ? NULL : s; }
+
+cudaError_t destroyedStream(cudaStream_t s) {
+  fprintf(stderr, "cuda_emu: stream %p used after cudaStreamDestroy\n", (void*)s);
+  return fail(cudaErrorInvalidResourceHandle);
 }
 
 /* ------------------------------------------------------------ order */
@@ -110,14 +147,40 @@ cudaError_t captureForbidden() {
   return fail(cudaErrorStreamCaptureUnsupported);
 }
 
-const char* findAllocation(const void* p, size_t* left) {
+const char* findAllocation(const void* p, size_t* left, int* device = NULL) {
   uintptr_t a = (uintptr_t)p;
   auto it = allocations.upper_bound(a);
   if (it == allocations.begin()) return NULL;
   --it;
-  if (a >= it->first + it->second) return NULL;
-  if (left) *left = it->first + it->second - a;
+  if (a >= it->first + it->second.bytes) return NULL;
+  if (left) *left = it->first + it->second.bytes - a;
+  if (device) *device = it->second.device;
   return (const char*)it->first;
+}
+
+/* ------------------------------------------------------------ deferred streams */
+void runHeld(CUstream_st* s) {
+  while (!s->held.empty()) {
+    std::function<void()> op = std::move(s->held.front().op);
+    s->held.pop_front();
+    op();
+  }
+}
+
+/* What the deferred streams hold (only the blocking ones': what legacy-stream work waits
+ * for), in the order it was enqueued. */
+void runAllHeld(bool blockingOnly) {
+  for (;;) {
+    CUstream_st* next = NULL;
+    for (CUstream_st* s : liveStreams)
+      if (!s->held.empty() && (!blockingOnly || !(s->flags & cudaStreamNonBlocking)) &&
+          (next == NULL || s->held.front().seq < next->held.front().seq))
+        next = s;
+    if (next == NULL) return;
+    std::function<void()> op = std::move(next->held.front().op);
+    next->held.pop_front();
+    op();
+  }
 }
 
 /* ------------------------------------------------------------ fibers */
@@ -223,29 +286,50 @@ void yieldAtAtomic() {
   swapcontext(&fibers[(size_t)current].context, &scheduler);
 }
 
-void enqueue(cudaStream_t stream, std::function<void()> op) {
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> op) {
+  stream = legacyAsNull(stream);
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
   if (stream != NULL && stream->capturing) {
     stream->graph->ops.push_back(std::move(op));
-    return;
+    return cudaSuccess;
   }
-  if (stream == NULL && capturingStreams > 0) { /* the legacy stream during a global capture */
-    captureForbidden();
-    return;
+  if (stream == NULL && capturingStreams > 0) /* the legacy stream during a global capture */
+    return captureForbidden();
+  if (stream == NULL) {
+    runAllHeld(true); /* the legacy stream waits for every blocking stream */
+  } else if (stream->deferred) {
+    stream->held.push_back(HeldOp{++enqueued, std::move(op)});
+    return cudaSuccess;
   }
   op();
+  return cudaSuccess;
 }
 
-void runGrid(dim3 grid, dim3 block, const std::function<void()>& fn) {
+cudaError_t checkLaunch(dim3 grid, dim3 block, cudaStream_t stream) {
   unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
   unsigned nthreads = block.x * block.y * block.z;
-  launches++;
+  stream = legacyAsNull(stream);
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (injectedFault(cudaEmuFaultLaunch) != cudaSuccess) return lastError;
   if (nblocks == 0 || nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 ||
       block.z > 64 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
     fprintf(stderr, "cuda_emu: invalid launch configuration (grid %u,%u,%u block %u,%u,%u)\n",
             grid.x, grid.y, grid.z, block.x, block.y, block.z);
-    fail(cudaErrorInvalidConfiguration);
-    return;
+    return fail(cudaErrorInvalidConfiguration);
   }
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
+  if (stream != NULL && stream->device != currentDevice) {
+    fprintf(stderr, "cuda_emu: a launch on a stream of device %d while device %d is current\n",
+            stream->device, currentDevice);
+    return fail(cudaErrorInvalidResourceHandle);
+  }
+  return cudaSuccess;
+}
+
+void runGrid(dim3 grid, dim3 block, const std::function<void()>& fn) {
+  unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+  launches++; /* the configuration was checked at the launch (checkLaunch) */
   gridDim = grid;
   blockDim = block;
   if (order() == kRandom) { /* a Fisher-Yates shuffle of the launch's blocks */
@@ -271,18 +355,49 @@ extern "C" {
 unsigned long long cudaEmuLaunches(void) { return launches; }
 unsigned long long cudaEmuBlocks(void) { return blocks; }
 
-cudaError_t cudaGetDeviceCount(int* count) { *count = 1; return cudaSuccess; }
-cudaError_t cudaGetDevice(int* device) {
-  if (device == NULL) return fail(cudaErrorInvalidValue);
-  *device = 0;
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (count == NULL) return fail(cudaErrorInvalidValue);
+  *count = kDevices;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDevice(int* device) {
+  if (device == NULL) return fail(cudaErrorInvalidValue);
+  *device = currentDevice;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= kDevices) return fail(cudaErrorInvalidDevice);
+  currentDevice = device;
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetLastError(void) {
   cudaError_t e = lastError;
+  if (stickyError != cudaSuccess) return stickyError;
   lastError = cudaSuccess;
   return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return stickyError != cudaSuccess ? stickyError : lastError; }
+
+cudaError_t cudaEmuStreamDefer(cudaStream_t stream, int defer) {
+  stream = legacyAsNull(stream);
+  if (stream == NULL) return fail(cudaErrorInvalidValue); /* the legacy stream is never deferred */
+  if (stream->destroyed) return destroyedStream(stream);
+  if (!defer) runHeld(stream);
+  stream->deferred = defer != 0;
+  return cudaSuccess;
+}
+size_t cudaEmuStreamPending(cudaStream_t stream) {
+  stream = legacyAsNull(stream);
+  return stream == NULL ? 0 : stream->held.size();
+}
+void cudaEmuInjectFault(cudaEmuFault kind, unsigned count, cudaError_t error) {
+  if (kind == cudaEmuFaultSticky) {
+    stickyError = error;
+    return;
+  }
+  faultsLeft[kind] = count;
+  faultError[kind] = error;
 }
 
 const char* cudaGetErrorString(cudaError_t e) {
@@ -293,6 +408,9 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated)";
     case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle (emulated)";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered (emulated)";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch (emulated)";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream (emulated)";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing (emulated)";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture (emulated)";
     default: return "cuda error (emulated)";
@@ -302,10 +420,11 @@ const char* cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (ptr == NULL) return fail(cudaErrorInvalidValue);
   if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
   void* p = malloc(bytes ? bytes : 1);
   if (p == NULL) return fail(cudaErrorMemoryAllocation);
   memset(p, 0xff, bytes); /* never-written device memory reads as NaN */
-  allocations[(uintptr_t)p] = bytes ? bytes : 1;
+  allocations[(uintptr_t)p] = Allocation{bytes ? bytes : 1, currentDevice};
   *ptr = p;
   return cudaSuccess;
 }
@@ -317,6 +436,7 @@ cudaError_t cudaFree(void* ptr) {
     fprintf(stderr, "cuda_emu: cudaFree(%p) of memory not from cudaMalloc\n", ptr);
     return fail(cudaErrorInvalidValue);
   }
+  runAllHeld(false); /* cudaFree waits for the device */
   allocations.erase(it);
   free(ptr);
   return cudaSuccess;
@@ -338,9 +458,12 @@ static cudaError_t checkCopy(void* dst, const void* src, size_t bytes, cudaMemcp
   return cudaSuccess;
 }
 
+/* The legacy stream's: after the blocking streams' work. */
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
   if (checkCopy(dst, src, bytes, kind) != cudaSuccess) return cudaErrorInvalidValue;
+  runAllHeld(true);
   memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -348,8 +471,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (checkCopy(dst, src, bytes, kind) != cudaSuccess) return cudaErrorInvalidValue;
-  cuda_emu::enqueue(stream, [=]() { memmove(dst, src, bytes); });
-  return cudaSuccess;
+  return cuda_emu::enqueue(stream, [=]() { memmove(dst, src, bytes); });
 }
 
 static cudaError_t checkSet(void* ptr, size_t bytes) {
@@ -363,21 +485,25 @@ static cudaError_t checkSet(void* ptr, size_t bytes) {
 
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (injectedFault(cudaEmuFaultMemset) != cudaSuccess) return lastError;
   if (checkSet(ptr, bytes) != cudaSuccess) return cudaErrorInvalidValue;
+  runAllHeld(true);
   memset(ptr, value, bytes);
   return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (injectedFault(cudaEmuFaultMemset) != cudaSuccess) return lastError;
   if (checkSet(ptr, bytes) != cudaSuccess) return cudaErrorInvalidValue;
-  cuda_emu::enqueue(stream, [=]() { memset(ptr, value, bytes); });
-  return cudaSuccess;
+  return cuda_emu::enqueue(stream, [=]() { memset(ptr, value, bytes); });
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
   if (attr == NULL) return fail(cudaErrorInvalidValue);
   memset(attr, 0, sizeof(*attr));
-  if (findAllocation(ptr, NULL)) {
+  if (findAllocation(ptr, NULL, &attr->device)) {
     attr->type = cudaMemoryTypeDevice;
     attr->devicePointer = (void*)ptr;
   } else {
@@ -387,35 +513,61 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* pt
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return captureForbidden(); }
+cudaError_t cudaDeviceSynchronize(void) {
+  if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  runAllHeld(false);
+  return cudaSuccess;
+}
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, 0); }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
-  (void)flags;
   if (stream == NULL) return fail(cudaErrorInvalidValue);
   *stream = new CUstream_st();
+  (*stream)->flags = flags;
+  (*stream)->device = currentDevice;
   liveStreams.push_back(*stream);
   return cudaSuccess;
 }
 
+/* Its held work runs (CUDA finishes it after the call returns); the handle stays known. */
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  stream = legacyAsNull(stream);
   if (stream == NULL) return fail(cudaErrorInvalidResourceHandle);
+  if (stream->destroyed) return destroyedStream(stream);
   for (size_t i = 0; i < liveStreams.size(); i++)
     if (liveStreams[i] == stream) { liveStreams.erase(liveStreams.begin() + (long)i); break; }
-  if (stream->capturing) { capturingStreams--; delete stream->graph; }
-  delete stream;
+  if (stream->capturing) { capturingStreams--; delete stream->graph; stream->capturing = 0; }
+  runHeld(stream);
+  stream->destroyed = 1;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  (void)stream; /* work runs when it is enqueued */
-  return captureForbidden();
+  stream = legacyAsNull(stream);
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
+  if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (stream == NULL) runAllHeld(true);
+  else runHeld(stream);
+  return cudaSuccess;
 }
 
+/* On the legacy stream: cudaErrorStreamCaptureImplicit while a blocking stream of the
+ * current device is capturing (that capture goes on). */
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
   if (status == NULL) return fail(cudaErrorInvalidValue);
-  *status = stream == NULL || !stream->capturing ? cudaStreamCaptureStatusNone
+  stream = legacyAsNull(stream);
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
+  *status = cudaStreamCaptureStatusNone;
+  if (stream == NULL) {
+    for (CUstream_st* s : liveStreams)
+      if (s->capturing && !(s->flags & cudaStreamNonBlocking) && s->device == currentDevice)
+        return fail(cudaErrorStreamCaptureImplicit);
+    return cudaSuccess;
+  }
+  *status = !stream->capturing ? cudaStreamCaptureStatusNone
             : stream->invalidated ? cudaStreamCaptureStatusInvalidated
                                   : cudaStreamCaptureStatusActive;
   return cudaSuccess;
@@ -423,6 +575,8 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
   (void)mode; /* every capture here is a global one */
+  stream = legacyAsNull(stream);
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
   if (stream == NULL || stream->capturing) return fail(cudaErrorInvalidValue);
   stream->capturing = 1;
   stream->invalidated = 0;
@@ -432,6 +586,8 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  stream = legacyAsNull(stream);
+  if (stream != NULL && stream->destroyed) return destroyedStream(stream);
   if (stream == NULL || !stream->capturing || graph == NULL) return fail(cudaErrorInvalidValue);
   stream->capturing = 0;
   capturingStreams--;
@@ -456,8 +612,11 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (exec == NULL) return fail(cudaErrorInvalidValue);
-  for (auto& op : exec->ops) cuda_emu::enqueue(stream, op);
-  return cudaGetLastError();
+  for (auto& op : exec->ops) {
+    cudaError_t e = cuda_emu::enqueue(stream, op);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) { delete graph; return cudaSuccess; }
@@ -472,18 +631,22 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (event == NULL) return fail(cudaErrorInvalidResourceHandle);
-  cuda_emu::enqueue(stream, [event]() {
+  event->stream = legacyAsNull(stream);
+  return cuda_emu::enqueue(stream, [event]() {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     event->ms = (double)now.tv_sec * 1e3 + (double)now.tv_nsec * 1e-6;
     event->recorded = 1;
   });
-  return cudaSuccess;
 }
 
+/* Its stream's held work runs, the event's record with it. */
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (event == NULL) return fail(cudaErrorInvalidResourceHandle);
-  return captureForbidden();
+  if (captureForbidden() != cudaSuccess) return cudaErrorStreamCaptureUnsupported;
+  if (stickyError != cudaSuccess) return fail(stickyError);
+  if (event->stream != NULL && !event->stream->destroyed) runHeld(event->stream);
+  return cudaSuccess;
 }
 
 /* As on a GPU: an event never recorded is an invalid handle here. */
@@ -502,10 +665,65 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 /* ------------------------------------------------------------ fake NCCL */
+/* A collective's work, and the stream it goes on. */
+struct NcclWork {
+  cudaStream_t stream;
+  std::function<void()> op;
+};
+
 struct ncclComm {
   int rank, nranks;
-  MPI_Comm mpi; /* MPI_COMM_NULL with one rank */
+  MPI_Comm mpi;   /* MPI_COMM_NULL with one rank */
+  int device;     /* current at its creation (ncclCommCuDevice) */
+  int blocking;   /* 0: ncclConfig_t.blocking = 0 */
+  /* non-blocking: polls of ncclCommGetAsyncError left until the last call completes, and
+   * the work of that call, put on its stream only then */
+  int inProgress;
+  std::vector<NcclWork> held;
+  int ended; /* aborted: work still on a stream does nothing */
 };
+
+namespace {
+thread_local int groupDepth = 0;          /* ncclGroupStart nesting, per thread as in NCCL */
+thread_local std::vector<NcclWork> grouped; /* collectives enqueued at the outer ncclGroupEnd */
+unsigned long long collectives = 0;
+
+/* A non-blocking comm answers ncclInProgress to init and to each collective, and completes
+ * at the second ncclCommGetAsyncError after it. */
+const int kPollsToComplete = 2;
+
+ncclResult_t enqueueWork(const NcclWork& w) {
+  return cuda_emu::enqueue(w.stream, w.op) == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError;
+}
+
+/* NCCL's ncclCommEnsureReady: a call on a comm whose last call is still in progress. */
+ncclResult_t notReady(ncclComm_t comm, const char* call) {
+  if (comm->inProgress == 0) return ncclSuccess;
+  fprintf(stderr, "fake NCCL: %s on a non-blocking communicator before its last call completed "
+          "(poll ncclCommGetAsyncError until it is not ncclInProgress)\n", call);
+  return ncclInvalidArgument;
+}
+
+/* A collective: counted, then held by the group, by the comm (non-blocking), or enqueued. */
+ncclResult_t submit(ncclComm_t comm, cudaStream_t stream, std::function<void()> op, const char* call) {
+  ncclResult_t r = notReady(comm, call);
+  if (r != ncclSuccess) return r;
+  collectives++;
+  NcclWork w{stream, [comm, op]() { if (!comm->ended) op(); }};
+  if (groupDepth > 0) {
+    grouped.push_back(std::move(w));
+    return ncclSuccess;
+  }
+  if (!comm->blocking) {
+    comm->held.push_back(std::move(w));
+    comm->inProgress = kPollsToComplete;
+    return ncclInProgress;
+  }
+  return enqueueWork(w);
+}
+} // namespace
+
+unsigned long long ncclEmuCollectives(void) { return collectives; }
 
 const char* ncclGetErrorString(ncclResult_t r) {
   return r == ncclSuccess ? "no error (fake NCCL)" : "error (fake NCCL)";
@@ -517,12 +735,15 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   return ncclSuccess;
 }
 
-ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank,
+                                    ncclConfig_t* config) {
   (void)id;
   ncclComm* c = new ncclComm();
   c->rank = rank;
   c->nranks = nranks;
   c->mpi = MPI_COMM_NULL;
+  c->device = currentDevice;
+  c->blocking = config == NULL || config->blocking == NCCL_CONFIG_UNDEF_INT || config->blocking != 0;
   if (nranks > 1) { /* n ranks = the n processes of MPI_COMM_WORLD */
     int initialized = 0, size = 0, me = -1;
     MPI_Initialized(&initialized);
@@ -536,20 +757,80 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
     MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
   }
   *comm = c;
+  if (!c->blocking) {
+    c->inProgress = kPollsToComplete;
+    return ncclInProgress;
+  }
   return ncclSuccess;
 }
 
-static void destroyComm(ncclComm_t c) {
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+  return ncclCommInitRankConfig(comm, nranks, id, rank, NULL);
+}
+
+static void freeMpi(ncclComm_t c) {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (c->mpi != MPI_COMM_NULL && !finalized) MPI_Comm_free(&c->mpi);
-  delete c;
 }
-ncclResult_t ncclCommDestroy(ncclComm_t comm) { destroyComm(comm); return ncclSuccess; }
-ncclResult_t ncclCommAbort(ncclComm_t comm) { destroyComm(comm); return ncclSuccess; }
-ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) { *count = comm->nranks; return ncclSuccess; }
-ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) { *rank = comm->rank; return ncclSuccess; }
-ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* e) { (void)comm; *e = ncclSuccess; return ncclSuccess; }
+/* As NCCL's, it waits for the comm's work (here: every stream's). */
+ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  runAllHeld(false);
+  freeMpi(comm);
+  delete comm;
+  return ncclSuccess;
+}
+/* Waits for nothing: work still on a stream does nothing when it runs (a hung collective
+ * returns); the comm is kept for it. */
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+  comm->ended = 1;
+  comm->held.clear();
+  comm->inProgress = 0;
+  freeMpi(comm);
+  return ncclSuccess;
+}
+ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
+  ncclResult_t r = notReady(comm, "ncclCommCount");
+  if (r == ncclSuccess) *count = comm->nranks;
+  return r;
+}
+ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) {
+  ncclResult_t r = notReady(comm, "ncclCommUserRank");
+  if (r == ncclSuccess) *rank = comm->rank;
+  return r;
+}
+ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int* device) {
+  ncclResult_t r = notReady(comm, "ncclCommCuDevice");
+  if (r == ncclSuccess) *device = comm->device;
+  return r;
+}
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* e) {
+  ncclResult_t r = ncclSuccess;
+  if (comm->inProgress > 0 && --comm->inProgress == 0) {
+    for (const NcclWork& w : comm->held)
+      if (r == ncclSuccess) r = enqueueWork(w);
+    comm->held.clear();
+  }
+  *e = comm->inProgress > 0 ? ncclInProgress : r;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclGroupStart(void) {
+  groupDepth++;
+  return ncclSuccess;
+}
+ncclResult_t ncclGroupEnd(void) {
+  ncclResult_t r = ncclSuccess;
+  if (groupDepth == 0) {
+    fprintf(stderr, "fake NCCL: ncclGroupEnd: not in a group call\n");
+    return ncclInvalidUsage;
+  }
+  if (--groupDepth > 0) return ncclSuccess;
+  for (const NcclWork& w : grouped)
+    if (r == ncclSuccess) r = enqueueWork(w);
+  grouped.clear();
+  return r;
+}
 
 static int tamperNext = 0;
 void cudaEmuTamperNextAllGather(int mode) { tamperNext = mode; }
@@ -566,7 +847,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
   }
   const int tamper = tamperNext;
   tamperNext = 0;
-  cuda_emu::enqueue(stream, [=]() {
+  return submit(comm, stream, [=]() {
     if (tamper == 3) {
       for (int r = 0; r < comm->nranks; r++) memcpy((char*)recv + (size_t)r * bytes, send, bytes < 8 ? bytes : 8);
       return;
@@ -582,8 +863,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
       const uint32_t far = 0xfffffff0u;
       memcpy(recv, &far, sizeof(far));
     }
-  });
-  return ncclSuccess;
+  }, "ncclAllGather");
 }
 
 /* Float32 sum or avg (the sum divided by the ranks), in place (send == recv) or not, as in
@@ -605,7 +885,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
     fprintf(stderr, "fake NCCL: ncclAllReduce on memory that is not device memory\n");
     return ncclInvalidArgument;
   }
-  cuda_emu::enqueue(stream, [=]() {
+  return submit(comm, stream, [=]() {
     float* out = (float*)recv;
     if (comm->nranks == 1) memmove(recv, send, bytes);
     else if (MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, (int)count, MPI_FLOAT,
@@ -613,8 +893,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
       abort();
     if (op == ncclAvg && comm->nranks > 1)
       for (size_t i = 0; i < count; i++) out[i] /= (float)comm->nranks;
-  });
-  return ncclSuccess;
+  }, "ncclAllReduce");
 }
 
 } /* extern "C" */

@@ -23,12 +23,35 @@
  *   would fault).
  * - A stream being captured (cudaStreamBeginCapture) records its work into the graph; in
  *   global capture mode an allocation or a synchronising call during a capture fails and
- *   invalidates it, as on a GPU.
+ *   invalidates it, as on a GPU.  cudaStreamIsCapturing on the legacy stream (NULL or
+ *   cudaStreamLegacy) returns cudaErrorStreamCaptureImplicit while a blocking stream is
+ *   capturing, and leaves that capture alone, as CUDA documents.
+ * - Streams run their work when it is enqueued, unless deferred (cudaEmuStreamDefer): a
+ *   deferred stream holds its work until something orders it, as a busy GPU would: a
+ *   cudaStreamSynchronize of it, cudaDeviceSynchronize and cudaFree (which waits for the
+ *   device), cudaEventSynchronize of an event recorded on it, its cudaStreamDestroy, and,
+ *   for a blocking stream (one created without cudaStreamNonBlocking), any work of the
+ *   legacy stream (cudaMemcpy, cudaMemset, a launch on stream NULL).  cudaDeviceSynchronize
+ *   runs what the streams hold in the order it was enqueued.  So a missing synchronisation
+ *   shows: work on another stream that nothing ordered after a deferred stream's runs
+ *   before it.  A destroyed stream stays known: using it again is reported and fails with
+ *   cudaErrorInvalidResourceHandle (a GPU would do anything).
+ * - Devices: two (cudaGetDeviceCount), one current per host thread (cudaSetDevice).  Memory
+ *   and streams belong to the device current at their creation; cudaPointerGetAttributes
+ *   says which.  A launch on another device's stream fails (cudaErrorInvalidResourceHandle,
+ *   as CUDA documents); a kernel argument in another device's memory aborts (a GPU without
+ *   peer access would fault).  Every device's memory is host memory underneath.
+ * - Errors: the last error is CUDA's (cudaGetLastError returns and clears it,
+ *   cudaPeekAtLastError returns it).  The tests inject faults (cudaEmuInjectFault): the
+ *   next n kernel launches or memsets fail with a given error (nothing runs), or a sticky
+ *   error, as after a kernel fault on a GPU, which every later call returns and
+ *   cudaGetLastError does not clear, until the test clears it (a GPU would need a reset).
  * - Events hold the host's wall-clock time when the work before them ran: timing code runs
  *   (tools/gpu_perf.cu), but its times are the emulator's.
- * Not emulated: warps (no __shfl/__ballot here), concurrency between blocks or streams,
- * the memory model (everything is sequentially consistent), device limits beyond the
- * launch configuration's (grid and block sizes are checked).
+ * Not emulated: warps (no __shfl/__ballot here), concurrency between blocks or streams
+ * (a deferred stream's work runs late, never alongside other work), the memory model
+ * (everything is sequentially consistent), device limits beyond the launch
+ * configuration's (grid and block sizes are checked), cudaStreamWaitEvent.
  */
 #ifndef SPARCCL_CUDA_EMU_H_
 #define SPARCCL_CUDA_EMU_H_
@@ -50,6 +73,8 @@ typedef enum cudaError {
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
   cudaErrorStreamCaptureImplicit = 906
@@ -97,11 +122,14 @@ typedef enum cudaStreamCaptureMode cudaStreamCaptureMode;
 #endif
 #define cudaStreamDefault 0x0
 #define cudaStreamNonBlocking 0x1
+/* The legacy default stream by name, as CUDA's headers define it (the same stream as NULL). */
+#define cudaStreamLegacy ((cudaStream_t)0x1)
 
-cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDeviceCount(int* count); /* 2 */
 cudaError_t cudaGetDevice(int* device);
-cudaError_t cudaSetDevice(int device); /* device 0 only */
+cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
 const char* cudaGetErrorString(cudaError_t error);
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
 cudaError_t cudaFree(void* ptr);
@@ -138,6 +166,16 @@ unsigned long long cudaEmuBlocks(void);
  * sequence, 2 the first index of rank 0's slot far outside any layer, 3 only the first 8
  * bytes of every slot delivered (the rest left as it was). */
 void cudaEmuTamperNextAllGather(int mode);
+/* Emulator only.  defer 1: the stream holds its work until something orders it (above);
+ * 0: it runs what it holds, then runs work when enqueued again. */
+cudaError_t cudaEmuStreamDefer(cudaStream_t stream, int defer);
+/* Operations a deferred stream holds, not yet run. */
+size_t cudaEmuStreamPending(cudaStream_t stream);
+/* Faults for the tests: the next `count` kernel launches (cudaEmuFaultLaunch) or memsets
+ * (cudaEmuFaultMemset) fail with `error` and do nothing; count 0 ends an injection.
+ * cudaEmuFaultSticky: `error` becomes sticky (count is ignored); cudaSuccess clears it. */
+typedef enum { cudaEmuFaultLaunch = 0, cudaEmuFaultMemset = 1, cudaEmuFaultSticky = 2 } cudaEmuFault;
+void cudaEmuInjectFault(cudaEmuFault kind, unsigned count, cudaError_t error);
 
 #ifdef __cplusplus
 } /* extern "C" */
@@ -172,20 +210,32 @@ void syncthreads();
 extern int yieldAtAtomics;
 void yieldAtAtomic();
 inline void atomicPoint() { if (yieldAtAtomics) yieldAtAtomic(); }
-/* Run op on the stream now, or record it if the stream is being captured. */
-void enqueue(cudaStream_t stream, std::function<void()> op);
+/* Run op on the stream now, hold it (a deferred stream) or record it (a stream being
+ * captured); an error (a destroyed stream, a sticky error) is returned and made the last
+ * error, and op is dropped. */
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> op);
+/* Whether a kernel may be launched (configuration, stream, injected faults, sticky error);
+ * if not, the error is the last error and nothing is enqueued. */
+cudaError_t checkLaunch(dim3 grid, dim3 block, cudaStream_t stream);
 /* Run a grid: body once per thread, blocks one after the other; errors go to the last error. */
 void runGrid(dim3 grid, dim3 block, const std::function<void()>& body);
 
-/* A pointer kernel argument must be NULL or device memory: a GPU faults on a host pointer
- * (an illegal address), which the CPU here would read without complaint. */
+/* A pointer kernel argument must be NULL or memory of the current device: a GPU faults on a
+ * host pointer (an illegal address), which the CPU here would read without complaint, and on
+ * another device's memory without peer access. */
 template <typename T>
 void checkKernelArgument(const T& value) {
   if constexpr (std::is_pointer<T>::value) {
     cudaPointerAttributes attr;
+    int device = -1;
     if (value != nullptr && (cudaPointerGetAttributes(&attr, (const void*)value) != cudaSuccess ||
                              attr.type != cudaMemoryTypeDevice)) {
       fprintf(stderr, "cuda_emu: kernel argument %p is not device memory\n", (const void*)value);
+      abort();
+    }
+    if (value != nullptr && cudaGetDevice(&device) == cudaSuccess && attr.device != device) {
+      fprintf(stderr, "cuda_emu: kernel argument %p is memory of device %d, launched on device %d\n",
+              (const void*)value, attr.device, device);
       abort();
     }
   }
@@ -202,6 +252,7 @@ struct Launch {
     dim3 g = grid, b = block;
     /* Arguments are copied at launch, as CUDA copies kernel parameters. */
     std::tuple<typename std::decay<P>::type...> params(std::forward<A>(args)...);
+    if (checkLaunch(g, b, stream) != cudaSuccess) return;
     std::apply([](const auto&... p) { (checkKernelArgument(p), ...); }, params);
     enqueue(stream, [k, g, b, params]() { runGrid(g, b, [&]() { std::apply(k, params); }); });
   }

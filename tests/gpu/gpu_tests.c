@@ -11,7 +11,10 @@
  *     of several 4096-element chunks, of more than 256 chunks, dense layers among sparse
  *     ones, all-zero inputs and ties (every radix pass), keys sharing their high bits,
  *     equal 64-bit keys (all six digits; chunks with and without a run of candidates),
- *     non-finite layers, importance, restarts, save/load, graph capture.
+ *     non-finite layers, importance, restarts, save/load, graph capture; the device comm's
+ *     use of streams, graphs, groups, devices, errors and non-blocking communicators
+ *     (test_streams and after: the emulator holds a stream's work until it is ordered,
+ *     and injects faults).
  *
  * Every comparison runs the same inputs through a host comm and a device comm, then
  * compares the outputs bitwise, the whole state through sparcclSaveState files, which must
@@ -587,6 +590,57 @@ START_TEST(test_restarts) {
 }
 END_TEST
 
+/* How many times the 4 bytes of `bits` (little-endian) occur in a comm's saved state, at
+ * any offset. */
+static size_t countInState(sparcclComm_t comm, uint32_t bits) {
+  char path[] = "/tmp/sparccl_gpu_scanXXXXXX";
+  size_t size, n = 0;
+  int fd = mkstemp(path);
+  close(fd);
+  ck_assert_int_eq(sparcclSaveState(comm, path), sparcclSuccess);
+  unsigned char* data = (unsigned char*)readFile(path, &size);
+  unlink(path);
+  for (size_t i = 0; i + 4 <= size; i++) {
+    uint32_t w;
+    memcpy(&w, data + i, 4);
+    n += w == bits;
+  }
+  free(data);
+  return n;
+}
+
+/* Scaling a state that holds Inf (e, h and H overflowed by two scalings by 3e38) by 0: Inf * 0
+ * is a NaN whose bits are the hardware's (x86 0xffc00000, a GPU 0x7fffffff); both comms
+ * store the canonical one (0x7fc00000), so that their states match to the bit and hold no
+ * other NaN.  _i 0: ef (e), _i 1: ef21 (h, H). */
+START_TEST(test_scale_nan) {
+  size_t counts[] = {6000, 50};
+  size_t count = 6050, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, _i == 0 ? sparcclFeedbackEF : sparcclFeedbackEF21,
+                             sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  sparcclRegisterLayout(host, h, 2, counts);
+  sparcclRegisterLayout(device, d, 2, counts);
+  for (int s = 0; s < 2; s++)
+    stepBoth(host, device, h, out, d, d, back, count, 150 + (uint64_t)s, "scale NaN", s);
+  const float factors[] = {3.0e38f, 3.0e38f, 0.0f, 2.0f};
+  for (int f = 0; f < 4; f++) {
+    ck_assert_int_eq(sparcclScaleState(host, factors[f]), sparcclSuccess);
+    ck_assert_int_eq(sparcclScaleState(device, factors[f]), sparcclSuccess);
+  }
+  assertSameState(host, device, "Inf * 0 in the state");
+  ck_assert_uint_gt(countInState(host, SPARCCL_CANONICAL_NAN_BITS), 0);
+  ck_assert_uint_eq(countInState(host, 0xffc00000u), 0);  /* x86's NaN */
+  ck_assert_uint_eq(countInState(device, 0x7fffffffu), 0); /* a GPU's */
+  ck_assert_uint_eq(countInState(device, 0xffc00000u), 0);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
 /* Save on one comm, load into fresh ones: both continue identically.  _i = 1: SCAM's e,
  * saved from the second error buffer (an odd number of calls) and loaded into a comm that
  * has run a call, in both buffer modes. */
@@ -678,6 +732,404 @@ START_TEST(test_errors) {
   cudaFree(d);
 }
 END_TEST
+
+/* ------------------------------------------------------------ streams, graphs, groups, devices */
+
+/* The calls without a stream argument order themselves after every call on any stream, and
+ * the next call on any stream sees what they did.  A call captured on one stream and
+ * replayed on another (what torch.cuda.graph does: capture on a side stream, replay on the
+ * current one), with a restart, a scaling, a save and the stats, an importance update and
+ * reset (_i 1) in between, each made while the replay before it may still be running,
+ * matches the CPU at every step.  In the emulator the replay stream holds its work until
+ * something orders it (cudaEmuStreamDefer), as a busy GPU would: a restart that went on the
+ * stream of the call the comm last saw (the capture's) would run before the replay made
+ * before it.  The capture stream is destroyed half-way: nothing may use it after. */
+START_TEST(test_streams) {
+  size_t counts[] = {8192, 100, 5000};
+  size_t count = 13292, bytes = count * 4;
+  sparcclConfig_t c = _i == 0 ? config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 1000)
+                              : config(sparcclImpK, sparcclFeedbackEF, sparcclFloat32, 1000);
+  if (_i == 1) { c.importance = sparcclImportanceCube; c.importanceEta = 50.0; }
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes),
+        *q = (float*)malloc(bytes);
+  float *d, *dout, *dq;
+  cudaStream_t capture, replay;
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  sparcclStats_t hs, ds;
+  CUDA_OK(cudaStreamCreateWithFlags(&capture, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&replay, cudaStreamNonBlocking));
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMalloc((void**)&dout, bytes));
+  CUDA_OK(cudaMalloc((void**)&dq, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(host, h, 3, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, d, 3, counts), sparcclSuccess);
+  for (int s = 0; s < 7; s++) {
+    fill(h, count, sparcclFloat32, 500 + (uint64_t)s, 0);
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    if (s == 0) { /* eager, on the capture stream; then the capture */
+      ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclSum, device, capture), sparcclSuccess);
+      CUDA_OK(cudaStreamSynchronize(capture));
+      CUDA_OK(cudaStreamBeginCapture(capture, cudaStreamCaptureModeGlobal));
+      ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclSum, device, capture), sparcclSuccess);
+      CUDA_OK(cudaStreamEndCapture(capture, &graph));
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+#ifdef CUDA_EMU
+      CUDA_OK(cudaEmuStreamDefer(replay, 1));
+#endif
+    } else {
+      CUDA_OK(cudaGraphLaunch(exec, replay));
+    }
+    switch (s) {
+      case 1:
+        ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+        ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+        break;
+      case 2:
+        ck_assert_int_eq(sparcclScaleState(host, 0.5f), sparcclSuccess);
+        ck_assert_int_eq(sparcclScaleState(device, 0.5f), sparcclSuccess);
+        break;
+      case 3: /* the save and the stats see the replay made before them */
+        assertSameState(host, device, "streams: a save after a replay");
+        CUDA_OK(cudaStreamDestroy(capture));
+        break;
+      case 4:
+        if (_i == 1) { /* an update on the replay stream, then a reset: in that order */
+          fill(q, count, sparcclFloat32, 600, 0);
+          CUDA_OK(cudaMemcpy(dq, q, bytes, cudaMemcpyHostToDevice));
+          ck_assert_int_eq(sparcclImportanceUpdate(q, h, count, sparcclFloat32, host, NULL), sparcclSuccess);
+          ck_assert_int_eq(sparcclImportanceUpdate(dq, d, count, sparcclFloat32, device, replay), sparcclSuccess);
+          ck_assert_int_eq(sparcclImportanceReset(host, h, count), sparcclSuccess);
+          ck_assert_int_eq(sparcclImportanceReset(device, d, count), sparcclSuccess);
+        }
+        break;
+      case 5: /* with the capture stream gone */
+        ck_assert_int_eq(sparcclScaleState(host, 2.0f), sparcclSuccess);
+        ck_assert_int_eq(sparcclScaleState(device, 2.0f), sparcclSuccess);
+        ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+        ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+        break;
+      case 6:
+        ck_assert_int_eq(sparcclCommGetStats(host, &hs), sparcclSuccess);
+        ck_assert_int_eq(sparcclCommGetStats(device, &ds), sparcclSuccess);
+        ck_assert_uint_eq(hs.calls, ds.calls);
+        ck_assert_uint_eq(hs.restarts, ds.restarts);
+        break;
+    }
+    CUDA_OK(cudaStreamSynchronize(s == 0 ? capture : replay));
+    CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "streams: capture on one, replay on another", s);
+  }
+  assertSameState(host, device, "streams: capture on one, replay on another");
+  cudaGraphExecDestroy(exec); cudaGraphDestroy(graph);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); cudaFree(dout); cudaFree(dq); cudaStreamDestroy(replay);
+  free(h); free(out); free(back); free(q);
+}
+END_TEST
+
+/* The calls without a stream argument are refused while a graph is being captured.  _i 0:
+ * on a blocking stream, which the legacy stream's capture query sees: refused before
+ * anything happens, and the capture (of an allreduce on the live key) goes on and replays.
+ * _i 1: on a non-blocking stream, which only the device synchronisation finds: refused, and
+ * CUDA invalidates that capture.  Either way the state is as on the CPU, which made none of
+ * the refused calls. */
+START_TEST(test_capture_refused) {
+  size_t count = 6000, bytes = count * 4;
+  char path[] = "/tmp/sparccl_gpu_captureXXXXXX";
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  cudaStream_t stream;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec;
+  sparcclStats_t stats;
+  int fd = mkstemp(path);
+  close(fd);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  stepBoth(host, device, h, out, d, d, back, count, 700, "capture refused", 0);
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, _i == 0 ? cudaStreamDefault : cudaStreamNonBlocking));
+  fill(h, count, sparcclFloat32, 701, 0);
+  CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, stream), sparcclSuccess);
+  ck_assert_int_eq(sparcclRestart(device), sparcclInvalidUsage);
+  if (_i == 0) { /* each refused, the capture intact */
+    ck_assert_int_eq(sparcclScaleState(device, 0.5f), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclSaveState(device, path), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclRelease(device, d, count), sparcclInvalidUsage);
+    ck_assert_int_eq(sparcclCommDestroy(device), sparcclInvalidUsage);
+    CUDA_OK(cudaStreamEndCapture(stream, &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    CUDA_OK(cudaGraphLaunch(exec, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "capture refused: the replay", 1);
+    cudaGraphExecDestroy(exec); cudaGraphDestroy(graph);
+  } else {
+    ck_assert_int_eq(cudaStreamEndCapture(stream, &graph), cudaErrorStreamCaptureInvalidated);
+    ck_assert_ptr_null(graph);
+    (void)cudaGetLastError();
+  }
+  assertSameState(host, device, "capture refused");
+  unlink(path);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); cudaStreamDestroy(stream);
+  free(h); free(out); free(back);
+}
+END_TEST
+
+/* A CUDA error pending from the caller's own earlier work (here an invalid cudaSetDevice,
+ * which leaves cudaErrorInvalidDevice as the last error): each call refuses before it
+ * enqueues anything (no kernel, no collective: a rank that returned after its compression
+ * but before its exchange would leave the others waiting), the error is consumed, and the
+ * state is as on the CPU, which made none of them.  In the emulator also a sticky error,
+ * and a compression whose launches fail: that call's exchange still goes out. */
+START_TEST(test_pending_error) {
+  size_t count = 6000, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackSCAM, sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float *d, *other;
+  sparcclStats_t stats;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMalloc((void**)&other, 400));
+  stepBoth(host, device, h, out, d, d, back, count, 710, "pending error", 0);
+#ifdef CUDA_EMU
+  unsigned long long launches = cudaEmuLaunches(), collectives = ncclEmuCollectives();
+#endif
+  ck_assert_int_ne(cudaSetDevice(999), cudaSuccess);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  ck_assert_int_ne(cudaSetDevice(999), cudaSuccess); /* a new key: refused before its exchanges */
+  ck_assert_int_eq(sparcclAllReduce(other, other, 100, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  ck_assert_int_ne(cudaSetDevice(999), cudaSuccess);
+  ck_assert_int_eq(sparcclRestart(device), sparcclUnhandledCudaError);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+  ck_assert_uint_eq(stats.layerSets, 1);
+#ifdef CUDA_EMU
+  ck_assert_uint_eq(cudaEmuLaunches(), launches);
+  ck_assert_uint_eq(ncclEmuCollectives(), collectives);
+  /* sticky: cudaGetLastError does not clear it */
+  cudaEmuInjectFault(cudaEmuFaultSticky, 0, cudaErrorIllegalAddress);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  ck_assert_int_eq(sparcclRestart(device), sparcclUnhandledCudaError);
+  cudaEmuInjectFault(cudaEmuFaultSticky, 0, cudaSuccess);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  ck_assert_uint_eq(cudaEmuLaunches(), launches);
+  ck_assert_uint_eq(ncclEmuCollectives(), collectives);
+  /* the compression's launches fail: the exchange goes out all the same, nothing after it */
+  cudaEmuInjectFault(cudaEmuFaultLaunch, 1000, cudaErrorLaunchOutOfResources);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  cudaEmuInjectFault(cudaEmuFaultLaunch, 0, cudaSuccess);
+  ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
+  ck_assert_uint_eq(cudaEmuLaunches(), launches);
+  ck_assert_uint_eq(ncclEmuCollectives(), collectives + 1);
+#endif
+  for (int s = 1; s < 3; s++)
+    stepBoth(host, device, h, out, d, d, back, count, 710 + (uint64_t)s, "pending error", s);
+  assertSameState(host, device, "pending error");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); cudaFree(other);
+  free(h); free(out); free(back);
+}
+END_TEST
+
+/* The comm runs on its NCCL communicator's device whatever the caller's current one (each
+ * call sets it and gives the caller's back), and refuses another device's memory.  The comm
+ * is made on device 0; device 1 is current for the calls (a key created then, a stream of
+ * device 0, restarts, a scaling, a save).  Needs two devices. */
+START_TEST(test_devices) {
+  size_t counts[] = {5000, 40};
+  size_t count = 5040, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 64);
+  c.restartEvery = 3;
+  CUDA_OK(cudaSetDevice(0));
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float *d, *elsewhere;
+  cudaStream_t stream;
+  int current = -1;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_OK(cudaSetDevice(1));
+  CUDA_OK(cudaMalloc((void**)&elsewhere, bytes));
+  ck_assert_int_eq(sparcclAllReduce(elsewhere, elsewhere, count, sparcclFloat32, sparcclSum, device, stream), sparcclInvalidUsage);
+  ck_assert_int_eq(sparcclRegisterLayout(host, h, 2, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, d, 2, counts), sparcclSuccess);
+  for (int s = 0; s < 4; s++) {
+    fill(h, count, sparcclFloat32, 720 + (uint64_t)s, 0);
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, stream), sparcclSuccess);
+    CUDA_OK(cudaGetDevice(&current));
+    ck_assert_int_eq(current, 1);
+    CUDA_OK(cudaStreamSynchronize(stream));
+    CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, "devices", s);
+    if (s == 1) {
+      ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+      ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+      ck_assert_int_eq(sparcclScaleState(host, 0.25f), sparcclSuccess);
+      ck_assert_int_eq(sparcclScaleState(device, 0.25f), sparcclSuccess);
+    }
+  }
+  assertSameState(host, device, "devices");
+  CUDA_OK(cudaGetDevice(&current));
+  ck_assert_int_eq(current, 1);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(elsewhere);
+  CUDA_OK(cudaSetDevice(0));
+  cudaFree(d); cudaStreamDestroy(stream);
+  free(h); free(out); free(back);
+}
+END_TEST
+
+/* A non-blocking NCCL communicator (its creation, and maybe each collective, answers
+ * ncclInProgress): the comm waits for each before it goes on -- creation, the layout
+ * exchanges, every call's exchange, a loss report -- and matches the CPU.  The caller does
+ * not poll the communicator before handing it over. */
+START_TEST(test_nonblocking) {
+  size_t counts[] = {6000, 30};
+  size_t count = 6030, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclImpKSelect, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.restartOnLoss = 1;
+  ncclConfig_t nconfig = NCCL_CONFIG_INITIALIZER;
+  ncclUniqueId id;
+  ncclComm_t nc;
+  ncclResult_t nres;
+  sparcclComm_t host = hostComm(&c), device;
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  nconfig.blocking = 0;
+  ck_assert_int_eq(ncclGetUniqueId(&id), ncclSuccess);
+  nres = ncclCommInitRankConfig(&nc, 1, id, 0, &nconfig);
+  ck_assert_msg(nres == ncclSuccess || nres == ncclInProgress, "ncclCommInitRankConfig: %d", (int)nres);
+  ck_assert_int_eq(sparcclCommInitNccl(&device, nc, &c), sparcclSuccess);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(host, h, 2, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(device, d, 2, counts), sparcclSuccess);
+  for (int s = 0; s < 4; s++) {
+    stepBoth(host, device, h, out, d, d, back, count, 730 + (uint64_t)s, "non-blocking NCCL", s);
+    ck_assert_int_eq(sparcclReportLoss(host, s == 2 ? 3.0 : 1.0 - 0.1 * s), sparcclSuccess);
+    ck_assert_int_eq(sparcclReportLoss(device, s == 2 ? 3.0 : 1.0 - 0.1 * s), sparcclSuccess);
+  }
+  assertSameState(host, device, "non-blocking NCCL");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  ncclCommDestroy(nc);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
+/* Inside the caller's ncclGroupStart/ncclGroupEnd NCCL only records collectives: a call
+ * that exchanges host data finds its exchange did not run and is refused -- a new key
+ * (nothing created), a loss report (nothing recorded) -- instead of reading whatever the
+ * exchange's buffer held. */
+START_TEST(test_group) {
+  size_t count = 5000, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  c.restartOnLoss = 1;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  sparcclStats_t stats;
+  sparcclResult_t newKey, loss;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  ck_assert_int_eq(ncclGroupStart(), ncclSuccess);
+  newKey = sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL);
+  ck_assert_int_eq(ncclGroupEnd(), ncclSuccess);
+  ck_assert_int_eq(newKey, sparcclInvalidUsage);
+  ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+  ck_assert_uint_eq(stats.layerSets, 0);
+  stepBoth(host, device, h, out, d, d, back, count, 740, "group", 0);
+  ck_assert_int_eq(ncclGroupStart(), ncclSuccess);
+  loss = sparcclReportLoss(device, 0.5);
+  ck_assert_int_eq(ncclGroupEnd(), ncclSuccess);
+  ck_assert_int_eq(loss, sparcclInvalidUsage);
+  CUDA_OK(cudaDeviceSynchronize());
+  for (int s = 1; s < 3; s++) { /* the loss history is the CPU's: a rise restarts both */
+    ck_assert_int_eq(sparcclReportLoss(host, s == 2 ? 2.0 : 1.0), sparcclSuccess);
+    ck_assert_int_eq(sparcclReportLoss(device, s == 2 ? 2.0 : 1.0), sparcclSuccess);
+    stepBoth(host, device, h, out, d, d, back, count, 740 + (uint64_t)s, "group", s);
+  }
+  assertSameState(host, device, "group");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
+/* sparcclCommAbort waits for nothing: on a communicator the caller owns, with a call still
+ * on a stream (in the emulator a deferred one: its work stays there, as behind a stuck
+ * collective), the abort returns and that work is still pending; the caller then aborts its
+ * communicator.  On one the comm owns, NCCL's abort comes first. */
+START_TEST(test_abort) {
+  size_t count = 5000, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  ncclUniqueId id;
+  ncclComm_t nc;
+  sparcclComm_t wrapped, owned;
+  float *d, *d2;
+  cudaStream_t stream;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMalloc((void**)&d2, bytes));
+  CUDA_OK(cudaMemset(d, 0, bytes));
+  CUDA_OK(cudaMemset(d2, 0, bytes));
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ck_assert_int_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ck_assert_int_eq(ncclCommInitRank(&nc, 1, id, 0), ncclSuccess);
+  ck_assert_int_eq(sparcclCommInitNccl(&wrapped, nc, &c), sparcclSuccess);
+  owned = deviceComm(&c);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, wrapped, NULL), sparcclSuccess);
+  ck_assert_int_eq(sparcclAllReduce(d2, d2, count, sparcclFloat32, sparcclSum, owned, NULL), sparcclSuccess);
+#ifdef CUDA_EMU
+  CUDA_OK(cudaEmuStreamDefer(stream, 1));
+#endif
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, wrapped, stream), sparcclSuccess);
+  ck_assert_int_eq(sparcclCommAbort(wrapped), sparcclSuccess);
+#ifdef CUDA_EMU
+  ck_assert_uint_gt(cudaEmuStreamPending(stream), 0);
+#endif
+  ck_assert_int_eq(ncclCommAbort(nc), ncclSuccess);
+  ck_assert_int_eq(sparcclAllReduce(d2, d2, count, sparcclFloat32, sparcclSum, owned, stream), sparcclSuccess);
+  ck_assert_int_eq(sparcclCommAbort(owned), sparcclSuccess);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  cudaStreamDestroy(stream);
+  cudaFree(d); cudaFree(d2);
+}
+END_TEST
+
+#ifdef CUDA_EMU
+/* Every fill of a new key's device state is checked: with the memsets failing (an injected
+ * fault), the key is refused on every rank instead of starting from whatever the memory
+ * held, and a later call creates it afresh. */
+START_TEST(test_fill_fault) {
+  size_t count = 5000, bytes = count * 4;
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF, sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  sparcclStats_t stats;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  CUDA_OK(cudaMemset(d, 0, bytes));
+  cudaEmuInjectFault(cudaEmuFaultMemset, 1000, cudaErrorInvalidValue);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  cudaEmuInjectFault(cudaEmuFaultMemset, 0, cudaSuccess);
+  (void)cudaGetLastError();
+  ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+  ck_assert_uint_eq(stats.layerSets, 0);
+  for (int s = 0; s < 2; s++) stepBoth(host, device, h, out, d, d, back, count, 750 + (uint64_t)s, "fill fault", s);
+  assertSameState(host, device, "fill fault");
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+#endif
 
 /* With several ranks: a subset (every compressor, shared randomness, wire types). */
 START_TEST(test_ranks) {
@@ -780,11 +1232,28 @@ static Suite* deviceSuite(void) {
       tcase_add_test(tc, test_graph);
       tcase_add_loop_test(tc, test_importance, 0, 6);
       tcase_add_test(tc, test_restarts);
+      tcase_add_loop_test(tc, test_scale_nan, 0, 2);
       tcase_add_loop_test(tc, test_load, 0, 2);
       tcase_add_test(tc, test_errors);
 #ifdef CUDA_EMU
       tcase_add_loop_test(tc, test_tampered_blocks, 0, 6);
 #endif
+      tcase_add_loop_test(tc, test_streams, 0, 2);
+      tcase_add_loop_test(tc, test_capture_refused, 0, 2);
+      tcase_add_test(tc, test_pending_error);
+      tcase_add_test(tc, test_nonblocking);
+      tcase_add_test(tc, test_group);
+      tcase_add_test(tc, test_abort);
+#ifdef CUDA_EMU
+      tcase_add_test(tc, test_fill_fault);
+#endif
+      {
+        int devices = 0;
+        if (cudaGetDeviceCount(&devices) == cudaSuccess && devices >= 2)
+          tcase_add_test(tc, test_devices);
+        else
+          printf("gpu suite: test_devices not run (it needs two devices, %d found)\n", devices);
+      }
     } else {
       tcase_add_loop_test(tc, test_ranks, 0, 10);
       tcase_add_test(tc, test_restarts);
