@@ -194,6 +194,18 @@ sparcclResult_t sparcclLoadState(sparcclComm_t comm, const char* path);
 
 sparcclResult_t sparcclCommDestroy(sparcclComm_t comm);
 
+/* A host comm whose exchanges are the caller's (SPEC 10), for hosts without MPI: every
+ * rank's `bytes` from `send`, gathered in rank order into `recv` (nranks * bytes); 0 on
+ * success, and the same return on every rank.  Collective, like every call on the comm.
+ * A failing allgather fails the call with sparcclRemoteError and leaves the state as it
+ * was.  Ranks whose calls disagree are refused by each block's call check (SPEC 4); unlike
+ * the MPI transport this one does not agree sizes first, so an allgather that cannot take
+ * blocks of different sizes on different ranks must refuse them itself (return nonzero). */
+typedef int (*sparcclAllgatherFn_t)(const void* send, void* recv, size_t bytes, void* user);
+sparcclResult_t sparcclCommInitCallback(sparcclComm_t* comm, int nranks, int rank,
+                                        sparcclAllgatherFn_t allgather, void* user,
+                                        const sparcclConfig_t* config);
+
 #ifdef __cplusplus
 }
 #endif
