@@ -44,9 +44,15 @@ extern "C" {
  *   one (cudaGetLastError, which clears it) returns sparcclUnhandledCudaError before it
  *   enqueues anything.  The other ranks make the call and wait in its exchange for this
  *   one: handle it as any failed collective (abort).  Once a call has enqueued anything its
- *   exchange always goes out: a rank whose compression fails to launch sends a block that
- *   makes every rank skip the call (outputs NaN, state unchanged, as for a non-finite step)
- *   and returns the error.
+ *   exchange always goes out: a rank whose compression fails to launch sends a block whose
+ *   call check makes every rank refuse the call (below) and returns the error.
+ * - Make calls that differ between ranks (another key, op, dtype).  Each block carries
+ *   SPEC 4's call check, verified on the device after the exchange: a call whose blocks
+ *   disagree, or whose received indices fall outside their layers, writes no output and
+ *   changes no state on every rank.  The device cannot return that from the call (it
+ *   does not wait); sparcclCommGetStats counts it in refusedCalls.  Ranks whose exchanges
+ *   differ in size (a live key on one rank, a new key on another) are beyond it: NCCL
+ *   pairs collectives by order, not size, and such a job hangs or reads garbage there.
  * - Pass memory of another device: refused (sparcclInvalidUsage).
  *
  * Non-blocking communicators (ncclConfig_t.blocking = 0): where NCCL answers ncclInProgress
