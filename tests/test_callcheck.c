@@ -10,13 +10,13 @@
 
 typedef enum {
   TAMPER_NONE, TAMPER_INDEX_OUTSIDE, TAMPER_INDEX_ORDER, TAMPER_SEQUENCE, TAMPER_FINGERPRINT,
-  TAMPER_SHORT, TAMPER_COUNT
+  TAMPER_SHORT, TAMPER_COUNT, TAMPER_RANDOM = TAMPER_COUNT
 } tamper_t;
 
 typedef struct {
   tamper_t tamper;          /* applied to the next exchange of a whole block */
   size_t blockBytes;        /* the key's block size, once known */
-  size_t indexOffset;       /* where the first sparse layer's indices are */
+  uint64_t random;          /* TAMPER_RANDOM's generator */
 } fake_t;
 
 static sparcclResult_t fakeAllgather(sparcclTransport_t* self, const void* send, void* recv,
@@ -38,6 +38,10 @@ static sparcclResult_t fakeAllgather(sparcclTransport_t* self, const void* send,
     if (f->tamper == TAMPER_INDEX_ORDER) { uint32_t t = indices[0]; indices[0] = indices[1]; indices[1] = t; }
     if (f->tamper == TAMPER_SEQUENCE) check->sequence++;
     if (f->tamper == TAMPER_FINGERPRINT) check->fingerprint ^= 2u;
+    if (f->tamper == TAMPER_RANDOM) { /* 1 to 4 bytes anywhere in the block, any values */
+      int n = 1 + (int)(test_random_u64(&f->random) % 4);
+      while (n-- > 0) slot1[test_random_u64(&f->random) % bytes] = (uint8_t)test_random_u64(&f->random);
+    }
   }
   f->tamper = TAMPER_NONE;
   return sparcclSuccess;
@@ -107,6 +111,58 @@ START_TEST(test_tampered_block_refused) {
 }
 END_TEST
 
+/* A probe of the same kind as the issue's: random bytes of a peer's block changed, 400
+ * times.  Each call either succeeds (the change hit values, dense values or flags, which
+ * are data) or is refused with nothing written; it never writes outside a buffer (the
+ * sanitize run) and never leaves the state apart from a twin's: a refused call is made
+ * again untampered, and then the next call is bitwise the twin's. */
+START_TEST(test_random_corruptions) {
+  sparcclConfig_t config = test_config(sparcclTopK, _i ? sparcclFeedbackSCAM : sparcclFeedbackEF, 0.01, 100);
+  fake_t *fake, *twinFake;
+  sparcclComm_t comm = fakeComm(&config, &fake), twin = fakeComm(&config, &twinFake);
+  static float g[D], out[D], want[D], before[D];
+  /* one sparse layer (a skip then leaves the whole state as it was) and a dense one */
+  size_t layout[2] = {D - 50, 50};
+  int t, refused = 0;
+  unsigned long long skipped;
+  sparcclStats_t stats;
+  sparcclResult_t r;
+  ck_assert_int_eq(sparcclRegisterLayout(comm, g, 2, layout), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayout(twin, g, 2, layout), sparcclSuccess);
+  fake->blockBytes = comm->sets[0]->blockBytes;
+  fake->random = 7u + (uint64_t)_i;
+  for (t = 0; t < 400; t++) {
+    gradient(g, t);
+    ck_assert_int_eq(sparcclAllReduce(g, want, D, sparcclFloat32, sparcclSum, twin, NULL), sparcclSuccess);
+    memcpy(before, out, sizeof(out));
+    fake->tamper = TAMPER_RANDOM;
+    ck_assert_int_eq(sparcclCommGetStats(comm, &stats), sparcclSuccess);
+    skipped = stats.skippedSteps;
+    r = sparcclAllReduce(g, out, D, sparcclFloat32, sparcclSum, comm, NULL);
+    ck_assert_msg(r == sparcclSuccess || r == sparcclInvalidUsage, "corruption %d: %d", t, r);
+    ck_assert_int_eq(sparcclCommGetStats(comm, &stats), sparcclSuccess);
+    if (r == sparcclInvalidUsage) {
+      refused++;
+      ck_assert_msg(memcmp(before, out, sizeof(out)) == 0, "corruption %d: a refused call wrote", t);
+    }
+    /* refused, or a layer skipped (a changed flag says non-finite): the state is as it was
+     * before the call, so the call made again untampered is the twin's */
+    if (r == sparcclInvalidUsage || stats.skippedSteps != skipped) {
+      ck_assert_int_eq(sparcclAllReduce(g, out, D, sparcclFloat32, sparcclSum, comm, NULL), sparcclSuccess);
+      ck_assert_msg(memcmp(out, want, sizeof(out)) == 0, "corruption %d: the call made again differs", t);
+    }
+  }
+  /* the probe reached both outcomes: the indices and the check are a share of the block */
+  ck_assert_msg(refused > 10 && refused < 390, "%d of 400 refused", refused);
+  gradient(g, 1000);
+  ck_assert_int_eq(sparcclAllReduce(g, out, D, sparcclFloat32, sparcclSum, comm, NULL), sparcclSuccess);
+  ck_assert_int_eq(sparcclAllReduce(g, want, D, sparcclFloat32, sparcclSum, twin, NULL), sparcclSuccess);
+  ck_assert(memcmp(out, want, sizeof(out)) == 0);
+  sparcclCommDestroy(comm);
+  sparcclCommDestroy(twin);
+}
+END_TEST
+
 /* A check differs with the op, the dtype and the key, and a zeroed one never passes. */
 START_TEST(test_check_fingerprint_fields) {
   sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.01, 100);
@@ -136,6 +192,7 @@ Suite* make_callcheck_suite(void) {
   TCase* tc = tcase_create("tampered blocks");
   tcase_add_loop_test(tc, test_tampered_block_refused, 0, 2 * (TAMPER_COUNT - 1));
   tcase_add_test(tc, test_check_fingerprint_fields);
+  tcase_add_loop_test(tc, test_random_corruptions, 0, 2);
   suite_add_tcase(s, tc);
   return s;
 }
