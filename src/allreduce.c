@@ -91,65 +91,47 @@ static void writeNonFinite(sparcclComm_t comm, const sparcclLayer_t* l, void* ou
   if (comm->config.restartRatio > 0.0) sparccl_blocked_sum_add(norm, (double)nan);
 }
 
-static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int dtype, int op,
-                                 int tagged, uint64_t key, sparcclComm_t comm, void* stream,
-                                 const char* caller) {
-  sparcclLayerSet_t* set;
-  uint8_t* block;
-  size_t dsize = sparccl_dtype_size(dtype), i;
-  double t0, t1, t2;
-  int r, completed = 1;
-  sparccl_blocked_sum_t norm;
-  sparcclCallCheck_t check;
-  sparcclResult_t res;
-
-  SPARCCLCHECK(sparcclCheckBuffers(comm, send, recv, count, dtype, op, stream, caller));
-  if (count == 0) return sparcclSuccess;
-  if (!tagged) key = (uint64_t)(uintptr_t)send;
-  set = sparcclFindSet(comm, tagged, key, count);
-  if (set == NULL && count > UINT32_MAX) {
+sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t key,
+                                      size_t count, void* stream, const char* caller,
+                                      sparcclLayerSet_t** set) {
+  *set = sparcclFindSet(comm, tagged, key, count);
+  if (*set == NULL && count > UINT32_MAX) {
     WARN("%s: %zu elements in one layer; a layer holds at most 2^32-1 (register a layout)",
          caller, count);
     return sparcclInvalidArgument;
   }
-  if (set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkNewKey(comm, stream, caller));
-  SPARCCLCHECK(sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, &set));
-  if (comm->device != NULL) {
-    /* Device comms: everything (restart policies and counters included) is enqueued on
-     * the stream, so that a captured graph's replays count too. */
-    return comm->device->allReduce(comm, set, send, recv, dtype, op, stream);
-  }
+  if (*set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkNewKey(comm, stream, caller));
+  return sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, set);
+}
 
-  /* Compress every layer into this rank's block. */
-  t0 = sparcclSeconds();
-  check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE);
-  block = comm->sendBlock;
+void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+                          int dtype, sparcclCallCheck_t check, uint8_t* block) {
+  size_t i;
   memset(block, 0, set->blockBytes); /* padding too: the block is sent whole */
   *sparcclBlockCheck(set, block) = check;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     if (l->sparse)
-      sparcclBlockFlags(set, block)[l->flagPos] =
+      sparcclBlockFlags(set, (uint8_t*)block)[l->flagPos] =
           (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block);
     else
       sparcclPackDense(set, l, send, dtype, block);
   }
+}
 
-  /* One allgather.  A failure leaves every state as it was (nothing is written yet). */
-  t1 = sparcclSeconds();
-  sparcclClearChecks(comm, set, comm->recvBlocks);
-  res = comm->transport->allgather(comm->transport, block, comm->recvBlocks, set->blockBytes);
-  if (res == sparcclSuccess) res = sparcclVerifyBlocks(comm, set, comm->recvBlocks, check, caller);
+sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                  void* recv, int dtype, int op, const uint8_t* ownBlock,
+                                  const uint8_t* blocks, sparcclCallCheck_t check,
+                                  const char* caller) {
+  size_t dsize = sparccl_dtype_size(dtype), i;
+  int r, completed = 1;
+  sparccl_blocked_sum_t norm;
+  sparcclResult_t res = sparcclVerifyBlocks(comm, set, blocks, check, caller);
   if (res != sparcclSuccess) {
-    WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
-         caller, set->blockBytes);
-    if (res == sparcclInvalidUsage) comm->stats.refusedCalls++;
+    comm->stats.refusedCalls++;
     return res;
   }
-  comm->callSequence++;
-
   /* State updates and outputs, layer by layer (in place: g is read before it is overwritten). */
-  t2 = sparcclSeconds();
   sparccl_blocked_sum_init(&norm);
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
@@ -158,7 +140,7 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
     if (l->sparse) {
       uint32_t skip = 0;
       for (r = 0; r < comm->nranks; r++)
-        skip |= sparcclBlockFlags(set, comm->recvBlocks + (size_t)r * set->blockBytes)[l->flagPos];
+        skip |= sparcclBlockFlags(set, (uint8_t*)blocks + (size_t)r * set->blockBytes)[l->flagPos];
       if (skip) {
         writeNonFinite(comm, l, out, dtype, &norm);
         comm->stats.skippedSteps++;
@@ -167,17 +149,57 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
              l->id, l->count);
         continue;
       }
-      sparcclUpdateState(comm, set, l, send, dtype, block);
+      sparcclUpdateState(comm, set, l, send, dtype, ownBlock);
     }
-    sparcclReduceLayer(comm, set, l, comm->recvBlocks, sum);
+    sparcclReduceLayer(comm, set, l, blocks, sum);
     writeOutput(comm, l, sum, out, dtype, op, &norm);
   }
   if (completed) set->steps++;
   sparcclRestartPolicyAfterCall(comm, set, sparccl_blocked_sum_result(&norm), completed);
-
   comm->stats.calls++;
   comm->stats.bytesSent += set->blockBytes;
-  comm->stats.bytesDense += count * dsize;
+  comm->stats.bytesDense += set->count * dsize;
+  return sparcclSuccess;
+}
+
+static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int dtype, int op,
+                                 int tagged, uint64_t key, sparcclComm_t comm, void* stream,
+                                 const char* caller) {
+  sparcclLayerSet_t* set;
+  double t0, t1, t2;
+  sparcclCallCheck_t check;
+  sparcclResult_t res;
+
+  SPARCCLCHECK(sparcclCheckBuffers(comm, send, recv, count, dtype, op, stream, caller));
+  if (count == 0) return sparcclSuccess;
+  if (!tagged) key = (uint64_t)(uintptr_t)send;
+  SPARCCLCHECK(sparcclFindOrCreateKey(comm, tagged, key, count, stream, caller, &set));
+  if (comm->device != NULL) {
+    /* Device comms: everything (restart policies and counters included) is enqueued on
+     * the stream, so that a captured graph's replays count too. */
+    return comm->device->allReduce(comm, set, send, recv, dtype, op, stream);
+  }
+
+  /* Compress every layer into this rank's block, then one allgather.  A failure leaves
+   * every state as it was (nothing is written yet). */
+  t0 = sparcclSeconds();
+  check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE);
+  sparcclCompressBlock(comm, set, send, dtype, check, comm->sendBlock);
+  t1 = sparcclSeconds();
+  sparcclClearChecks(comm, set, comm->recvBlocks);
+  res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks,
+                                   set->blockBytes);
+  if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes that differ (mpi.c) */
+  t2 = sparcclSeconds();
+  if (res == sparcclSuccess)
+    res = sparcclFinishCall(comm, set, send, recv, dtype, op, comm->sendBlock, comm->recvBlocks,
+                            check, caller);
+  if (res != sparcclSuccess) {
+    WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
+         caller, set->blockBytes);
+    return res;
+  }
+  comm->callSequence++;
   comm->stats.compressSeconds += t1 - t0;
   comm->stats.exchangeSeconds += t2 - t1;
   comm->stats.decompressSeconds += sparcclSeconds() - t2;

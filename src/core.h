@@ -228,6 +228,21 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t*
 sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
                                    sparcclResult_t remote, const char* caller, const char* what);
 
+/* allreduce.c: the two halves of a call around its exchange (also the phase API's).
+ * FindOrCreateKey: the key's set, created (collectively) on its first call.  CompressBlock:
+ * this rank's block, changing no state.  FinishCall: the blocks verified (SPEC 4), then
+ * the state update, the rank-ordered sums, the output, the restart policies and stats;
+ * send is the gradient the block was compressed from, ownBlock that block. */
+sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t key,
+                                      size_t count, void* stream, const char* caller,
+                                      sparcclLayerSet_t** set);
+void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+                          int dtype, sparcclCallCheck_t check, uint8_t* block);
+sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                  void* recv, int dtype, int op, const uint8_t* ownBlock,
+                                  const uint8_t* blocks, sparcclCallCheck_t check,
+                                  const char* caller);
+
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,
                                             const sparcclLayer_t* l, uint8_t* block) {
