@@ -194,6 +194,26 @@ sparcclResult_t sparcclLoadState(sparcclComm_t comm, const char* path);
 
 sparcclResult_t sparcclCommDestroy(sparcclComm_t comm);
 
+/* The phase API (SPEC 10): sparcclAllReduceTagged in two halves around an exchange the
+ * caller makes.  Compress writes this rank's block (BlockBytesTagged bytes, the same on
+ * every rank; the key must exist: registered or called before) and changes no state; the
+ * caller gathers every rank's block in rank order (an allgather of that many bytes, by any
+ * means, asynchronously if it likes); Decompress finishes the call (state update,
+ * rank-ordered sums, output), bitwise as sparcclAllReduceTagged.  Several keys may be
+ * between their halves, each at most once (a second compress is sparcclInvalidUsage);
+ * Abandon drops a pending half (after a failed exchange), leaving the state as before the
+ * compress.  A decompress whose blocks fail the call check (SPEC 4) is refused with
+ * nothing written and stays pending.  Host comms only so far (sparcclNotSupported on a
+ * device comm). */
+sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned long long tag, size_t* bytes);
+sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t count, sparcclDataType_t datatype,
+                                      unsigned long long tag, sparcclComm_t comm, void* block,
+                                      void* stream);
+sparcclResult_t sparcclDecompressTagged(const void* blocks, void* recvbuff, size_t count,
+                                        sparcclDataType_t datatype, sparcclRedOp_t op,
+                                        unsigned long long tag, sparcclComm_t comm, void* stream);
+sparcclResult_t sparcclAbandonTagged(sparcclComm_t comm, unsigned long long tag);
+
 /* A host comm whose exchanges are the caller's (SPEC 10), for hosts without MPI: every
  * rank's `bytes` from `send`, gathered in rank order into `recv` (nranks * bytes); 0 on
  * success, and the same return on every rank.  Collective, like every call on the comm.

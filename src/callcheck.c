@@ -19,7 +19,7 @@ sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t*
   fields[3] = (uint64_t)dtype;
   fields[4] = (uint64_t)op;
   fields[5] = (uint64_t)kind;
-  check.sequence = comm->callSequence;
+  check.sequence = kind == SPARCCL_CALL_PHASE ? set->phaseCalls : comm->callSequence;
   check.fingerprint = sparcclHash64(SPARCCL_HASH_SEED, fields, sizeof(fields)) | 1u;
   return check;
 }

@@ -83,6 +83,7 @@ sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transp
 
 static void freeSet(sparcclLayerSet_t* set) {
   if (set == NULL) return;
+  sparcclFreePending(set);
   free(set->layers);
   free(set->stateMemory);
   free(set->normHistory);

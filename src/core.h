@@ -91,6 +91,8 @@ typedef struct {
   size_t indexBytes, valueBytes, denseBytes, flagBytes, checkOffset, blockBytes;
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
+  struct sparcclPending* pending; /* the phase API's half-done call (phase.c), or NULL */
+  uint64_t phaseCalls;     /* completed phase-API calls: their check's sequence number */
 } sparcclLayerSet_t;
 
 #define SPARCCL_COMM_MAGIC 0x5350434fu
@@ -139,6 +141,8 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
                               size_t nlayers, const size_t* counts, const char* caller,
                               sparcclLayerSet_t** out);
 void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
+/* phase.c: free a set's half-done call. */
+void sparcclFreePending(sparcclLayerSet_t* set);
 uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes);
 #define SPARCCL_HASH_SEED 0xcbf29ce484222325ull
 
@@ -210,7 +214,9 @@ static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, 
 }
 
 /* ------------------------------------------------------------ the call check (callcheck.c) */
-typedef enum { SPARCCL_CALL_SPARSE = 0, SPARCCL_CALL_DENSE = 1 } sparcclCallKind_t;
+/* PHASE: a call made by the phase API's two halves (its op is not known at the compress,
+ * and its sequence is the key's own: keys may finish their halves in any order). */
+typedef enum { SPARCCL_CALL_SPARSE = 0, SPARCCL_CALL_DENSE = 1, SPARCCL_CALL_PHASE = 2 } sparcclCallKind_t;
 /* What this rank expects every block of this call to carry. */
 sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype,
                                     int op, int kind);

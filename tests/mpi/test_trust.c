@@ -275,6 +275,54 @@ START_TEST(test_failed_save_keeps_previous_set) {
 }
 END_TEST
 
+/* The phase API across ranks (SPEC 10): two keys compressed, their blocks gathered by the
+ * caller in the other order (MPI_Allgather), decompressed in the first order: bitwise the
+ * one-call twin, on every rank.  Then one rank gives the other key's blocks: refused on
+ * that rank, nothing written; decompressed right, it goes on as the twin. */
+START_TEST(test_phase_across_ranks) {
+  pair_t p;
+  size_t bytes, one[1] = {D};
+  unsigned char *blockA, *blockB, *allA, *allB;
+  float *gb = (float*)malloc(D * sizeof(float)), *ob = (float*)malloc(D * sizeof(float));
+  float *wb = (float*)malloc(D * sizeof(float)), *before = (float*)malloc(D * sizeof(float));
+  int s;
+  pair_init(&p, _i ? sparcclFeedbackEF21 : sparcclFeedbackSCAM);
+  TCHECK(sparcclRegisterLayoutTagged(p.comm, 11, 1, one) == sparcclSuccess);
+  TCHECK(sparcclRegisterLayoutTagged(p.comm, 12, 1, one) == sparcclSuccess);
+  TCHECK(sparcclRegisterLayoutTagged(p.twin, 11, 1, one) == sparcclSuccess);
+  TCHECK(sparcclRegisterLayoutTagged(p.twin, 12, 1, one) == sparcclSuccess);
+  TCHECK(sparcclBlockBytesTagged(p.comm, 11, &bytes) == sparcclSuccess);
+  blockA = (unsigned char*)malloc(bytes);
+  blockB = (unsigned char*)malloc(bytes);
+  allA = (unsigned char*)malloc(bytes * (size_t)t_size);
+  allB = (unsigned char*)malloc(bytes * (size_t)t_size);
+  for (s = 0; s < 4; s++) {
+    int ok = 1;
+    test_fill_normal(p.g, D, 1300u + 7u * (uint64_t)s + (uint64_t)t_rank);
+    test_fill_normal(gb, D, 1500u + 7u * (uint64_t)s + (uint64_t)t_rank);
+    TCHECK(sparcclCompressTagged(p.g, D, sparcclFloat32, 11, p.comm, blockA, NULL) == sparcclSuccess);
+    TCHECK(sparcclCompressTagged(gb, D, sparcclFloat32, 12, p.comm, blockB, NULL) == sparcclSuccess);
+    MPI_Allgather(blockB, (int)bytes, MPI_BYTE, allB, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    MPI_Allgather(blockA, (int)bytes, MPI_BYTE, allA, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    if (s == 2) { /* rank 0 mixes up the keys' blocks: refused there, nothing written */
+      memcpy(before, p.out, D * sizeof(float));
+      ok = t_rank != 0 || (sparcclDecompressTagged(allB, p.out, D, sparcclFloat32, sparcclSum, 11, p.comm, NULL) ==
+                               sparcclInvalidUsage &&
+                           memcmp(before, p.out, D * sizeof(float)) == 0);
+    }
+    TCHECK(ok);
+    TCHECK(sparcclDecompressTagged(allA, p.out, D, sparcclFloat32, sparcclSum, 11, p.comm, NULL) == sparcclSuccess);
+    TCHECK(sparcclDecompressTagged(allB, ob, D, sparcclFloat32, sparcclSum, 12, p.comm, NULL) == sparcclSuccess);
+    TCHECK(sparcclAllReduceTagged(p.g, p.want, D, sparcclFloat32, sparcclSum, 11, p.twin, NULL) == sparcclSuccess);
+    TCHECK(sparcclAllReduceTagged(gb, wb, D, sparcclFloat32, sparcclSum, 12, p.twin, NULL) == sparcclSuccess);
+    TCHECK(memcmp(p.out, p.want, D * sizeof(float)) == 0 && memcmp(ob, wb, D * sizeof(float)) == 0);
+  }
+  free(blockA); free(blockB); free(allA); free(allB);
+  free(gb); free(ob); free(wb); free(before);
+  pair_free(&p);
+}
+END_TEST
+
 Suite* make_trust_suite(int rank, int size) {
   Suite* s = suite_create("trust");
   TCase* tc = tcase_create("disagreeing ranks");
@@ -286,6 +334,7 @@ Suite* make_trust_suite(int rank, int size) {
     tcase_add_test(tc, test_files_of_different_saves);
     tcase_add_test(tc, test_rechecksummed_edits);
     tcase_add_loop_test(tc, test_failed_save_keeps_previous_set, 0, 2);
+    tcase_add_loop_test(tc, test_phase_across_ranks, 0, 2);
   } else if (rank == 0) {
     printf("trust suite: not run with 1 rank (its cases need ranks that disagree)\n");
   }

@@ -1,0 +1,168 @@
+/*
+ * The phase API (SPEC 10): a call in two halves around an exchange the caller makes
+ * (torch.distributed's allgather in a DDP hook).  The compress writes this rank's block and
+ * keeps what the second half needs -- the gradient as compressed, the block as sent, the
+ * shared selected sets -- beside the key, changing no state; the decompress verifies the
+ * gathered blocks (SPEC 4) and finishes the call as sparcclAllReduceTagged does, with the
+ * same bits.  Several keys may be between their halves, each at most once.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "core.h"
+#include "device.h"
+
+typedef struct sparcclPending {
+  int pending;             /* a compress awaits its decompress */
+  int dtype;
+  sparcclCallCheck_t check;
+  void* grad;              /* set->count elements of dtype: g as compressed */
+  size_t gradBytes;
+  uint8_t* block;          /* this rank's block as sent */
+  uint32_t* shared;        /* comm->sharedIndices of this key, valueCount of them */
+} sparcclPending_t;
+
+void sparcclFreePending(sparcclLayerSet_t* set) {
+  if (set->pending == NULL) return;
+  free(set->pending->grad);
+  free(set->pending->block);
+  free(set->pending->shared);
+  free(set->pending);
+  set->pending = NULL;
+}
+
+/* The key's pending area, grown for dtype; allocated on the key's first compress only (or
+ * when a wider dtype comes). */
+static sparcclResult_t pendingFor(sparcclLayerSet_t* set, int dtype, const char* caller) {
+  sparcclPending_t* p = set->pending;
+  size_t bytes = set->count * sparccl_dtype_size(dtype);
+  if (p == NULL) {
+    p = (sparcclPending_t*)calloc(1, sizeof(*p));
+    if (p == NULL) goto oom;
+    p->block = (uint8_t*)malloc(set->blockBytes);
+    p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
+    set->pending = p;
+    if (p->block == NULL || p->shared == NULL) goto oom;
+  }
+  if (p->gradBytes < bytes) {
+    void* grown = malloc(bytes);
+    if (grown == NULL) goto oom;
+    free(p->grad);
+    p->grad = grown;
+    p->gradBytes = bytes;
+  }
+  return sparcclSuccess;
+oom:
+  sparcclFreePending(set);
+  WARN("%s: out of memory for a half-done call of %zu elements", caller, set->count);
+  return sparcclSystemError;
+}
+
+static sparcclResult_t taggedSet(sparcclComm_t comm, unsigned long long tag, const char* caller,
+                                 sparcclLayerSet_t** set) {
+  SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  *set = sparcclFindSet(comm, 1, tag, 0);
+  if (*set == NULL) {
+    WARN("%s: no state for tag 0x%llx (register its layout, or make its first call, first)",
+         caller, tag);
+    return sparcclInvalidUsage;
+  }
+  return sparcclSuccess;
+}
+
+static sparcclResult_t hostOnly(sparcclComm_t comm, const char* caller) {
+  if (comm->device == NULL) return sparcclSuccess;
+  WARN("%s: the phase API runs on host comms only so far; use sparcclAllReduceTagged on a "
+       "device comm", caller);
+  return sparcclNotSupported;
+}
+
+SPARCCL_API sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned long long tag,
+                                                    size_t* bytes) {
+  static const char caller[] = "sparcclBlockBytesTagged";
+  sparcclLayerSet_t* set;
+  SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  if (bytes == NULL) {
+    WARN("%s: bytes is NULL", caller);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
+  *bytes = set->blockBytes;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t count,
+                                                  sparcclDataType_t datatype,
+                                                  unsigned long long tag, sparcclComm_t comm,
+                                                  void* block, void* stream) {
+  static const char caller[] = "sparcclCompressTagged";
+  sparcclLayerSet_t* set;
+  sparcclPending_t* p;
+  SPARCCLCHECK(sparcclCheckBuffers(comm, sendbuff, sendbuff, count, (int)datatype, sparcclSum,
+                                   stream, caller));
+  SPARCCLCHECK(hostOnly(comm, caller));
+  if (count == 0 || block == NULL) {
+    WARN("%s: count %zu or block %p: a compress needs elements and a block", caller, count, block);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(sparcclCheckMemory(comm, block, NULL, caller));
+  SPARCCLCHECK(sparcclFindOrCreateKey(comm, 1, tag, count, stream, caller, &set));
+  if (set->pending != NULL && set->pending->pending) {
+    WARN("%s: tag 0x%llx is already between its two halves: decompress or abandon it first",
+         caller, tag);
+    return sparcclInvalidUsage;
+  }
+  SPARCCLCHECK(pendingFor(set, (int)datatype, caller));
+  p = set->pending;
+  p->dtype = (int)datatype;
+  p->check = sparcclCallCheck(comm, set, (int)datatype, 0, SPARCCL_CALL_PHASE);
+  sparcclCompressBlock(comm, set, sendbuff, (int)datatype, p->check, p->block);
+  memcpy(block, p->block, set->blockBytes);
+  memcpy(p->grad, sendbuff, count * sparccl_dtype_size((int)datatype));
+  if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
+  p->pending = 1;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* recvbuff,
+                                                    size_t count, sparcclDataType_t datatype,
+                                                    sparcclRedOp_t op, unsigned long long tag,
+                                                    sparcclComm_t comm, void* stream) {
+  static const char caller[] = "sparcclDecompressTagged";
+  sparcclLayerSet_t* set;
+  sparcclPending_t* p;
+  sparcclResult_t res;
+  SPARCCLCHECK(sparcclCheckBuffers(comm, recvbuff, recvbuff, count, (int)datatype, (int)op,
+                                   stream, caller));
+  SPARCCLCHECK(hostOnly(comm, caller));
+  SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
+  p = set->pending;
+  if (p == NULL || !p->pending) {
+    WARN("%s: tag 0x%llx has no compressed half (sparcclCompressTagged first)", caller, tag);
+    return sparcclInvalidUsage;
+  }
+  if (blocks == NULL || count != set->count || (int)datatype != p->dtype) {
+    WARN("%s: blocks %p, count %zu, datatype %d: the compress of tag 0x%llx had %zu elements "
+         "of datatype %d", caller, blocks, count, (int)datatype, tag, set->count, p->dtype);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(sparcclCheckMemory(comm, blocks, NULL, caller));
+  if (set->valueCount) memcpy(comm->sharedIndices, p->shared, set->valueCount * sizeof(uint32_t));
+  res = sparcclFinishCall(comm, set, p->grad, recvbuff, p->dtype, (int)op, p->block,
+                          (const uint8_t*)blocks, p->check, caller);
+  if (res != sparcclSuccess) return res; /* still pending: decompress again, or abandon */
+  set->phaseCalls++;
+  p->pending = 0;
+  return sparcclSuccess;
+}
+
+SPARCCL_API sparcclResult_t sparcclAbandonTagged(sparcclComm_t comm, unsigned long long tag) {
+  static const char caller[] = "sparcclAbandonTagged";
+  sparcclLayerSet_t* set;
+  SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
+  if (set->pending == NULL || !set->pending->pending) {
+    WARN("%s: tag 0x%llx has no compressed half to abandon", caller, tag);
+    return sparcclInvalidUsage;
+  }
+  set->pending->pending = 0;
+  return sparcclSuccess;
+}
