@@ -57,6 +57,7 @@ int main(void) {
   REAL("stats", zero, sparcclStats_t, compressSeconds);
   REAL("stats", zero, sparcclStats_t, exchangeSeconds);
   REAL("stats", zero, sparcclStats_t, decompressSeconds);
+  UNSIGNED("stats", zero, sparcclStats_t, refusedCalls);
   printf("sizeof stats %zu\n", sizeof(sparcclStats_t));
 
   printf("const version %d\n", SPARCCL_VERSION_CODE);
