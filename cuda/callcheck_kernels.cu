@@ -12,7 +12,7 @@
 __global__ void callCheckWriteKernel(KernelArgs a) {
   if (threadIdx.x == 0) {
     uint64_t* mine = (uint64_t*)(a.sendBlock + a.checkOffset);
-    mine[0] = *a.callSequence;
+    mine[0] = callSequenceOf(a);
     mine[1] = a.checkFingerprint;
     a.counters->callRefused = 0;
   }
@@ -30,7 +30,7 @@ __global__ void callCheckVerifyKernel(KernelArgs a) {
   unsigned bad = 0;
   if (p < a.nranks) {
     const uint64_t* check = (const uint64_t*)(a.recvBlocks + p * a.blockBytes + a.checkOffset);
-    bad |= check[0] != *a.callSequence || check[1] != a.checkFingerprint;
+    bad |= check[0] != callSequenceOf(a) || check[1] != a.checkFingerprint;
   }
   if (p < a.valueCount) {
     const DeviceLayer L = a.layers[layerOfPosition(a, p)];

@@ -157,6 +157,7 @@ struct DeviceArrays {
   uint32_t* arrivals;
   uint32_t* layerBad; /* per layer: a chunk of it is non-finite (keyKernel); 0 between calls */
   uint32_t* predicted; /* per layer: its previous call's first-digit bin, or SPARCCL_NO_PREDICTION */
+  void* phaseGrad; /* the phase API: g as compressed (4 bytes an element), made on first use */
 };
 
 struct DeviceSet : DeviceArrays {
@@ -179,7 +180,13 @@ struct KernelArgs : DeviceArrays {
   size_t count, valueCount;
   size_t indexBytes, valueBytes, denseBytes, checkOffset, blockBytes;
   uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
+  int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
 };
+
+/* The call check's sequence number of this call (SPEC 4). */
+__device__ __forceinline__ unsigned long long callSequenceOf(const KernelArgs& a) {
+  return a.phase ? a.counters->calls : *a.callSequence;
+}
 
 KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype, int op);
 

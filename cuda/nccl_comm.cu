@@ -310,7 +310,7 @@ static void freeDeviceSet(DeviceSet* ds, int keepDeviceMemory) {
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
                     ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
-                    ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted};
+                    ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted, ds->phaseGrad};
   for (size_t i = 0; !keepDeviceMemory && i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -747,10 +747,57 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
+/* The phase API's halves (src/phase.c, SPEC 10): the compress as deviceAllReduce's first
+ * half, its block copied out to the caller's and g kept for the second half; the
+ * decompress copies the gathered blocks in and runs the second half.  A decompress whose
+ * blocks fail the call check does nothing on the device and counts in refusedCalls (the
+ * call does not wait to know). */
+static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                           const void* send, int dtype, void* block,
+                                           uint64_t fingerprint, void* streamArg) {
+  static const char caller[] = "sparcclCompressTagged";
+  DeviceSet* ds = (DeviceSet*)set->device;
+  cudaStream_t stream = (cudaStream_t)streamArg;
+  SPARCCLCHECK(checkPendingError(caller));
+  ON_DEVICE(nccl(comm)->device, caller);
+  if (ds->phaseGrad == NULL) { /* a key's first compress allocates, as its first call does */
+    SPARCCLCHECK(deviceCheckNewKey(comm, streamArg, caller));
+    CUDACHECK(cudaMalloc(&ds->phaseGrad, set->count * sizeof(float)), caller);
+  }
+  KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
+  a.phase = 1;
+  a.checkFingerprint = fingerprint;
+  CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
+  CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
+  CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
+  CUDACHECK(cudaMemcpyAsync(ds->phaseGrad, send, set->count * sparccl_dtype_size(dtype),
+                            cudaMemcpyDeviceToDevice, stream), caller);
+  return sparcclSuccess;
+}
+
+static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                             const void* blocks, void* recv, int dtype, int op,
+                                             uint64_t fingerprint, void* streamArg) {
+  static const char caller[] = "sparcclDecompressTagged";
+  DeviceSet* ds = (DeviceSet*)set->device;
+  cudaStream_t stream = (cudaStream_t)streamArg;
+  SPARCCLCHECK(checkPendingError(caller));
+  ON_DEVICE(nccl(comm)->device, caller);
+  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
+  a.phase = 1;
+  a.checkFingerprint = fingerprint;
+  CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->blockBytes * (size_t)comm->nranks,
+                            cudaMemcpyDeviceToDevice, stream), caller);
+  CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
+  CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
+  return sparcclSuccess;
+}
+
 static const sparcclDeviceOps_t deviceOps = {
     deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers, deviceCheckNewKey,
     deviceAllReduce, deviceProbe, deviceUpdate, deviceResetImportance, deviceRestartSet,
-    deviceScale, devicePullState, devicePushState, deviceStats, deviceDestroy};
+    deviceScale, devicePullState, devicePushState, deviceStats, deviceDestroy,
+    devicePhaseCompress, devicePhaseDecompress};
 
 /* ------------------------------------------------------------ creation */
 

@@ -202,9 +202,11 @@ sparcclResult_t sparcclCommDestroy(sparcclComm_t comm);
  * rank-ordered sums, output), bitwise as sparcclAllReduceTagged.  Several keys may be
  * between their halves, each at most once (a second compress is sparcclInvalidUsage);
  * Abandon drops a pending half (after a failed exchange), leaving the state as before the
- * compress.  A decompress whose blocks fail the call check (SPEC 4) is refused with
- * nothing written and stays pending.  Host comms only so far (sparcclNotSupported on a
- * device comm). */
+ * compress.  A decompress whose blocks fail the call check (SPEC 4) writes nothing: on a
+ * host comm it returns sparcclInvalidUsage and stays pending; on a device comm (blocks and
+ * buffers in device memory, work on `stream`) it cannot wait to know, so the key's half is
+ * done and the refusal counts in the stats' refusedCalls.  A one-call sparcclAllReduce on
+ * a key between its halves is refused. */
 sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned long long tag, size_t* bytes);
 sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t count, sparcclDataType_t datatype,
                                       unsigned long long tag, sparcclComm_t comm, void* block,

@@ -174,6 +174,11 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
   if (count == 0) return sparcclSuccess;
   if (!tagged) key = (uint64_t)(uintptr_t)send;
   SPARCCLCHECK(sparcclFindOrCreateKey(comm, tagged, key, count, stream, caller, &set));
+  if (sparcclPendingCompress(set)) {
+    WARN("%s: the key is between the phase API's two halves: decompress or abandon it first",
+         caller);
+    return sparcclInvalidUsage;
+  }
   if (comm->device != NULL) {
     /* Device comms: everything (restart policies and counters included) is enqueued on
      * the stream, so that a captured graph's replays count too. */

@@ -141,8 +141,9 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
                               size_t nlayers, const size_t* counts, const char* caller,
                               sparcclLayerSet_t** out);
 void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
-/* phase.c: free a set's half-done call. */
+/* phase.c: free a set's half-done call; whether one awaits its decompress. */
 void sparcclFreePending(sparcclLayerSet_t* set);
+int sparcclPendingCompress(const sparcclLayerSet_t* set);
 uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes);
 #define SPARCCL_HASH_SEED 0xcbf29ce484222325ull
 

@@ -38,6 +38,13 @@ typedef struct sparcclDeviceOps {
   /* Add the counters kept on the device (skipped steps, restarts) to *stats. */
   sparcclResult_t (*stats)(sparcclComm_t comm, sparcclStats_t* stats);
   void (*destroy)(sparcclComm_t comm);
+  /* The phase API's halves (src/phase.c): the compress writes this rank's block into the
+   * caller's (device memory), the decompress takes the gathered blocks (device memory). */
+  sparcclResult_t (*phaseCompress)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                   int dtype, void* block, uint64_t fingerprint, void* stream);
+  sparcclResult_t (*phaseDecompress)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* blocks,
+                                     void* recv, int dtype, int op, uint64_t fingerprint,
+                                     void* stream);
 } sparcclDeviceOps_t;
 
 #endif /* SPARCCL_DEVICE_H_ */

@@ -30,20 +30,26 @@ void sparcclFreePending(sparcclLayerSet_t* set) {
   set->pending = NULL;
 }
 
+int sparcclPendingCompress(const sparcclLayerSet_t* set) {
+  return set->pending != NULL && set->pending->pending;
+}
+
 /* The key's pending area, grown for dtype; allocated on the key's first compress only (or
  * when a wider dtype comes). */
-static sparcclResult_t pendingFor(sparcclLayerSet_t* set, int dtype, const char* caller) {
+static sparcclResult_t pendingFor(sparcclComm_t comm, sparcclLayerSet_t* set, int dtype,
+                                  const char* caller) {
   sparcclPending_t* p = set->pending;
   size_t bytes = set->count * sparccl_dtype_size(dtype);
   if (p == NULL) {
     p = (sparcclPending_t*)calloc(1, sizeof(*p));
     if (p == NULL) goto oom;
+    set->pending = p;
+    if (comm->device != NULL) return sparcclSuccess; /* the device keeps its own (cuda/) */
     p->block = (uint8_t*)malloc(set->blockBytes);
     p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
-    set->pending = p;
     if (p->block == NULL || p->shared == NULL) goto oom;
   }
-  if (p->gradBytes < bytes) {
+  if (comm->device == NULL && p->gradBytes < bytes) {
     void* grown = malloc(bytes);
     if (grown == NULL) goto oom;
     free(p->grad);
@@ -69,13 +75,6 @@ static sparcclResult_t taggedSet(sparcclComm_t comm, unsigned long long tag, con
   return sparcclSuccess;
 }
 
-static sparcclResult_t hostOnly(sparcclComm_t comm, const char* caller) {
-  if (comm->device == NULL) return sparcclSuccess;
-  WARN("%s: the phase API runs on host comms only so far; use sparcclAllReduceTagged on a "
-       "device comm", caller);
-  return sparcclNotSupported;
-}
-
 SPARCCL_API sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned long long tag,
                                                     size_t* bytes) {
   static const char caller[] = "sparcclBlockBytesTagged";
@@ -99,22 +98,28 @@ SPARCCL_API sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t c
   sparcclPending_t* p;
   SPARCCLCHECK(sparcclCheckBuffers(comm, sendbuff, sendbuff, count, (int)datatype, sparcclSum,
                                    stream, caller));
-  SPARCCLCHECK(hostOnly(comm, caller));
   if (count == 0 || block == NULL) {
     WARN("%s: count %zu or block %p: a compress needs elements and a block", caller, count, block);
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(sparcclCheckMemory(comm, block, NULL, caller));
   SPARCCLCHECK(sparcclFindOrCreateKey(comm, 1, tag, count, stream, caller, &set));
-  if (set->pending != NULL && set->pending->pending) {
+  if (sparcclPendingCompress(set)) {
     WARN("%s: tag 0x%llx is already between its two halves: decompress or abandon it first",
          caller, tag);
     return sparcclInvalidUsage;
   }
-  SPARCCLCHECK(pendingFor(set, (int)datatype, caller));
+  SPARCCLCHECK(pendingFor(comm, set, (int)datatype, caller));
   p = set->pending;
-  p->dtype = (int)datatype;
   p->check = sparcclCallCheck(comm, set, (int)datatype, 0, SPARCCL_CALL_PHASE);
+  if (comm->device != NULL) {
+    SPARCCLCHECK(comm->device->phaseCompress(comm, set, sendbuff, (int)datatype, block,
+                                             p->check.fingerprint, stream));
+    p->dtype = (int)datatype;
+    p->pending = 1;
+    return sparcclSuccess;
+  }
+  p->dtype = (int)datatype;
   sparcclCompressBlock(comm, set, sendbuff, (int)datatype, p->check, p->block);
   memcpy(block, p->block, set->blockBytes);
   memcpy(p->grad, sendbuff, count * sparccl_dtype_size((int)datatype));
@@ -133,7 +138,6 @@ SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* re
   sparcclResult_t res;
   SPARCCLCHECK(sparcclCheckBuffers(comm, recvbuff, recvbuff, count, (int)datatype, (int)op,
                                    stream, caller));
-  SPARCCLCHECK(hostOnly(comm, caller));
   SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
   p = set->pending;
   if (p == NULL || !p->pending) {
@@ -146,6 +150,13 @@ SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* re
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(sparcclCheckMemory(comm, blocks, NULL, caller));
+  if (comm->device != NULL) {
+    /* the device verifies the blocks without waiting: a refusal counts in refusedCalls */
+    SPARCCLCHECK(comm->device->phaseDecompress(comm, set, blocks, recvbuff, p->dtype, (int)op,
+                                               p->check.fingerprint, stream));
+    p->pending = 0;
+    return sparcclSuccess;
+  }
   if (set->valueCount) memcpy(comm->sharedIndices, p->shared, set->valueCount * sizeof(uint32_t));
   res = sparcclFinishCall(comm, set, p->grad, recvbuff, p->dtype, (int)op, p->block,
                           (const uint8_t*)blocks, p->check, caller);

@@ -1189,6 +1189,53 @@ START_TEST(test_disagreeing_ranks) {
 }
 END_TEST
 
+/* The phase API on a device comm (SPEC 10): compress into a device block, the caller's
+ * exchange (an MPI_Allgather through the host here), decompress: bitwise the host comm's
+ * one call, outputs and state; a one-call on a key between its halves is refused. */
+START_TEST(test_phase) {
+  static const int methods[][2] = {{sparcclTopK, sparcclFeedbackSCAM}, {sparcclImpK, sparcclFeedbackEF21},
+                                   {sparcclRandK, sparcclFeedbackEF}, {sparcclImpKRandom, sparcclFeedbackNone}};
+  const int dtype = _i / 4 ? sparcclBfloat16 : sparcclFloat32;
+  const size_t counts[] = {6000, 50, 5000}, count = 11050, bytes = count * sparccl_dtype_size(dtype);
+  sparcclConfig_t c = config(methods[_i % 4][0], methods[_i % 4][1], sparcclFloat32, 64);
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  void *h = malloc(bytes), *out = malloc(bytes), *back = malloc(bytes), *d, *dout, *dblock, *dblocks;
+  unsigned char *block, *blocks;
+  size_t blockBytes = 0;
+  ck_assert_int_eq(sparcclRegisterLayoutTagged(host, 4, 3, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclRegisterLayoutTagged(device, 4, 3, counts), sparcclSuccess);
+  ck_assert_int_eq(sparcclBlockBytesTagged(device, 4, &blockBytes), sparcclSuccess);
+  block = (unsigned char*)malloc(blockBytes);
+  blocks = (unsigned char*)malloc(blockBytes * (size_t)worldSize);
+  CUDA_OK(cudaMalloc(&d, bytes));
+  CUDA_OK(cudaMalloc(&dout, bytes));
+  CUDA_OK(cudaMalloc(&dblock, blockBytes));
+  CUDA_OK(cudaMalloc(&dblocks, blockBytes * (size_t)worldSize));
+  for (int s = 0; s < 4; s++) {
+    fill(h, count, dtype, 900 + (uint64_t)s * 13 + (uint64_t)worldRank, 0);
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduceTagged(h, out, count, dtype, sparcclAvg, 4, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclCompressTagged(d, count, dtype, 4, device, dblock, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduceTagged(d, dout, count, dtype, sparcclAvg, 4, device, NULL), sparcclInvalidUsage);
+    CUDA_OK(cudaMemcpy(block, dblock, blockBytes, cudaMemcpyDeviceToHost));
+#ifdef CUDA_EMU
+    MPI_Allgather(block, (int)blockBytes, MPI_BYTE, blocks, (int)blockBytes, MPI_BYTE, MPI_COMM_WORLD);
+#else
+    memcpy(blocks, block, blockBytes);
+#endif
+    CUDA_OK(cudaMemcpy(dblocks, blocks, blockBytes * (size_t)worldSize, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclDecompressTagged(dblocks, dout, count, dtype, sparcclAvg, 4, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, sparccl_dtype_size(dtype), "phase API", s);
+  }
+  assertSameState(host, device, "phase API");
+  sparcclCommDestroy(host);
+  sparcclCommDestroy(device);
+  cudaFree(d); cudaFree(dout); cudaFree(dblock); cudaFree(dblocks);
+  free(h); free(out); free(back); free(block); free(blocks);
+}
+END_TEST
+
 #ifdef CUDA_EMU
 /* A hostile or broken peer, played by the emulator's NCCL (cudaEmuTamperNextAllGather). */
 static int tamperMode;
@@ -1260,6 +1307,7 @@ static Suite* deviceSuite(void) {
       tcase_add_loop_test(tc, test_disagreeing_ranks, 0, 2);
     }
     tcase_add_loop_test(tc, test_nonfinite, 0, 2);
+    tcase_add_loop_test(tc, test_phase, 0, 8);
   }
   suite_add_tcase(s, tc);
   return s;
