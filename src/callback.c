@@ -58,18 +58,7 @@ SPARCCL_API sparcclResult_t sparcclCommInitCallback(sparcclComm_t* comm, int nra
   transport->impl = t;
   /* Collective, as sparcclCommInitMpi: a config refused on one rank is refused on all. */
   res = sparcclConfigResolve(config, &resolved);
-  {
-    int32_t mine = (int32_t)res, few[256], *all = nranks <= 256 ? few : (int32_t*)malloc(sizeof(int32_t) * (size_t)nranks);
-    sparcclResult_t exchanged = all == NULL ? sparcclSystemError
-                                            : callbackAllgather(transport, &mine, all, sizeof(mine));
-    for (int r = 0; exchanged == sparcclSuccess && res == sparcclSuccess && r < nranks; r++)
-      if (all[r] != sparcclSuccess) {
-        WARN("%s: rank %d refused its configuration", caller, r);
-        res = sparcclInvalidUsage;
-      }
-    if (exchanged != sparcclSuccess && res == sparcclSuccess) res = exchanged;
-    if (all != few) free(all);
-  }
+  res = sparcclTransportAgree(transport, res, sparcclInvalidUsage, caller, "accept its configuration");
   if (res == sparcclSuccess) res = sparcclCommCreate(comm, transport, &resolved);
   if (res != sparcclSuccess) callbackDestroy(transport);
   return res;

@@ -73,22 +73,24 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t*
   return sparcclSuccess;
 }
 
-sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
-                                   sparcclResult_t remote, const char* caller, const char* what) {
+sparcclResult_t sparcclTransportAgree(sparcclTransport_t* transport, sparcclResult_t mine,
+                                     sparcclResult_t remote, const char* caller,
+                                     const char* what) {
   int32_t local = (int32_t)mine, few[256];
-  int32_t* all = comm->nranks <= 256 ? few : (int32_t*)malloc(sizeof(int32_t) * (size_t)comm->nranks);
+  int nranks = transport->nranks;
+  int32_t* all = nranks <= 256 ? few : (int32_t*)malloc(sizeof(int32_t) * (size_t)nranks);
   sparcclResult_t res;
   int r;
   if (all == NULL) {
     WARN("%s: out of memory", caller);
     return sparcclSystemError;
   }
-  res = comm->transport->allgather(comm->transport, &local, all, sizeof(local));
+  res = transport->allgather(transport, &local, all, sizeof(local));
   if (res != sparcclSuccess) {
     WARN("%s: the exchange of every rank's status (%s) failed", caller, what);
   } else {
     res = mine;
-    for (r = 0; r < comm->nranks && res == sparcclSuccess; r++)
+    for (r = 0; r < nranks && res == sparcclSuccess; r++)
       if (all[r] != sparcclSuccess) {
         WARN("%s: rank %d could not %s; refused on every rank", caller, r, what);
         res = remote;
@@ -96,4 +98,9 @@ sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
   }
   if (all != few) free(all);
   return res;
+}
+
+sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
+                                   sparcclResult_t remote, const char* caller, const char* what) {
+  return sparcclTransportAgree(comm->transport, mine, remote, caller, what);
 }

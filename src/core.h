@@ -234,6 +234,10 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t*
  * failed (logged with that rank), else success; a failed exchange is returned as it is. */
 sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
                                    sparcclResult_t remote, const char* caller, const char* what);
+/* The same on a transport, before its comm exists (comm creation). */
+sparcclResult_t sparcclTransportAgree(sparcclTransport_t* transport, sparcclResult_t mine,
+                                     sparcclResult_t remote, const char* caller,
+                                     const char* what);
 
 /* allreduce.c: the two halves of a call around its exchange (also the phase API's).
  * FindOrCreateKey: the key's set, created (collectively) on its first call.  CompressBlock:
