@@ -7,8 +7,9 @@
  */
 #include "device_set.cuh"
 
-/* One block, before the compress: the check of this call (the comm's sequence, kept in
- * device memory so that graph replays count) and zeroed receive slots. */
+/* One block, before the compress: the check of this call (callSequenceOf: the comm's
+ * sequence, kept in device memory so that graph replays count, or a phase call's key's
+ * call count) and zeroed receive slots. */
 __global__ void callCheckWriteKernel(KernelArgs a) {
   if (threadIdx.x == 0) {
     uint64_t* mine = (uint64_t*)(a.sendBlock + a.checkOffset);

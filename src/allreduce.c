@@ -112,7 +112,7 @@ void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, cons
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     if (l->sparse)
-      sparcclBlockFlags(set, (uint8_t*)block)[l->flagPos] =
+      sparcclBlockFlags(set, block)[l->flagPos] =
           (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block);
     else
       sparcclPackDense(set, l, send, dtype, block);

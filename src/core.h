@@ -206,8 +206,9 @@ static inline uint32_t* sparcclBlockFlags(const sparcclLayerSet_t* s, uint8_t* b
   return (uint32_t*)(b + s->indexBytes + s->valueBytes + s->denseBytes);
 }
 
-/* The call check that ends every block (SPEC 4): the comm's call sequence number and a
- * fingerprint of the call.  A zeroed check never matches: the fingerprint is odd. */
+/* The call check that ends every block (SPEC 4): a call sequence number (the comm's; a
+ * phase-API call's is its key's) and a fingerprint of the call.  A zeroed check never
+ * matches: the fingerprint is odd. */
 typedef struct { uint64_t sequence, fingerprint; } sparcclCallCheck_t;
 #define SPARCCL_CALL_CHECK_BYTES 16
 static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, uint8_t* b) {
