@@ -55,7 +55,8 @@ typedef enum {
   sparcclFeedbackNone, /* DCGD: compress g                          */
   sparcclFeedbackEF,   /* error feedback: compress e + g            */
   sparcclFeedbackEF21, /* EF21: compress g - h, H replicates mean h */
-  sparcclFeedbackSCAM  /* select on e + g, send g                   */
+  sparcclFeedbackSCAM, /* select on e + g, send g                   */
+  sparcclFeedbackDGC   /* DGC: momentum u kept per layer, EF on u    */
 } sparcclFeedback_t;
 
 typedef enum {
@@ -90,6 +91,8 @@ typedef struct {
   double restartRatio;          /* restart when |out_t| / |out_t-lag| > ratio, 0 = off; SPARCCL_RESTART_RATIO */
   int restartLag;               /* the lag p of the two criteria above; SPARCCL_RESTART_LAG */
   int restartOnLoss;            /* restart when the reported loss rises; SPARCCL_RESTART_ON_LOSS */
+  size_t warmupSteps;           /* the first N calls on a key are dense (SPEC 9); SPARCCL_WARMUP_STEPS */
+  double momentum;              /* dgc's momentum, in [0, 1); SPARCCL_MOMENTUM */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -107,7 +110,8 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_DOUBLE,  \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_DOUBLE,                         \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
-        SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT   \
+        SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
+        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE                            \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

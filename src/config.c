@@ -1,48 +1,77 @@
-/* The config struct: user fields, then SPARCCL_* environment, then defaults (SPEC 6, 8). */
+/* The config struct: user fields, then SPARCCL_* environment, then defaults (SPEC 6, 8).
+ * Every field is one row of the parameter table below (NCCL's NCCL_PARAM habit): the
+ * resolve function walks it, and README.md's configuration table is checked against it
+ * (tests/test_config.c). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
 
-/* Defaults (README.md "Configuration" explains each). */
-#define DEFAULT_DENSITY 0.01
-#define DEFAULT_MIN_SPARSE 4096
-/* gamma is the probe's step, i.e. the trainer's learning rate: 0.01 is a typical SGD rate.
- * eta makes the solver's few steps large (thesis 4.1): with c = eta * gamma = 10, a
- * coordinate whose gradient is 0.03 moves its weight by about 0.01 per step. */
+/* Defaults (README.md "Configuration" explains each).  gamma is the probe's step, i.e.
+ * the trainer's learning rate: 0.01 is a typical SGD rate.  eta makes the solver's few
+ * steps large (thesis 4.1): with c = eta * gamma = 10, a coordinate whose gradient is 0.03
+ * moves its weight by about 0.01 per step. */
 #define DEFAULT_IMP_GAMMA 0.01
 #define DEFAULT_IMP_ETA 1000.0
 
-static const char* compressorNames[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
-static const char* feedbackNames[] = {"none", "ef", "ef21", "scam"};
-static const char* importanceNames[] = {"none", "cube", "simplex", "online"};
+/* The names the config accepts, from the method tables (methods.h). */
+#define METHOD_NAME(code, value, name, props) name,
+static const char* const compressorNames[] = {SPARCCL_COMPRESSOR_TABLE(METHOD_NAME)};
+static const char* const feedbackNames[] = {SPARCCL_FEEDBACK_TABLE(METHOD_NAME)};
+#undef METHOD_NAME
+static const char* const importanceNames[] = {"none", "cube", "simplex", "online"};
+static const char* const wireNames[] = {"fp32", "bf16", "fp16"};
+static const int wireCodes[] = {sparcclFloat32, sparcclBfloat16, sparcclFloat16};
+
+/* The public enums are the tables' codes. */
+typedef char compressorCodesMatch[((int)sparcclImpKRandom == (int)SPARCCL_IMPK_RANDOM &&
+                                   SPARCCL_NUM_COMPRESSORS == 5) ? 1 : -1];
+typedef char feedbackCodesMatch[((int)sparcclFeedbackDGC == (int)SPARCCL_FB_DGC &&
+                                 (int)sparcclFeedbackSCAM == (int)SPARCCL_FB_SCAM &&
+                                 SPARCCL_NUM_FEEDBACKS == 5) ? 1 : -1];
+
+#define NAMES(table) table, (int)(sizeof(table) / sizeof(table[0]))
+#define FIELD(f) #f, offsetof(sparcclConfig_t, f)
+#define ONLY 0, 0, 0
+#define R 4611686018427387904.0 /* 2^62 */
+
+/*  kind        field                  env                          default            low  high  openLow openHigh  names */
+static const sparcclParam_t params[] = {
+  {PARAM_REAL,  FIELD(density),        "SPARCCL_DENSITY",           0.01,              0,   1,    1, 0, NULL, 0, NULL},
+  {PARAM_ENUM,  FIELD(compressor),     "SPARCCL_COMPRESSOR",        sparcclImpK,       ONLY, 0,   NAMES(compressorNames), NULL},
+  {PARAM_ENUM,  FIELD(feedback),       "SPARCCL_FEEDBACK",          sparcclFeedbackSCAM, ONLY, 0, NAMES(feedbackNames), NULL},
+  {PARAM_ENUM,  FIELD(wireType),       "SPARCCL_WIRE",              0 /* fp32 */,      ONLY, 0,   NAMES(wireNames), wireCodes},
+  {PARAM_SIZE,  FIELD(minSparseCount), "SPARCCL_MIN_SPARSE",        4096,              0,   R,    0, 0, NULL, 0, NULL},
+  {PARAM_SEED,  FIELD(seed),           "SPARCCL_SEED",              0,                 ONLY, 0,   NULL, 0, NULL},
+  {PARAM_INT,   FIELD(sharedRandomness), "SPARCCL_SHARED_RANDOMNESS", 0,               0,   1,    0, 0, NULL, 0, NULL},
+  {PARAM_ENUM,  FIELD(importance),     "SPARCCL_IMPORTANCE",        sparcclImportanceNone, ONLY, 0, NAMES(importanceNames), NULL},
+  {PARAM_REAL,  FIELD(importanceGamma), "SPARCCL_IMP_GAMMA",        DEFAULT_IMP_GAMMA, 0,   HUGE_VAL, 1, 1, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(importanceEta),  "SPARCCL_IMP_ETA",           DEFAULT_IMP_ETA,   0,   HUGE_VAL, 1, 1, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(importanceLow),  "SPARCCL_IMP_LOW",           0.0,               -HUGE_VAL, HUGE_VAL, 1, 1, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(importanceHigh), "SPARCCL_IMP_HIGH",          2.0,               -HUGE_VAL, HUGE_VAL, 1, 1, NULL, 0, NULL},
+  {PARAM_LONG,  FIELD(restartEvery),   "SPARCCL_RESTART_EVERY",     0,                 0,   R,    0, 0, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(restartRatio),   "SPARCCL_RESTART_RATIO",     0.0,               0,   HUGE_VAL, 0, 1, NULL, 0, NULL},
+  {PARAM_INT,   FIELD(restartLag),     "SPARCCL_RESTART_LAG",       1,                 1,   1 << 20, 0, 0, NULL, 0, NULL},
+  {PARAM_INT,   FIELD(restartOnLoss),  "SPARCCL_RESTART_ON_LOSS",   0,                 0,   1,    0, 0, NULL, 0, NULL},
+  {PARAM_SIZE,  FIELD(warmupSteps),    "SPARCCL_WARMUP_STEPS",      0,                 0,   R,    0, 0, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(momentum),       "SPARCCL_MOMENTUM",          0.9,               0,   1,    0, 1, NULL, 0, NULL},
+};
+#undef R
+#undef ONLY
+#undef FIELD
+#undef NAMES
+
+const sparcclParam_t* sparcclParams(size_t* count) {
+  *count = sizeof(params) / sizeof(params[0]);
+  return params;
+}
 
 const char* sparcclCompressorName(int c) {
-  return c >= 0 && c < 5 ? compressorNames[c] : "unknown";
+  return c >= 0 && c < SPARCCL_NUM_COMPRESSORS ? compressorNames[c] : "unknown";
 }
-const char* sparcclFeedbackName(int f) { return f >= 0 && f < 4 ? feedbackNames[f] : "unknown"; }
-
-static int lookupName(const char* value, const char* const* names, int n) {
-  int i;
-  for (i = 0; i < n; i++)
-    if (strcmp(value, names[i]) == 0) return i;
-  return -1;
-}
-
-static sparcclResult_t envDouble(const char* name, double* out, int* found) {
-  const char* v = getenv(name);
-  char* end;
-  *found = 0;
-  if (v == NULL) return sparcclSuccess;
-  errno = 0;
-  *out = strtod(v, &end);
-  if (errno != 0 || *end != '\0' || end == v || !isfinite(*out)) {
-    WARN("%s=%s is not a number", name, v);
-    return sparcclInvalidArgument;
-  }
-  *found = 1;
-  return sparcclSuccess;
+const char* sparcclFeedbackName(int f) {
+  return f >= 0 && f < SPARCCL_NUM_FEEDBACKS ? feedbackNames[f] : "unknown";
 }
 
 sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
@@ -61,28 +90,141 @@ sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long hig
   return sparcclSuccess;
 }
 
-static sparcclResult_t envEnum(const char* name, const char* const* names, int n, int* out,
-                               int* found) {
-  const char* v = getenv(name);
+/* ------------------------------------------------------------ reading one field */
+
+static int isUndefined(const sparcclParam_t* p, const void* at) {
+  switch (p->kind) {
+    case PARAM_REAL: return *(const double*)at == SPARCCL_CONFIG_UNDEF_DOUBLE;
+    case PARAM_ENUM:
+    case PARAM_INT: return *(const int*)at == SPARCCL_CONFIG_UNDEF_INT;
+    case PARAM_LONG: return *(const long long*)at == SPARCCL_CONFIG_UNDEF_LONG;
+    case PARAM_SIZE: return *(const size_t*)at == SPARCCL_CONFIG_UNDEF_SIZE;
+    default: return *(const unsigned long long*)at == SPARCCL_CONFIG_UNDEF_SEED;
+  }
+}
+
+/* An integer field's value (sizes above 2^63 show as negative, which every range refuses). */
+static long long integerOf(const sparcclParam_t* p, const void* at) {
+  switch (p->kind) {
+    case PARAM_ENUM:
+    case PARAM_INT: return *(const int*)at;
+    case PARAM_LONG: return *(const long long*)at;
+    case PARAM_SIZE: return (long long)*(const size_t*)at;
+    default: return (long long)*(const unsigned long long*)at;
+  }
+}
+
+static int inRange(const sparcclParam_t* p, const void* at) {
+  if (p->kind == PARAM_REAL) {
+    double v = *(const double*)at;
+    return isfinite(v) && (p->openLow ? v > p->low : v >= p->low) &&
+           (p->openHigh ? v < p->high : v <= p->high);
+  }
+  /* Integer bounds are whole numbers up to 2^62: exact as doubles and as long long. */
+  return integerOf(p, at) >= (long long)p->low && integerOf(p, at) <= (long long)p->high;
+}
+
+static void store(const sparcclParam_t* p, void* at, double real, long long integer,
+                  unsigned long long seed) {
+  switch (p->kind) {
+    case PARAM_REAL: *(double*)at = real; break;
+    case PARAM_ENUM:
+    case PARAM_INT: *(int*)at = (int)integer; break;
+    case PARAM_LONG: *(long long*)at = integer; break;
+    case PARAM_SIZE: *(size_t*)at = (size_t)integer; break;
+    default: *(unsigned long long*)at = seed; break;
+  }
+}
+
+static int enumCode(const sparcclParam_t* p, int i) { return p->codes ? p->codes[i] : i; }
+
+/* Parse one environment value into the field; logged and refused, naming the variable. */
+static sparcclResult_t parseEnv(const sparcclParam_t* p, const char* v, void* at) {
+  char* end;
   int i;
-  *found = 0;
-  if (v == NULL) return sparcclSuccess;
-  i = lookupName(v, names, n);
-  if (i < 0) {
-    WARN("%s=\"%s\" is not one of the accepted names (e.g. %s); unset it for the default",
-         name, v, names[0]);
+  errno = 0;
+  switch (p->kind) {
+    case PARAM_REAL: {
+      double real = strtod(v, &end);
+      if (errno != 0 || *end != '\0' || end == v || !isfinite(real)) break;
+      store(p, at, real, 0, 0);
+      return sparcclSuccess;
+    }
+    case PARAM_ENUM:
+      for (i = 0; i < p->nnames; i++)
+        if (strcmp(v, p->names[i]) == 0) {
+          store(p, at, 0, enumCode(p, i), 0);
+          return sparcclSuccess;
+        }
+      WARN("%s=\"%s\" is not one of the accepted names (e.g. %s); unset it for the default",
+           p->env, v, p->names[0]);
+      return sparcclInvalidArgument;
+    case PARAM_SEED: {
+      unsigned long long seed = strtoull(v, &end, 0);
+      if (errno != 0 || *end != '\0' || end == v || v[0] == '-' || seed == SPARCCL_CONFIG_UNDEF_SEED) {
+        WARN("%s=%s is not an unsigned 64-bit integer below 2^64-1", p->env, v);
+        return sparcclInvalidArgument;
+      }
+      store(p, at, 0, 0, seed);
+      return sparcclSuccess;
+    }
+    default: {
+      long long integer = strtoll(v, &end, 0);
+      if (errno != 0 || *end != '\0' || end == v || integer < (long long)p->low ||
+          integer > (long long)p->high) {
+        WARN("%s=%s is not an integer in [%.0f, %.0f]", p->env, v, p->low, p->high);
+        return sparcclInvalidArgument;
+      }
+      store(p, at, 0, integer, 0);
+      return sparcclSuccess;
+    }
+  }
+  WARN("%s=%s is not a number", p->env, v);
+  return sparcclInvalidArgument;
+}
+
+static sparcclResult_t checkRange(const sparcclParam_t* p, const void* at, const char* from) {
+  if (p->kind == PARAM_SEED) return sparcclSuccess;
+  if (p->kind == PARAM_ENUM) {
+    int i, v = *(const int*)at;
+    for (i = 0; i < p->nnames; i++)
+      if (enumCode(p, i) == v) return sparcclSuccess;
+    WARN("config: %s %d (from %s) is not one of its codes (names: %s, ...)", p->field, v, from,
+         p->names[0]);
     return sparcclInvalidArgument;
   }
-  *out = i;
-  *found = 1;
-  return sparcclSuccess;
+  if (inRange(p, at)) return sparcclSuccess;
+  if (p->kind == PARAM_REAL)
+    WARN("config: %s %g (from %s) is outside %c%g, %g%c", p->field, *(const double*)at, from,
+         p->openLow ? '(' : '[', p->low, p->high, p->openHigh ? ')' : ']');
+  else
+    WARN("config: %s %lld (from %s) is outside [%.0f, %.0f]", p->field, integerOf(p, at), from,
+         p->low, p->high);
+  return sparcclInvalidArgument;
+}
+
+/* One field: the user's value, else the environment's, else the default; then its range. */
+static sparcclResult_t resolveParam(const sparcclParam_t* p, sparcclConfig_t* c,
+                                    const char** from) {
+  void* at = (char*)c + p->offset;
+  *from = "config";
+  if (isUndefined(p, at)) {
+    const char* v = getenv(p->env);
+    if (v != NULL) {
+      SPARCCLCHECK(parseEnv(p, v, at));
+      *from = p->env;
+    } else {
+      store(p, at, p->byDefault, p->kind == PARAM_ENUM ? enumCode(p, (int)p->byDefault)
+                                                       : (long long)p->byDefault, 0);
+      *from = "the default";
+    }
+  }
+  return checkRange(p, at, *from);
 }
 
 sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* c) {
   sparcclConfig_t init = SPARCCL_CONFIG_INITIALIZER;
-  int found;
-  long long integer;
-  double real;
+  size_t i;
   if (user == NULL) user = &init;
   if (user->size != sizeof(sparcclConfig_t) || user->magic != SPARCCL_CONFIG_MAGIC) {
     WARN("config: not initialised with SPARCCL_CONFIG_INITIALIZER (size %zu, magic 0x%x)",
@@ -91,119 +233,16 @@ sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_
   }
   *c = *user;
   c->version = SPARCCL_VERSION_CODE;
-
-  /* Where each range-checked real came from, for the message that refuses it. */
-  const char *densityFrom = "config.density", *importanceGammaFrom = "config.importanceGamma",
-             *importanceEtaFrom = "config.importanceEta", *importanceLowFrom = "config.importanceLow",
-             *importanceHighFrom = "config.importanceHigh", *restartRatioFrom = "config.restartRatio";
-#define RESOLVE_DOUBLE(field, env, def)                  \
-  if (c->field == SPARCCL_CONFIG_UNDEF_DOUBLE) {         \
-    SPARCCLCHECK(envDouble(env, &real, &found));         \
-    c->field = found ? real : (def);                     \
-    field##From = found ? env : "the default";           \
+  const char *from, *lowFrom = "", *highFrom = "";
+  for (i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+    SPARCCLCHECK(resolveParam(&params[i], c, &from));
+    if (params[i].offset == offsetof(sparcclConfig_t, importanceLow)) lowFrom = from;
+    if (params[i].offset == offsetof(sparcclConfig_t, importanceHigh)) highFrom = from;
   }
-  RESOLVE_DOUBLE(density, "SPARCCL_DENSITY", DEFAULT_DENSITY)
-  if (c->compressor == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envEnum("SPARCCL_COMPRESSOR", compressorNames, 5, &c->compressor, &found));
-    if (!found) c->compressor = sparcclImpK;
-  }
-  if (c->feedback == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envEnum("SPARCCL_FEEDBACK", feedbackNames, 4, &c->feedback, &found));
-    if (!found) c->feedback = sparcclFeedbackSCAM;
-  }
-  if (c->wireType == SPARCCL_CONFIG_UNDEF_INT) {
-    static const char* wireNames[] = {"fp32", "bf16", "fp16"};
-    static const int wireTypes[] = {sparcclFloat32, sparcclBfloat16, sparcclFloat16};
-    int w;
-    SPARCCLCHECK(envEnum("SPARCCL_WIRE", wireNames, 3, &w, &found));
-    c->wireType = found ? wireTypes[w] : sparcclFloat32;
-  }
-  if (c->minSparseCount == SPARCCL_CONFIG_UNDEF_SIZE) {
-    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_MIN_SPARSE", 0, (long long)1 << 62, &integer, &found));
-    c->minSparseCount = found ? (size_t)integer : DEFAULT_MIN_SPARSE;
-  }
-  if (c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
-    const char* v = getenv("SPARCCL_SEED");
-    c->seed = 0;
-    if (v != NULL) {
-      char* end;
-      errno = 0;
-      c->seed = strtoull(v, &end, 0);
-      if (errno != 0 || *end != '\0' || end == v || v[0] == '-' || c->seed == SPARCCL_CONFIG_UNDEF_SEED) {
-        WARN("SPARCCL_SEED=%s is not an unsigned 64-bit integer below 2^64-1", v);
-        return sparcclInvalidArgument;
-      }
-    }
-  }
-  if (c->sharedRandomness == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_SHARED_RANDOMNESS", 0, 1, &integer, &found));
-    c->sharedRandomness = found ? (int)integer : 0;
-  }
-  if (c->importance == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(envEnum("SPARCCL_IMPORTANCE", importanceNames, 4, &c->importance, &found));
-    if (!found) c->importance = sparcclImportanceNone;
-  }
-  RESOLVE_DOUBLE(importanceGamma, "SPARCCL_IMP_GAMMA", DEFAULT_IMP_GAMMA)
-  RESOLVE_DOUBLE(importanceEta, "SPARCCL_IMP_ETA", DEFAULT_IMP_ETA)
-  RESOLVE_DOUBLE(importanceLow, "SPARCCL_IMP_LOW", 0.0)
-  RESOLVE_DOUBLE(importanceHigh, "SPARCCL_IMP_HIGH", 2.0)
-  RESOLVE_DOUBLE(restartRatio, "SPARCCL_RESTART_RATIO", 0.0)
-#undef RESOLVE_DOUBLE
-  if (c->restartEvery == SPARCCL_CONFIG_UNDEF_LONG) {
-    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_EVERY", 0, (long long)1 << 62, &integer, &found));
-    c->restartEvery = found ? integer : 0;
-  }
-  if (c->restartLag == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_LAG", 1, 1 << 20, &integer, &found));
-    c->restartLag = found ? (int)integer : 1;
-  }
-  if (c->restartOnLoss == SPARCCL_CONFIG_UNDEF_INT) {
-    SPARCCLCHECK(sparcclEnvInteger("SPARCCL_RESTART_ON_LOSS", 0, 1, &integer, &found));
-    c->restartOnLoss = found ? (int)integer : 0;
-  }
-
-  /* Validate the resolved values, whichever way they came. */
-  if (!(c->density > 0.0 && c->density <= 1.0)) {
-    WARN("config: density %g (from %s) is outside (0, 1]", c->density, densityFrom);
-    return sparcclInvalidArgument;
-  }
-  if (c->compressor < 0 || c->compressor > sparcclImpKRandom) {
-    WARN("config: compressor %d is not a sparcclCompressor_t", c->compressor);
-    return sparcclInvalidArgument;
-  }
-  if (c->feedback < 0 || c->feedback > sparcclFeedbackSCAM) {
-    WARN("config: feedback %d is not a sparcclFeedback_t", c->feedback);
-    return sparcclInvalidArgument;
-  }
-  if (c->wireType != sparcclFloat32 && c->wireType != sparcclFloat16 &&
-      c->wireType != sparcclBfloat16) {
-    WARN("config: wireType %d is not float32, float16 or bfloat16", c->wireType);
-    return sparcclInvalidArgument;
-  }
-  if (c->sharedRandomness != 0 && c->sharedRandomness != 1) {
-    WARN("config: sharedRandomness %d is not 0 or 1", c->sharedRandomness);
-    return sparcclInvalidArgument;
-  }
-  if (c->importance < 0 || c->importance > sparcclImportanceOnline) {
-    WARN("config: importance %d is not a sparcclImportance_t", c->importance);
-    return sparcclInvalidArgument;
-  }
-  if (!(c->importanceGamma > 0.0) || !isfinite(c->importanceGamma) ||
-      !(c->importanceEta > 0.0) || !isfinite(c->importanceEta)) {
-    WARN("config: importance gamma %g (from %s) and eta %g (from %s) must be positive and finite",
-         c->importanceGamma, importanceGammaFrom, c->importanceEta, importanceEtaFrom);
-    return sparcclInvalidArgument;
-  }
-  if (!(c->importanceLow <= c->importanceHigh) || !isfinite(c->importanceLow) ||
-      !isfinite(c->importanceHigh)) {
+  /* The one rule across fields: the cube bounds are an interval. */
+  if (!(c->importanceLow <= c->importanceHigh)) {
     WARN("config: importance bounds [%g, %g] (from %s, %s) are not an interval", c->importanceLow,
-         c->importanceHigh, importanceLowFrom, importanceHighFrom);
-    return sparcclInvalidArgument;
-  }
-  if (c->restartEvery < 0 || !(c->restartRatio >= 0.0) || !isfinite(c->restartRatio) ||
-      c->restartLag < 1 || (c->restartOnLoss != 0 && c->restartOnLoss != 1)) {
-    WARN("config: restart every %lld, ratio %g (from %s), lag %d, on-loss %d are not valid",
-         c->restartEvery, c->restartRatio, restartRatioFrom, c->restartLag, c->restartOnLoss);
+         c->importanceHigh, lowFrom, highFrom);
     return sparcclInvalidArgument;
   }
   return sparcclSuccess;
@@ -219,13 +258,16 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
   return h;
 }
 
+/* Every field, by the table, plus the version: ranks whose configs differ are refused. */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
-  uint64_t h = SPARCCL_HASH_SEED;
-  int64_t ints[] = {c->compressor, c->feedback, c->wireType, (int64_t)c->minSparseCount,
-                    (int64_t)c->seed, c->sharedRandomness, c->importance, c->restartEvery,
-                    c->restartLag, c->restartOnLoss, c->version};
-  double reals[] = {c->density, c->importanceGamma, c->importanceEta, c->importanceLow,
-                    c->importanceHigh, c->restartRatio};
-  h = sparcclHash64(h, ints, sizeof(ints));
-  return sparcclHash64(h, reals, sizeof(reals));
+  uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
+  size_t i;
+  for (i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+    const sparcclParam_t* p = &params[i];
+    const void* at = (const char*)c + p->offset;
+    long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
+    if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));
+    else h = sparcclHash64(h, &integer, sizeof(integer));
+  }
+  return h;
 }

@@ -32,6 +32,23 @@ int sparcclLogEnabled(sparcclLogLevel_t level);
   } while (0)
 
 /* ------------------------------------------------------------ config (config.c) */
+/* One row of the parameter table: a config field, its environment variable, its default
+ * and its valid range (low/high; open ends where the flags say); enums take names (codes:
+ * the values stored, NULL when they are the names' positions). */
+typedef enum { PARAM_REAL, PARAM_ENUM, PARAM_INT, PARAM_LONG, PARAM_SIZE, PARAM_SEED } sparcclParamKind_t;
+typedef struct {
+  sparcclParamKind_t kind;
+  const char* field;
+  size_t offset;
+  const char* env;
+  double byDefault; /* an enum's: the position of its name */
+  double low, high;
+  int openLow, openHigh;
+  const char* const* names;
+  int nnames;
+  const int* codes;
+} sparcclParam_t;
+const sparcclParam_t* sparcclParams(size_t* count);
 /* Fill the unset fields of *out from SPARCCL_* and defaults; validate. */
 sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* out);
 /* An integer environment variable in [low, high]: *found = 0 when unset, an error (logged,

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "methods.h"
 
 #if defined(__CUDACC__)
 #define SPARCCL_HD __host__ __device__ __forceinline__
@@ -355,9 +356,6 @@ SPARCCL_HD double sparccl_exp(double x) {
  * keys win, ties to the lower index.  32-bit keys for every compressor but impk_random,
  * whose key is a double.
  */
-enum { SPARCCL_TOPK = 0, SPARCCL_RANDK = 1, SPARCCL_IMPK = 2, SPARCCL_IMPK_SELECT = 3,
-       SPARCCL_IMPK_RANDOM = 4 };
-enum { SPARCCL_FB_NONE = 0, SPARCCL_FB_EF = 1, SPARCCL_FB_EF21 = 2, SPARCCL_FB_SCAM = 3 };
 
 /* Order-preserving map of a float to uint32; -0 and +0 are the same key. */
 SPARCCL_HD uint32_t sparccl_ordered_float(float f) {
@@ -394,9 +392,16 @@ SPARCCL_HD uint32_t sparccl_key32(int compressor, float x, float w, uint32_t wor
 
 /* ------------------------------------------------ feedback schemes (SPEC 1) */
 
-/* The vector the keys are computed on: g, a = e + g, or g - h. */
+/* dgc's momentum update u <- (float)momentum * u + g (SPEC 9); the other schemes' g.  The
+ * feedback rules below take this as their g. */
+SPARCCL_HD float sparccl_feedback_gradient(int feedback, float g, float u, float momentum) {
+  return feedback == SPARCCL_FB_DGC ? momentum * u + g : g;
+}
+
+/* The vector the keys are computed on: g, a = e + g, or g - h (dgc: a = e + u). */
 SPARCCL_HD float sparccl_key_input(int feedback, float g, float e, float h) {
-  if (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM) return e + g;
+  if (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM || feedback == SPARCCL_FB_DGC)
+    return e + g;
   if (feedback == SPARCCL_FB_EF21) return g - h;
   return g;
 }

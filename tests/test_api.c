@@ -41,7 +41,7 @@ static const char* const envNames[] = {
     "SPARCCL_MIN_SPARSE", "SPARCCL_SEED", "SPARCCL_SHARED_RANDOMNESS", "SPARCCL_IMPORTANCE",
     "SPARCCL_IMP_GAMMA", "SPARCCL_IMP_ETA", "SPARCCL_IMP_LOW", "SPARCCL_IMP_HIGH",
     "SPARCCL_RESTART_EVERY", "SPARCCL_RESTART_RATIO", "SPARCCL_RESTART_LAG",
-    "SPARCCL_RESTART_ON_LOSS"};
+    "SPARCCL_RESTART_ON_LOSS", "SPARCCL_WARMUP_STEPS", "SPARCCL_MOMENTUM"};
 #define NENV (sizeof(envNames) / sizeof(envNames[0]))
 
 static void clear_env(void) {
@@ -115,6 +115,8 @@ static void check_defaults(const sparcclConfig_t* c) {
   ck_assert(c->restartRatio == 0.0);
   ck_assert_int_eq(c->restartLag, 1);
   ck_assert_int_eq(c->restartOnLoss, 0);
+  ck_assert_uint_eq(c->warmupSteps, 0);
+  ck_assert(c->momentum == 0.9);
   ck_assert_uint_eq(c->size, sizeof(sparcclConfig_t));
   ck_assert_uint_eq(c->magic, SPARCCL_CONFIG_MAGIC);
   ck_assert_uint_eq(c->version, SPARCCL_VERSION_CODE);
@@ -172,6 +174,9 @@ static int chk_every(const sparcclConfig_t* c) { return c->restartEvery == 15; }
 static int chk_ratio(const sparcclConfig_t* c) { return c->restartRatio == 2.5; }
 static int chk_lag(const sparcclConfig_t* c) { return c->restartLag == 3; }
 static int chk_onloss(const sparcclConfig_t* c) { return c->restartOnLoss == 1; }
+static int chk_warmup(const sparcclConfig_t* c) { return c->warmupSteps == 300; }
+static int chk_momentum(const sparcclConfig_t* c) { return c->momentum == 0.5; }
+static int chk_dgc(const sparcclConfig_t* c) { return c->feedback == sparcclFeedbackDGC; }
 
 static const EnvCase goodEnv[] = {
     {"SPARCCL_DENSITY", "0.125", chk_density},
@@ -179,6 +184,7 @@ static const EnvCase goodEnv[] = {
     {"SPARCCL_COMPRESSOR", "randk", chk_compressor2},
     {"SPARCCL_FEEDBACK", "ef21", chk_feedback},
     {"SPARCCL_FEEDBACK", "none", chk_feedback2},
+    {"SPARCCL_FEEDBACK", "dgc", chk_dgc},
     {"SPARCCL_WIRE", "bf16", chk_wire},
     {"SPARCCL_WIRE", "fp16", chk_wire2},
     {"SPARCCL_MIN_SPARSE", "12345", chk_min},
@@ -194,6 +200,8 @@ static const EnvCase goodEnv[] = {
     {"SPARCCL_RESTART_RATIO", "2.5", chk_ratio},
     {"SPARCCL_RESTART_LAG", "3", chk_lag},
     {"SPARCCL_RESTART_ON_LOSS", "1", chk_onloss},
+    {"SPARCCL_WARMUP_STEPS", "300", chk_warmup},
+    {"SPARCCL_MOMENTUM", "0.5", chk_momentum},
 };
 
 START_TEST(test_env_picked_up) {
@@ -254,9 +262,13 @@ START_TEST(test_env_all_at_once_and_caller_wins) {
   init.restartRatio = 1.5;
   init.restartLag = 2;
   init.restartOnLoss = 0;
+  init.warmupSteps = 5;
+  init.momentum = 0.25;
   ck_assert_int_eq(sparcclCommInitMpi(&comm, MPI_COMM_SELF, &init), sparcclSuccess);
   ck_assert_int_eq(sparcclCommGetConfig(comm, &got), sparcclSuccess);
   clear_env();
+  ck_assert_uint_eq(got.warmupSteps, 5);
+  ck_assert(got.momentum == 0.25);
   ck_assert(got.density == 0.5);
   ck_assert_int_eq(got.compressor, sparcclTopK);
   ck_assert_int_eq(got.feedback, sparcclFeedbackEF);
@@ -297,6 +309,9 @@ static const char* const badEnv[][2] = {
     {"SPARCCL_RESTART_RATIO", "-0.5"}, {"SPARCCL_RESTART_RATIO", "nan"},
     {"SPARCCL_RESTART_LAG", "0"},      {"SPARCCL_RESTART_LAG", "two"},
     {"SPARCCL_RESTART_ON_LOSS", "2"},  {"SPARCCL_RESTART_ON_LOSS", "true"},
+    {"SPARCCL_WARMUP_STEPS", "-1"},    {"SPARCCL_WARMUP_STEPS", "ten"},
+    {"SPARCCL_MOMENTUM", "1"},         {"SPARCCL_MOMENTUM", "-0.1"},
+    {"SPARCCL_MOMENTUM", "0.9x"},      {"SPARCCL_FEEDBACK", "DGC"},
 };
 
 START_TEST(test_env_malformed) {
@@ -346,7 +361,11 @@ static void bad_density_nan(sparcclConfig_t* c) { c->density = NAN; }
 static void bad_density_inf(sparcclConfig_t* c) { c->density = INFINITY; }
 static void bad_compressor(sparcclConfig_t* c) { c->compressor = 5; }
 static void bad_compressor_neg(sparcclConfig_t* c) { c->compressor = -1; }
-static void bad_feedback(sparcclConfig_t* c) { c->feedback = 4; }
+static void bad_feedback(sparcclConfig_t* c) { c->feedback = 5; }
+static void bad_momentum(sparcclConfig_t* c) { c->momentum = 1.0; }
+static void bad_momentum_neg(sparcclConfig_t* c) { c->momentum = -0.1; }
+static void bad_momentum_nan(sparcclConfig_t* c) { c->momentum = NAN; }
+static void bad_warmup(sparcclConfig_t* c) { c->warmupSteps = (size_t)1 << 63; }
 static void bad_wire(sparcclConfig_t* c) { c->wireType = 8; }
 static void bad_wire0(sparcclConfig_t* c) { c->wireType = 0; }
 static void bad_shared(sparcclConfig_t* c) { c->sharedRandomness = 2; }
@@ -368,7 +387,8 @@ START_TEST(test_config_invalid) {
       bad_density0, bad_density_neg, bad_density_big, bad_density_nan, bad_density_inf,
       bad_compressor, bad_compressor_neg, bad_feedback, bad_wire, bad_wire0, bad_shared,
       bad_importance, bad_gamma, bad_gamma_nan, bad_eta, bad_bounds, bad_every, bad_ratio,
-      bad_ratio_inf, bad_lag, bad_onloss, bad_size, bad_magic};
+      bad_ratio_inf, bad_lag, bad_onloss, bad_size, bad_magic, bad_momentum, bad_momentum_neg,
+      bad_momentum_nan, bad_warmup};
   size_t i;
   sparcclComm_t comm;
   sparcclConfig_t c;

@@ -38,7 +38,7 @@ SUM, AVG = 0, 4
 
 # Names as the SPARCCL_* variables spell them (src/config.c).
 COMPRESSORS = {"topk": 0, "randk": 1, "impk": 2, "impk_select": 3, "impk_random": 4}
-FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3}
+FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
 
@@ -69,6 +69,8 @@ class SparcclConfig(ctypes.Structure):
         ("restartRatio", ctypes.c_double),
         ("restartLag", ctypes.c_int),
         ("restartOnLoss", ctypes.c_int),
+        ("warmupSteps", ctypes.c_size_t),
+        ("momentum", ctypes.c_double),
     ]
 
 
@@ -93,6 +95,8 @@ CONFIG_INITIALIZER = {
     "restartRatio": UNDEF_DOUBLE,
     "restartLag": UNDEF_INT,
     "restartOnLoss": UNDEF_INT,
+    "warmupSteps": UNDEF_SIZE,
+    "momentum": UNDEF_DOUBLE,
 }
 
 
@@ -154,6 +158,8 @@ class SparcclOptions:
     restart_ratio: Optional[float] = None
     restart_lag: Optional[int] = None
     restart_on_loss: Optional[bool] = None
+    warmup_steps: Optional[int] = None  # the first N calls on a bucket are dense (SPEC 9)
+    momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -174,6 +180,8 @@ class SparcclOptions:
             ("restart_ratio", "restartRatio", float),
             ("restart_lag", "restartLag", int),
             ("restart_on_loss", "restartOnLoss", int),
+            ("warmup_steps", "warmupSteps", int),
+            ("momentum", "momentum", float),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

@@ -43,6 +43,8 @@ int main(void) {
   REAL("config", init, sparcclConfig_t, restartRatio);
   INTEGER("config", init, sparcclConfig_t, restartLag);
   INTEGER("config", init, sparcclConfig_t, restartOnLoss);
+  UNSIGNED("config", init, sparcclConfig_t, warmupSteps);
+  REAL("config", init, sparcclConfig_t, momentum);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
