@@ -80,6 +80,8 @@ static void runner_init(runner_t* R, const sparcclConfig_t* config, int op, int 
   rc.wireType = config->wireType;
   rc.seed = config->seed;
   rc.sharedRandomness = config->sharedRandomness;
+  rc.momentum = config->momentum;
+  rc.warmupSteps = config->warmupSteps;
   rc.op = op;
   rc.dtype = dtype;
   R->ref = ref_create(&rc, g_size, count, nlayers, counts, 0);
