@@ -308,6 +308,15 @@ void sparcclSkipLayer(sparcclComm_t comm, const sparcclLayer_t* l, void* out, in
  * allgather (the phase API, transports without alltoall): every element's x, float32, then
  * the flags and the call check.  RingBytes: the scratch the one-call ring path needs. */
 int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set);
+/* The ring's layout, which the device's ring (cuda/) shares: each rank's shard of `chunk`
+ * elements; a reduce-scatter chunk (the shard's x, the flags, the check) and an allgather
+ * block (the shard's sums, the check). */
+typedef struct {
+  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
+  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
+  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
+} sparcclDenseRing_t;
+sparcclDenseRing_t sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set);
 size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set);
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set);
 void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
