@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Summary and plot of examples/fashion_mnist/converge.sh's runs (docs/RESULTS.md).
 
-    tools/converge_plot.py OUT_DIR [NP] [TRAIN_IMAGES] [BATCH]
+    tools/converge_plot.py OUT_DIR [NP] [TRAIN_IMAGES] [BATCH] [--order a,b,...]
 
 Reads OUT_DIR/<label>.csv (fmnist_train --csv rows), writes OUT_DIR/summary.csv (per
 setting: seeds, final test accuracy mean, sample standard deviation, min and max, the gap
 to the "dense" setting, bytes sent per rank in the whole run, warm-up included, and that
-against dense) and OUT_DIR/accuracy.png (test accuracy per epoch, mean over seeds, the
+against dense; in --order's order, the rest by accuracy) and OUT_DIR/accuracy.png (test accuracy per epoch, mean over seeds, the
 band one standard deviation either side).
 """
 import csv
@@ -28,10 +28,16 @@ def load(path):
 
 
 def main():
-    out = sys.argv[1]
-    nranks = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    images = int(sys.argv[3]) if len(sys.argv) > 3 else 60000
-    batch = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+    args = sys.argv[1:]
+    order = []
+    if "--order" in args:
+        at = args.index("--order")
+        order = args[at + 1].split(",")
+        del args[at:at + 2]
+    out = args[0]
+    nranks = int(args[1]) if len(args) > 1 else 2
+    images = int(args[2]) if len(args) > 2 else 60000
+    batch = int(args[3]) if len(args) > 3 else 64
     steps_per_epoch = (images // nranks) // batch
     settings = {}
     for path in sorted(glob.glob(os.path.join(out, "*.csv"))):
@@ -65,7 +71,8 @@ def main():
             "MB_sent_per_rank": "%.1f" % (sent / 1e6),
             "bytes_vs_dense": "%.4f" % (sent / dense_bytes if dense_bytes else 1.0),
         })
-    rows.sort(key=lambda r: -float(r["test_acc_mean"]))
+    rows.sort(key=lambda r: (order.index(r["setting"]) if r["setting"] in order else len(order),
+                             -float(r["test_acc_mean"])))
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()

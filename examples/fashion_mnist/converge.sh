@@ -8,7 +8,7 @@
 #
 # Writes OUT_DIR/<label>.csv (fmnist_train's rows: one per seed and epoch) and, through
 # tools/converge_plot.py, OUT_DIR/summary.csv and OUT_DIR/accuracy.png.  Environment: MPIRUN,
-# BUILD, OPENBLAS_NUM_THREADS.
+# BUILD, OPENBLAS_NUM_THREADS, TRAIN_IMAGES (when the options limit them: the bytes' count).
 set -euo pipefail
 BUILD=${BUILD:-build}
 MPIRUN=${MPIRUN:-mpirun --allow-run-as-root --oversubscribe}
@@ -35,4 +35,9 @@ for seed in $SEEDS; do
       --csv "$csv" --quiet
   done
 done
-python3 "$(dirname "$0")/../../tools/converge_plot.py" "$OUT" "$NP"
+order=""
+for setting in "$@"; do order="$order${order:+,}${setting%%=*}"; done
+# a python with matplotlib for the plot: the first python3 on PATH, else Debian's
+PY=python3
+python3 -c 'import matplotlib' 2>/dev/null || { [ -x /usr/bin/python3 ] && PY=/usr/bin/python3; }
+$PY "$(dirname "$0")/../../tools/converge_plot.py" "$OUT" "$NP" ${TRAIN_IMAGES:-60000} 64 --order "$order"
