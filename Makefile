@@ -150,7 +150,7 @@ $(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/tool_util.h tools/baseline
 # ---------------------------------------------------------------- demo
 demo: deps
 	@$(MAKE) --no-print-directory fmnist
-	OPENBLAS_NUM_THREADS=1 MPIRUN="$(MPIRUN)" BUILD=$(BUILD) examples/fashion_mnist/compare.sh --short
+	OPENBLAS_NUM_THREADS=1 MPIRUN="$(MPIRUN)" BUILD=$(BUILD) examples/fashion_mnist/demo.sh
 
 # ---------------------------------------------------------------- dependencies
 DEB_PACKAGES := libopenmpi-dev openmpi-bin check pkg-config libsubunit-dev
