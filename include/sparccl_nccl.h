@@ -70,7 +70,8 @@ extern "C" {
  * (as a new key's first call is) with nothing enqueued; capture a key's calls after its
  * warm-up.  A dense one-call exchanges at a ring allreduce's volume: a reduce-scatter of
  * ncclSend/ncclRecv pairs in one group, then an ncclAllGather of the shard sums; the ring's
- * scratch (about 12 bytes a parameter) is allocated with the key, when warmupSteps > 0.
+ * scratch (8 + 4 (n + 1) / n bytes a parameter on n ranks) is allocated with the key when
+ * warmupSteps > 0.
  *
  * Memory: ef, scam and dgc keep e in two device buffers that swap roles every call (the
  * compression writes e + g into the second, so the decompression reads neither g nor e
