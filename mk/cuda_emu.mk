@@ -5,7 +5,8 @@
 # no nvcc and no NCCL.  `make cudaemu` (part of `make test`) runs it with one rank, the
 # selection tests again with the emulator's blocks and threads in reverse order
 # (CUDA_EMU_ORDER=reverse), the selection tests once more in a random order, and with two
-# ranks (the fake NCCL gathers over MPI).  The random run (CUDA_EMU_ORDER=random) shuffles
+# ranks (the fake NCCL gathers over MPI), then SPEC 9's tests with three (EMU_TESTS_SUBSET=sec9:
+# the dense ring's rank-ordered shard sums, whose order two ranks cannot show).  The random run (CUDA_EMU_ORDER=random) shuffles
 # the blocks of each launch, resumes the threads of a block in a fresh random order at its
 # start and after every barrier, and lets a thread yield to another at random at each atomic;
 # its seed is new each run and printed first ("CUDA_EMU_ORDER=random:SEED reproduces this
@@ -88,6 +89,7 @@ cudaemu: check-tools $(BUILD)/bin/sparccl_emu_tests $(BUILD)/bin/sparccl_gpu_tes
 	CUDA_EMU_ORDER=reverse EMU_TESTS_SUBSET=select timeout 600 $(MPIRUN) -np 1 -x CUDA_EMU_ORDER -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	CUDA_EMU_ORDER=$(EMU_RANDOM_ORDER) EMU_TESTS_SUBSET=select timeout 600 $(MPIRUN) -np 1 -x CUDA_EMU_ORDER -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	timeout 600 $(MPIRUN) -np 2 $(BUILD)/bin/sparccl_emu_tests
+	EMU_TESTS_SUBSET=sec9 timeout 600 $(MPIRUN) -np 3 -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	$(EMU_PERF_SMOKE)
 
 EXTRA_TESTS += cudaemu cudaemu-full
