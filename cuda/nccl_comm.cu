@@ -18,7 +18,7 @@
 #include <string.h>
 #include "device_set.cuh"
 extern "C" {
-#include "device.h"
+#include "backend.h"
 #include "sparccl_nccl.h"
 }
 
@@ -709,8 +709,7 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
 /* The hot path: nothing here waits for the device, allocates, or keeps the stream. */
 static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                        const void* send, void* recv, int dtype, int op,
-                                       void* streamArg) {
-  static const char caller[] = "sparcclAllReduce";
+                                       void* streamArg, const char* caller) {
   NcclTransport* t = nccl(comm);
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
@@ -983,8 +982,14 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
   return sparcclSuccess;
 }
 
-static const sparcclDeviceOps_t deviceOps = {
-    deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers, deviceCheckNewKey,
+static sparcclResult_t deviceCheckStream(sparcclComm_t comm, void* stream, const char* caller) {
+  (void)comm; (void)stream; (void)caller;
+  return sparcclSuccess; /* any stream of the comm's device, the legacy default included */
+}
+
+static const sparcclBackend_t deviceOps = {
+    "device", deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers,
+    deviceCheckStream, deviceCheckNewKey,
     deviceAllReduce, deviceProbe, deviceUpdate, deviceResetImportance, deviceRestartSet,
     deviceScale, devicePullState, devicePushState, deviceStats, deviceDestroy,
     devicePhaseCompress, devicePhaseDecompress};
@@ -1050,7 +1055,7 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
     ncclTransportDestroy(transport);
     return res;
   }
-  (*out)->device = &deviceOps;
+  (*out)->backend = &deviceOps;
   return sparcclSuccess;
 }
 
@@ -1094,7 +1099,7 @@ extern "C" SPARCCL_API sparcclResult_t sparcclCommInitRank(sparcclComm_t* comm, 
 extern "C" SPARCCL_API sparcclResult_t sparcclCommAbort(sparcclComm_t comm) {
   NcclTransport* t;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommAbort"));
-  if (comm->device == NULL) return sparcclCommDestroy(comm);
+  if (comm->backend != &deviceOps) return sparcclCommDestroy(comm);
   t = nccl(comm);
   t->aborting = 1;
   if (t->owned) {
@@ -1116,7 +1121,7 @@ extern "C" SPARCCL_API sparcclResult_t sparcclCommGetAsyncError(sparcclComm_t co
     WARN("sparcclCommGetAsyncError: asyncError is NULL");
     return sparcclInvalidArgument;
   }
-  if (comm->device == NULL) { *asyncError = sparcclSuccess; return sparcclSuccess; }
+  if (comm->backend != &deviceOps) { *asyncError = sparcclSuccess; return sparcclSuccess; }
   NCCLCHECK(ncclCommGetAsyncError(nccl(comm)->nccl, &nres), "sparcclCommGetAsyncError");
   *asyncError = nres == ncclSuccess ? sparcclSuccess
                 : nres == ncclInProgress ? sparcclInProgress : sparcclRemoteError;
