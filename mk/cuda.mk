@@ -22,12 +22,16 @@ ifeq ($(HAVE_NCCL),1)
 cuda: lib $(BUILD)/lib/libsparccl_cuda.so
 EXTRA_TESTS += cuda
 else
+EXTRA_TESTS += cuda
 cuda:
 	@echo "NCCL headers not found (nccl.h beside CUDA, in /usr or in python3's nvidia-nccl wheel; or set NCCL_HOME): skipping the device part"
+	@mkdir -p $(BUILD) && echo cuda >> $(SKIPPED)
 endif
 else
+EXTRA_TESTS += cuda
 cuda:
 	@echo "nvcc not found: skipping the device part (CUDA code not compiled)"
+	@mkdir -p $(BUILD) && echo cuda >> $(SKIPPED)
 endif
 
 $(BUILD)/cuda/%.o: cuda/%.cu cuda/*.cuh src/*.h include/*.h
@@ -68,8 +72,11 @@ GPU_BINS := $(BUILD)/bin/sparccl_gpu_tests $(BUILD)/bin/sparccl_gpu_tests_small 
 ifneq ($(NVCC),)
 ifeq ($(HAVE_NCCL),1)
 # CI (no GPU): everything compiles and links; the suite says in one line that it did not run.
+# With no device the suite prints "GPU suite not run" and exits 0: `make test` counts it skipped.
 cuda: $(GPU_BINS)
-	$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_gpu_tests
+	@$(MPIRUN) -np 1 $(BUILD)/bin/sparccl_gpu_tests > $(BUILD)/gpu_tests.log 2>&1; rc=$$?; \
+	  cat $(BUILD)/gpu_tests.log; test $$rc = 0 || exit $$rc; \
+	  if grep -q '^GPU suite not run' $(BUILD)/gpu_tests.log; then echo cuda >> $(SKIPPED); fi
 
 # On a GPU machine: build, run the suite, multi-process on one GPU, the benchmark; one table.
 gpucheck: lib $(GPU_BINS)

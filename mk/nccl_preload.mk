@@ -103,10 +103,12 @@ ncclpreload:
 	@echo "NCCL headers not found (or set NCCL_HOME): skipping the NCCL preload"
 ncclpreloadtest: hooktest
 	@echo "NCCL headers not found (or set NCCL_HOME): NCCL preload checks skipped"
+	@mkdir -p $(BUILD) && echo ncclpreloadtest >> $(SKIPPED)
 endif
 else
 ncclpreload:
 	@echo "nvcc not found: skipping the NCCL preload"
 ncclpreloadtest: hooktest
 	@echo "nvcc not found: NCCL preload checks skipped"
+	@mkdir -p $(BUILD) && echo ncclpreloadtest >> $(SKIPPED)
 endif
