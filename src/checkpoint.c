@@ -225,14 +225,9 @@ static int layersValid(const sparcclComm_t comm, const sparcclLayerSet_t* s, con
   return 1;
 }
 
-/* Validate everything; on success r is positioned for apply(). */
-static sparcclResult_t validate(sparcclComm_t comm, const uint8_t* data, size_t size,
-                                const char* path, FileSummary* summary) {
-  Reader r = {data, size, 0};
-  FileHeader fh;
-  uint64_t checksum, *firstIds;
-  size_t i, j;
-  const void* p;
+/* The file's frame: long enough, the magic, the checksum over everything before it. */
+static sparcclResult_t checkFrame(const uint8_t* data, size_t size, const char* path) {
+  uint64_t checksum;
   if (size < sizeof(FileHeader) + sizeof(uint64_t)) {
     WARN("sparcclLoadState: %s is truncated (%zu bytes)", path, size);
     return sparcclInvalidUsage;
@@ -246,86 +241,113 @@ static sparcclResult_t validate(sparcclComm_t comm, const uint8_t* data, size_t 
     WARN("sparcclLoadState: %s is corrupted or truncated (checksum mismatch)", path);
     return sparcclInvalidUsage;
   }
+  return sparcclSuccess;
+}
+
+/* The file header against this comm: format, rank, config, number of sets and layers. */
+static sparcclResult_t checkHeader(sparcclComm_t comm, const FileHeader* fh, const char* path) {
+  if (fh->format != FILE_FORMAT) {
+    WARN("sparcclLoadState: %s has format %u; this library reads %u", path, fh->format, FILE_FORMAT);
+    return sparcclInvalidUsage;
+  }
+  if (fh->nranks != comm->nranks || fh->rank != comm->rank) {
+    WARN("sparcclLoadState: %s was saved by rank %d of %d; this is rank %d of %d", path,
+         fh->rank, fh->nranks, comm->rank, comm->nranks);
+    return sparcclInvalidUsage;
+  }
+  if (fh->configFingerprint != sparcclConfigFingerprint(&comm->config) ||
+      fh->lag != (uint64_t)comm->config.restartLag) {
+    WARN("sparcclLoadState: %s was saved under another config (or library version %u)", path,
+         fh->library);
+    return sparcclInvalidUsage;
+  }
+  if (fh->nsets != comm->nsets) {
+    WARN("sparcclLoadState: %s holds %llu layer sets; this comm has %zu (register the layouts "
+         "in the same order before loading)", path, (unsigned long long)fh->nsets, comm->nsets);
+    return sparcclInvalidUsage;
+  }
+  if (fh->nextLayerId > UINT32_MAX) {
+    WARN("sparcclLoadState: %s numbers %llu layers; at most 2^32-1", path,
+         (unsigned long long)fh->nextLayerId);
+    return sparcclInvalidUsage;
+  }
+  return sparcclSuccess;
+}
+
+static sparcclResult_t truncatedFile(const char* path) {
+  WARN("sparcclLoadState: %s is truncated", path);
+  return sparcclInvalidUsage;
+}
+
+/* Layer set i's record: its layout, layer headers and state; what replicas share is hashed. */
+static sparcclResult_t validateSet(sparcclComm_t comm, Reader* r, size_t i, uint64_t nextLayerId,
+                                   uint64_t* firstIds, const char* path, FileSummary* summary) {
+  const sparcclLayerSet_t* s = comm->sets[i];
+  const uint8_t* headers;
+  const float* state;
+  const void* p;
+  SetHeader sh;
+  size_t j;
+  if ((p = take(r, sizeof(SetHeader))) == NULL) return truncatedFile(path);
+  memcpy(&sh, p, sizeof(sh));
+  if (sh.fingerprint != s->fingerprint || sh.count != s->count || sh.nlayers != s->nlayers ||
+      sh.stateFloats != s->stateFloats) {
+    WARN("sparcclLoadState: %s: layer set %zu has another layout (%llu elements in %llu "
+         "layers; here %zu in %zu)", path, i, (unsigned long long)sh.count,
+         (unsigned long long)sh.nlayers, s->count, s->nlayers);
+    return sparcclInvalidUsage;
+  }
+  summary->replicas = sparcclHash64(summary->replicas, &sh.steps, sizeof(sh.steps));
+  summary->replicas = sparcclHash64(summary->replicas, &sh.calls, sizeof(sh.calls));
+  summary->replicas = sparcclHash64(summary->replicas, &sh.normCount, sizeof(sh.normCount));
+  if ((p = take(r, historyBytes(comm))) == NULL) return truncatedFile(path);
+  summary->replicas = sparcclHash64(summary->replicas, p, historyBytes(comm));
+  if ((headers = (const uint8_t*)take(r, s->nlayers * sizeof(LayerHeader))) == NULL)
+    return truncatedFile(path);
+  if (!layersValid(comm, s, headers, nextLayerId, firstIds, i)) {
+    WARN("sparcclLoadState: %s: layer set %zu has layer ids or flags this comm cannot hold",
+         path, i);
+    return sparcclInvalidUsage;
+  }
+  summary->replicas = sparcclHash64(summary->replicas, headers, s->nlayers * sizeof(LayerHeader));
+  if ((state = (const float*)take(r, s->stateFloats * sizeof(float))) == NULL && s->stateFloats)
+    return truncatedFile(path);
+  for (j = 0; j < s->nlayers; j++) /* H sits where the live set keeps it */
+    if (s->layers[j].H != NULL)
+      summary->replicas = sparcclHash64(summary->replicas, state + (s->layers[j].H - s->stateMemory),
+                                        s->layers[j].count * sizeof(float));
+  return sparcclSuccess;
+}
+
+/* Validate everything; on success r is positioned for apply(). */
+static sparcclResult_t validate(sparcclComm_t comm, const uint8_t* data, size_t size,
+                                const char* path, FileSummary* summary) {
+  Reader r = {data, size, 0};
+  FileHeader fh;
+  uint64_t* firstIds;
+  sparcclResult_t res;
+  size_t i;
+  const void* p;
+  SPARCCLCHECK(checkFrame(data, size, path));
   r.size = size - sizeof(uint64_t);
   memcpy(&fh, take(&r, sizeof(fh)), sizeof(fh));
-  if (fh.format != FILE_FORMAT) {
-    WARN("sparcclLoadState: %s has format %u; this library reads %u", path, fh.format, FILE_FORMAT);
-    return sparcclInvalidUsage;
-  }
-  if (fh.nranks != comm->nranks || fh.rank != comm->rank) {
-    WARN("sparcclLoadState: %s was saved by rank %d of %d; this is rank %d of %d", path,
-         fh.rank, fh.nranks, comm->rank, comm->nranks);
-    return sparcclInvalidUsage;
-  }
-  if (fh.configFingerprint != sparcclConfigFingerprint(&comm->config) ||
-      fh.lag != (uint64_t)comm->config.restartLag) {
-    WARN("sparcclLoadState: %s was saved under another config (or library version %u)", path,
-         fh.library);
-    return sparcclInvalidUsage;
-  }
-  if (fh.nsets != comm->nsets) {
-    WARN("sparcclLoadState: %s holds %llu layer sets; this comm has %zu (register the layouts "
-         "in the same order before loading)", path, (unsigned long long)fh.nsets, comm->nsets);
-    return sparcclInvalidUsage;
-  }
-  if (fh.nextLayerId > UINT32_MAX) {
-    WARN("sparcclLoadState: %s numbers %llu layers; at most 2^32-1", path,
-         (unsigned long long)fh.nextLayerId);
-    return sparcclInvalidUsage;
-  }
+  SPARCCLCHECK(checkHeader(comm, &fh, path));
   summary->saveId = fh.saveId;
   summary->replicas = sparcclHash64(SPARCCL_HASH_SEED, &fh.nextLayerId, sizeof(fh.nextLayerId));
   summary->replicas = sparcclHash64(summary->replicas, &fh.lossCount, sizeof(fh.lossCount));
-  if ((p = take(&r, historyBytes(comm))) == NULL) goto truncated;
+  if ((p = take(&r, historyBytes(comm))) == NULL) return truncatedFile(path);
   summary->replicas = sparcclHash64(summary->replicas, p, historyBytes(comm));
   firstIds = (uint64_t*)malloc(sizeof(uint64_t) * (comm->nsets ? comm->nsets : 1));
   if (firstIds == NULL) return sparcclSystemError;
-  for (i = 0; i < comm->nsets; i++) {
-    const sparcclLayerSet_t* s = comm->sets[i];
-    const uint8_t* headers;
-    const float* state;
-    SetHeader sh;
-    if ((p = take(&r, sizeof(SetHeader))) == NULL) goto truncatedFree;
-    memcpy(&sh, p, sizeof(sh));
-    if (sh.fingerprint != s->fingerprint || sh.count != s->count || sh.nlayers != s->nlayers ||
-        sh.stateFloats != s->stateFloats) {
-      WARN("sparcclLoadState: %s: layer set %zu has another layout (%llu elements in %llu "
-           "layers; here %zu in %zu)", path, i, (unsigned long long)sh.count,
-           (unsigned long long)sh.nlayers, s->count, s->nlayers);
-      free(firstIds);
-      return sparcclInvalidUsage;
-    }
-    summary->replicas = sparcclHash64(summary->replicas, &sh.steps, sizeof(sh.steps));
-    summary->replicas = sparcclHash64(summary->replicas, &sh.calls, sizeof(sh.calls));
-    summary->replicas = sparcclHash64(summary->replicas, &sh.normCount, sizeof(sh.normCount));
-    if ((p = take(&r, historyBytes(comm))) == NULL) goto truncatedFree;
-    summary->replicas = sparcclHash64(summary->replicas, p, historyBytes(comm));
-    if ((headers = (const uint8_t*)take(&r, s->nlayers * sizeof(LayerHeader))) == NULL) goto truncatedFree;
-    if (!layersValid(comm, s, headers, fh.nextLayerId, firstIds, i)) {
-      WARN("sparcclLoadState: %s: layer set %zu has layer ids or flags this comm cannot hold",
-           path, i);
-      free(firstIds);
-      return sparcclInvalidUsage;
-    }
-    summary->replicas = sparcclHash64(summary->replicas, headers, s->nlayers * sizeof(LayerHeader));
-    if ((state = (const float*)take(&r, s->stateFloats * sizeof(float))) == NULL && s->stateFloats)
-      goto truncatedFree;
-    for (j = 0; j < s->nlayers; j++) /* H sits where the live set keeps it */
-      if (s->layers[j].H != NULL)
-        summary->replicas = sparcclHash64(summary->replicas, state + (s->layers[j].H - s->stateMemory),
-                                          s->layers[j].count * sizeof(float));
-  }
+  for (i = 0, res = sparcclSuccess; i < comm->nsets && res == sparcclSuccess; i++)
+    res = validateSet(comm, &r, i, fh.nextLayerId, firstIds, path, summary);
   free(firstIds);
+  if (res != sparcclSuccess) return res;
   if (r.pos != r.size) {
     WARN("sparcclLoadState: %s has %zu unexpected trailing bytes", path, r.size - r.pos);
     return sparcclInvalidUsage;
   }
   return sparcclSuccess;
-truncatedFree:
-  free(firstIds);
-truncated:
-  WARN("sparcclLoadState: %s is truncated", path);
-  return sparcclInvalidUsage;
 }
 
 static void apply(sparcclComm_t comm, const uint8_t* data) {
