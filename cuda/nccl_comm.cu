@@ -437,7 +437,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
     DeviceLayer* L = &ds->hostLayers[i];
     L->offset = l->offset; L->count = l->count; L->k = l->k;
     L->indexPos = l->indexPos; L->valuePos = l->valuePos; L->densePos = l->densePos;
-    /* sparcclGetSet numbers the layers (SPEC 3) only after this returns: l->id is still 0 */
+    /* numbered by buildSet (src/comm.c, SPEC 3) before this runs: the Philox counters use it */
     L->id = l->id;
     L->flagPos = (uint32_t)l->flagPos;
     L->sparse = l->sparse; L->sharedSet = l->sharedSet; L->all = l->sparse && l->k == l->count;
