@@ -287,30 +287,26 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   return sparcclSuccess;
 }
 
-sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
-                              size_t nlayers, const size_t* counts, const char* caller,
-                              sparcclLayerSet_t** out) {
-  sparcclLayerSet_t* set = sparcclFindSet(comm, tagged, key, count);
-  sparcclResult_t res;
-  uint64_t fingerprint, *all = NULL;
-  size_t i;
-  if (set != NULL) {
-    /* A call without a layout uses whatever the key was registered with; a count that is
-     * not the sum of the key's layout is a bad argument (SPEC 2), not a new layout. */
-    if (counts == NULL && set->count != count) {
-      WARN("%s: count %zu is not the sum of the layout of %s0x%llx (%zu elements in %zu layers)",
-           caller, count, tagged ? "tag " : "buffer ", (unsigned long long)key, set->count,
-           set->nlayers);
-      return sparcclInvalidArgument;
-    }
-    if ((counts != NULL || set->count != count) && !sameLayout(set, count, nlayers, counts)) {
-      WARN("%s: key %s0x%llx is live with another layout (%zu layers, %zu elements); release it first",
-           caller, tagged ? "tag " : "buffer ", (unsigned long long)key, set->nlayers, set->count);
-      return sparcclInvalidUsage;
-    }
-    *out = set;
-    return sparcclSuccess;
+/* A live key: a call without a layout uses whatever the key was registered with; a count
+ * that is not the sum of the key's layout is a bad argument (SPEC 2), not a new layout. */
+static sparcclResult_t checkLiveSet(const sparcclLayerSet_t* set, int tagged, uint64_t key,
+                                    size_t count, size_t nlayers, const size_t* counts,
+                                    const char* caller) {
+  if (counts == NULL && set->count != count) {
+    WARN("%s: count %zu is not the sum of the layout of %s0x%llx (%zu elements in %zu layers)",
+         caller, count, tagged ? "tag " : "buffer ", (unsigned long long)key, set->count,
+         set->nlayers);
+    return sparcclInvalidArgument;
   }
+  if ((counts != NULL || set->count != count) && !sameLayout(set, count, nlayers, counts)) {
+    WARN("%s: key %s0x%llx is live with another layout (%zu layers, %zu elements); release it first",
+         caller, tagged ? "tag " : "buffer ", (unsigned long long)key, set->nlayers, set->count);
+    return sparcclInvalidUsage;
+  }
+  return sparcclSuccess;
+}
+
+static sparcclResult_t growSets(sparcclComm_t comm, const char* caller) {
   if (comm->nsets == comm->setsCap) {
     size_t cap = comm->setsCap ? 2 * comm->setsCap : 8;
     sparcclLayerSet_t** grown = (sparcclLayerSet_t**)realloc(comm->sets, cap * sizeof(*grown));
@@ -318,11 +314,16 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
     comm->sets = grown;
     comm->setsCap = cap;
   }
-  res = buildSet(comm, tagged, key, count, nlayers, counts, &set);
-  if (res != sparcclSuccess) { WARN("%s: out of memory creating the state of %zu elements", caller, count); return res; }
+  return sparcclSuccess;
+}
 
-  /* Every rank must have declared the same layout under the same config (SPEC 2). */
-  fingerprint = sparcclConfigFingerprint(&comm->config);
+/* Every rank must have declared the same layout under the same config (SPEC 2): sets
+ * set->fingerprint and compares every rank's; the set is the caller's to free on failure. */
+static sparcclResult_t agreeFingerprint(sparcclComm_t comm, sparcclLayerSet_t* set, int tagged,
+                                        uint64_t key, size_t count, const char* caller) {
+  uint64_t fingerprint = sparcclConfigFingerprint(&comm->config), *all;
+  sparcclResult_t res;
+  size_t i;
   fingerprint = sparcclHash64(fingerprint, &count, sizeof(count));
   fingerprint = sparcclHash64(fingerprint, &set->nlayers, sizeof(set->nlayers));
   for (i = 0; i < set->nlayers; i++)
@@ -330,24 +331,38 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
   set->fingerprint = fingerprint;
   if (tagged) fingerprint = sparcclHash64(fingerprint, &key, sizeof(key));
   all = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)comm->nranks);
-  if (all == NULL) { freeSet(set); return sparcclSystemError; }
+  if (all == NULL) return sparcclSystemError;
   res = comm->transport->allgather(comm->transport, &fingerprint, all, sizeof(uint64_t));
-  if (res != sparcclSuccess) {
-    WARN("%s: the layout fingerprint exchange failed", caller);
-    free(all); freeSet(set);
-    return res;
-  }
-  for (i = 0; i < (size_t)comm->nranks; i++) {
+  if (res != sparcclSuccess) WARN("%s: the layout fingerprint exchange failed", caller);
+  for (i = 0; res == sparcclSuccess && i < (size_t)comm->nranks; i++) {
     if (all[i] != fingerprint) {
       WARN("%s: rank %zu declared another layout or config than rank %d for a %zu-element "
            "buffer of %zu layers (fingerprints %016llx vs %016llx); refused on every rank",
            caller, i, comm->rank, count, set->nlayers, (unsigned long long)all[i],
            (unsigned long long)fingerprint);
-      free(all); freeSet(set);
-      return sparcclInvalidUsage;
+      res = sparcclInvalidUsage;
     }
   }
   free(all);
+  return res;
+}
+
+sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                              size_t nlayers, const size_t* counts, const char* caller,
+                              sparcclLayerSet_t** out) {
+  sparcclLayerSet_t* set = sparcclFindSet(comm, tagged, key, count);
+  sparcclResult_t res;
+  size_t i;
+  if (set != NULL) {
+    SPARCCLCHECK(checkLiveSet(set, tagged, key, count, nlayers, counts, caller));
+    *out = set;
+    return sparcclSuccess;
+  }
+  SPARCCLCHECK(growSets(comm, caller));
+  res = buildSet(comm, tagged, key, count, nlayers, counts, &set);
+  if (res != sparcclSuccess) { WARN("%s: out of memory creating the state of %zu elements", caller, count); return res; }
+  res = agreeFingerprint(comm, set, tagged, key, count, caller);
+  if (res != sparcclSuccess) { freeSet(set); return res; }
   /* Ids before the backend's state is made: the device kernels' Philox counters need them. */
   for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId + (uint32_t)i;
   res = comm->backend->createSet(comm, set);
