@@ -215,22 +215,10 @@ static size_t stateArrays(const sparcclConfig_t* c, int sparse) {
   return n;
 }
 
-/* Build a set's layers, wire layout and state; no collective, no id yet. */
-static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
-                                size_t nlayers, const size_t* counts, sparcclLayerSet_t** out) {
-  const sparcclConfig_t* c = &comm->config;
-  size_t wireSize = sparccl_dtype_size(c->wireType);
-  size_t i, offset = 0, cursor = 0;
-  sparcclLayerSet_t* set = (sparcclLayerSet_t*)calloc(1, sizeof(*set));
-  if (set == NULL) return sparcclSystemError;
-  set->tagged = tagged;
-  set->key = key;
-  set->count = count;
-  set->nlayers = counts ? nlayers : 1;
-  set->layers = (sparcclLayer_t*)calloc(set->nlayers, sizeof(sparcclLayer_t));
-  set->normHistory = (double*)calloc((size_t)c->restartLag + 1, sizeof(double));
-  if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
-
+/* Each layer's place: its offset, k, and positions in the wire block's sections. */
+static void layOutLayers(const sparcclConfig_t* c, sparcclLayerSet_t* set, size_t count,
+                         const size_t* counts) {
+  size_t i, offset = 0;
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     l->offset = offset;
@@ -253,6 +241,11 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
     set->stateFloats += stateArrays(c, l->sparse) * l->count;
     if (l->count > set->maxLayer) set->maxLayer = l->count;
   }
+}
+
+/* The wire block's section sizes, the flags, the call check's offset. */
+static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
+  size_t i, wireSize = sparccl_dtype_size(c->wireType);
   set->indexBytes = align16(set->indexCount * sizeof(uint32_t));
   set->valueBytes = align16(set->valueCount * wireSize);
   set->denseBytes = align16(set->denseCount * sizeof(float));
@@ -266,10 +259,14 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   set->flagBytes = align16(set->nflags * sizeof(uint32_t));
   set->checkOffset = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
   set->blockBytes = set->checkOffset + SPARCCL_CALL_CHECK_BYTES;
+}
 
+/* One allocation for every layer's state arrays, handed out in layer order. */
+static sparcclResult_t assignState(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
+  size_t i, cursor = 0;
   if (set->stateFloats) {
     set->stateMemory = (float*)calloc(set->stateFloats, sizeof(float));
-    if (set->stateMemory == NULL) { freeSet(set); return sparcclSystemError; }
+    if (set->stateMemory == NULL) return sparcclSystemError;
   }
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
@@ -282,6 +279,25 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
     if (weights && c->importance == sparcclImportanceOnline) TAKE(prevGrad);
 #undef TAKE
   }
+  return sparcclSuccess;
+}
+
+/* Build a set's layers, wire layout and state; no collective, no id yet. */
+static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, size_t count,
+                                size_t nlayers, const size_t* counts, sparcclLayerSet_t** out) {
+  const sparcclConfig_t* c = &comm->config;
+  sparcclLayerSet_t* set = (sparcclLayerSet_t*)calloc(1, sizeof(*set));
+  if (set == NULL) return sparcclSystemError;
+  set->tagged = tagged;
+  set->key = key;
+  set->count = count;
+  set->nlayers = counts ? nlayers : 1;
+  set->layers = (sparcclLayer_t*)calloc(set->nlayers, sizeof(sparcclLayer_t));
+  set->normHistory = (double*)calloc((size_t)c->restartLag + 1, sizeof(double));
+  if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
+  layOutLayers(c, set, count, counts);
+  layOutBlock(c, set);
+  if (assignState(c, set) != sparcclSuccess) { freeSet(set); return sparcclSystemError; }
   sparcclSetResetState(comm, set);
   *out = set;
   return sparcclSuccess;
