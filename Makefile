@@ -45,7 +45,7 @@ LIB_CFLAGS := -fPIC -fvisibility=hidden
 LDLIBS   := -lm -lpthread
 
 LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/compress.c \
-            src/decompress.c src/callcheck.c src/allreduce.c src/phase.c src/callback.c src/importance.c src/restart.c src/checkpoint.c \
+            src/decompress.c src/dense.c src/callcheck.c src/allreduce.c src/phase.c src/callback.c src/importance.c src/restart.c src/checkpoint.c \
             src/mpi.c
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 # In the host-only library, src/no_device.c answers the device-comm calls (sparcclNotSupported);
@@ -150,7 +150,7 @@ $(BUILD)/bin/sparccl_perf: tools/sparccl_perf.c tools/tool_util.h tools/baseline
 # ---------------------------------------------------------------- demo
 demo: deps
 	@$(MAKE) --no-print-directory fmnist
-	OPENBLAS_NUM_THREADS=1 MPIRUN="$(MPIRUN)" BUILD=$(BUILD) examples/fashion_mnist/compare.sh --short
+	OPENBLAS_NUM_THREADS=1 MPIRUN="$(MPIRUN)" BUILD=$(BUILD) examples/fashion_mnist/demo.sh
 
 # ---------------------------------------------------------------- dependencies
 DEB_PACKAGES := libopenmpi-dev openmpi-bin check pkg-config libsubunit-dev

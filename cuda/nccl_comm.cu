@@ -815,6 +815,11 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   long long errorBuffers = 2;
   int found;
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
+  if (resolved.warmupSteps != 0 || resolved.feedback == sparcclFeedbackDGC) {
+    WARN("%s: warm-up and dgc (SPEC 9) are not on device comms yet; use a host comm",
+         caller);
+    return sparcclNotSupported;
+  }
   SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   /* A non-blocking communicator may still be initialising: nothing may be asked of it
    * before ncclCommGetAsyncError stops saying ncclInProgress. */

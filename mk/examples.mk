@@ -15,7 +15,7 @@ FMNIST_DATA ?= /usr/share/datasets/fashion-mnist
 # One BLAS thread per MPI rank: the ranks already use the cores.
 FMNIST_ENV  := OPENBLAS_NUM_THREADS=1
 
-DEB_PACKAGES += libopenblas-dev dataset-fashion-mnist gnuplot-nox zlib1g-dev
+DEB_PACKAGES += libopenblas-dev dataset-fashion-mnist gnuplot-nox zlib1g-dev python3-matplotlib
 EXTRA_TESTS  += fmnist-test
 
 .PHONY: fmnist fmnist-test fmnist-compare

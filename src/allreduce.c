@@ -56,12 +56,13 @@ sparcclResult_t sparcclCheckMemory(sparcclComm_t comm, const void* a, const void
 }
 
 /* Output of one layer from its float32 sum (SPEC 1): s or s / n; for ef21, H <- H + s / n
- * and H * n or H.  Converted once; the norm of the float32 output feeds the restart policy. */
-static void writeOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void* out,
-                        int dtype, int op, sparccl_blocked_sum_t* norm) {
+ * and H * n or H (in a dense call, SPEC 9: H <- s / n, and s or s / n).  Converted once; the
+ * norm of the float32 output feeds the restart policy. */
+void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void* out, int dtype,
+                        int op, int denseCall, sparccl_blocked_sum_t* norm) {
   const float n = (float)comm->nranks;
   size_t i;
-  int ef21 = l->H != NULL;
+  int ef21 = l->H != NULL && !denseCall;
   int wantNorm = comm->config.restartRatio > 0.0;
   /* float32 sum of a sparse layer, summed in place into out, no norm wanted: v = sum[i]
    * would be stored back to where it is (same bits: a sum of finite wire values is never
@@ -72,6 +73,7 @@ static void writeOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
     return;
   for (i = 0; i < l->count; i++) {
     float v;
+    if (l->H != NULL && denseCall) l->H[i] = sparccl_canonical_nan(sum[i] / n);
     if (ef21) {
       l->H[i] = sparccl_canonical_nan(l->H[i] + sum[i] / n);
       v = op == sparcclSum ? l->H[i] * n : l->H[i];
@@ -89,6 +91,15 @@ static void writeNonFinite(sparcclComm_t comm, const sparcclLayer_t* l, void* ou
   float nan = sparccl_bits_float(SPARCCL_CANONICAL_NAN_BITS);
   for (i = 0; i < l->count; i++) sparccl_store(out, i, dtype, nan);
   if (comm->config.restartRatio > 0.0) sparccl_blocked_sum_add(norm, (double)nan);
+}
+
+/* A flagged layer whose x held a NaN or Inf on some rank: all NaN, state unchanged. */
+void sparcclSkipLayer(sparcclComm_t comm, const sparcclLayer_t* l, void* out, int dtype,
+                      sparccl_blocked_sum_t* norm, const char* caller) {
+  writeNonFinite(comm, l, out, dtype, norm);
+  comm->stats.skippedSteps++;
+  INFO("%s: layer %u (%zu elements) has a NaN or Inf on some rank; step skipped", caller, l->id,
+       l->count);
 }
 
 sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t key,
@@ -111,11 +122,9 @@ void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, cons
   *sparcclBlockCheck(set, block) = check;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
-    if (l->sparse)
-      sparcclBlockFlags(set, block)[l->flagPos] =
-          (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block);
-    else
-      sparcclPackDense(set, l, send, dtype, block);
+    uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block)
+                                   : (uint32_t)sparcclPackDense(comm, set, l, send, dtype, block);
+    if (l->flagged) sparcclBlockFlags(set, block)[l->flagPos] = nonfinite;
   }
 }
 
@@ -137,29 +146,32 @@ sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, co
     sparcclLayer_t* l = &set->layers[i];
     void* out = (uint8_t*)recv + l->offset * dsize;
     float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
-    if (l->sparse) {
+    if (l->flagged) {
       uint32_t skip = 0;
       for (r = 0; r < comm->nranks; r++)
         skip |= sparcclBlockFlags(set, (uint8_t*)blocks + (size_t)r * set->blockBytes)[l->flagPos];
       if (skip) {
-        writeNonFinite(comm, l, out, dtype, &norm);
-        comm->stats.skippedSteps++;
+        sparcclSkipLayer(comm, l, out, dtype, &norm, caller);
         completed = 0;
-        INFO("%s: layer %u (%zu elements) has a NaN or Inf on some rank; step skipped", caller,
-             l->id, l->count);
         continue;
       }
       sparcclUpdateState(comm, set, l, send, dtype, ownBlock);
     }
     sparcclReduceLayer(comm, set, l, blocks, sum);
-    writeOutput(comm, l, sum, out, dtype, op, &norm);
+    sparcclWriteOutput(comm, l, sum, out, dtype, op, 0, &norm);
   }
-  if (completed) set->steps++;
-  sparcclRestartPolicyAfterCall(comm, set, sparccl_blocked_sum_result(&norm), completed);
-  comm->stats.calls++;
-  comm->stats.bytesSent += set->blockBytes;
-  comm->stats.bytesDense += set->count * dsize;
+  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), set->blockBytes);
   return sparcclSuccess;
+}
+
+void sparcclEndCall(sparcclComm_t comm, sparcclLayerSet_t* set, int dtype, int completed,
+                    double normSquared, size_t bytesSent) {
+  if (completed) set->steps++;
+  set->calls++;
+  sparcclRestartPolicyAfterCall(comm, set, normSquared, completed);
+  comm->stats.calls++;
+  comm->stats.bytesSent += bytesSent;
+  comm->stats.bytesDense += set->count * sparccl_dtype_size(dtype);
 }
 
 static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int dtype, int op,
@@ -184,6 +196,7 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
      * the stream, so that a captured graph's replays count too. */
     return comm->device->allReduce(comm, set, send, recv, dtype, op, stream);
   }
+  if (sparcclNextCallDense(comm, set)) return sparcclDenseAllReduce(comm, set, send, recv, dtype, op, caller);
 
   /* Compress every layer into this rank's block, then one allgather.  A failure leaves
    * every state as it was (nothing is written yet). */

@@ -19,7 +19,8 @@ sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t*
   fields[3] = (uint64_t)dtype;
   fields[4] = (uint64_t)op;
   fields[5] = (uint64_t)kind;
-  check.sequence = kind == SPARCCL_CALL_PHASE ? set->phaseCalls : comm->callSequence;
+  check.sequence = (kind == SPARCCL_CALL_PHASE || kind == SPARCCL_CALL_PHASE_DENSE)
+                       ? set->phaseCalls : comm->callSequence;
   check.fingerprint = sparcclHash64(SPARCCL_HASH_SEED, fields, sizeof(fields)) | 1u;
   return check;
 }
@@ -42,15 +43,13 @@ static int indicesValid(const uint32_t* indices, size_t k, size_t d) {
   return 1;
 }
 
-sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
-                                    const uint8_t* blocks, sparcclCallCheck_t expected,
+sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks, size_t stride,
+                                    size_t checkOffset, sparcclCallCheck_t expected,
                                     const char* caller) {
   int r;
-  size_t i;
   for (r = 0; r < comm->nranks; r++) {
-    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
     sparcclCallCheck_t got;
-    memcpy(&got, sparcclBlockCheck(set, block), sizeof(got));
+    memcpy(&got, blocks + (size_t)r * stride + checkOffset, sizeof(got));
     if (got.sequence != expected.sequence || got.fingerprint != expected.fingerprint) {
       WARN("%s: rank %d's block is not of this call: rank %d made call %llu with fingerprint "
            "%016llx, rank %d call %llu with fingerprint %016llx (a different key, layout, "
@@ -60,6 +59,19 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t*
            (unsigned long long)got.fingerprint);
       return sparcclInvalidUsage;
     }
+  }
+  return sparcclSuccess;
+}
+
+sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
+                                    const uint8_t* blocks, sparcclCallCheck_t expected,
+                                    const char* caller) {
+  int r;
+  size_t i;
+  SPARCCLCHECK(sparcclVerifyChecks(comm, blocks, set->blockBytes, set->checkOffset, expected,
+                                   caller));
+  for (r = 0; r < comm->nranks; r++) {
+    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
     for (i = 0; i < set->nlayers; i++) {
       const sparcclLayer_t* l = &set->layers[i];
       if (!l->sparse || l->sharedSet) continue;

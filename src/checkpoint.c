@@ -18,7 +18,7 @@
 #include "device.h"
 
 #define FILE_MAGIC "SPARCCL"
-#define FILE_FORMAT 2u
+#define FILE_FORMAT 3u /* 3: a key's call count (warm-up), dgc's u */
 
 typedef struct {
   char magic[8];
@@ -33,7 +33,7 @@ typedef struct {
 } FileHeader;
 
 typedef struct {
-  uint64_t fingerprint, count, nlayers, steps, normCount, stateFloats;
+  uint64_t fingerprint, count, nlayers, steps, normCount, stateFloats, calls;
 } SetHeader;
 
 typedef struct {
@@ -105,6 +105,7 @@ static void buildFile(sparcclComm_t comm, uint64_t saveId, Buffer* b) {
     sh.count = s->count;
     sh.nlayers = s->nlayers;
     sh.steps = s->steps;
+    sh.calls = s->calls;
     sh.normCount = s->normCount;
     sh.stateFloats = s->stateFloats;
     put(b, &sh, sizeof(sh));
@@ -295,6 +296,7 @@ static sparcclResult_t validate(sparcclComm_t comm, const uint8_t* data, size_t 
       return sparcclInvalidUsage;
     }
     summary->replicas = sparcclHash64(summary->replicas, &sh.steps, sizeof(sh.steps));
+    summary->replicas = sparcclHash64(summary->replicas, &sh.calls, sizeof(sh.calls));
     summary->replicas = sparcclHash64(summary->replicas, &sh.normCount, sizeof(sh.normCount));
     if ((p = take(&r, historyBytes(comm))) == NULL) goto truncatedFree;
     summary->replicas = sparcclHash64(summary->replicas, p, historyBytes(comm));
@@ -339,6 +341,7 @@ static void apply(sparcclComm_t comm, const uint8_t* data) {
     SetHeader sh;
     memcpy(&sh, take(&r, sizeof(sh)), sizeof(sh));
     s->steps = sh.steps;
+    s->calls = sh.calls;
     s->normCount = sh.normCount;
     memcpy(s->normHistory, take(&r, historyBytes(comm)), historyBytes(comm));
     for (j = 0; j < s->nlayers; j++) {

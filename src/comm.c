@@ -103,6 +103,7 @@ SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   free(comm->sets);
   free(comm->sendBlock);
   free(comm->recvBlocks);
+  free(comm->ringScratch);
   free(comm->keys);
   free(comm->candidates);
   free(comm->accumulator);
@@ -168,15 +169,24 @@ static int sameLayout(const sparcclLayerSet_t* set, size_t count, size_t nlayers
 
 static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
 
-static int isImportanceCompressor(int c) {
-  return c == sparcclImpK || c == sparcclImpKSelect || c == sparcclImpKRandom;
-}
-
 /* Grow the comm's scratch to fit a set; nothing is freed if an allocation fails. */
 static sparcclResult_t growScratch(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
   size_t block = set->blockBytes > comm->blockCap ? set->blockBytes : comm->blockCap;
+  size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
+  /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
+   * alltoall (dense.c), the ring's scratch where it has. */
+  if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&
+      sparcclDenseBlockBytes(set) > block)
+    block = sparcclDenseBlockBytes(set);
+  if (ring > comm->ringCap) {
+    uint8_t* grown = (uint8_t*)malloc(ring);
+    if (grown == NULL) return sparcclSystemError;
+    free(comm->ringScratch);
+    comm->ringScratch = grown;
+    comm->ringCap = ring;
+  }
   if (elements > comm->scratchCap) {
     void* keys = malloc(elements * keyBytes);
     uint32_t* candidates = (uint32_t*)malloc(elements * sizeof(uint32_t));
@@ -217,7 +227,7 @@ static void computeStats(sparcclComm_t comm) {
     bytes += s->stateFloats * sizeof(float) + (size_t)(comm->config.restartLag + 1) * sizeof(double);
   }
   bytes += comm->scratchCap * (keyBytes + 8) + comm->blockCap * (size_t)(comm->nranks + 1) +
-           comm->sharedCap * sizeof(uint32_t);
+           comm->sharedCap * sizeof(uint32_t) + comm->ringCap;
   comm->stats.layerSets = comm->nsets;
   comm->stats.layersSparse = sparse;
   comm->stats.layersDense = dense;
@@ -232,9 +242,24 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
     if (l->error) memset(l->error, 0, l->count * sizeof(float));
     if (l->h) memset(l->h, 0, l->count * sizeof(float));
     if (l->H) memset(l->H, 0, l->count * sizeof(float));
+    if (l->momentum) memset(l->momentum, 0, l->count * sizeof(float));
     if (l->importance)
       for (j = 0; j < l->count; j++) l->importance[j] = 1.0f;
   }
+}
+
+/* The float32 arrays per element a layer keeps (the method tables' state columns, SPEC 1, 7,
+ * 9): a sparse layer all its feedback's and compressor's; a dense one only dgc's u. */
+static size_t stateArrays(const sparcclConfig_t* c, int sparse) {
+  unsigned feedback = sparccl_feedback_props(c->feedback);
+  size_t n = 0;
+  if (!sparse) return (feedback & SPARCCL_F_SMALL_STATE) && (feedback & SPARCCL_S_MOMENTUM);
+  n += (feedback & SPARCCL_S_ERROR) ? 1 : 0;
+  n += (feedback & SPARCCL_S_H) ? 2 : 0;
+  n += (feedback & SPARCCL_S_MOMENTUM) ? 1 : 0;
+  if (sparccl_has_weights(c->compressor))
+    n += c->importance == sparcclImportanceOnline ? 2 : 1;
+  return n;
 }
 
 /* Build a set's layers, wire layout and state; no collective, no id yet. */
@@ -242,7 +267,7 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
                                 size_t nlayers, const size_t* counts, sparcclLayerSet_t** out) {
   const sparcclConfig_t* c = &comm->config;
   size_t wireSize = sparccl_dtype_size(c->wireType);
-  size_t i, offset = 0, floatsPerElement = 0, cursor = 0;
+  size_t i, offset = 0, cursor = 0;
   sparcclLayerSet_t* set = (sparcclLayerSet_t*)calloc(1, sizeof(*set));
   if (set == NULL) return sparcclSystemError;
   set->tagged = tagged;
@@ -252,12 +277,6 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   set->layers = (sparcclLayer_t*)calloc(set->nlayers, sizeof(sparcclLayer_t));
   set->normHistory = (double*)calloc((size_t)c->restartLag + 1, sizeof(double));
   if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
-
-  if (c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM) floatsPerElement += 1;
-  if (c->feedback == sparcclFeedbackEF21) floatsPerElement += 2;
-  if (isImportanceCompressor(c->compressor)) floatsPerElement += 1;
-  if (isImportanceCompressor(c->compressor) && c->importance == sparcclImportanceOnline)
-    floatsPerElement += 1;
 
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
@@ -272,19 +291,26 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
       l->valuePos = set->valueCount;
       set->valueCount += l->k;
       l->flagPos = set->nsparse++;
-      set->stateFloats += floatsPerElement * l->count;
       if (l->count > set->maxSparseLayer) set->maxSparseLayer = l->count;
     } else {
       l->k = l->count;
       l->densePos = set->denseCount;
       set->denseCount += l->count;
     }
+    set->stateFloats += stateArrays(c, l->sparse) * l->count;
     if (l->count > set->maxLayer) set->maxLayer = l->count;
   }
   set->indexBytes = align16(set->indexCount * sizeof(uint32_t));
   set->valueBytes = align16(set->valueCount * wireSize);
   set->denseBytes = align16(set->denseCount * sizeof(float));
-  set->flagBytes = align16(set->nsparse * sizeof(uint32_t));
+  /* dgc's dense layers keep u, so they are flagged too: their flags follow the sparse ones. */
+  set->nflags = set->nsparse;
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    l->flagged = l->sparse || (sparccl_feedback_props(c->feedback) & SPARCCL_F_SMALL_STATE) != 0;
+    if (l->flagged && !l->sparse) l->flagPos = set->nflags++;
+  }
+  set->flagBytes = align16(set->nflags * sizeof(uint32_t));
   set->checkOffset = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
   set->blockBytes = set->checkOffset + SPARCCL_CALL_CHECK_BYTES;
 
@@ -294,13 +320,13 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   }
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
-    if (!l->sparse) continue;
+    int weights = l->sparse && sparccl_has_weights(c->compressor);
 #define TAKE(field) (l->field = set->stateMemory + cursor, cursor += l->count)
-    if (c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM) TAKE(error);
-    if (c->feedback == sparcclFeedbackEF21) { TAKE(h); TAKE(H); }
-    if (isImportanceCompressor(c->compressor)) TAKE(importance);
-    if (isImportanceCompressor(c->compressor) && c->importance == sparcclImportanceOnline)
-      TAKE(prevGrad);
+    if (l->sparse && sparccl_has_error(c->feedback)) TAKE(error);
+    if (l->sparse && (sparccl_feedback_props(c->feedback) & SPARCCL_S_H)) { TAKE(h); TAKE(H); }
+    if (l->flagged && sparccl_has_momentum(c->feedback)) TAKE(momentum);
+    if (weights) TAKE(importance);
+    if (weights && c->importance == sparcclImportanceOnline) TAKE(prevGrad);
 #undef TAKE
   }
   sparcclSetResetState(comm, set);
@@ -508,6 +534,8 @@ SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) 
       for (n = 0; l->error && n < l->count; n++) l->error[n] = sparccl_canonical_nan(l->error[n] * factor);
       for (n = 0; l->h && n < l->count; n++) l->h[n] = sparccl_canonical_nan(l->h[n] * factor);
       for (n = 0; l->H && n < l->count; n++) l->H[n] = sparccl_canonical_nan(l->H[n] * factor);
+      for (n = 0; l->momentum && n < l->count; n++)
+        l->momentum[n] = sparccl_canonical_nan(l->momentum[n] * factor);
     }
   }
   return sparcclSuccess;

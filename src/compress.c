@@ -17,6 +17,8 @@ typedef struct {
   const float* h;
   const float* importance;
   const float* prevGrad; /* non-NULL: online importance with a previous gradient */
+  const float* momentum; /* dgc's u */
+  float momentumFactor;
   float rate, low, high; /* online cube step */
   uint64_t seed;
   uint32_t layerId, step, rank;
@@ -30,6 +32,8 @@ static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l
   in.h = l->h;
   in.importance = l->importance;
   in.prevGrad = (l->prevGrad && l->havePrevGrad) ? l->prevGrad : NULL;
+  in.momentum = l->momentum;
+  in.momentumFactor = (float)c->momentum;
   in.rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
   in.low = (float)c->importanceLow;
   in.high = (float)c->importanceHigh;
@@ -55,10 +59,14 @@ float sparcclOnlineWeight(const sparcclConfig_t* c, const sparcclLayer_t* l, siz
                            (float)c->importanceLow, (float)c->importanceHigh);
 }
 
+/* x of the feedback scheme (SPEC 1, 9); g is the trainer's gradient. */
 ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const int feedback) {
-  float e = (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM) ? in->error[i] : 0.0f;
+  float e = (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM ||
+             feedback == SPARCCL_FB_DGC) ? in->error[i] : 0.0f;
   float h = feedback == SPARCCL_FB_EF21 ? in->h[i] : 0.0f;
-  return sparccl_key_input(feedback, g, e, h);
+  float u = feedback == SPARCCL_FB_DGC ? in->momentum[i] : 0.0f;
+  return sparccl_key_input(feedback, sparccl_feedback_gradient(feedback, g, u, in->momentumFactor),
+                           e, h);
 }
 
 /* Pass 1: keys and the first digit's histogram.  Returns 1 on a NaN/Inf key input. */
@@ -113,7 +121,7 @@ ALWAYS_INLINE void emitOne(const LayerInputs* in, const void* grad, int dtype, s
                            uint32_t* indices, void* values) {
   float g = sparccl_load(grad, i, dtype);
   float x = keyInputAt(in, i, g, feedback);
-  float v = sparccl_value_input(feedback, g, x);
+  float v = sparccl_value_input(feedback, g, x); /* scam's g; the others' x */
   float w = compressor == SPARCCL_IMPK ? weightAt(in, i, g) : 1.0f;
   indices[n] = (uint32_t)i;
   sparccl_wire_store(values, n, wireType, sparccl_value(compressor, v, w, in->randkScale));
@@ -170,20 +178,24 @@ ALWAYS_INLINE int compressGeneric(const LayerInputs* in, const void* grad, int d
 }
 
 #define CASE(C, F)                                                                         \
-  case (C) * 4 + (F):                                                                      \
+  case (C) * SPARCCL_NUM_FEEDBACKS + (F):                                                  \
     return compressGeneric(in, grad, dtype, d, k, C, F, wireType, keys, candidates, indices, \
                            values);
+
+typedef char feedbacksListed[SPARCCL_NUM_FEEDBACKS == 5 ? 1 : -1];
 
 static int compressDispatch(const LayerInputs* in, const void* grad, int dtype, size_t d,
                             size_t k, int compressor, int feedback, int wireType, void* keys,
                             uint32_t* candidates, uint32_t* indices, void* values) {
-  switch (compressor * 4 + feedback) {
-#define FEEDBACKS(C) CASE(C, 0) CASE(C, 1) CASE(C, 2) CASE(C, 3)
-    FEEDBACKS(SPARCCL_TOPK)
-    FEEDBACKS(SPARCCL_RANDK)
-    FEEDBACKS(SPARCCL_IMPK)
-    FEEDBACKS(SPARCCL_IMPK_SELECT)
-    FEEDBACKS(SPARCCL_IMPK_RANDOM)
+  /* One instance per (compressor, feedback) pair of the method tables (a new feedback row
+   * adds one CASE to FEEDBACKS, which feedbacksListed checks; the compressors come from the
+   * table). */
+  switch (compressor * SPARCCL_NUM_FEEDBACKS + feedback) {
+#define FEEDBACKS(C) CASE(C, SPARCCL_FB_NONE) CASE(C, SPARCCL_FB_EF) CASE(C, SPARCCL_FB_EF21) \
+                     CASE(C, SPARCCL_FB_SCAM) CASE(C, SPARCCL_FB_DGC)
+#define COMPRESSOR_CASES(C, cv, cname, cprops) FEEDBACKS(C)
+    SPARCCL_COMPRESSOR_TABLE(COMPRESSOR_CASES)
+#undef COMPRESSOR_CASES
 #undef FEEDBACKS
   }
   return 1; /* unreachable: the config was validated */
@@ -211,12 +223,28 @@ int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
   return nonfinite;
 }
 
-void sparcclPackDense(const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
-                      const void* send, int dtype, uint8_t* block) {
-  float* out = sparcclBlockDense(set, block) + layer->densePos;
+int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const void* send,
+                      int dtype, float* out) {
   const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
+  const float m = (float)comm->config.momentum;
+  uint32_t finite = 1;
   size_t i;
-  if (dtype == SPARCCL_DT_FLOAT32) memcpy(out, grad, layer->count * sizeof(float));
-  else
-    for (i = 0; i < layer->count; i++) out[i] = sparccl_load(grad, i, dtype);
+  if (layer->momentum != NULL) {
+    for (i = 0; i < layer->count; i++) {
+      out[i] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(grad, i, dtype),
+                                         layer->momentum[i], m);
+      finite &= (uint32_t)sparccl_is_finite(out[i]);
+    }
+  } else {
+    if (dtype == SPARCCL_DT_FLOAT32) memcpy(out, grad, layer->count * sizeof(float));
+    else
+      for (i = 0; i < layer->count; i++) out[i] = sparccl_load(grad, i, dtype);
+    for (i = 0; i < layer->count; i++) finite &= (uint32_t)sparccl_is_finite(out[i]);
+  }
+  return !finite;
+}
+
+int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+                     const void* send, int dtype, uint8_t* block) {
+  return sparcclDenseInput(comm, layer, send, dtype, sparcclBlockDense(set, block) + layer->densePos);
 }

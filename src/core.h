@@ -67,6 +67,10 @@ typedef struct sparcclTransport {
   /* Every rank contributes bytes; recv holds nranks blocks in rank order. */
   sparcclResult_t (*allgather)(struct sparcclTransport* self, const void* send, void* recv,
                                size_t bytes);
+  /* Optional (NULL: dense calls travel as an allgather of whole vectors): chunk r of send
+   * goes to rank r, recv holds every rank's chunk for this rank in rank order. */
+  sparcclResult_t (*alltoall)(struct sparcclTransport* self, const void* send, void* recv,
+                              size_t chunkBytes);
   void (*destroy)(struct sparcclTransport* self);
   void* impl;
 } sparcclTransport_t;
@@ -77,7 +81,8 @@ typedef struct {
   size_t count;     /* d */
   size_t k;         /* elements sent; d for dense layers */
   uint32_t id;      /* the comm-wide layer id of SPEC 3 */
-  int sparse;       /* 0: d < minSparseCount, sent dense with no state */
+  int sparse;       /* 0: d < minSparseCount, sent dense (no state but dgc's u) */
+  int flagged;      /* keeps state, so follows the skip rule: sparse, or any layer under dgc */
   int sharedSet;    /* randk with shared randomness: no indices on the wire */
   uint64_t step;    /* completed (non-skipped) steps */
   int havePrevGrad; /* online importance: prevGrad holds the last call's g */
@@ -86,6 +91,7 @@ typedef struct {
   float* H;         /* ef21: the replica of mean h */
   float* importance;/* w (impk family) */
   float* prevGrad;  /* online importance */
+  float* momentum;  /* u (dgc, SPEC 9) */
   /* Where this layer's data sit in a rank's wire block (in elements of their section). */
   size_t indexPos, valuePos, densePos, flagPos;
 } sparcclLayer_t;
@@ -99,12 +105,14 @@ typedef struct {
   uint64_t fingerprint;    /* of the config and the layer counts */
   uint64_t serial;         /* creation number on the comm: the same on every rank */
   uint64_t steps;          /* calls whose every sparse layer completed */
+  uint64_t calls;          /* calls that returned sparcclSuccess: the warm-up's clock (SPEC 9) */
   float* stateMemory;      /* one allocation for every layer's arrays */
   size_t stateFloats;
   double* normHistory;     /* ring of restartLag + 1 output norms */
   uint64_t normCount;
   /* Wire layout of one rank's block (SPEC 4). */
   size_t indexCount, valueCount, denseCount, nsparse;
+  size_t nflags;           /* flagged layers: the sparse ones (flags 0..nsparse-1), then dgc's dense ones */
   size_t indexBytes, valueBytes, denseBytes, flagBytes, checkOffset, blockBytes;
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
@@ -131,6 +139,8 @@ struct sparcclComm {
   uint8_t* sendBlock;
   uint8_t* recvBlocks;
   size_t blockCap;
+  uint8_t* ringScratch;     /* the dense call's reduce-scatter and allgather (dense.c) */
+  size_t ringCap;
   void* keys;               /* uint32 or uint64 keys of the largest sparse layer */
   uint32_t* candidates;
   float* accumulator;       /* float32 sums of the largest layer */
@@ -188,8 +198,12 @@ sparcclSelection_t sparcclSelect64(const uint64_t* keys, size_t d, size_t k,
 int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
                          const sparcclLayer_t* layer, const void* send, int dtype,
                          uint8_t* block);
-void sparcclPackDense(const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
-                      const void* send, int dtype, uint8_t* block);
+/* x of every element of a layer sent whole (a dense layer, or any layer in a dense call):
+ * g, or dgc's momentum * u + g (SPEC 9), into out; returns 1 if it holds a NaN or Inf. */
+int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const void* send,
+                      int dtype, float* out);
+int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+                     const void* send, int dtype, uint8_t* block);
 
 /* decompress.c: after the exchange. */
 void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* layer,
@@ -235,7 +249,8 @@ static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, 
 /* ------------------------------------------------------------ the call check (callcheck.c) */
 /* PHASE: a call made by the phase API's two halves (its op is not known at the compress,
  * and its sequence is the key's own: keys may finish their halves in any order). */
-typedef enum { SPARCCL_CALL_SPARSE = 0, SPARCCL_CALL_DENSE = 1, SPARCCL_CALL_PHASE = 2 } sparcclCallKind_t;
+typedef enum { SPARCCL_CALL_SPARSE = 0, SPARCCL_CALL_DENSE = 1, SPARCCL_CALL_PHASE = 2,
+               SPARCCL_CALL_PHASE_DENSE = 3 } sparcclCallKind_t;
 /* What this rank expects every block of this call to carry. */
 sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype,
                                     int op, int kind);
@@ -247,6 +262,10 @@ void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_
  * ranks' views) otherwise. */
 sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
                                     const uint8_t* blocks, sparcclCallCheck_t expected,
+                                    const char* caller);
+/* Only the checks: nranks blocks of `stride` bytes, each with its check at checkOffset. */
+sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks, size_t stride,
+                                    size_t checkOffset, sparcclCallCheck_t expected,
                                     const char* caller);
 /* "Every rank agrees on a status": mine if it failed, else `remote` if another rank's
  * failed (logged with that rank), else success; a failed exchange is returned as it is. */
@@ -271,6 +290,35 @@ sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, co
                                   void* recv, int dtype, int op, const uint8_t* ownBlock,
                                   const uint8_t* blocks, sparcclCallCheck_t check,
                                   const char* caller);
+
+/* allreduce.c: what every call ends with, sparse or dense: the key's counters, the restart
+ * policies, the stats (bytesSent: what this call put on the wire for this rank). */
+void sparcclEndCall(sparcclComm_t comm, sparcclLayerSet_t* set, int dtype, int completed,
+                    double normSquared, size_t bytesSent);
+/* A layer's output from its rank-ordered float32 sum (SPEC 1; SPEC 9 in a dense call). */
+void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void* out, int dtype,
+                        int op, int denseCall, sparccl_blocked_sum_t* norm);
+/* A flagged layer whose x held a NaN or Inf on some rank: its output all NaN, counted and
+ * logged; the caller leaves its state as it was (SPEC 2). */
+void sparcclSkipLayer(sparcclComm_t comm, const sparcclLayer_t* l, void* out, int dtype,
+                      sparccl_blocked_sum_t* norm, const char* caller);
+
+/* dense.c: the dense calls of warm-up (SPEC 9).  A key's next call is dense while its call
+ * count is below warmupSteps.  DenseBlockBytes: a rank's block when the exchange is an
+ * allgather (the phase API, transports without alltoall): every element's x, float32, then
+ * the flags and the call check.  RingBytes: the scratch the one-call ring path needs. */
+int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set);
+size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set);
+size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set);
+void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+                           int dtype, sparcclCallCheck_t check, uint8_t* block);
+sparcclResult_t sparcclFinishDenseCall(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                       const void* send, void* recv, int dtype, int op,
+                                       const uint8_t* blocks, sparcclCallCheck_t check,
+                                       const char* caller);
+sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                      const void* send, void* recv, int dtype, int op,
+                                      const char* caller);
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,

@@ -5,18 +5,36 @@
 #include <string.h>
 #include "core.h"
 
+/* dgc: u <- (float)momentum * u + g, the momentum the layer's x was formed from (SPEC 9). */
+static void updateMomentum(sparcclComm_t comm, sparcclLayer_t* l, const void* grad, int dtype) {
+  const float m = (float)comm->config.momentum;
+  float* u = l->momentum;
+  size_t i;
+  for (i = 0; i < l->count; i++)
+    u[i] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(grad, i, dtype), u[i], m);
+}
+
 void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* l,
                         const void* send, int dtype, const uint8_t* block) {
   const sparcclConfig_t* c = &comm->config;
   const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
-  const uint32_t* indices = sparcclLayerIndices(comm, set, l, (uint8_t*)block);
-  const void* values = (const uint8_t*)block + set->indexBytes +
-                       l->valuePos * sparccl_dtype_size(c->wireType);
+  const uint32_t* indices;
+  const void* values;
   size_t i, t;
+  if (l->momentum != NULL) updateMomentum(comm, l, grad, dtype);
+  if (!l->sparse) { /* dgc's dense layer: u is all its state */
+    l->step++;
+    return;
+  }
+  indices = sparcclLayerIndices(comm, set, l, (uint8_t*)block);
+  values = (const uint8_t*)block + set->indexBytes + l->valuePos * sparccl_dtype_size(c->wireType);
   if (l->error != NULL) {
-    /* e <- a - sent: a everywhere, then the sent values subtracted where selected. */
+    /* e <- a - sent: a everywhere (a = e + g, dgc's e + u), then the sent values subtracted
+     * where selected. */
     float* e = l->error;
-    if (dtype == SPARCCL_DT_FLOAT32) {
+    if (l->momentum != NULL) {
+      for (i = 0; i < l->count; i++) e[i] = e[i] + l->momentum[i];
+    } else if (dtype == SPARCCL_DT_FLOAT32) {
       const float* g = (const float*)grad;
       for (i = 0; i < l->count; i++) e[i] = e[i] + g[i];
     } else {
@@ -25,6 +43,8 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
     for (t = 0; t < l->k; t++)
       e[indices[t]] = sparccl_error_update(e[indices[t]], sparccl_load(values, t, c->wireType));
   }
+  if (l->momentum != NULL) /* momentum factor masking (DGC) */
+    for (t = 0; t < l->k; t++) l->momentum[indices[t]] = 0.0f;
   if (l->h != NULL) /* h <- h + sent (H is updated with the sum, in the output pass) */
     for (t = 0; t < l->k; t++) l->h[indices[t]] += sparccl_load(values, t, c->wireType);
   if (l->prevGrad != NULL) {

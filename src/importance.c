@@ -4,8 +4,7 @@
 #include "device.h"
 
 static int hasImportance(const sparcclComm_t comm) {
-  int c = comm->config.compressor;
-  return c == sparcclImpK || c == sparcclImpKSelect || c == sparcclImpKRandom;
+  return sparccl_has_weights(comm->config.compressor);
 }
 
 /* The layer set of (grad, count) or the tag, created on first use like sparcclAllReduce. */

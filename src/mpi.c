@@ -1,4 +1,5 @@
-/* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call. */
+/* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call; warm-up's
+ * dense calls an MPI_Alltoall and an MPI_Allgather (dense.c). */
 /* Every MPI call here goes to its PMPI_ entry point (standard MPI, same behaviour): the
  * PMPI preload (src/preload/mpi_preload.c) interposes MPI_Allreduce & co., and sparccl's
  * own collectives must never re-enter it. */
@@ -24,8 +25,9 @@ static sparcclResult_t mpiError(int rc, const char* what) {
  * against a new key's layout fingerprint).  MPI_Allgather does not survive that: with three
  * ranks or more its messages cross and it hangs.  So every exchange first agrees its size
  * in an 8-byte allgather, and a mismatch is refused on every rank before any data moves. */
-static sparcclResult_t agreeSize(MpiTransport* t, int nranks, size_t bytes) {
-  uint64_t mine = (uint64_t)bytes, few[64], *all;
+static sparcclResult_t agreeSize(MpiTransport* t, int nranks, size_t bytes, int alltoall) {
+  /* the collective is part of what is agreed: an alltoall never meets an allgather */
+  uint64_t mine = (uint64_t)bytes | ((uint64_t)alltoall << 63), few[64], *all;
   int rc, r;
   sparcclResult_t res = sparcclSuccess;
   all = nranks <= 64 ? few : (uint64_t*)malloc(sizeof(uint64_t) * (size_t)nranks);
@@ -34,35 +36,49 @@ static sparcclResult_t agreeSize(MpiTransport* t, int nranks, size_t bytes) {
   if (rc != MPI_SUCCESS) res = mpiError(rc, "MPI_Allgather (size)");
   for (r = 0; res == sparcclSuccess && r < nranks; r++)
     if (all[r] != mine) {
-      WARN("exchange refused: rank %d exchanges %llu bytes, this rank %llu (the ranks' calls "
-           "disagree: another key, layout or call)", r, (unsigned long long)all[r],
-           (unsigned long long)mine);
+      WARN("exchange refused: rank %d exchanges %llu bytes%s, this rank %llu%s (the ranks' calls "
+           "disagree: another key, layout or call)", r,
+           (unsigned long long)(all[r] & ~(1ull << 63)), all[r] >> 63 ? " by alltoall" : "",
+           (unsigned long long)bytes, alltoall ? " by alltoall" : "");
       res = sparcclInvalidUsage;
     }
   if (all != few) free(all);
   return res;
 }
 
-static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, void* recv,
-                                    size_t bytes) {
+/* MPI_Allgather or MPI_Alltoall of `bytes` per rank, after the size agreement.  Blocks and
+ * chunks are multiples of 16 bytes (SPEC 4): past INT_MAX bytes they count in 16-byte units. */
+static sparcclResult_t mpiExchange(sparcclTransport_t* self, const void* send, void* recv,
+                                   size_t bytes, int alltoall) {
   MpiTransport* t = (MpiTransport*)self->impl;
+  const char* what = alltoall ? "MPI_Alltoall" : "MPI_Allgather";
+  MPI_Datatype unit = MPI_BYTE;
+  size_t count = bytes;
   int rc;
-  SPARCCLCHECK(agreeSize(t, self->nranks, bytes));
-  if (bytes <= (size_t)INT_MAX) {
-    rc = PMPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, t->comm);
-  } else {
-    /* Blocks are multiples of 16 bytes (SPEC 4); count them in 16-byte units. */
-    MPI_Datatype unit;
+  SPARCCLCHECK(agreeSize(t, self->nranks, bytes, alltoall));
+  if (bytes > (size_t)INT_MAX) {
     if (bytes % 16 != 0 || bytes / 16 > (size_t)INT_MAX) {
-      WARN("MPI_Allgather: a block of %zu bytes is too large", bytes);
+      WARN("%s: a block of %zu bytes is too large", what, bytes);
       return sparcclInvalidArgument;
     }
     PMPI_Type_contiguous(16, MPI_BYTE, &unit);
     PMPI_Type_commit(&unit);
-    rc = PMPI_Allgather(send, (int)(bytes / 16), unit, recv, (int)(bytes / 16), unit, t->comm);
-    PMPI_Type_free(&unit);
+    count = bytes / 16;
   }
-  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Allgather");
+  rc = alltoall ? PMPI_Alltoall(send, (int)count, unit, recv, (int)count, unit, t->comm)
+                : PMPI_Allgather(send, (int)count, unit, recv, (int)count, unit, t->comm);
+  if (unit != MPI_BYTE) PMPI_Type_free(&unit);
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, what);
+}
+
+static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, void* recv,
+                                    size_t bytes) {
+  return mpiExchange(self, send, recv, bytes, 0);
+}
+
+static sparcclResult_t mpiAlltoall(sparcclTransport_t* self, const void* send, void* recv,
+                                   size_t chunkBytes) {
+  return mpiExchange(self, send, recv, chunkBytes, 1);
 }
 
 static void mpiDestroy(sparcclTransport_t* self) {
@@ -123,6 +139,7 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
   PMPI_Comm_size(t->comm, &transport->nranks);
   transport->name = "mpi";
   transport->allgather = mpiAllgather;
+  transport->alltoall = mpiAlltoall;
   transport->destroy = mpiDestroy;
   transport->impl = t;
   res = sparcclCommCreate(comm, transport, &resolved);

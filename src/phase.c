@@ -13,6 +13,7 @@
 
 typedef struct sparcclPending {
   int pending;             /* a compress awaits its decompress */
+  int dense;               /* a warm-up call (SPEC 9): whole vectors in the blocks */
   int dtype;
   sparcclCallCheck_t check;
   void* grad;              /* set->count elements of dtype: g as compressed */
@@ -45,7 +46,7 @@ static sparcclResult_t pendingFor(sparcclComm_t comm, sparcclLayerSet_t* set, in
     if (p == NULL) goto oom;
     set->pending = p;
     if (comm->device != NULL) return sparcclSuccess; /* the device keeps its own (cuda/) */
-    p->block = (uint8_t*)malloc(set->blockBytes);
+    p->block = (uint8_t*)malloc(set->blockBytes); /* a dense call keeps none */
     p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
     if (p->block == NULL || p->shared == NULL) goto oom;
   }
@@ -85,7 +86,8 @@ SPARCCL_API sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
-  *bytes = set->blockBytes;
+  /* the key's next call: a warm-up call's block holds whole vectors (SPEC 10) */
+  *bytes = sparcclNextCallDense(comm, set) ? sparcclDenseBlockBytes(set) : set->blockBytes;
   return sparcclSuccess;
 }
 
@@ -111,7 +113,9 @@ SPARCCL_API sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t c
   }
   SPARCCLCHECK(pendingFor(comm, set, (int)datatype, caller));
   p = set->pending;
-  p->check = sparcclCallCheck(comm, set, (int)datatype, 0, SPARCCL_CALL_PHASE);
+  p->dense = sparcclNextCallDense(comm, set);
+  p->check = sparcclCallCheck(comm, set, (int)datatype, 0,
+                              p->dense ? SPARCCL_CALL_PHASE_DENSE : SPARCCL_CALL_PHASE);
   if (comm->device != NULL) {
     SPARCCLCHECK(comm->device->phaseCompress(comm, set, sendbuff, (int)datatype, block,
                                              p->check.fingerprint, stream));
@@ -120,9 +124,14 @@ SPARCCL_API sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t c
     return sparcclSuccess;
   }
   p->dtype = (int)datatype;
+  memcpy(p->grad, sendbuff, count * sparccl_dtype_size((int)datatype));
+  if (p->dense) { /* the second half recomputes its state from g: no block kept */
+    sparcclPackDenseBlock(comm, set, sendbuff, (int)datatype, p->check, (uint8_t*)block);
+    p->pending = 1;
+    return sparcclSuccess;
+  }
   sparcclCompressBlock(comm, set, sendbuff, (int)datatype, p->check, p->block);
   memcpy(block, p->block, set->blockBytes);
-  memcpy(p->grad, sendbuff, count * sparccl_dtype_size((int)datatype));
   if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
   p->pending = 1;
   return sparcclSuccess;
@@ -157,9 +166,14 @@ SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* re
     p->pending = 0;
     return sparcclSuccess;
   }
-  if (set->valueCount) memcpy(comm->sharedIndices, p->shared, set->valueCount * sizeof(uint32_t));
-  res = sparcclFinishCall(comm, set, p->grad, recvbuff, p->dtype, (int)op, p->block,
-                          (const uint8_t*)blocks, p->check, caller);
+  if (p->dense) {
+    res = sparcclFinishDenseCall(comm, set, p->grad, recvbuff, p->dtype, (int)op,
+                                 (const uint8_t*)blocks, p->check, caller);
+  } else {
+    if (set->valueCount) memcpy(comm->sharedIndices, p->shared, set->valueCount * sizeof(uint32_t));
+    res = sparcclFinishCall(comm, set, p->grad, recvbuff, p->dtype, (int)op, p->block,
+                            (const uint8_t*)blocks, p->check, caller);
+  }
   if (res != sparcclSuccess) return res; /* still pending: decompress again, or abandon */
   set->phaseCalls++;
   p->pending = 0;

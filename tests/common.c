@@ -13,6 +13,8 @@ sparcclConfig_t test_config(int compressor, int feedback, double density, size_t
   c.seed = 0;
   c.sharedRandomness = 0;
   c.importance = sparcclImportanceNone;
+  c.warmupSteps = 0;
+  c.momentum = 0.9;
   return c;
 }
 

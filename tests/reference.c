@@ -20,6 +20,7 @@ typedef struct {
   float** e;       /* [rank][i] ef, scam */
   float** h;       /* [rank][i] ef21 */
   float** H;       /* [rank][i] ef21 */
+  float** u;       /* [rank][i] dgc (every layer) */
   uint32_t** sel;  /* [rank][t] last selected set */
 } ref_layer_t;
 
@@ -27,6 +28,7 @@ struct ref_model {
   ref_config_t c;
   int nranks;
   size_t count, nlayers;
+  uint64_t calls;  /* completed calls: the warm-up's clock */
   ref_layer_t* layers;
 };
 
@@ -93,8 +95,10 @@ ref_model_t* ref_create(const ref_config_t* config, int nranks, size_t count, si
     L->id = firstLayerId + (uint32_t)l; /* dense layers are numbered too */
     L->sparse = L->count >= config->minSparseCount;
     L->k = L->sparse ? naive_k(L->count, config->density) : L->count;
+    if (config->feedback == sparcclFeedbackDGC) L->u = alloc_per_rank(nranks, L->count, 0.0f);
     if (!L->sparse) continue;
-    if (config->feedback == sparcclFeedbackEF || config->feedback == sparcclFeedbackSCAM)
+    if (config->feedback == sparcclFeedbackEF || config->feedback == sparcclFeedbackSCAM ||
+        config->feedback == sparcclFeedbackDGC)
       L->e = alloc_per_rank(nranks, L->count, 0.0f);
     if (config->feedback == sparcclFeedbackEF21) {
       L->h = alloc_per_rank(nranks, L->count, 0.0f);
@@ -120,6 +124,7 @@ ref_model_t* ref_clone(const ref_model_t* src) {
     L->e = clone_per_rank(S->e, m->nranks, S->count);
     L->h = clone_per_rank(S->h, m->nranks, S->count);
     L->H = clone_per_rank(S->H, m->nranks, S->count);
+    L->u = clone_per_rank(S->u, m->nranks, S->count);
     if (S->sel != NULL) {
       L->sel = (uint32_t**)xcalloc((size_t)m->nranks, sizeof(uint32_t*));
       for (r = 0; r < m->nranks; r++) {
@@ -139,6 +144,7 @@ void ref_destroy(ref_model_t* m) {
     free_per_rank((void**)L->e, m->nranks);
     free_per_rank((void**)L->h, m->nranks);
     free_per_rank((void**)L->H, m->nranks);
+    free_per_rank((void**)L->u, m->nranks);
     free_per_rank((void**)L->sel, m->nranks);
   }
   free(m->layers);
@@ -221,6 +227,43 @@ static float value_of(const ref_model_t* m, const ref_layer_t* L, float x) {
   }
 }
 
+/* A dense call (warm-up) on any layer, or a dense layer in a sparse call: x = g, or dgc's
+ * u' = momentum * u + g, sent exactly; a layer with state (sparse, or dgc's) skips on a
+ * non-finite x anywhere; ef21's h <- g and H <- s / n, dgc's u <- u' (SPEC 9).  Returns
+ * whether the layer completed. */
+static int dense_layer(ref_model_t* m, ref_layer_t* L, float** g, int denseCall, void* out) {
+  const int n = m->nranks;
+  const size_t d = L->count;
+  const int stateful = L->sparse || L->u != NULL;
+  float** x = alloc_per_rank(n, d, 0.0f);
+  size_t i;
+  int r, anyNonFinite = 0;
+  for (r = 0; r < n; r++)
+    for (i = 0; i < d; i++) {
+      x[r][i] = L->u ? (float)m->c.momentum * L->u[r][i] + g[r][i] : g[r][i];
+      if (!finite(x[r][i])) anyNonFinite = 1;
+    }
+  if (stateful && anyNonFinite) {
+    L->skipped = 1;
+    for (i = 0; i < d; i++) store_output(out, L->offset + i, m->c.dtype, (float)NAN);
+    free_per_rank((void**)x, n);
+    return 0;
+  }
+  for (i = 0; i < d; i++) {
+    float sum = +0.0f;
+    for (r = 0; r < n; r++) sum = sum + x[r][i];
+    store_output(out, L->offset + i, m->c.dtype, m->c.op == sparcclSum ? sum : sum / (float)n);
+    for (r = 0; r < n; r++) {
+      if (L->u) L->u[r][i] = x[r][i];
+      if (denseCall && L->h) L->h[r][i] = g[r][i];
+      if (denseCall && L->H) L->H[r][i] = sum / (float)n;
+    }
+  }
+  if (stateful) L->step++;
+  free_per_rank((void**)x, n);
+  return 1;
+}
+
 static void step_layer(ref_model_t* m, ref_layer_t* L, const void* const* grads, void* out) {
   const int n = m->nranks;
   const size_t d = L->count;
@@ -240,14 +283,10 @@ static void step_layer(ref_model_t* m, ref_layer_t* L, const void* const* grads,
   }
   L->skipped = 0;
 
-  if (!L->sparse) {
-    /* Dense: sent = g exactly; rank-ordered sum; non-finite values just propagate. */
-    for (i = 0; i < d; i++) {
-      float sum = +0.0f;
-      for (r = 0; r < n; r++) sum = sum + g[r][i];
-      store_output(out, L->offset + i, m->c.dtype,
-                   m->c.op == sparcclSum ? sum : sum / (float)n);
-    }
+  if (!L->sparse || m->calls < m->c.warmupSteps) {
+    /* Dense: sent = g exactly; rank-ordered sum; non-finite values just propagate (unless
+     * the layer has state). */
+    dense_layer(m, L, g, m->calls < m->c.warmupSteps, out);
     goto done;
   }
 
@@ -259,6 +298,10 @@ static void step_layer(ref_model_t* m, ref_layer_t* L, const void* const* grads,
         case sparcclFeedbackEF: x = L->e[r][i] + g[r][i]; valIn[r][i] = x; break;
         case sparcclFeedbackSCAM: x = L->e[r][i] + g[r][i]; valIn[r][i] = g[r][i]; break;
         case sparcclFeedbackEF21: x = g[r][i] - L->h[r][i]; valIn[r][i] = x; break;
+        case sparcclFeedbackDGC:
+          x = L->e[r][i] + ((float)m->c.momentum * L->u[r][i] + g[r][i]);
+          valIn[r][i] = x;
+          break;
         default: x = g[r][i]; valIn[r][i] = x; break;
       }
       keyIn[r][i] = x;
@@ -300,7 +343,9 @@ static void step_layer(ref_model_t* m, ref_layer_t* L, const void* const* grads,
       if (L->e != NULL) L->e[r][i] = keyIn[r][i] - sent[r][i]; /* a - sent */
       if (L->h != NULL) L->h[r][i] = L->h[r][i] + sent[r][i];
       if (L->H != NULL) L->H[r][i] = L->H[r][i] + s[i] / (float)n;
+      if (L->u != NULL) L->u[r][i] = (float)m->c.momentum * L->u[r][i] + g[r][i];
     }
+    for (t = 0; L->u != NULL && t < L->k; t++) L->u[r][L->sel[r][t]] = 0.0f; /* masking */
   }
 
   /* Output (the same on every rank; rank 0's H replica for ef21). */
@@ -324,6 +369,7 @@ done:
 void ref_step(ref_model_t* m, const void* const* grads, void* out) {
   size_t l;
   for (l = 0; l < m->nlayers; l++) step_layer(m, &m->layers[l], grads, out);
+  m->calls++;
 }
 
 /* ------------------------------------------------------------ inspection */
@@ -341,6 +387,9 @@ const float* ref_h(const ref_model_t* m, int rank, size_t l) {
 }
 const float* ref_H(const ref_model_t* m, int rank, size_t l) {
   return m->layers[l].H ? m->layers[l].H[rank] : NULL;
+}
+const float* ref_momentum(const ref_model_t* m, int rank, size_t l) {
+  return m->layers[l].u ? m->layers[l].u[rank] : NULL;
 }
 const uint32_t* ref_selected(const ref_model_t* m, int rank, size_t l) {
   return m->layers[l].sel ? m->layers[l].sel[rank] : NULL;

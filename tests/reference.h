@@ -6,7 +6,8 @@
  * selection is a qsort of every index (key descending, ties to the lower index), so it
  * checks the library's radix select, key maps and wire packing independently.
  *
- * Importance weights stay at 1 (no solver, no online mode), restarts are off.
+ * Importance weights stay at 1 (no solver, no online mode), restarts are off.  Section 9
+ * too: dgc's momentum and warm-up's dense calls.
  */
 #ifndef SPARCCL_TESTS_REFERENCE_H_
 #define SPARCCL_TESTS_REFERENCE_H_
@@ -24,6 +25,8 @@ typedef struct {
   int sharedRandomness;
   int op;                  /* sparcclSum or sparcclAvg */
   int dtype;               /* sparcclDataType_t of the gradients and of the output */
+  double momentum;         /* dgc (SPEC 9) */
+  size_t warmupSteps;      /* the first calls are dense (SPEC 9) */
 } ref_config_t;
 
 typedef struct ref_model ref_model_t;
@@ -51,6 +54,7 @@ int ref_layer_skipped(const ref_model_t* m, size_t layer); /* in the last ref_st
 const float* ref_error(const ref_model_t* m, int rank, size_t layer);
 const float* ref_h(const ref_model_t* m, int rank, size_t layer);
 const float* ref_H(const ref_model_t* m, int rank, size_t layer);
+const float* ref_momentum(const ref_model_t* m, int rank, size_t layer); /* dgc, any layer */
 /* The selected set of a rank's sparse layer in the last completed step (ascending). */
 const uint32_t* ref_selected(const ref_model_t* m, int rank, size_t layer);
 

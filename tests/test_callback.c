@@ -63,12 +63,17 @@ static void* runRank(void* arg) {
   return NULL;
 }
 
-static const int kMethods[][2] = {{sparcclTopK, sparcclFeedbackEF}, {sparcclRandK, sparcclFeedbackSCAM},
-                                  {sparcclImpK, sparcclFeedbackEF21}, {sparcclTopK, sparcclFeedbackNone}};
+/* compressor, feedback, warm-up calls (SPEC 9: dense calls as allgathers of whole vectors) */
+static const int kMethods[][3] = {{sparcclTopK, sparcclFeedbackEF, 0}, {sparcclRandK, sparcclFeedbackSCAM, 0},
+                                  {sparcclImpK, sparcclFeedbackEF21, 0}, {sparcclTopK, sparcclFeedbackNone, 0},
+                                  {sparcclTopK, sparcclFeedbackDGC, 2}, {sparcclImpK, sparcclFeedbackEF21, 3}};
+enum { NMETHODS = sizeof(kMethods) / sizeof(kMethods[0]) };
 
-/* _i: method (_i % 4), ranks (1 + _i / 4 % 4), a failing exchange at call 2 (_i >= 16). */
+/* _i: method (_i % NMETHODS), ranks (1 + _i / NMETHODS % 4), a failing exchange at call 2
+ * (_i >= 4 * NMETHODS). */
 START_TEST(test_callback_ranks) {
-  const int method = _i % 4, nranks = 1 + (_i / 4) % 4, failAt = _i >= 16 ? 2 : FAIL_NONE;
+  const int method = _i % NMETHODS, nranks = 1 + (_i / NMETHODS) % 4;
+  const int failAt = _i >= 4 * NMETHODS ? 2 : FAIL_NONE;
   static rank_t ranks[MAX_RANKS];
   pthread_t threads[MAX_RANKS];
   fabric_t fabric;
@@ -91,6 +96,7 @@ START_TEST(test_callback_ranks) {
     ranks[r].config.sharedRandomness = 0;
     ranks[r].config.importance = sparcclImportanceNone;
     ranks[r].config.wireType = sparcclFloat32;
+    ranks[r].config.warmupSteps = (size_t)kMethods[method][2];
     for (s = 0; s < STEPS; s++) test_fill_normal(ranks[r].grads[s], COUNT, 3000u + 17u * (uint64_t)s + (uint64_t)r);
   }
   for (r = 0; r < nranks; r++) ck_assert_int_eq(pthread_create(&threads[r], NULL, runRank, &ranks[r]), 0);
@@ -101,6 +107,8 @@ START_TEST(test_callback_ranks) {
   memset(&rc, 0, sizeof(rc));
   rc.compressor = kMethods[method][0];
   rc.feedback = kMethods[method][1];
+  rc.warmupSteps = (size_t)kMethods[method][2];
+  rc.momentum = 0.9;
   rc.density = 0.01;
   rc.minSparseCount = 100;
   rc.wireType = sparcclFloat32;
@@ -155,7 +163,7 @@ END_TEST
 Suite* make_callback_suite(void) {
   Suite* s = suite_create("callback");
   TCase* tc = tcase_create("threads as ranks");
-  tcase_add_loop_test(tc, test_callback_ranks, 0, 32);
+  tcase_add_loop_test(tc, test_callback_ranks, 0, 8 * NMETHODS);
   tcase_add_test(tc, test_callback_arguments);
   suite_add_tcase(s, tc);
   return s;

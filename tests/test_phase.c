@@ -64,8 +64,13 @@ static sparcclResult_t phaseCall(sparcclComm_t comm, const void* g, void* out, i
 
 static const int kDtypes[3] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
 
+/* 0..59: every compressor x feedback x dtype; 60..99 (SPEC 9): dgc under every compressor,
+ * and warm-up (its dense calls: whole vectors in the phase blocks, the ring in the one
+ * call) under every feedback, 0 to 2 dense calls before compression. */
 START_TEST(test_phase_matches_one_call) {
-  const int compressor = _i % 5, feedback = (_i / 5) % 4, dtype = kDtypes[_i / 20];
+  const int j = _i < 60 ? _i : _i - 60;
+  const int compressor = j % 5, dtype = kDtypes[_i < 60 ? _i / 20 : j % 3];
+  const int feedback = _i < 60 ? (j / 5) % 4 : j < 20 ? sparcclFeedbackDGC : (j / 5) % 4;
   const int op = _i % 2 ? sparcclAvg : sparcclSum;
   sparcclConfig_t c = test_config(compressor, feedback, 0.02, 100);
   sparcclComm_t phase, one;
@@ -74,11 +79,16 @@ START_TEST(test_phase_matches_one_call) {
   int s;
   c.wireType = _i % 3 == 0 ? sparcclBfloat16 : sparcclFloat32;
   c.importance = compressor >= sparcclImpK && _i % 2 ? sparcclImportanceOnline : sparcclImportanceNone;
+  c.warmupSteps = _i < 60 ? 0 : (size_t)(j % 3);
+  c.momentum = j % 2 ? 0.9 : 0.25;
   phase = test_comm_self(&c);
   one = test_comm_self(&c);
   ck_assert_int_eq(sparcclRegisterLayoutTagged(phase, 9, 3, layout), sparcclSuccess);
   ck_assert_int_eq(sparcclRegisterLayoutTagged(one, 9, 3, layout), sparcclSuccess);
   for (s = 0; s < 4; s++) {
+    size_t bytes = 0;
+    ck_assert_int_eq(sparcclBlockBytesTagged(phase, 9, &bytes), sparcclSuccess);
+    ck_assert(((size_t)s < c.warmupSteps) == (bytes > N * sizeof(float))); /* dense: whole x */
     gradient(g, dtype, s, 9);
     if (s == 2) test_store_value(g, 5, dtype, 1.0f / 0.0f); /* a skipped step in between */
     ck_assert_int_eq(phaseCall(phase, g, a, dtype, op, 9), sparcclSuccess);
@@ -162,7 +172,7 @@ END_TEST
 Suite* make_phase_suite(void) {
   Suite* s = suite_create("phase");
   TCase* tc = tcase_create("two halves");
-  tcase_add_loop_test(tc, test_phase_matches_one_call, 0, 60);
+  tcase_add_loop_test(tc, test_phase_matches_one_call, 0, 100);
   tcase_add_loop_test(tc, test_phase_keys_in_flight, 0, 2);
   suite_add_tcase(s, tc);
   return s;

@@ -61,13 +61,15 @@ typedef struct {
   int steps;
   uint64_t seed;
   int tagged;            /* 1: sparcclAllReduceTagged with a fresh buffer every step */
+  size_t warmup;         /* SPEC 9: dense calls first */
+  double momentum;       /* dgc's; 0 in a memset case means the default 0.9 */
 } case_t;
 
 static const char* case_name(const case_t* c, char* buf, size_t n) {
   snprintf(buf, n, "compressor %d feedback %d dtype %d wire %d op %d inplace %d kind %d "
-           "density %g minSparse %zu count %zu nlayers %zu", c->compressor, c->feedback,
-           c->dtype, c->wire, c->op, c->inplace, c->kind, c->density, c->minSparse, c->count,
-           c->nlayers);
+           "density %g minSparse %zu count %zu nlayers %zu warmup %zu momentum %g", c->compressor,
+           c->feedback, c->dtype, c->wire, c->op, c->inplace, c->kind, c->density, c->minSparse,
+           c->count, c->nlayers, c->warmup, c->momentum);
   return buf;
 }
 
@@ -85,6 +87,8 @@ static void run_case(const case_t* c) {
   config.wireType = c->wire;
   config.seed = 0x1234abcd5678ull + c->seed;
   config.sharedRandomness = c->shared;
+  config.warmupSteps = c->warmup;
+  config.momentum = c->momentum != 0.0 ? c->momentum : 0.9;
   comm = test_comm_self(&config);
 
   memset(&rc, 0, sizeof(rc));
@@ -95,6 +99,8 @@ static void run_case(const case_t* c) {
   rc.wireType = c->wire;
   rc.seed = config.seed;
   rc.sharedRandomness = c->shared;
+  rc.momentum = config.momentum;
+  rc.warmupSteps = c->warmup;
   rc.op = c->op;
   rc.dtype = c->dtype;
   ref = ref_create(&rc, 1, c->count, c->nlayers, c->counts, 0);
@@ -170,6 +176,45 @@ START_TEST(test_matrix_mixed_layout) {
   c.steps = 3;
   c.kind = IN_NORMAL;
   c.seed = (uint64_t)idx + 1;
+  run_case(&c);
+}
+END_TEST
+
+/* SPEC 9: dgc under every compressor x dtype x wire (45 iterations), then warm-up under every
+ * feedback (the next 25: 0 to 4 dense calls before compression, past the 3-4 steps run, and
+ * dgc's momentum 0, 0.5 and 0.9); a mixed layout with dense and sparse layers. */
+START_TEST(test_matrix_dgc_warmup) {
+  static const double momenta[3] = {0.9, 0.5, 1e-30 /* ~0: u keeps only g */};
+  static const int feedbacks[5] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcclFeedbackEF21,
+                                   sparcclFeedbackSCAM, sparcclFeedbackDGC};
+  case_t c;
+  int idx = _i;
+  memset(&c, 0, sizeof(c));
+  if (idx < 45) {
+    c.compressor = kCompressors[idx / 9];
+    c.feedback = sparcclFeedbackDGC;
+    c.dtype = kTypes[(idx / 3) % 3];
+    c.wire = kTypes[idx % 3];
+    c.warmup = (size_t)(idx % 4 == 3);
+  } else {
+    int j = idx - 45;
+    c.compressor = kCompressors[j % 5];
+    c.feedback = feedbacks[j / 5];
+    c.dtype = kTypes[j % 3];
+    c.wire = kTypes[(j / 3) % 3];
+    c.warmup = (size_t)(j % 5);
+  }
+  c.momentum = momenta[idx % 3];
+  c.op = (idx % 2) ? sparcclAvg : sparcclSum;
+  c.inplace = (idx / 2) % 2;
+  c.density = idx % 4 == 0 ? 0.3 : 0.05;
+  c.minSparse = 40;
+  c.nlayers = 8;
+  c.counts = kMixedLayout;
+  c.count = 10007 + 1 + 97 + 2 + 4096 + 3 + 31 + 7;
+  c.steps = 4;
+  c.kind = idx % 5 == 4 ? IN_SMALLINT : IN_NORMAL;
+  c.seed = 7000 + (uint64_t)idx;
   run_case(&c);
 }
 END_TEST
@@ -455,6 +500,7 @@ Suite* make_reference_suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_reference_known_answers);
   tcase_add_loop_test(tc, test_matrix_mixed_layout, 0, 180);
+  tcase_add_loop_test(tc, test_matrix_dgc_warmup, 0, 70);
   tcase_add_loop_test(tc, test_sizes_single_layer, 0, 20);
   tcase_add_loop_test(tc, test_adversarial, 0, 20);
   tcase_add_loop_test(tc, test_large_layer, 0, 3);

@@ -87,6 +87,9 @@ int example_parse_method(const char* s, example_method_t* m) {
   } else if (strncmp(c, "scam-", 5) == 0) {
     m->feedback = sparcclFeedbackSCAM;
     c += 5;
+  } else if (strncmp(c, "dgc-", 4) == 0) { /* SPEC 9: sparccl keeps the momentum */
+    m->feedback = sparcclFeedbackDGC;
+    c += 4;
   }
   if (strcmp(c, "topk") == 0) {
     m->compressor = sparcclTopK;

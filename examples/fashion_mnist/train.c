@@ -2,7 +2,8 @@
  * Fashion-MNIST data-parallel trainer for sparccl: an MLP 784-1024-1024-10 (ReLU, softmax
  * cross-entropy), data split across MPI ranks, gradients reduced by sparcclAllReduce (AVG)
  * on one flat float32 buffer registered layer by layer (or plain MPI_Allreduce for
- * --method dense), then SGD with momentum or AdamW (the thesis' CAdamW).
+ * --method dense), then SGD with momentum or AdamW (the thesis' CAdamW).  With --method
+ * dgc-* sparccl keeps the momentum (SPEC 9) and the SGD step has none of its own.
  *
  *   mpirun -np 2 build/bin/fmnist_train --method scam-impk_c --epochs 5 --csv out.csv
  *
@@ -41,19 +42,37 @@ typedef struct {
   long long restartEvery;
   double restartRatio;
   int restartLag, restartOnLoss, restartMomentum;
+  long long warmup;      /* dense calls first (SPEC 9), in steps; -1: from warmupEpochs */
+  double warmupEpochs;
   size_t hidden;
   int quiet;
 } opts_t;
 
 static int rank_ = 0, nranks_ = 1;
 
+/* The recommended setting, chosen from the measurements in docs/RESULTS.md. */
+#define RECOMMENDED_METHOD "dgc-topk"
+#define RECOMMENDED_WARMUP_EPOCHS 0.0
+#define RECOMMENDED_TEXT "--method dgc-topk --optimizer sgd (lr 0.05, momentum 0.9)"
+
+static void recommended(opts_t* o) {
+  o->method = RECOMMENDED_METHOD;
+  o->optimizer = "sgd";
+  o->warmupEpochs = RECOMMENDED_WARMUP_EPOCHS;
+  o->warmup = -1;
+}
+
 /* Printed on rank 0 only (example_help_exit). */
 static void usage(void) {
   printf(
       "usage: mpirun -np N fmnist_train [options]\n"
-      "  --method M        dense | [ef-|ef21-|scam-]{topk,randk,impk_c,impk_s} (default scam-impk_c)\n"
+      "  --method M        dense | [ef-|ef21-|scam-|dgc-]{topk,randk,impk_c,impk_s} (default scam-impk_c)\n"
       "                    impk_c: ImpK with the cube solver [low,high]^d; impk_s: simplex solver\n"
+      "                    dgc-: sparccl keeps the momentum (--momentum), SGD adds none (needs sgd)\n"
       "  --optimizer O     adamw (CAdamW, default) | sgd (with momentum)\n"
+      "  --warmup N        the first N steps are dense allreduces inside sparccl (0)\n"
+      "  --warmup-epochs X the same in epochs (0.25: a quarter of the first epoch)\n"
+      "  --recommended     sparccl's recommended setting (docs/RESULTS.md): " RECOMMENDED_TEXT "\n"
       "  --lr X            learning rate (default 1e-3 adamw, 0.05 sgd)\n"
       "  --momentum X      SGD momentum (0.9)      --wd X  weight decay (0.01 adamw, 0 sgd)\n"
       "  --beta1 X --beta2 X   AdamW betas (0.9, 0.999)\n"
@@ -101,6 +120,7 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
   o->impLow = 0.0;
   o->impHigh = 2.0;
   o->restartLag = 1;
+  o->warmup = 0;
   o->hidden = 1024;
   for (i = 1; i < argc; i++) {
     const char* a = argv[i];
@@ -133,6 +153,11 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
     else if (!strcmp(a, "--restart-lag")) o->restartLag = (int)example_arg_count(argc, argv, &i);
     else if (!strcmp(a, "--restart-on-loss")) o->restartOnLoss = 1;
     else if (!strcmp(a, "--restart-momentum")) o->restartMomentum = 1;
+    else if (!strcmp(a, "--warmup")) o->warmup = example_arg_count(argc, argv, &i);
+    else if (!strcmp(a, "--warmup-epochs")) {
+      o->warmupEpochs = example_arg_double(argc, argv, &i);
+      o->warmup = -1;
+    } else if (!strcmp(a, "--recommended")) recommended(o);
     else if (!strcmp(a, "--hidden")) o->hidden = (size_t)example_arg_count(argc, argv, &i);
     else if (!strcmp(a, "--quiet")) o->quiet = 1;
     else example_die("unknown option %s (see --help)", a);
@@ -144,6 +169,7 @@ static void parseArgs(int argc, char** argv, opts_t* o) {
   if (o->batch == 0 || o->epochs < 1 || o->hidden == 0)
     example_die("%s", "batch, epochs and hidden must be positive");
   if (!(o->density > 0.0 && o->density <= 1.0)) example_die("%s", "density must be in (0, 1]");
+  if (o->warmup < -1 || !(o->warmupEpochs >= 0.0)) example_die("%s", "warm-up must be >= 0");
 }
 
 static uint64_t rngState(unsigned long long a, unsigned long long b, unsigned long long c) {
@@ -218,6 +244,8 @@ int main(int argc, char** argv) {
   if (example_parse_method(o.method, &meth) != 0)
     example_die("unknown method %s (see --help)", o.method);
   isSgd = strcmp(o.optimizer, "sgd") == 0;
+  if (meth.feedback == sparcclFeedbackDGC && !isSgd)
+    example_die("%s", "dgc keeps the momentum inside sparccl: use --optimizer sgd");
 
   /* ---- data */
   snprintf(p1, sizeof p1, "%s/train-images-idx3-ubyte.gz", o.data);
@@ -230,6 +258,7 @@ int main(int argc, char** argv) {
   ntest = o.testLimit && o.testLimit < teImg.n ? o.testLimit : teImg.n;
   per = ntrain / (size_t)nranks_;
   if (per < o.batch) example_die("%s", "fewer training images per rank than one batch");
+  if (o.warmup < 0) o.warmup = (long long)(o.warmupEpochs * (double)(per / o.batch) + 0.5);
 
   /* The same permutation on every rank (seeded); rank r takes the r-th contiguous chunk:
    * iid shards, or, with --noniid, chunks of the subset sorted by label (label skew). */
@@ -283,6 +312,8 @@ int main(int argc, char** argv) {
     cfg.restartRatio = o.restartRatio;
     cfg.restartLag = o.restartLag;
     cfg.restartOnLoss = o.restartOnLoss;
+    cfg.warmupSteps = (size_t)o.warmup;
+    cfg.momentum = o.momentum;
     if (meth.importance != sparcclImportanceNone) {
       /* gamma: how far the probe looks ahead, about one optimiser step; eta: chosen so that
        * one solver step moves a typical weight by ~0.1 (cube) or changes a weight ratio by at
@@ -317,9 +348,9 @@ int main(int argc, char** argv) {
   }
   if (rank_ == 0 && !o.quiet)
     printf("fmnist_train: %s, %s lr %g, %d ranks x batch %zu, %zu train (%s) / %zu test, "
-           "%zu params in %zu layers, density %g\n",
+           "%zu params in %zu layers, density %g, warm-up %lld steps\n",
            o.method, o.optimizer, o.lr, nranks_, o.batch, ntrain, o.noniid ? "non-iid" : "iid",
-           ntest, np, nlayers, meth.dense ? 1.0 : o.density);
+           ntest, np, nlayers, meth.dense ? 1.0 : o.density, meth.dense ? 0 : o.warmup);
 
   if (rank_ == 0 && o.csv != NULL)
     fclose(example_open_append(o.csv,
@@ -348,6 +379,8 @@ int main(int argc, char** argv) {
           EXAMPLE_CHECK(sparcclImportanceUpdate(gprobe, grad, np, sparcclFloat32, comm, NULL));
         }
       }
+      if (meth.feedback == sparcclFeedbackDGC && o.wd != 0.0) /* sparccl gets g + wd x */
+        for (i = 0; i < np; i++) grad[i] = grad[i] + (float)o.wd * params[i];
       if (meth.dense) {
         example_dense_average(grad, np, nranks_);
       } else {
@@ -368,7 +401,10 @@ int main(int argc, char** argv) {
         continue;
       }
       t++;
-      if (isSgd) {
+      if (isSgd && meth.feedback == sparcclFeedbackDGC) {
+        const float lr = (float)o.lr; /* the output is already the momentum (SPEC 9) */
+        for (i = 0; i < np; i++) params[i] = params[i] - lr * grad[i];
+      } else if (isSgd) {
         const float lr = (float)o.lr, mu = (float)o.momentum, wd = (float)o.wd;
         for (i = 0; i < np; i++) {
           float g = grad[i] + wd * params[i];

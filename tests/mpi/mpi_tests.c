@@ -80,6 +80,8 @@ static void runner_init(runner_t* R, const sparcclConfig_t* config, int op, int 
   rc.wireType = config->wireType;
   rc.seed = config->seed;
   rc.sharedRandomness = config->sharedRandomness;
+  rc.momentum = config->momentum;
+  rc.warmupSteps = config->warmupSteps;
   rc.op = op;
   rc.dtype = dtype;
   R->ref = ref_create(&rc, g_size, count, nlayers, counts, 0);
@@ -250,6 +252,95 @@ START_TEST(test_nan_on_one_rank) {
   MCHECK(sparcclCommGetStats(R.comm, &stats) == sparcclSuccess);
   MCHECK(stats.skippedSteps == 2);
   MCHECK(ref_layer_step(R.ref, 0) == 5 && ref_layer_step(R.ref, 2) == 5);
+  runner_free(&R);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- (f) SPEC 9 */
+
+/* 16 iterations: dgc under every compressor, then warm-up (dense calls by MPI_Alltoall and
+ * MPI_Allgather) under every feedback, ending mid-run; a NaN on the last rank in a dense
+ * call and in a sparse one; every rank bitwise equal to the reference on the gathered
+ * gradients. */
+START_TEST(test_warmup_and_dgc_match_reference) {
+  static const int feedbacks[5] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcclFeedbackEF21,
+                                   sparcclFeedbackSCAM, sparcclFeedbackDGC};
+  static const size_t layout[5] = {5, 300, 7, 1200, 2};
+  int dgcOnly = _i < 5;
+  sparcclConfig_t config = test_config(kCompressors[_i % 5], dgcOnly ? sparcclFeedbackDGC
+                                       : feedbacks[(_i - 5) % 5], _i % 3 == 0 ? 0.3 : 0.05, 6);
+  runner_t R;
+  int step, combo = _i % 4, dtype = kTypeCombos[combo][0];
+  config.wireType = kTypeCombos[combo][1];
+  config.seed = 0xd9c00000ull + (unsigned long long)_i;
+  config.warmupSteps = dgcOnly ? (size_t)(_i % 2) : (size_t)(1 + _i % 3);
+  config.momentum = _i % 2 ? 0.9 : 0.5;
+  runner_init(&R, &config, _i % 4 < 2 ? sparcclSum : sparcclAvg, dtype, 5, layout, 1514,
+              _i % 3 == 1);
+  for (step = 0; step < 5; step++) {
+    fill(R.grad, R.count, dtype, (uint64_t)(_i * 100 + step * 10 + g_rank), _i >= 13);
+    if (g_rank == g_size - 1 && step == 0 && _i % 2) test_store_value(R.grad, 310, dtype, NAN);
+    if (g_rank == g_size - 1 && step == 4 && _i % 2) test_store_value(R.grad, 1, dtype, INFINITY);
+    runner_step(&R);
+  }
+  runner_free(&R);
+}
+END_TEST
+
+/* A dense call moves the ring's volume, 2(n-1)/n of the buffer per rank (plus each chunk's
+ * 16-byte check and flags), not n times it; the sparse calls after it their blocks. */
+START_TEST(test_dense_call_volume) {
+  const size_t count = 100003, bytes = count * sizeof(float);
+  sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.01, 1000);
+  sparcclStats_t before, after;
+  runner_t R;
+  double ring = 2.0 * (g_size - 1) / g_size * (double)bytes, sent;
+  config.warmupSteps = 2;
+  runner_init(&R, &config, sparcclSum, sparcclFloat32, 0, NULL, count, 0);
+  fill(R.grad, count, sparcclFloat32, 5u + (uint64_t)g_rank, 0);
+  runner_step(&R); /* creates the key: its layout fingerprint is exchanged too */
+  MCHECK(sparcclCommGetStats(R.comm, &before) == sparcclSuccess);
+  runner_step(&R);
+  MCHECK(sparcclCommGetStats(R.comm, &after) == sparcclSuccess);
+  sent = (double)(after.bytesSent - before.bytesSent);
+  MCHECK(after.bytesDense - before.bytesDense == bytes);
+  MCHECK(sent >= ring && sent <= ring + 64.0 * (g_size - 1) + 16.0 * g_size);
+  before = after;
+  runner_step(&R); /* past warm-up: a sparse block, 1% of the layer */
+  MCHECK(sparcclCommGetStats(R.comm, &after) == sparcclSuccess);
+  sent = (double)(after.bytesSent - before.bytesSent);
+  MCHECK(sent < 0.03 * (double)bytes);
+  runner_free(&R);
+}
+END_TEST
+
+/* Ranks in a dense call on different keys of one size: refused on every rank by the chunks'
+ * checks, nothing written, state as before; the next agreeing call matches the reference. */
+START_TEST(test_dense_calls_that_disagree) {
+  const size_t count = 4099;
+  sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackDGC, 0.01, 100);
+  unsigned char* other = (unsigned char*)malloc(count * sizeof(float));
+  runner_t R;
+  sparcclResult_t res;
+  size_t i;
+  int untouched = 1;
+  config.warmupSteps = 3;
+  runner_init(&R, &config, sparcclSum, sparcclFloat32, 0, NULL, count, 0);
+  MCHECK(other != NULL);
+  MCHECK(sparcclRegisterLayout(R.comm, other, 1, &count) == sparcclSuccess);
+  fill(R.grad, count, sparcclFloat32, 17u + (uint64_t)g_rank, 0);
+  runner_step(&R);
+  memcpy(other, R.grad, count * sizeof(float));
+  memset(R.recv, 0x5a, count * sizeof(float));
+  res = sparcclAllReduce(g_rank == 0 || g_size == 1 ? R.send : other, R.recv, count,
+                         sparcclFloat32, sparcclSum, R.comm, NULL);
+  for (i = 0; i < count * sizeof(float); i++) untouched &= R.recv[i] == 0x5a;
+  MCHECK(g_size == 1 ? res == sparcclSuccess : (res == sparcclInvalidUsage && untouched));
+  if (g_size > 1) { /* the refused call left every state as it was */
+    fill(R.grad, count, sparcclFloat32, 18u + (uint64_t)g_rank, 0);
+    runner_step(&R);
+  }
+  free(other);
   runner_free(&R);
 }
 END_TEST
@@ -495,6 +586,9 @@ static Suite* make_mpi_suite(void) {
   tcase_add_loop_test(tc, test_methods_match_reference, 0, 40);
   tcase_add_loop_test(tc, test_ef21_replica_is_mean_h, 0, 2);
   tcase_add_loop_test(tc, test_nan_on_one_rank, 0, 5);
+  tcase_add_loop_test(tc, test_warmup_and_dgc_match_reference, 0, 16);
+  tcase_add_test(tc, test_dense_call_volume);
+  tcase_add_test(tc, test_dense_calls_that_disagree);
   tcase_add_test(tc, test_layout_mismatch_refused_everywhere);
   tcase_add_loop_test(tc, test_config_mismatch_refused_everywhere, 0, 4);
   tcase_add_loop_test(tc, test_shared_randomness, 0, 3);

@@ -188,10 +188,11 @@ static int spill(const char* path, const unsigned char* data, long size) {
 
 /* Offsets in a state file of one set of one layer, restart lag 1 (src/checkpoint.c):
  * FileHeader 72 bytes (nextLayerId at 40, lossCount at 48), the loss history 16, the
- * SetHeader 48 (steps at +24, normCount at +32), the norm history 16, the LayerHeader 24
+ * SetHeader 56 (steps at +24, normCount at +32, calls at +48), the norm history 16, the LayerHeader 24
  * (id, step, havePrevGrad).  The test reads the values it expects there first. */
 enum { NEXT_LAYER_ID = 40, LOSS_COUNT = 48, SET_STEPS = 72 + 16 + 24, SET_NORMS = 72 + 16 + 32,
-       LAYER_ID = 72 + 16 + 48 + 16, LAYER_STEP = LAYER_ID + 8, LAYER_PREV = LAYER_ID + 16 };
+       SET_CALLS = 72 + 16 + 48, LAYER_ID = 72 + 16 + 56 + 16, LAYER_STEP = LAYER_ID + 8,
+       LAYER_PREV = LAYER_ID + 16 };
 
 static uint64_t at(const unsigned char* data, int offset) {
   uint64_t v;
@@ -203,8 +204,8 @@ static uint64_t at(const unsigned char* data, int offset) {
  * ranks (counters, histories, ids) or that this comm cannot hold is refused on every
  * rank, every time. */
 START_TEST(test_rechecksummed_edits) {
-  static const int offsets[] = {NEXT_LAYER_ID, LOSS_COUNT, SET_STEPS, SET_NORMS, LAYER_ID,
-                                LAYER_STEP, LAYER_PREV};
+  static const int offsets[] = {NEXT_LAYER_ID, LOSS_COUNT, SET_STEPS, SET_NORMS, SET_CALLS,
+                                LAYER_ID, LAYER_STEP, LAYER_PREV};
   pair_t p;
   char a[256], b[256];
   unsigned char *saved, *edited;
@@ -220,6 +221,7 @@ START_TEST(test_rechecksummed_edits) {
   TCHECK(saved != NULL && size > LAYER_PREV + 8);
   /* the offsets are right: one layer (id 0), two completed calls */
   TCHECK(at(saved, NEXT_LAYER_ID) == 1 && at(saved, LAYER_ID) == 0 && at(saved, SET_STEPS) == 2 &&
+         at(saved, SET_CALLS) == 2 &&
          at(saved, LAYER_STEP) == 2 && at(saved, LAYER_PREV) == 0);
   edited = (unsigned char*)malloc((size_t)size);
   for (e = 0; e < sizeof(offsets) / sizeof(offsets[0]); e++) {

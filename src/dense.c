@@ -1,0 +1,279 @@
+/*
+ * Warm-up's dense calls (SPEC 9): every layer sends its whole x (g, or dgc's momentum * u + g)
+ * exactly in float32, and the output is the rank-ordered float32 sum of the x's.  Two
+ * exchanges give the same bits:
+ *   - the ring (transports with an alltoall, the one-call path): a rank-ordered
+ *     reduce-scatter (alltoall of shards, each rank sums its shard in rank order) and an
+ *     allgather of the shard sums, 2(n-1)/n of the buffer per rank as a ring allreduce;
+ *   - an allgather of whole vectors (the phase API, transports without an alltoall).
+ * Every chunk and block ends with the call check (SPEC 4); every chunk of the
+ * reduce-scatter carries its rank's non-finite flags, so every rank knows every flag.
+ */
+#include <string.h>
+#include "core.h"
+
+static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
+
+int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  return set->calls < (uint64_t)comm->config.warmupSteps;
+}
+
+/* ------------------------------------------------------------ the allgather form */
+
+static size_t valuesBytes(const sparcclLayerSet_t* set) { return align16(set->count * sizeof(float)); }
+
+size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set) {
+  return valuesBytes(set) + set->flagBytes + SPARCCL_CALL_CHECK_BYTES;
+}
+
+/* Every layer's x at its offset in `values`, its flag (flagged layers) in `flags`. */
+static void packInputs(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+                       int dtype, float* values, uint32_t* flags) {
+  size_t i;
+  for (i = 0; i < set->nlayers; i++) {
+    const sparcclLayer_t* l = &set->layers[i];
+    int nonfinite = sparcclDenseInput(comm, l, send, dtype, values + l->offset);
+    if (l->flagged) flags[l->flagPos] = (uint32_t)nonfinite;
+  }
+}
+
+void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+                           int dtype, sparcclCallCheck_t check, uint8_t* block) {
+  memset(block, 0, sparcclDenseBlockBytes(set));
+  packInputs(comm, set, send, dtype, (float*)block, (uint32_t*)(block + valuesBytes(set)));
+  memcpy(block + valuesBytes(set) + set->flagBytes, &check, sizeof(check));
+}
+
+/* The state a dense call changes (SPEC 9's table): ef21's h <- g, dgc's u <- its x; ef21's
+ * H <- s / n is written with the output.  The layer's step counts, as in any call. */
+static void updateDenseState(sparcclComm_t comm, sparcclLayer_t* l, const void* send, int dtype) {
+  const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
+  size_t i;
+  if (l->h != NULL)
+    for (i = 0; i < l->count; i++) l->h[i] = sparccl_load(grad, i, dtype);
+  if (l->momentum != NULL) sparcclDenseInput(comm, l, send, dtype, l->momentum);
+  if (l->flagged) l->step++;
+}
+
+/* Where rank-ordered sums and flags come from: the ring's gathered shards, or whole blocks. */
+typedef struct {
+  int ring;
+  const uint8_t* blocks; /* ring: the gathered shard sums; else the gathered blocks */
+  const uint8_t* chunks; /* ring: the chunks this rank received in the reduce-scatter */
+  size_t chunk, stride, flagsAt, chunkStride;
+} DenseSums;
+
+static uint32_t layerSkipped(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l) {
+  uint32_t skip = 0;
+  int r;
+  const uint8_t* base = d->ring ? d->chunks : d->blocks;
+  size_t stride = d->ring ? d->chunkStride : d->stride;
+  if (!l->flagged) return 0;
+  for (r = 0; r < comm->nranks; r++)
+    skip |= ((const uint32_t*)(base + (size_t)r * stride + d->flagsAt))[l->flagPos];
+  return skip;
+}
+
+/* s of a layer's elements into sum: the ring's shard sums copied out, or summed here. */
+static void layerSums(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l, float* sum) {
+  size_t i;
+  int r;
+  if (d->ring) {
+    size_t at = l->offset, end = l->offset + l->count;
+    while (at < end) {
+      size_t shard = at / d->chunk, within = at - shard * d->chunk;
+      size_t n = d->chunk - within < end - at ? d->chunk - within : end - at;
+      memcpy(sum + (at - l->offset), d->blocks + shard * d->stride + within * sizeof(float),
+             n * sizeof(float));
+      at += n;
+    }
+    return;
+  }
+  for (i = 0; i < l->count; i++) sum[i] = 0.0f;
+  for (r = 0; r < comm->nranks; r++) {
+    const float* x = (const float*)(d->blocks + (size_t)r * d->stride) + l->offset;
+    for (i = 0; i < l->count; i++) sum[i] += x[i];
+  }
+}
+
+/* After a verified exchange: per layer the skip rule, the state, the output; the epilogue. */
+static void finishDense(sparcclComm_t comm, sparcclLayerSet_t* set, const DenseSums* d,
+                        const void* send, void* recv, int dtype, int op, size_t bytesSent,
+                        const char* caller) {
+  size_t dsize = sparccl_dtype_size(dtype), i;
+  int completed = 1;
+  sparccl_blocked_sum_t norm;
+  sparccl_blocked_sum_init(&norm);
+  for (i = 0; i < set->nlayers; i++) {
+    sparcclLayer_t* l = &set->layers[i];
+    void* out = (uint8_t*)recv + l->offset * dsize;
+    if (layerSkipped(comm, d, l)) {
+      sparcclSkipLayer(comm, l, out, dtype, &norm, caller);
+      completed = 0;
+      continue;
+    }
+    updateDenseState(comm, l, send, dtype); /* reads g before an in-place output */
+    layerSums(comm, d, l, comm->accumulator);
+    sparcclWriteOutput(comm, l, comm->accumulator, out, dtype, op, 1, &norm);
+  }
+  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), bytesSent);
+}
+
+sparcclResult_t sparcclFinishDenseCall(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                       const void* send, void* recv, int dtype, int op,
+                                       const uint8_t* blocks, sparcclCallCheck_t check,
+                                       const char* caller) {
+  DenseSums d;
+  size_t stride = sparcclDenseBlockBytes(set);
+  sparcclResult_t res = sparcclVerifyChecks(comm, blocks, stride, valuesBytes(set) + set->flagBytes,
+                                            check, caller);
+  if (res != sparcclSuccess) {
+    comm->stats.refusedCalls++;
+    return res;
+  }
+  memset(&d, 0, sizeof(d));
+  d.blocks = blocks;
+  d.stride = stride;
+  d.flagsAt = valuesBytes(set);
+  finishDense(comm, set, &d, send, recv, dtype, op, stride, caller);
+  return sparcclSuccess;
+}
+
+/* ------------------------------------------------------------ the ring */
+
+typedef struct {
+  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
+  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
+  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
+} Ring;
+
+static Ring ringOf(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  Ring r;
+  size_t n = (size_t)comm->nranks;
+  r.chunk = ((set->count + n - 1) / n + 3) & ~(size_t)3;
+  r.scatterBytes = r.chunk * sizeof(float) + set->flagBytes + SPARCCL_CALL_CHECK_BYTES;
+  r.gatherBytes = r.chunk * sizeof(float) + SPARCCL_CALL_CHECK_BYTES;
+  return r;
+}
+
+size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  Ring r = ringOf(comm, set);
+  if (comm->transport == NULL || comm->transport->alltoall == NULL) return 0;
+  return 2 * (size_t)comm->nranks * r.scatterBytes + ((size_t)comm->nranks + 1) * r.gatherBytes;
+}
+
+/* The reduce-scatter's send chunks: this rank's x by shard, each with the flags and check. */
+static void packChunks(sparcclComm_t comm, const sparcclLayerSet_t* set, const Ring* ring,
+                       const void* send, int dtype, sparcclCallCheck_t check, uint8_t* chunks) {
+  size_t n = (size_t)comm->nranks, q, i;
+  uint32_t* flags = (uint32_t*)(chunks + ring->chunk * sizeof(float));
+  memset(chunks, 0, n * ring->scatterBytes);
+  for (i = 0; i < set->nlayers; i++) {
+    const sparcclLayer_t* l = &set->layers[i];
+    size_t at = l->offset, end = l->offset + l->count;
+    int nonfinite = sparcclDenseInput(comm, l, send, dtype, comm->accumulator);
+    if (l->flagged) flags[l->flagPos] = (uint32_t)nonfinite;
+    while (at < end) {
+      size_t shard = at / ring->chunk, within = at - shard * ring->chunk;
+      size_t m = ring->chunk - within < end - at ? ring->chunk - within : end - at;
+      memcpy(chunks + shard * ring->scatterBytes + within * sizeof(float),
+             comm->accumulator + (at - l->offset), m * sizeof(float));
+      at += m;
+    }
+  }
+  for (q = 0; q < n; q++) {
+    uint8_t* c = chunks + q * ring->scatterBytes + ring->chunk * sizeof(float);
+    if (q > 0) memcpy(c, flags, set->flagBytes);
+    memcpy(c + set->flagBytes, &check, sizeof(check));
+  }
+}
+
+/* This rank's shard: s = +0.0f, then s + x_r in rank order (SPEC 1). */
+static void sumShard(sparcclComm_t comm, const Ring* ring, const uint8_t* chunks, uint8_t* out,
+                     sparcclCallCheck_t check) {
+  float* s = (float*)out;
+  size_t j;
+  int r;
+  for (j = 0; j < ring->chunk; j++) s[j] = 0.0f;
+  for (r = 0; r < comm->nranks; r++) {
+    const float* x = (const float*)(chunks + (size_t)r * ring->scatterBytes);
+    for (j = 0; j < ring->chunk; j++) s[j] += x[j];
+  }
+  memcpy(out + ring->chunk * sizeof(float), &check, sizeof(check));
+}
+
+static void clearChecks(int nranks, uint8_t* blocks, size_t stride, size_t at) {
+  int r;
+  for (r = 0; r < nranks; r++) memset(blocks + (size_t)r * stride + at, 0, SPARCCL_CALL_CHECK_BYTES);
+}
+
+static sparcclResult_t ringAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                     void* recv, int dtype, int op, sparcclCallCheck_t check,
+                                     const char* caller) {
+  Ring ring = ringOf(comm, set);
+  size_t n = (size_t)comm->nranks;
+  uint8_t* scatterSend = comm->ringScratch;
+  uint8_t* scatterRecv = scatterSend + n * ring.scatterBytes;
+  uint8_t* gatherSend = scatterRecv + n * ring.scatterBytes;
+  uint8_t* gatherRecv = gatherSend + ring.gatherBytes;
+  size_t checkAt = ring.chunk * sizeof(float) + set->flagBytes;
+  DenseSums d;
+  sparcclResult_t res;
+  packChunks(comm, set, &ring, send, dtype, check, scatterSend);
+  clearChecks(comm->nranks, scatterRecv, ring.scatterBytes, checkAt);
+  res = comm->transport->alltoall(comm->transport, scatterSend, scatterRecv, ring.scatterBytes);
+  /* Every rank received every rank's check, so every rank refuses alike (no hang below). */
+  if (res == sparcclSuccess)
+    res = sparcclVerifyChecks(comm, scatterRecv, ring.scatterBytes, checkAt, check, caller);
+  if (res != sparcclSuccess) {
+    if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes or checks differ */
+    return res;
+  }
+  memset(gatherSend, 0, ring.gatherBytes);
+  sumShard(comm, &ring, scatterRecv, gatherSend, check);
+  clearChecks(comm->nranks, gatherRecv, ring.gatherBytes, ring.chunk * sizeof(float));
+  SPARCCLCHECK(comm->transport->allgather(comm->transport, gatherSend, gatherRecv, ring.gatherBytes));
+  res = sparcclVerifyChecks(comm, gatherRecv, ring.gatherBytes, ring.chunk * sizeof(float), check,
+                            caller);
+  if (res != sparcclSuccess) {
+    comm->stats.refusedCalls++;
+    return res;
+  }
+  memset(&d, 0, sizeof(d));
+  d.ring = 1;
+  d.blocks = gatherRecv;
+  d.stride = ring.gatherBytes;
+  d.chunks = scatterRecv;
+  d.chunkStride = ring.scatterBytes;
+  d.chunk = ring.chunk;
+  d.flagsAt = ring.chunk * sizeof(float);
+  finishDense(comm, set, &d, send, recv, dtype, op, (n - 1) * (ring.scatterBytes + ring.gatherBytes),
+              caller);
+  return sparcclSuccess;
+}
+
+sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                      const void* send, void* recv, int dtype, int op,
+                                      const char* caller) {
+  double t0 = sparcclSeconds();
+  sparcclCallCheck_t check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE);
+  sparcclResult_t res;
+  if (comm->transport->alltoall != NULL) {
+    res = ringAllReduce(comm, set, send, recv, dtype, op, check, caller);
+  } else {
+    size_t bytes = sparcclDenseBlockBytes(set);
+    sparcclPackDenseBlock(comm, set, send, dtype, check, comm->sendBlock);
+    clearChecks(comm->nranks, comm->recvBlocks, bytes, valuesBytes(set) + set->flagBytes);
+    res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks, bytes);
+    if (res == sparcclSuccess)
+      res = sparcclFinishDenseCall(comm, set, send, recv, dtype, op, comm->recvBlocks, check, caller);
+  }
+  if (res != sparcclSuccess) {
+    WARN("%s: the dense exchange of key 0x%llx failed or was refused; state unchanged, nothing "
+         "written", caller, (unsigned long long)set->key);
+    return res;
+  }
+  comm->callSequence++;
+  comm->stats.exchangeSeconds += sparcclSeconds() - t0; /* a dense call is its exchange */
+  return sparcclSuccess;
+}
