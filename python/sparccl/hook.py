@@ -130,8 +130,10 @@ class SparcclState:
         self.pending_load = None  # a state_dict to apply at the next hook call
         self.comm = None
         self._allgather_fn = None
-        # where the sparccl exchanges of the bootstrap and the callback comm travel
-        self._wire = self.device if "nccl" in backend else torch.device("cpu")
+        # where the bootstrap's and the callback comm's exchanges travel: nccl takes CUDA
+        # tensors only
+        self._wire = torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend \
+            else torch.device("cpu")
         self.comm = self._create_comm()
         log.info("sparccl comm 0x%x (%s) for process group rank %d of %d (library %s)",
                  self.comm, "device" if self.device.type == "cuda" else "callback",
