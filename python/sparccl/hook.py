@@ -316,11 +316,20 @@ class SparcclState:
         return tag
 
     def _apply_pending_load(self):
-        """The first hook call after load_state_dict: the saved keys, then their state."""
+        """The first hook call after load_state_dict: the saved keys, then their state.
+
+        A refused load (a checkpoint of another config, layout or rank count, a damaged
+        file: refused on every rank alike) raises, so that DDP's backward fails everywhere,
+        rather than training on from zero as if it had resumed."""
+        saved, self.pending_load = self.pending_load, None
         self._drain()
-        for count in self.pending_load["counts"]:
-            self._register(count)
-        self._apply_load(self.pending_load)
+        try:
+            for count in saved["counts"][len(self.counts):]:
+                self._register(count)
+            self._apply_load(saved)
+        except SparcclError as e:
+            raise RuntimeError("sparccl: resuming from the checkpoint failed (another config, "
+                               "model or world size?): %s" % e) from e
 
     def _keys(self, params):
         """The tag of each parameter of a bucket, registering the ones seen first now."""

@@ -330,6 +330,22 @@ def scenario_resume(check, options=TOPK_EF, before=4, after=4):
     check(resumed("pickle"), "resumed from the pickled SparcclState: the same bits")
     check(not resumed("fresh"), "control: resumed without the hook's state, the run differs")
 
+    # A checkpoint of another config: refused on every rank, with an error, not trained over.
+    saved.seek(0)
+    other = SparcclState(options=SparcclOptions(**dict(options, density=0.2)))
+    other.load_state_dict(torch.load(saved, weights_only=True)["sparccl"])
+    ddp = DDP(make_model(), bucket_cap_mb=BUCKET_MB)
+    ddp.register_comm_hook(other, sparccl_hook)
+    try:
+        loss_of(ddp, 0).backward()
+        error = ""
+    except RuntimeError as e:
+        error = str(e)
+    check("resuming from the checkpoint failed" in error,
+          "a checkpoint of another config is refused, and DDP's backward raises: %s"
+          % (error.splitlines() or ["no error"])[0][:120])
+    other.close()
+
 
 class SlowExchange:
     """torch.distributed.all_gather_into_tensor(async_op=True) whose future completes, on
