@@ -46,6 +46,7 @@ LDLIBS   := -lm -lpthread
 
 LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/compress.c \
             src/decompress.c src/dense.c src/callcheck.c src/allreduce.c src/phase.c src/callback.c src/importance.c src/restart.c src/checkpoint.c \
+            src/host.c src/host_importance.c \
             src/mpi.c
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 # In the host-only library, src/no_device.c answers the device-comm calls (sparcclNotSupported);

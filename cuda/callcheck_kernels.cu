@@ -9,15 +9,16 @@
 
 /* One block, before the compress: the check of this call (callSequenceOf: the comm's
  * sequence, kept in device memory so that graph replays count, or a phase call's key's
- * call count) and zeroed receive slots. */
-__global__ void callCheckWriteKernel(KernelArgs a) {
-  if (threadIdx.x == 0) {
-    uint64_t* mine = (uint64_t*)(a.sendBlock + a.checkOffset);
+ * call count) in each of `copies` send chunks (a dense call's ring sends one a rank), and
+ * zeroed receive slots. */
+__global__ void callCheckWriteKernel(KernelArgs a, uint32_t copies) {
+  for (uint32_t q = threadIdx.x; q < copies; q += blockDim.x) {
+    uint64_t* mine = (uint64_t*)(a.sendBlock + (size_t)q * a.blockBytes + a.checkOffset);
     mine[0] = callSequenceOf(a);
     mine[1] = a.checkFingerprint;
-    a.counters->callRefused = 0;
   }
-  for (uint32_t r = threadIdx.x; r < a.nranks; r += blockDim.x) {
+  if (threadIdx.x == 0) a.counters->callRefused = 0;
+  for (uint32_t r = threadIdx.x; a.recvBlocks != NULL && r < a.nranks; r += blockDim.x) {
     uint64_t* slot = (uint64_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.checkOffset);
     slot[0] = 0;
     slot[1] = 0;
@@ -46,8 +47,8 @@ __global__ void callCheckVerifyKernel(KernelArgs a) {
 
 static unsigned gridOf(size_t n) { return (unsigned)((n + SPARCCL_THREADS - 1) / SPARCCL_THREADS); }
 
-cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream) {
-  SPARCCL_LAUNCH(1, 32, stream, callCheckWriteKernel)(a);
+cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream, uint32_t copies) {
+  SPARCCL_LAUNCH(1, 32, stream, callCheckWriteKernel)(a, copies);
   return cudaGetLastError();
 }
 

@@ -72,6 +72,7 @@ struct DeviceLayer {
   uint64_t chunkBegin;
   uint32_t nchunks, id, flagPos;
   int sparse, sharedSet, all; /* all: k == d, every element sent */
+  int flagged; /* keeps state, so follows the skip rule: sparse, or any layer under dgc */
 };
 
 struct DeviceChunk {
@@ -100,6 +101,10 @@ struct DeviceCounters {
   unsigned long long steps;      /* calls whose every sparse layer completed */
   unsigned long long normCount;
   unsigned long long skipped, restarts;
+  /* the key's completed calls, graph replays included: the call count a save writes (SPEC
+   * 9's warm-up clock; the host decides each call by its own count of calls made,
+   * set->calls, which a save and a load set from this) */
+  unsigned long long keyCalls;
   int restartPending;
   int errorParity; /* which of the two error buffers holds e (DeviceArrays::errorNext) */
   unsigned internalErrors; /* nonzero: a device-side invariant failed (a bug), see scanLayer */
@@ -125,6 +130,7 @@ struct DeviceArrays {
    * 4 B/param more memory).  errorNext is NULL with one buffer: e is `error`, updated in
    * place by the decompress. */
   float *error, *errorNext, *h, *H, *importance, *prevGrad;
+  float* momentum; /* dgc's u (SPEC 9), every layer's */
   unsigned long long* layerSteps;
   int* havePrevGrad;
   DeviceCounters* counters;
@@ -158,6 +164,10 @@ struct DeviceArrays {
   uint32_t* layerBad; /* per layer: a chunk of it is non-finite (keyKernel); 0 between calls */
   uint32_t* predicted; /* per layer: its previous call's first-digit bin, or SPARCCL_NO_PREDICTION */
   void* phaseGrad; /* the phase API: g as compressed (4 bytes an element), made on first use */
+  /* warm-up's dense calls (SPEC 9, dense_kernels.cu), with warmupSteps > 0 only: the ring's
+   * reduce-scatter chunks sent and received (nranks each), its allgather block and the
+   * gathered blocks, in one allocation (sparcclDenseRing_t's layout) */
+  uint8_t* ring;
 };
 
 struct DeviceSet : DeviceArrays {
@@ -181,6 +191,28 @@ struct KernelArgs : DeviceArrays {
   size_t indexBytes, valueBytes, denseBytes, checkOffset, blockBytes;
   uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
   int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
+  int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
+  float momentumFactor; /* dgc: (float)momentum */
+  unsigned long long bytesSent; /* what this call puts on the wire for this rank (stats) */
+};
+
+/* Where a dense call's whole vectors and sums are (dense_kernels.cu, reduce_kernels.cu).
+ * Element `at` of x sits in shard at / chunk, at (at % chunk) * 4 bytes into it; the
+ * allgather of whole blocks is one shard (chunk >= count).  The ring: values is the
+ * reduce-scatter's send chunks (stride valueStride), sums the gathered shard sums (stride
+ * sumStride), flags the received chunks' flags (flagStride).  Whole blocks: values this
+ * rank's block, sums and flags the gathered blocks (rank r's x at sums + r * sumStride). */
+struct DenseLayout {
+  int ring;
+  size_t chunk;
+  uint8_t* values;
+  size_t valueStride;
+  uint8_t* flags; /* this rank's flags in its send chunks (flagCopies, valueStride apart) */
+  uint32_t flagCopies;
+  const uint8_t* sums;
+  size_t sumStride;
+  const uint8_t* receivedFlags; /* rank r's flags at receivedFlags + r * receivedStride */
+  size_t receivedStride;
 };
 
 /* The call check's sequence number of this call (SPEC 4). */
@@ -196,10 +228,23 @@ cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, cons
                                   cudaStream_t stream);
 /* SPEC 4's call check (callcheck_kernels.cu): written before the compress, verified after
  * the exchange (the decompress then does nothing when it failed). */
-cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream);
+/* copies: the ring's send chunks (a.sendBlock + q * a.blockBytes, q < copies) each get the
+ * check; a.recvBlocks NULL: no receive slots to zero (the phase API's dense compress). */
+cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream, uint32_t copies = 1);
 cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream);
+/* Warm-up's dense calls (SPEC 9, dense_kernels.cu): the whole x of every layer into the
+ * send chunks, with each flagged layer's non-finite flag; the ring's shard sums (and their
+ * check) from the received chunks; after the exchange, the outputs, the state and the
+ * counters (reduce_kernels.cu). */
+cudaError_t sparcclLaunchDensePack(const KernelArgs& a, const DeviceSet* ds, const DenseLayout& d,
+                                   const void* send, cudaStream_t stream);
+cudaError_t sparcclLaunchShardSums(const KernelArgs& a, const sparcclDenseRing_t& ring,
+                                   const uint8_t* received, uint8_t* block, uint8_t* gathered,
+                                   cudaStream_t stream);
+cudaError_t sparcclLaunchDenseFinish(const KernelArgs& a, const DeviceSet* ds, const DenseLayout& d,
+                                     const void* send, void* recv, cudaStream_t stream);
 cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int force,
                                  cudaStream_t stream);
 cudaError_t sparcclLaunchScale(const KernelArgs& a, const DeviceSet* ds, float factor,
@@ -294,6 +339,30 @@ __device__ __forceinline__ int lastToArrive(uint32_t* counter, uint32_t blocks) 
   }
   __syncthreads();
   if (last) __threadfence(); /* the arrivals seen, before the reads of what they wrote */
+  return last;
+}
+
+/* A layer's non-finite flag (SPEC 2) from its chunks, one block each: every block of the
+ * layer calls this once, all its threads, each with whether its elements were finite; the
+ * last block to arrive writes the layer's flag at flagPos of `copies` flag arrays `stride`
+ * bytes apart and returns 1 (uniformly over the block), the others 0.  a.layerBad is 0
+ * again after. */
+__device__ __forceinline__ int arriveWithFlag(const KernelArgs& a, uint32_t layer,
+                                              const DeviceLayer& L, int finite, uint8_t* flags,
+                                              uint32_t copies, size_t stride) {
+  __shared__ uint32_t bad;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
+  __syncthreads();
+  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[layer], 1u);
+  const int last = lastToArrive(&a.arrivals[layer], L.nchunks);
+  if (last && threadIdx.x == 0) {
+    volatile uint32_t* layerBad = a.layerBad + layer;
+    const uint32_t flag = *layerBad;
+    for (uint32_t q = 0; q < copies; q++) ((uint32_t*)(flags + q * stride))[L.flagPos] = flag;
+    *layerBad = 0;
+  }
   return last;
 }
 

@@ -18,7 +18,7 @@
 #include <string.h>
 #include "device_set.cuh"
 extern "C" {
-#include "device.h"
+#include "backend.h"
 #include "sparccl_nccl.h"
 }
 
@@ -298,6 +298,8 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.blockBytes = set->blockBytes;
   a.callSequence = nccl(comm)->callSequence;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
+  a.momentumFactor = (float)c->momentum;
+  a.bytesSent = set->blockBytes;
   return a;
 }
 
@@ -310,7 +312,8 @@ static void freeDeviceSet(DeviceSet* ds, int keepDeviceMemory) {
                     ds->chunkGreater, ds->chunkEqual, ds->candidates, ds->chunkCandidates,
                     ds->chunkAbove, ds->chunkClass, ds->chunkTiesBefore, ds->chunkOffset, ds->sharedIndices,
                     ds->sendBlock, ds->recvBlocks, ds->rankStarts, ds->sums, ds->skip,
-                    ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted, ds->phaseGrad};
+                    ds->blockSums, ds->arrivals, ds->layerBad, ds->predicted, ds->phaseGrad,
+                    ds->momentum, ds->ring};
   for (size_t i = 0; !keepDeviceMemory && i < sizeof(arrays) / sizeof(arrays[0]); i++)
     if (arrays[i]) cudaFree(arrays[i]);
   free(ds->hostLayers);
@@ -359,7 +362,7 @@ static sparcclResult_t deviceQuiesce(sparcclComm_t comm, const char* caller) {
 /* SPARCCL_KEYS_* (device_set.cuh): store the keys, or compute them again where that reads
  * no more than a stored key would. */
 static int keyModeFor(const sparcclConfig_t* c, int errorBuffers) {
-  const int ef = c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM;
+  const int ef = sparccl_has_error(c->feedback); /* ef, scam, dgc: the key pass writes a */
   switch (c->compressor) {
     case sparcclRandK: return SPARCCL_KEYS_PHILOX;
     case sparcclTopK:
@@ -372,6 +375,29 @@ static int keyModeFor(const sparcclConfig_t* c, int errorBuffers) {
                  ? SPARCCL_KEYS_FROM_AW : SPARCCL_KEYS_STORED;
     default: return SPARCCL_KEYS_STORED; /* impk_random (a log each) */
   }
+}
+
+/* Warm-up's ring (SPEC 9) in DeviceSet::ring, in the host's layout (src/dense.c): the
+ * reduce-scatter's nranks send chunks and nranks received ones, the allgather's block and
+ * the nranks gathered blocks. */
+struct RingParts {
+  sparcclDenseRing_t ring;
+  uint8_t *scatterSend, *scatterRecv, *gatherSend, *gatherRecv;
+};
+static RingParts ringParts(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* base) {
+  RingParts p;
+  const size_t n = (size_t)comm->nranks;
+  p.ring = sparcclDenseRingOf(comm, set);
+  p.scatterSend = base;
+  p.scatterRecv = p.scatterSend + n * p.ring.scatterBytes;
+  p.gatherSend = p.scatterRecv + n * p.ring.scatterBytes;
+  p.gatherRecv = p.gatherSend + p.ring.gatherBytes;
+  return p;
+}
+static size_t denseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  const sparcclDenseRing_t r = sparcclDenseRingOf(comm, set);
+  const size_t n = (size_t)comm->nranks;
+  return 2 * n * r.scatterBytes + (n + 1) * r.gatherBytes;
 }
 
 #define ALLOC(ptr, bytes)                                                   \
@@ -387,10 +413,11 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   uint32_t* byValue = NULL;
   size_t nchunks = 0, i, keyBytes = c->compressor == sparcclImpKRandom ? 8 : 4;
   size_t count = set->count, floats = count * sizeof(float);
-  int ef = c->feedback == sparcclFeedbackEF || c->feedback == sparcclFeedbackSCAM;
-  int ef21 = c->feedback == sparcclFeedbackEF21;
-  int importance = c->compressor == sparcclImpK || c->compressor == sparcclImpKSelect ||
-                   c->compressor == sparcclImpKRandom;
+  int ef = sparccl_has_error(c->feedback);
+  int ef21 = (sparccl_feedback_props(c->feedback) & SPARCCL_S_H) != 0;
+  int momentum = sparccl_has_momentum(c->feedback);
+  int importance = sparccl_has_weights(c->compressor);
+  size_t ringBytes = c->warmupSteps ? denseRingBytes(comm, set) : 0;
   int online = importance && c->importance == sparcclImportanceOnline;
   cudaStream_t stream = nccl(comm)->stream;
   DeviceScope scope(nccl(comm)->device);
@@ -414,6 +441,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
     L->id = l->id;
     L->flagPos = (uint32_t)l->flagPos;
     L->sparse = l->sparse; L->sharedSet = l->sharedSet; L->all = l->sparse && l->k == l->count;
+    L->flagged = l->flagged;
     L->chunkBegin = nchunks;
     for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK) {
       chunks[nchunks].layer = (uint32_t)i;
@@ -434,6 +462,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   if (ef21) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
   if (importance) ALLOC(ds->importance, floats);
   if (online) ALLOC(ds->prevGrad, floats);
+  if (momentum) ALLOC(ds->momentum, floats);
+  ALLOC(ds->ring, ringBytes);
   ALLOC(ds->layerSteps, set->nlayers * sizeof(unsigned long long));
   ALLOC(ds->havePrevGrad, set->nlayers * sizeof(int));
   ALLOC(ds->counters, sizeof(DeviceCounters));
@@ -475,6 +505,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   FILL(ds->h, 0, floats);
   FILL(ds->H, 0, floats);
   FILL(ds->prevGrad, 0, floats);
+  FILL(ds->momentum, 0, floats);
+  FILL(ds->ring, 0, ringBytes); /* padding that no call writes: sums of zeros */
   FILL(ds->layerSteps, 0, set->nlayers * sizeof(unsigned long long));
   FILL(ds->havePrevGrad, 0, set->nlayers * sizeof(int));
   FILL(ds->counters, 0, sizeof(DeviceCounters));
@@ -569,11 +601,115 @@ static void sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaSt
   (void)cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
 }
 
+/* Warm-up's calls (SPEC 9) are decided on the host, by the key's count of calls made
+ * (set->calls): a graph would replay a dense call as dense forever, so a dense call is
+ * refused during a capture (include/sparccl_nccl.h). */
+static sparcclResult_t refuseDenseCapture(sparcclComm_t comm, cudaStream_t stream,
+                                          const char* caller) {
+  return refuseCapture(stream, nccl(comm)->device, caller,
+                       "the key is in its warm-up (its first warmupSteps calls are dense, "
+                       "SPEC 9), which a graph cannot replay: capture its calls after those");
+}
+
+/* The ring's reduce-scatter exchange: chunk r of send to rank r, rank r's chunk for this
+ * rank into slot r of recv, as point-to-point pairs in one group (NCCL's alltoall); a
+ * failure inside the group still ends it. */
+static ncclResult_t exchangeShards(ncclComm_t nc, const uint8_t* send, uint8_t* recv,
+                                   size_t bytes, int nranks, cudaStream_t stream) {
+  ncclResult_t res = ncclGroupStart(), end;
+  if (res != ncclSuccess) return res;
+  for (int r = 0; r < nranks && res == ncclSuccess; r++) {
+    res = ncclSend(send + (size_t)r * bytes, bytes, ncclUint8, r, nc, stream);
+    if (res == ncclSuccess) res = ncclRecv(recv + (size_t)r * bytes, bytes, ncclUint8, r, nc, stream);
+  }
+  end = ncclWait(nc, ncclGroupEnd());
+  return res != ncclSuccess ? res : end;
+}
+
+static sparcclResult_t ncclFailure(const char* caller, const char* what, ncclResult_t nres) {
+  WARN("%s: %s failed: %s; state unchanged", caller, what, ncclGetErrorString(nres));
+  return nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
+}
+
+/* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce in
+ * src/dense.c, the same chunks, checks and bits): every layer's x into the send chunks,
+ * the reduce-scatter, its checks verified, this rank's shard summed in rank order, the
+ * allgather of the shard sums, their checks verified, then outputs, state and counters.
+ * As deviceAllReduce: once anything is enqueued both exchanges go out, with zeroed checks
+ * where a launch failed, so that every rank refuses the call. */
+static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                            const void* send, void* recv, int dtype, int op,
+                                            cudaStream_t stream) {
+  static const char caller[] = "sparcclAllReduce";
+  NcclTransport* t = nccl(comm);
+  DeviceSet* ds = (DeviceSet*)set->device;
+  const RingParts p = ringParts(comm, set, ds->ring);
+  const sparcclDenseRing_t& ring = p.ring;
+  const uint32_t n = (uint32_t)comm->nranks;
+  ncclResult_t nres;
+  SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
+  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
+  a.dense = 1;
+  a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE).fingerprint;
+  a.bytesSent = (unsigned long long)(n - 1) * (ring.scatterBytes + ring.gatherBytes);
+  /* the check slots of each exchange: the chunks sent and received, the gathered blocks */
+  KernelArgs scatter = a, gather = a;
+  scatter.sendBlock = p.scatterSend;
+  scatter.recvBlocks = p.scatterRecv;
+  scatter.blockBytes = ring.scatterBytes;
+  scatter.checkOffset = ring.chunk * sizeof(float) + set->flagBytes;
+  scatter.valueCount = 0;
+  gather.recvBlocks = p.gatherRecv;
+  gather.blockBytes = ring.gatherBytes;
+  gather.checkOffset = ring.chunk * sizeof(float);
+  gather.valueCount = 0;
+  DenseLayout d;
+  memset(&d, 0, sizeof(d));
+  d.ring = 1;
+  d.chunk = ring.chunk;
+  d.values = p.scatterSend;
+  d.valueStride = ring.scatterBytes;
+  d.flags = p.scatterSend + ring.chunk * sizeof(float);
+  d.flagCopies = n;
+  d.sums = p.gatherRecv;
+  d.sumStride = ring.gatherBytes;
+  d.receivedFlags = p.scatterRecv + ring.chunk * sizeof(float);
+  d.receivedStride = ring.scatterBytes;
+  cudaError_t err = sparcclLaunchCallCheckWrite(scatter, stream, n);
+  if (err == cudaSuccess) err = sparcclLaunchDensePack(a, ds, d, send, stream);
+  if (err != cudaSuccess) { /* every chunk's check zeroed: every rank refuses */
+    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatterBytes, stream);
+    sendRefusedBlock(set, ds, stream);
+  }
+  nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatterBytes, (int)n, stream);
+  if (nres != ncclSuccess) return ncclFailure(caller, "the reduce-scatter (ncclSend, ncclRecv)", nres);
+  if (err == cudaSuccess) err = sparcclLaunchCallCheckVerify(scatter, stream);
+  if (err == cudaSuccess) err = sparcclLaunchShardSums(a, ring, p.scatterRecv, p.gatherSend, p.gatherRecv, stream);
+  if (err != cudaSuccess)
+    (void)cudaMemsetAsync(p.gatherSend + ring.chunk * sizeof(float), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gatherBytes, ncclUint8,
+                                         t->nccl, stream));
+  if (err != cudaSuccess) {
+    WARN("%s: a launch of the dense call failed: %s; the exchanges went out with checks that "
+         "make every rank refuse this call; this rank's state is unchanged", caller,
+         cudaGetErrorString(err));
+    return sparcclUnhandledCudaError;
+  }
+  if (nres != ncclSuccess) return ncclFailure(caller, "ncclAllGather", nres);
+  err = sparcclLaunchCallCheckVerify(gather, stream);
+  if (err == cudaSuccess) err = sparcclLaunchDenseFinish(a, ds, d, send, recv, stream);
+  if (err != cudaSuccess) {
+    WARN("%s: the dense call's output launch failed: %s", caller, cudaGetErrorString(err));
+    return sparcclUnhandledCudaError;
+  }
+  set->calls++;
+  return sparcclSuccess;
+}
+
 /* The hot path: nothing here waits for the device, allocates, or keeps the stream. */
 static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                        const void* send, void* recv, int dtype, int op,
-                                       void* streamArg) {
-  static const char caller[] = "sparcclAllReduce";
+                                       void* streamArg, const char* caller) {
   NcclTransport* t = nccl(comm);
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
@@ -581,6 +717,8 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   SPARCCLCHECK(checkPendingError(caller));
   ON_DEVICE(t->device, caller);
   NCCLCHECK(ncclReady(t->nccl), caller); /* refused before anything is enqueued */
+  if (sparcclNextCallDense(comm, set))
+    return deviceDenseAllReduce(comm, set, send, recv, dtype, op, stream);
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   cudaError_t err = sparcclLaunchCallCheckWrite(a, stream);
   if (err == cudaSuccess) err = sparcclLaunchCompress(a, ds, send, stream);
@@ -594,16 +732,14 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
          "every rank refuse this call; this rank's state is unchanged", caller, cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
   }
-  if (nres != ncclSuccess) {
-    WARN("%s: ncclAllGather failed: %s; state unchanged", caller, ncclGetErrorString(nres));
-    return nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
-  }
+  if (nres != ncclSuccess) return ncclFailure(caller, "ncclAllGather", nres);
   err = sparcclLaunchCallCheckVerify(a, stream);
   if (err == cudaSuccess) err = sparcclLaunchDecompress(a, ds, send, recv, stream);
   if (err != cudaSuccess) {
     WARN("%s: decompression launch failed: %s", caller, cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
   }
+  set->calls++; /* the warm-up's clock: calls made (a refusal on the device counts too) */
   return sparcclSuccess;
 }
 
@@ -690,9 +826,9 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
   error = ds->errorNext != NULL && counters.errorParity ? ds->errorNext : ds->error;
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
-    float* host[] = {l->error, l->h, l->H, l->importance, l->prevGrad};
-    float* dev[] = {error, ds->h, ds->H, ds->importance, ds->prevGrad};
-    for (int j = 0; j < 5; j++) {
+    float* host[] = {l->error, l->h, l->H, l->importance, l->prevGrad, l->momentum};
+    float* dev[] = {error, ds->h, ds->H, ds->importance, ds->prevGrad, ds->momentum};
+    for (int j = 0; j < 6; j++) {
       if (host[j] == NULL || dev[j] == NULL) continue;
       float* d = dev[j] + l->offset;
       CUDACHECK(toHost ? cudaMemcpyAsync(host[j], d, l->count * sizeof(float), kind, stream)
@@ -712,9 +848,11 @@ static sparcclResult_t transferState(sparcclComm_t comm, sparcclLayerSet_t* set,
     }
     set->steps = counters.steps;
     set->normCount = counters.normCount;
+    set->calls = counters.keyCalls; /* graph replays counted, calls refused on the device not */
   } else {
     counters.steps = set->steps;
     counters.normCount = set->normCount;
+    counters.keyCalls = set->calls;
     CUDACHECK(cudaMemcpyAsync(ds->counters, &counters, sizeof(counters), kind, stream), "state transfer");
     CUDACHECK(cudaMemcpyAsync(ds->layerSteps, steps, set->nlayers * sizeof(*steps), kind, stream), "state transfer");
     CUDACHECK(cudaMemcpyAsync(ds->havePrevGrad, havePrev, set->nlayers * sizeof(int), kind, stream), "state transfer");
@@ -747,9 +885,17 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
+/* A dense phase call's block (SPEC 10, as src/dense.c's sparcclPackDenseBlock): every
+ * element's x in float32, the flags, the check; its padding zero. */
+static size_t denseValuesBytes(const sparcclLayerSet_t* set) {
+  return sparcclDenseBlockBytes(set) - set->flagBytes - SPARCCL_CALL_CHECK_BYTES;
+}
+
 /* The phase API's halves (src/phase.c, SPEC 10): the compress as deviceAllReduce's first
  * half, its block copied out to the caller's and g kept for the second half; the
- * decompress copies the gathered blocks in and runs the second half.  A decompress whose
+ * decompress copies the gathered blocks in and runs the second half.  In warm-up (SPEC 9)
+ * the compress packs the whole x into the caller's block, the decompress reads the
+ * gathered blocks where they are.  A decompress whose
  * blocks fail the call check does nothing on the device and counts in refusedCalls (the
  * call does not wait to know). */
 static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* set,
@@ -758,18 +904,38 @@ static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t
   static const char caller[] = "sparcclCompressTagged";
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
+  const int dense = sparcclNextCallDense(comm, set);
   SPARCCLCHECK(checkPendingError(caller));
   ON_DEVICE(nccl(comm)->device, caller);
+  if (dense) SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
   if (ds->phaseGrad == NULL) { /* a key's first compress allocates, as its first call does */
     SPARCCLCHECK(deviceCheckNewKey(comm, streamArg, caller));
     CUDACHECK(cudaMalloc(&ds->phaseGrad, set->count * sizeof(float)), caller);
   }
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
   a.phase = 1;
+  a.dense = dense;
   a.checkFingerprint = fingerprint;
-  CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
-  CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
-  CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
+  if (dense) {
+    const size_t values = denseValuesBytes(set), xBytes = set->count * sizeof(float);
+    KernelArgs w = a; /* the check into the caller's block; the gathered blocks are the caller's */
+    w.sendBlock = (uint8_t*)block;
+    w.recvBlocks = NULL;
+    w.checkOffset = values + set->flagBytes;
+    DenseLayout d;
+    memset(&d, 0, sizeof(d));
+    d.chunk = set->count; /* one shard: x at its element's offset */
+    d.values = (uint8_t*)block;
+    d.flags = (uint8_t*)block + values;
+    d.flagCopies = 1;
+    CUDACHECK(cudaMemsetAsync((uint8_t*)block + xBytes, 0, values + set->flagBytes - xBytes, stream), caller);
+    CUDACHECK(sparcclLaunchCallCheckWrite(w, stream), caller);
+    CUDACHECK(sparcclLaunchDensePack(a, ds, d, send, stream), caller);
+  } else {
+    CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
+    CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
+    CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
+  }
   CUDACHECK(cudaMemcpyAsync(ds->phaseGrad, send, set->count * sparccl_dtype_size(dtype),
                             cudaMemcpyDeviceToDevice, stream), caller);
   return sparcclSuccess;
@@ -781,20 +947,49 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
   static const char caller[] = "sparcclDecompressTagged";
   DeviceSet* ds = (DeviceSet*)set->device;
   cudaStream_t stream = (cudaStream_t)streamArg;
+  const int dense = sparcclNextCallDense(comm, set); /* as at the compress: no call between */
   SPARCCLCHECK(checkPendingError(caller));
   ON_DEVICE(nccl(comm)->device, caller);
+  if (dense) SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   a.phase = 1;
+  a.dense = dense;
   a.checkFingerprint = fingerprint;
-  CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->blockBytes * (size_t)comm->nranks,
-                            cudaMemcpyDeviceToDevice, stream), caller);
-  CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
-  CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
+  if (dense) {
+    /* the caller's gathered blocks read where they are: whole vectors, no indices */
+    const size_t stride = sparcclDenseBlockBytes(set), values = denseValuesBytes(set);
+    KernelArgs v = a;
+    v.recvBlocks = (uint8_t*)blocks;
+    v.blockBytes = stride;
+    v.checkOffset = values + set->flagBytes;
+    v.valueCount = 0;
+    a.bytesSent = stride; /* as the host's (src/dense.c, sparcclFinishDenseCall) */
+    DenseLayout d;
+    memset(&d, 0, sizeof(d));
+    d.sums = (const uint8_t*)blocks;
+    d.sumStride = stride;
+    d.receivedFlags = (const uint8_t*)blocks + values;
+    d.receivedStride = stride;
+    CUDACHECK(sparcclLaunchCallCheckVerify(v, stream), caller);
+    CUDACHECK(sparcclLaunchDenseFinish(a, ds, d, ds->phaseGrad, recv, stream), caller);
+  } else {
+    CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->blockBytes * (size_t)comm->nranks,
+                              cudaMemcpyDeviceToDevice, stream), caller);
+    CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
+    CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
+  }
+  set->calls++;
   return sparcclSuccess;
 }
 
-static const sparcclDeviceOps_t deviceOps = {
-    deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers, deviceCheckNewKey,
+static sparcclResult_t deviceCheckStream(sparcclComm_t comm, void* stream, const char* caller) {
+  (void)comm; (void)stream; (void)caller;
+  return sparcclSuccess; /* any stream of the comm's device, the legacy default included */
+}
+
+static const sparcclBackend_t deviceOps = {
+    "device", deviceCreateSet, deviceFreeSet, deviceQuiesce, deviceCheckPointers,
+    deviceCheckStream, deviceCheckNewKey,
     deviceAllReduce, deviceProbe, deviceUpdate, deviceResetImportance, deviceRestartSet,
     deviceScale, devicePullState, devicePushState, deviceStats, deviceDestroy,
     devicePhaseCompress, devicePhaseDecompress};
@@ -815,11 +1010,6 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   long long errorBuffers = 2;
   int found;
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
-  if (resolved.warmupSteps != 0 || resolved.feedback == sparcclFeedbackDGC) {
-    WARN("%s: warm-up and dgc (SPEC 9) are not on device comms yet; use a host comm",
-         caller);
-    return sparcclNotSupported;
-  }
   SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   /* A non-blocking communicator may still be initialising: nothing may be asked of it
    * before ncclCommGetAsyncError stops saying ncclInProgress. */
@@ -865,7 +1055,7 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
     ncclTransportDestroy(transport);
     return res;
   }
-  (*out)->device = &deviceOps;
+  (*out)->backend = &deviceOps;
   return sparcclSuccess;
 }
 
@@ -909,7 +1099,7 @@ extern "C" SPARCCL_API sparcclResult_t sparcclCommInitRank(sparcclComm_t* comm, 
 extern "C" SPARCCL_API sparcclResult_t sparcclCommAbort(sparcclComm_t comm) {
   NcclTransport* t;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommAbort"));
-  if (comm->device == NULL) return sparcclCommDestroy(comm);
+  if (comm->backend != &deviceOps) return sparcclCommDestroy(comm);
   t = nccl(comm);
   t->aborting = 1;
   if (t->owned) {
@@ -931,7 +1121,7 @@ extern "C" SPARCCL_API sparcclResult_t sparcclCommGetAsyncError(sparcclComm_t co
     WARN("sparcclCommGetAsyncError: asyncError is NULL");
     return sparcclInvalidArgument;
   }
-  if (comm->device == NULL) { *asyncError = sparcclSuccess; return sparcclSuccess; }
+  if (comm->backend != &deviceOps) { *asyncError = sparcclSuccess; return sparcclSuccess; }
   NCCLCHECK(ncclCommGetAsyncError(nccl(comm)->nccl, &nres), "sparcclCommGetAsyncError");
   *asyncError = nres == ncclSuccess ? sparcclSuccess
                 : nres == ncclInProgress ? sparcclInProgress : sparcclRemoteError;

@@ -87,17 +87,23 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
-  if (L.sparse)
+  if (L.flagged)
     for (uint32_t r = 0; r < a.nranks; r++) skip |= rankFlags(a, (int)r)[L.flagPos];
-  if (L.sparse && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
-  if (!L.sparse) {
+  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
+  if (!L.sparse && !skip) {
     keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) {
+      const size_t at = L.offset + i;
       float s = +0.0f;
       for (uint32_t r = 0; r < a.nranks; r++)
         s = s + ((const float*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes +
                                 a.valueBytes))[L.densePos + i];
-      storeOutput(a, recv, L.offset + i, outputOf(a, L.offset + i, s, 0));
+      /* dgc's dense layer: u <- momentum * u + g, what it sent (g read before an in-place
+       * output overwrites it) */
+      if (a.momentum)
+        a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(send, at, a.dtype),
+                                                   a.momentum[at], a.momentumFactor);
+      storeOutput(a, recv, at, outputOf(a, at, s, 0));
     }
     return;
   }
@@ -106,15 +112,20 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
     return;
   }
-  /* one buffer: e <- e + g (= a, exactly as the key pass computed it); online importance
-   * committed */
+  /* one buffer: e <- e + g (= a, exactly as the key pass computed it; dgc's e + u after
+   * u <- momentum * u + g, SPEC 9); online importance committed */
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     sums[i - ch.begin] = +0.0f;
-    if (!InPlace && !a.prevGrad) continue;
+    if (!InPlace && !a.prevGrad && !a.momentum) continue;
     float g = sparccl_load(send, at, a.dtype);
-    if (InPlace) error[i - ch.begin] = a.error[at] + g;
+    float u = 0.0f;
+    if (a.momentum) {
+      u = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
+      a.momentum[at] = u; /* masked below where this rank sent */
+    }
+    if (InPlace) error[i - ch.begin] = a.error[at] + (a.momentum ? u : g);
     if (a.prevGrad) {
       if (havePrev)
         a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
@@ -144,6 +155,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
         /* (with two buffers the emit already wrote a - sent there) */
         if (InPlace) error[i - ch.begin] = sparccl_error_update(error[i - ch.begin], sent);
         if (a.h) a.h[L.offset + i] += sent;
+        if (a.momentum) a.momentum[L.offset + i] = 0.0f; /* momentum factor masking (DGC) */
       }
     }
     __syncthreads();
@@ -162,6 +174,58 @@ __device__ void policy(const KernelArgs& a);
 template <int InPlace>
 __global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int policyHere) {
   if (!a.counters->callRefused) reduceChunk<InPlace>(a, send, recv); /* SPEC 4: else nothing */
+  if (policyHere && lastToArrive(&a.arrivals[a.nlayers], gridDim.x) && threadIdx.x == 0)
+    policy(a);
+}
+
+/* A dense call's float32 sum s of element `at` (SPEC 9): the ring's shard sum (already
+ * +0.0f + x_0 + x_1 + ..., dense_kernels.cu), or that sum over the gathered blocks. */
+__device__ __forceinline__ float denseSum(const KernelArgs& a, const DenseLayout& d, size_t at) {
+  if (d.ring) {
+    const size_t shard = at / d.chunk;
+    return ((const float*)(d.sums + shard * d.sumStride))[at - shard * d.chunk];
+  }
+  float s = +0.0f;
+  for (uint32_t r = 0; r < a.nranks; r++) s = s + ((const float*)(d.sums + (size_t)r * d.sumStride))[at];
+  return s;
+}
+
+/* One block per chunk after a dense call's verified exchange (SPEC 9): a flagged layer
+ * non-finite on any rank is skipped (NaN out, state as it was); otherwise the state of
+ * SPEC 9's table (ef21's h <- g and H <- s / n, dgc's u <- momentum * u + g, e unchanged)
+ * and the output s or s / n, ef21 included.  g is read before an in-place output
+ * overwrites it. */
+__device__ __forceinline__ void denseChunk(const KernelArgs& a, const DenseLayout& d,
+                                           const void* send, void* recv) {
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  const float n = (float)a.nranks;
+  uint32_t skip = 0;
+  if (L.flagged)
+    for (uint32_t r = 0; r < a.nranks; r++)
+      skip |= ((const uint32_t*)(d.receivedFlags + (size_t)r * d.receivedStride))[L.flagPos];
+  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
+  keepError(a, ch, L);
+  SPARCCL_FOR_CHUNK(i, ch) {
+    const size_t at = L.offset + i;
+    if (skip) {
+      storeOutput(a, recv, at, sparcclNaN());
+      continue;
+    }
+    const float g = sparccl_load(send, at, a.dtype);
+    const float s = denseSum(a, d, at);
+    if (a.h && L.sparse) a.h[at] = g;
+    if (a.H && L.sparse) a.H[at] = sparccl_canonical_nan(s / n);
+    if (a.momentum)
+      a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
+    storeOutput(a, recv, at, a.op == sparcclSum ? s : s / n);
+  }
+}
+
+__global__ void denseFinishKernel(KernelArgs a, DenseLayout d, const void* send, void* recv,
+                                  int policyHere) {
+  if (!a.counters->callRefused) denseChunk(a, d, send, recv); /* SPEC 4: else nothing */
   if (policyHere && lastToArrive(&a.arrivals[a.nlayers], gridDim.x) && threadIdx.x == 0)
     policy(a);
 }
@@ -190,20 +254,22 @@ __device__ void policy(const KernelArgs& a) {
   }
   if (!a.phase) (*a.callSequence)++; /* the comm's: phase calls finish in any order */
   c->calls++;
-  c->bytesSent += a.blockBytes;
+  c->keyCalls++;
+  c->bytesSent += a.bytesSent;
   c->bytesDense += a.count * sparccl_dtype_size(a.dtype);
   if (a.errorNext) c->errorParity ^= 1; /* the decompress wrote every element's e there */
   for (uint32_t l = 0; l < a.nlayers; l++) {
-    if (!a.layers[l].sparse) continue;
+    if (!a.layers[l].flagged) continue; /* the layers with state: sparse, or any under dgc */
     if (skip[l]) {
       skipped++;
       continue;
     }
     a.layerSteps[l]++;
-    if (a.prevGrad) a.havePrevGrad[l] = 1;
+    /* a dense call (SPEC 9) keeps no previous g: the online step waits for a sparse one */
+    if (a.prevGrad && !a.dense && a.layers[l].sparse) a.havePrevGrad[l] = 1;
   }
   c->skipped += skipped;
-  if (skipped) return; /* a step counts only when every sparse layer completed */
+  if (skipped) return; /* a step counts only when every flagged layer completed */
   c->steps++;
   if (a.restartEvery > 0 && c->steps % (unsigned long long)a.restartEvery == 0) c->restartPending = 1;
   if (a.restartRatio > 0.0) {
@@ -232,6 +298,7 @@ __global__ void restartKernel(KernelArgs a, int force) {
     if (error) error[at] = 0.0f;
     if (a.h) a.h[at] = 0.0f;
     if (a.H) a.H[at] = 0.0f;
+    if (a.momentum) a.momentum[at] = 0.0f;
     if (a.importance) a.importance[at] = 1.0f;
   }
 }
@@ -250,15 +317,9 @@ cudaError_t sparcclLaunchRestart(const KernelArgs& a, const DeviceSet* ds, int f
   return cudaGetLastError();
 }
 
-cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
-                                    void* recv, cudaStream_t stream) {
-  if (a.valueCount)
-    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
-  const int policyHere = a.restartRatio > 0.0 ? 0 : 1; /* else after the norm, below */
-  if (a.error != NULL && a.errorNext == NULL)
-    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<1>)(a, send, recv, policyHere);
-  else
-    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<0>)(a, send, recv, policyHere);
+/* After the reduce (whose last block ran policy unless the restart norm is wanted): the
+ * norm and policy in launches of their own, then the automatic restarts. */
+static cudaError_t launchAfterReduce(const KernelArgs& a, const DeviceSet* ds, cudaStream_t stream) {
   if (a.restartRatio > 0.0) {
     SPARCCL_LAUNCH(gridFor((a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK), SPARCCL_THREADS,
                    stream, normBlocksKernel)(a);
@@ -269,6 +330,25 @@ cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, co
   return cudaSuccess;
 }
 
+cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                    void* recv, cudaStream_t stream) {
+  if (a.valueCount)
+    SPARCCL_LAUNCH(gridFor(a.valueCount), SPARCCL_THREADS, stream, rankRangesKernel)(a);
+  const int policyHere = a.restartRatio > 0.0 ? 0 : 1; /* else after the norm */
+  if (a.error != NULL && a.errorNext == NULL)
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<1>)(a, send, recv, policyHere);
+  else
+    SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, reduceKernel<0>)(a, send, recv, policyHere);
+  return launchAfterReduce(a, ds, stream);
+}
+
+cudaError_t sparcclLaunchDenseFinish(const KernelArgs& a, const DeviceSet* ds, const DenseLayout& d,
+                                     const void* send, void* recv, cudaStream_t stream) {
+  SPARCCL_LAUNCH(ds->nchunks, SPARCCL_THREADS, stream, denseFinishKernel)(a, d, send, recv,
+                                                                        a.restartRatio > 0.0 ? 0 : 1);
+  return launchAfterReduce(a, ds, stream);
+}
+
 __global__ void scaleKernel(KernelArgs a, float factor) {
   float* error = a.error ? errorNow(a) : NULL;
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
@@ -277,6 +357,7 @@ __global__ void scaleKernel(KernelArgs a, float factor) {
     if (error) error[at] = sparccl_canonical_nan(error[at] * factor);
     if (a.h) a.h[at] = sparccl_canonical_nan(a.h[at] * factor);
     if (a.H) a.H[at] = sparccl_canonical_nan(a.H[at] * factor);
+    if (a.momentum) a.momentum[at] = sparccl_canonical_nan(a.momentum[at] * factor);
   }
 }
 

@@ -35,30 +35,36 @@ __host__ __device__ inline int digitWidth(int bits, int pass) {
 __host__ __device__ inline int digitPasses(int bits) { return (bits + SPARCCL_RADIX_BITS - 1) / SPARCCL_RADIX_BITS; }
 
 /* What element `at`'s key and value are made of, as read (the key pass reads a batch of
- * these before it uses any, forChunkBatched): g's bits, e (ef, scam; `error` is
- * errorNow(a)) or h (ef21), and for ImpK w and, with online importance after a first step,
- * the previous g. */
+ * these before it uses any, forChunkBatched): g's bits, e (ef, scam, dgc; `error` is
+ * errorNow(a)) or h (ef21), dgc's momentum u, and for ImpK w and, with online importance
+ * after a first step, the previous g. */
 struct ElementInputs {
   uint32_t g;
-  float e, h, w, prev;
+  float e, h, u, w, prev;
 };
+
+/* The feedback rows that keep e (the method table's SPARCCL_S_ERROR): ef, scam, dgc. */
+template <int F>
+__device__ __forceinline__ int keepsError() { return sparccl_has_error(F); }
 
 template <int C, int F>
 __device__ __forceinline__ void readInputs(const KernelArgs& a, const void* send,
                                            const float* error, size_t at, int havePrev,
                                            ElementInputs* in) {
   in->g = sparccl_load_bits(send, at, a.dtype);
-  in->e = (F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM) ? error[at] : 0.0f;
+  in->e = keepsError<F>() ? error[at] : 0.0f;
   in->h = F == SPARCCL_FB_EF21 ? a.h[at] : 0.0f;
+  in->u = F == SPARCCL_FB_DGC ? a.momentum[at] : 0.0f;
   const int impk = C == SPARCCL_IMPK || C == SPARCCL_IMPK_SELECT || C == SPARCCL_IMPK_RANDOM;
   in->w = impk ? a.importance[at] : 1.0f;
   in->prev = impk && a.online && havePrev ? a.prevGrad[at] : 0.0f;
 }
 
-/* The key input (e + g, g - h or g), given g = sparccl_bits_value(in.g, dtype). */
+/* The key input (e + g, g - h or g; dgc's e + u after u <- momentum * u + g, SPEC 9),
+ * given g = sparccl_bits_value(in.g, dtype). */
 template <int F>
-__device__ __forceinline__ float keyInputOf(const ElementInputs& in, float g) {
-  return sparccl_key_input(F, g, in.e, in.h);
+__device__ __forceinline__ float keyInputOf(const KernelArgs& a, const ElementInputs& in, float g) {
+  return sparccl_key_input(F, sparccl_feedback_gradient(F, g, in.u, a.momentumFactor), in.e, in.h);
 }
 
 /* The weight w (ImpK: this step's, online importance taking its cube step first), else 1. */
@@ -312,9 +318,18 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   const DeviceLayer L = a.layers[ch.layer];
   const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
   if (!L.sparse) {
+    /* sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose layer is flagged */
     float* dense = (float*)(a.sendBlock + a.indexBytes + a.valueBytes) + L.densePos;
-    SPARCCL_FOR_CHUNK(i, ch)
-      dense[i] = sparccl_load(send, L.offset + i, a.dtype);
+    int finite = 1;
+    SPARCCL_FOR_CHUNK(i, ch) {
+      const size_t at = L.offset + i;
+      const float g = sparccl_load(send, at, a.dtype);
+      const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.momentumFactor) : g;
+      dense[i] = x;
+      finite &= sparccl_is_finite(x);
+    }
+    if (L.flagged) /* uniform over the block */
+      arriveWithFlag(a, ch.layer, L, finite, (uint8_t*)blockFlags(a, a.sendBlock), 1, 0);
     return;
   }
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
@@ -323,7 +338,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   const uint32_t step = (uint32_t)a.layerSteps[ch.layer];
   const int havePrev = a.havePrevGrad[ch.layer];
   const uint32_t rank = a.rank;
-  const int ef = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM;
+  const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
   /* a = e + g for the decompress to commit (double-buffered e; reduce_kernels.cu) */
   float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
@@ -340,7 +355,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
         const uint32_t i = ch.begin + o;
         const size_t at = L.offset + i;
         const float g = sparccl_bits_value(in.g, a.dtype);
-        const float x = keyInputOf<F>(in, g);
+        const float x = keyInputOf<F>(a, in, g);
         if (accumulated) accumulated[at] = x;
         finite &= sparccl_is_finite(x);
         if (L.all) return;
@@ -665,7 +680,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
   uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
   const int havePrev = a.havePrevGrad[ch.layer];
   const float scale = sparccl_randk_scale(L.count, L.k);
-  const int ef = F == SPARCCL_FB_EF || F == SPARCCL_FB_SCAM;
+  const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
   /* two error buffers: a - sent where this rank sends, into the buffer the key pass wrote a
    * into; it becomes e only when the call commits (a skipped layer's is overwritten) */
@@ -679,7 +694,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
     ElementInputs in;
     readInputs<C, F>(a, send, error, at, havePrev, &in);
     float g = sparccl_bits_value(in.g, a.dtype);
-    float x = keyInputOf<F>(in, g);
+    float x = keyInputOf<F>(a, in, g);
     float v = sparccl_value_input(F, g, x);
     float w = C == SPARCCL_IMPK ? weightOf<C>(a, in, g, havePrev) : 1.0f;
     const float value = sparccl_value(C, v, w, scale);
@@ -703,12 +718,16 @@ static cudaError_t compress(const KernelArgs& a, const DeviceSet* ds, const void
   return cudaGetLastError();
 }
 
-#define CASE(C, F, K) case (C) * 4 + (F): return compress<C, F, K>(a, ds, send, stream);
-#define FEEDBACKS(C, K) CASE(C, 0, K) CASE(C, 1, K) CASE(C, 2, K) CASE(C, 3, K)
+/* One instance per (compressor, feedback) pair of the method tables (src/methods.h); a new
+ * feedback row adds one CASE to FEEDBACKS, which feedbacksListed checks. */
+#define CASE(C, F, K) case (C) * SPARCCL_NUM_FEEDBACKS + (F): return compress<C, F, K>(a, ds, send, stream);
+#define FEEDBACKS(C, K) CASE(C, SPARCCL_FB_NONE, K) CASE(C, SPARCCL_FB_EF, K) CASE(C, SPARCCL_FB_EF21, K) \
+                        CASE(C, SPARCCL_FB_SCAM, K) CASE(C, SPARCCL_FB_DGC, K)
+typedef char feedbacksListed[SPARCCL_NUM_FEEDBACKS == 5 ? 1 : -1];
 
 cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                   cudaStream_t stream) {
-  switch (a.compressor * 4 + a.feedback) {
+  switch (a.compressor * SPARCCL_NUM_FEEDBACKS + a.feedback) {
     FEEDBACKS(SPARCCL_TOPK, uint32_t)
     FEEDBACKS(SPARCCL_RANDK, uint32_t)
     FEEDBACKS(SPARCCL_IMPK, uint32_t)

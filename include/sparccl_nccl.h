@@ -32,8 +32,8 @@ extern "C" {
  *   creates a key, is seen and left intact; one on a non-blocking stream (torch.cuda.graph
  *   captures on one) cannot be seen before the device synchronisation fails, and CUDA then
  *   invalidates that capture (its cudaStreamEndCapture fails).  sparcclAllReduce and the
- *   importance probe and update on a key that exists may be captured, and the graph
- *   replayed on any stream.
+ *   importance probe and update on a key that exists may be captured (past its warm-up,
+ *   below), and the graph replayed on any stream.
  * - Call sparccl between ncclGroupStart and ncclGroupEnd.  NCCL defers the group's
  *   collectives to ncclGroupEnd, while a sparccl call enqueues at once the kernels that read
  *   its exchange: the sums and the state would be garbage.  NCCL has no query of the group
@@ -61,7 +61,19 @@ extern "C" {
  * block the host as on a blocking communicator; an operation of the caller's own still in
  * progress when a call comes is waited for too.
  *
- * Memory: ef and scam keep e in two device buffers that swap roles every call (the
+ * Warm-up (SPEC 9, warmupSteps > 0): whether a call is dense is decided when it is made,
+ * by the key's count of calls made so far (the host cannot wait for the device's).  That
+ * count is the device's own (graph replays included, calls the device refused not) after a
+ * save or a load; between them it counts the calls made, refused ones too.  A dense call,
+ * one-call or either half of the phase API, cannot be captured in a CUDA graph (a replay
+ * would be dense forever): it is refused (sparcclInvalidUsage) during a capture it can see
+ * (as a new key's first call is) with nothing enqueued; capture a key's calls after its
+ * warm-up.  A dense one-call exchanges at a ring allreduce's volume: a reduce-scatter of
+ * ncclSend/ncclRecv pairs in one group, then an ncclAllGather of the shard sums; the ring's
+ * scratch (8 + 4 (n + 1) / n bytes a parameter on n ranks) is allocated with the key when
+ * warmupSteps > 0.
+ *
+ * Memory: ef, scam and dgc keep e in two device buffers that swap roles every call (the
  * compression writes e + g into the second, so the decompression reads neither g nor e
  * again).  SPARCCL_ERROR_BUFFERS=1, read at comm creation, keeps one, at 8 bytes a
  * parameter more memory traffic a call (12 for topk and impk, whose keys are then stored); results

@@ -5,7 +5,8 @@
 # no nvcc and no NCCL.  `make cudaemu` (part of `make test`) runs it with one rank, the
 # selection tests again with the emulator's blocks and threads in reverse order
 # (CUDA_EMU_ORDER=reverse), the selection tests once more in a random order, and with two
-# ranks (the fake NCCL gathers over MPI).  The random run (CUDA_EMU_ORDER=random) shuffles
+# ranks (the fake NCCL gathers over MPI), then SPEC 9's tests with three (EMU_TESTS_SUBSET=sec9:
+# the dense ring's rank-ordered shard sums, whose order two ranks cannot show).  The random run (CUDA_EMU_ORDER=random) shuffles
 # the blocks of each launch, resumes the threads of a block in a fresh random order at its
 # start and after every barrier, and lets a thread yield to another at random at each atomic;
 # its seed is new each run and printed first ("CUDA_EMU_ORDER=random:SEED reproduces this
@@ -14,7 +15,7 @@
 # of its logic and of its table, not of its times.
 EMU_DIR   := $(BUILD)/cuda_emu
 EMU_SRC   := cuda/select_kernels.cu cuda/reduce_kernels.cu cuda/importance_kernels.cu \
-             cuda/callcheck_kernels.cu \
+             cuda/callcheck_kernels.cu cuda/dense_kernels.cu \
              cuda/nccl_comm.cu
 EMU_OBJ   := $(EMU_SRC:cuda/%.cu=$(EMU_DIR)/%.o) $(EMU_DIR)/cuda_emu.o
 EMU_CXX   ?= g++
@@ -88,6 +89,7 @@ cudaemu: check-tools $(BUILD)/bin/sparccl_emu_tests $(BUILD)/bin/sparccl_gpu_tes
 	CUDA_EMU_ORDER=reverse EMU_TESTS_SUBSET=select timeout 600 $(MPIRUN) -np 1 -x CUDA_EMU_ORDER -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	CUDA_EMU_ORDER=$(EMU_RANDOM_ORDER) EMU_TESTS_SUBSET=select timeout 600 $(MPIRUN) -np 1 -x CUDA_EMU_ORDER -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	timeout 600 $(MPIRUN) -np 2 $(BUILD)/bin/sparccl_emu_tests
+	EMU_TESTS_SUBSET=sec9 timeout 600 $(MPIRUN) -np 3 -x EMU_TESTS_SUBSET $(BUILD)/bin/sparccl_emu_tests
 	$(EMU_PERF_SMOKE)
 
 EXTRA_TESTS += cudaemu cudaemu-full

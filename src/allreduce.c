@@ -5,7 +5,7 @@
  */
 #include <string.h>
 #include "core.h"
-#include "device.h"
+#include "backend.h"
 
 static int validDatatype(int t) {
   return t == sparcclFloat32 || t == sparcclFloat16 || t == sparcclBfloat16;
@@ -15,10 +15,7 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
                                     size_t count, int datatype, int op, void* stream,
                                     const char* caller) {
   SPARCCLCHECK(sparcclCheckComm(comm, caller));
-  if (comm->device == NULL && stream != NULL) {
-    WARN("%s: a host comm takes no stream (got %p); pass NULL", caller, stream);
-    return sparcclInvalidUsage;
-  }
+  SPARCCLCHECK(comm->backend->checkStream(comm, stream, caller));
   if (!validDatatype(datatype)) {
     WARN("%s: datatype %d is not float16 (6), float32 (7) or bfloat16 (9)", caller, datatype);
     return sparcclInvalidArgument;
@@ -46,13 +43,7 @@ sparcclResult_t sparcclCheckBuffers(sparcclComm_t comm, const void* send, const 
 
 sparcclResult_t sparcclCheckMemory(sparcclComm_t comm, const void* a, const void* b,
                                    const char* caller) {
-  if (comm->device != NULL) return comm->device->checkPointers(comm, a, b, caller);
-  if (sparcclIsDevicePointer != NULL && (sparcclIsDevicePointer(a) || sparcclIsDevicePointer(b))) {
-    WARN("%s: a device buffer on a host comm (%p, %p); use a device comm (sparccl_nccl.h)",
-         caller, a, b);
-    return sparcclInvalidUsage;
-  }
-  return sparcclSuccess;
+  return comm->backend->checkPointers(comm, a, b, caller);
 }
 
 /* Output of one layer from its float32 sum (SPEC 1): s or s / n; for ef21, H <- H + s / n
@@ -111,7 +102,7 @@ sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t 
          caller, count);
     return sparcclInvalidArgument;
   }
-  if (*set == NULL && comm->device != NULL) SPARCCLCHECK(comm->device->checkNewKey(comm, stream, caller));
+  if (*set == NULL) SPARCCLCHECK(comm->backend->checkNewKey(comm, stream, caller));
   return sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, set);
 }
 
@@ -178,10 +169,6 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
                                  int tagged, uint64_t key, sparcclComm_t comm, void* stream,
                                  const char* caller) {
   sparcclLayerSet_t* set;
-  double t0, t1, t2;
-  sparcclCallCheck_t check;
-  sparcclResult_t res;
-
   SPARCCLCHECK(sparcclCheckBuffers(comm, send, recv, count, dtype, op, stream, caller));
   if (count == 0) return sparcclSuccess;
   if (!tagged) key = (uint64_t)(uintptr_t)send;
@@ -191,37 +178,9 @@ static sparcclResult_t allReduce(const void* send, void* recv, size_t count, int
          caller);
     return sparcclInvalidUsage;
   }
-  if (comm->device != NULL) {
-    /* Device comms: everything (restart policies and counters included) is enqueued on
-     * the stream, so that a captured graph's replays count too. */
-    return comm->device->allReduce(comm, set, send, recv, dtype, op, stream);
-  }
-  if (sparcclNextCallDense(comm, set)) return sparcclDenseAllReduce(comm, set, send, recv, dtype, op, caller);
-
-  /* Compress every layer into this rank's block, then one allgather.  A failure leaves
-   * every state as it was (nothing is written yet). */
-  t0 = sparcclSeconds();
-  check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE);
-  sparcclCompressBlock(comm, set, send, dtype, check, comm->sendBlock);
-  t1 = sparcclSeconds();
-  sparcclClearChecks(comm, set, comm->recvBlocks);
-  res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks,
-                                   set->blockBytes);
-  if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes that differ (mpi.c) */
-  t2 = sparcclSeconds();
-  if (res == sparcclSuccess)
-    res = sparcclFinishCall(comm, set, send, recv, dtype, op, comm->sendBlock, comm->recvBlocks,
-                            check, caller);
-  if (res != sparcclSuccess) {
-    WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
-         caller, set->blockBytes);
-    return res;
-  }
-  comm->callSequence++;
-  comm->stats.compressSeconds += t1 - t0;
-  comm->stats.exchangeSeconds += t2 - t1;
-  comm->stats.decompressSeconds += sparcclSeconds() - t2;
-  return sparcclSuccess;
+  /* A device backend enqueues everything (restart policies and counters included) on the
+   * stream, so that a captured graph's replays count too. */
+  return comm->backend->allReduce(comm, set, send, recv, dtype, op, stream, caller);
 }
 
 SPARCCL_API sparcclResult_t sparcclAllReduce(const void* sendbuff, void* recvbuff, size_t count,

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "core.h"
-#include "device.h"
+#include "backend.h"
 
 #define FILE_MAGIC "SPARCCL"
 #define FILE_FORMAT 3u /* 3: a key's call count (warm-up), dgc's u */
@@ -151,8 +151,8 @@ SPARCCL_API sparcclResult_t sparcclSaveState(sparcclComm_t comm, const char* pat
   }
   snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, comm->rank);
   snprintf(previous, sizeof(previous), "%s.previous%d", path, comm->rank);
-  for (i = 0; comm->device && i < comm->nsets && res == sparcclSuccess; i++)
-    res = comm->device->pullState(comm, comm->sets[i]);
+  for (i = 0; i < comm->nsets && res == sparcclSuccess; i++)
+    res = comm->backend->pullState(comm, comm->sets[i]);
   SPARCCLCHECK(agreeSaveId(comm, &saveId));
   if (res == sparcclSuccess) {
     buildFile(comm, saveId, &b);
@@ -438,8 +438,8 @@ SPARCCL_API sparcclResult_t sparcclLoadState(sparcclComm_t comm, const char* pat
   own = agreeFiles(comm, own, &summary);
   if (own == sparcclSuccess) {
     apply(comm, data);
-    for (i = 0; comm->device && i < comm->nsets; i++)
-      if (comm->device->pushState(comm, comm->sets[i]) != sparcclSuccess) own = sparcclUnhandledCudaError;
+    for (i = 0; i < comm->nsets; i++)
+      if (comm->backend->pushState(comm, comm->sets[i]) != sparcclSuccess) own = sparcclUnhandledCudaError;
     INFO("sparcclLoadState: %zu layer sets of save %016llx from %s", comm->nsets,
          (unsigned long long)summary.saveId, path);
   }

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
-#include "device.h"
+#include "backend.h"
 
 int (*sparcclIsDevicePointer)(const void* p) = NULL;
 
@@ -63,6 +63,7 @@ sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transp
     return sparcclSystemError;
   }
   comm->config = *config;
+  comm->backend = &sparcclHostBackend; /* a device comm's creation sets its own */
   comm->transport = transport;
   comm->rank = transport->rank;
   comm->nranks = transport->nranks;
@@ -93,13 +94,13 @@ static void freeSet(sparcclLayerSet_t* set) {
 SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclCommDestroy"));
-  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, "sparcclCommDestroy"));
+  SPARCCLCHECK(comm->backend->quiesce(comm, "sparcclCommDestroy"));
   registryRemove(comm);
   for (i = 0; i < comm->nsets; i++) {
-    if (comm->device) comm->device->freeSet(comm, comm->sets[i]);
+    comm->backend->freeSet(comm, comm->sets[i]);
     freeSet(comm->sets[i]);
   }
-  if (comm->device) comm->device->destroy(comm);
+  comm->backend->destroy(comm);
   free(comm->sets);
   free(comm->sendBlock);
   free(comm->recvBlocks);
@@ -168,54 +169,6 @@ static int sameLayout(const sparcclLayerSet_t* set, size_t count, size_t nlayers
 }
 
 static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
-
-/* Grow the comm's scratch to fit a set; nothing is freed if an allocation fails. */
-static sparcclResult_t growScratch(sparcclComm_t comm, const sparcclLayerSet_t* set) {
-  size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
-  size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
-  size_t block = set->blockBytes > comm->blockCap ? set->blockBytes : comm->blockCap;
-  size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
-  /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
-   * alltoall (dense.c), the ring's scratch where it has. */
-  if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&
-      sparcclDenseBlockBytes(set) > block)
-    block = sparcclDenseBlockBytes(set);
-  if (ring > comm->ringCap) {
-    uint8_t* grown = (uint8_t*)malloc(ring);
-    if (grown == NULL) return sparcclSystemError;
-    free(comm->ringScratch);
-    comm->ringScratch = grown;
-    comm->ringCap = ring;
-  }
-  if (elements > comm->scratchCap) {
-    void* keys = malloc(elements * keyBytes);
-    uint32_t* candidates = (uint32_t*)malloc(elements * sizeof(uint32_t));
-    float* accumulator = (float*)malloc(elements * sizeof(float));
-    if (keys == NULL || candidates == NULL || accumulator == NULL) {
-      free(keys); free(candidates); free(accumulator);
-      return sparcclSystemError;
-    }
-    free(comm->keys); free(comm->candidates); free(comm->accumulator);
-    comm->keys = keys; comm->candidates = candidates; comm->accumulator = accumulator;
-    comm->scratchCap = elements;
-  }
-  if (set->valueCount > comm->sharedCap) {
-    uint32_t* shared = (uint32_t*)malloc(set->valueCount * sizeof(uint32_t));
-    if (shared == NULL) return sparcclSystemError;
-    free(comm->sharedIndices);
-    comm->sharedIndices = shared;
-    comm->sharedCap = set->valueCount;
-  }
-  if (block > comm->blockCap) {
-    uint8_t* send = (uint8_t*)malloc(block);
-    uint8_t* recv = (uint8_t*)malloc(block * (size_t)comm->nranks);
-    if (send == NULL || recv == NULL) { free(send); free(recv); return sparcclSystemError; }
-    free(comm->sendBlock); free(comm->recvBlocks);
-    comm->sendBlock = send; comm->recvBlocks = recv;
-    comm->blockCap = block;
-  }
-  return sparcclSuccess;
-}
 
 static void computeStats(sparcclComm_t comm) {
   size_t i, j;
@@ -395,17 +348,16 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
     }
   }
   free(all);
-  /* Device comms keep their scratch on the device, per set. */
-  /* Ids before the device state is made: the kernels' Philox counters need them. */
+  /* Ids before the backend's state is made: the device kernels' Philox counters need them. */
   for (i = 0; i < set->nlayers; i++) set->layers[i].id = comm->nextLayerId + (uint32_t)i;
-  res = comm->device ? comm->device->createSet(comm, set) : growScratch(comm, set);
+  res = comm->backend->createSet(comm, set);
   if (res != sparcclSuccess)
     WARN("%s: out of memory for the state of a %zu-element buffer", caller, count);
   /* Every rank learns whether every rank could allocate: one that could not must not leave
    * the others waiting in the call's exchange. */
   res = sparcclAgreeStatus(comm, res, sparcclRemoteError, caller, "allocate a new key's state");
   if (res != sparcclSuccess) {
-    if (comm->device && set->device) comm->device->freeSet(comm, set);
+    comm->backend->freeSet(comm, set);
     freeSet(set);
     return res;
   }
@@ -479,7 +431,7 @@ static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, siz
          (unsigned long long)key, count);
     return sparcclInvalidUsage;
   }
-  if (comm->device) SPARCCLCHECK(comm->device->quiesce(comm, caller));
+  SPARCCLCHECK(comm->backend->quiesce(comm, caller));
   for (i = 0; i < comm->nsets; i++)
     if (comm->sets[i] == set) {
       memmove(&comm->sets[i], &comm->sets[i + 1], (comm->nsets - i - 1) * sizeof(*comm->sets));
@@ -488,7 +440,7 @@ static sparcclResult_t release(sparcclComm_t comm, int tagged, uint64_t key, siz
     }
   INFO("%s: released %s 0x%llx (%zu elements)", caller, tagged ? "tag" : "buffer",
        (unsigned long long)key, set->count);
-  if (comm->device) comm->device->freeSet(comm, set);
+  comm->backend->freeSet(comm, set);
   freeSet(set);
   computeStats(comm);
   return sparcclSuccess;
@@ -509,34 +461,16 @@ SPARCCL_API sparcclResult_t sparcclCommGetStats(sparcclComm_t comm, sparcclStats
     return sparcclInvalidArgument;
   }
   *stats = comm->stats;
-  if (comm->device) return comm->device->stats(comm, stats);
-  return sparcclSuccess;
+  return comm->backend->stats(comm, stats);
 }
 
 SPARCCL_API sparcclResult_t sparcclScaleState(sparcclComm_t comm, float factor) {
-  size_t i, j, n;
+  size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclScaleState"));
   if (!sparccl_is_finite(factor)) {
     WARN("sparcclScaleState: factor %g is not finite", (double)factor);
     return sparcclInvalidArgument;
   }
-  for (i = 0; i < comm->nsets; i++) {
-    sparcclLayerSet_t* s = comm->sets[i];
-    if (comm->device) {
-      SPARCCLCHECK(comm->device->scale(comm, s, factor));
-      continue;
-    }
-    /* a NaN in the state (from Inf * 0, or loaded) comes out as the canonical NaN, as on
-     * the device (reduce_kernels.cu's scaleKernel): x86, aarch64 and GPUs each return
-     * their own NaN from a product */
-    for (j = 0; j < s->nlayers; j++) {
-      sparcclLayer_t* l = &s->layers[j];
-      for (n = 0; l->error && n < l->count; n++) l->error[n] = sparccl_canonical_nan(l->error[n] * factor);
-      for (n = 0; l->h && n < l->count; n++) l->h[n] = sparccl_canonical_nan(l->h[n] * factor);
-      for (n = 0; l->H && n < l->count; n++) l->H[n] = sparccl_canonical_nan(l->H[n] * factor);
-      for (n = 0; l->momentum && n < l->count; n++)
-        l->momentum[n] = sparccl_canonical_nan(l->momentum[n] * factor);
-    }
-  }
+  for (i = 0; i < comm->nsets; i++) SPARCCLCHECK(comm->backend->scale(comm, comm->sets[i], factor));
   return sparcclSuccess;
 }

@@ -122,11 +122,11 @@ typedef struct {
 
 #define SPARCCL_COMM_MAGIC 0x5350434fu
 
-struct sparcclDeviceOps;
+struct sparcclBackend;
 
 struct sparcclComm {
   sparcclConfig_t config;
-  const struct sparcclDeviceOps* device; /* NULL: a host comm */
+  const struct sparcclBackend* backend; /* host (src/host.c) or device (cuda/) */
   sparcclTransport_t* transport;
   int rank, nranks;
   sparcclLayerSet_t** sets; /* creation order */
@@ -216,7 +216,7 @@ float sparcclOnlineWeight(const sparcclConfig_t* config, const sparcclLayer_t* l
                           float g);
 
 /* restart.c */
-void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set);
+sparcclResult_t sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set);
 void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set, double norm,
                                    int completed);
 
@@ -245,6 +245,20 @@ typedef struct { uint64_t sequence, fingerprint; } sparcclCallCheck_t;
 static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, uint8_t* b) {
   return (sparcclCallCheck_t*)(b + s->checkOffset);
 }
+
+/* The phase API's half-done call (phase.c): what the decompress needs; the host backend's
+ * copies of g, of this rank's block and of the shared selected sets (the device backend
+ * keeps its own). */
+typedef struct sparcclPending {
+  int pending;             /* a compress awaits its decompress */
+  int dense;               /* a warm-up call (SPEC 9): whole vectors in the blocks */
+  int dtype;
+  sparcclCallCheck_t check;
+  void* grad;              /* set->count elements of dtype: g as compressed */
+  size_t gradBytes;
+  uint8_t* block;          /* this rank's block as sent */
+  uint32_t* shared;        /* comm->sharedIndices of this key, valueCount of them */
+} sparcclPending_t;
 
 /* ------------------------------------------------------------ the call check (callcheck.c) */
 /* PHASE: a call made by the phase API's two halves (its op is not known at the compress,
@@ -308,6 +322,15 @@ void sparcclSkipLayer(sparcclComm_t comm, const sparcclLayer_t* l, void* out, in
  * allgather (the phase API, transports without alltoall): every element's x, float32, then
  * the flags and the call check.  RingBytes: the scratch the one-call ring path needs. */
 int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set);
+/* The ring's layout, which the device's ring (cuda/) shares: each rank's shard of `chunk`
+ * elements; a reduce-scatter chunk (the shard's x, the flags, the check) and an allgather
+ * block (the shard's sums, the check). */
+typedef struct {
+  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
+  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
+  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
+} sparcclDenseRing_t;
+sparcclDenseRing_t sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set);
 size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set);
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set);
 void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,

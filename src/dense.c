@@ -141,13 +141,9 @@ sparcclResult_t sparcclFinishDenseCall(sparcclComm_t comm, sparcclLayerSet_t* se
 
 /* ------------------------------------------------------------ the ring */
 
-typedef struct {
-  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
-  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
-  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
-} Ring;
+typedef sparcclDenseRing_t Ring;
 
-static Ring ringOf(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+Ring sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   Ring r;
   size_t n = (size_t)comm->nranks;
   r.chunk = ((set->count + n - 1) / n + 3) & ~(size_t)3;
@@ -157,7 +153,7 @@ static Ring ringOf(sparcclComm_t comm, const sparcclLayerSet_t* set) {
 }
 
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
-  Ring r = ringOf(comm, set);
+  Ring r = sparcclDenseRingOf(comm, set);
   if (comm->transport == NULL || comm->transport->alltoall == NULL) return 0;
   return 2 * (size_t)comm->nranks * r.scatterBytes + ((size_t)comm->nranks + 1) * r.gatherBytes;
 }
@@ -210,7 +206,7 @@ static void clearChecks(int nranks, uint8_t* blocks, size_t stride, size_t at) {
 static sparcclResult_t ringAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                      void* recv, int dtype, int op, sparcclCallCheck_t check,
                                      const char* caller) {
-  Ring ring = ringOf(comm, set);
+  Ring ring = sparcclDenseRingOf(comm, set);
   size_t n = (size_t)comm->nranks;
   uint8_t* scatterSend = comm->ringScratch;
   uint8_t* scatterRecv = scatterSend + n * ring.scatterBytes;

@@ -9,18 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
-#include "device.h"
-
-typedef struct sparcclPending {
-  int pending;             /* a compress awaits its decompress */
-  int dense;               /* a warm-up call (SPEC 9): whole vectors in the blocks */
-  int dtype;
-  sparcclCallCheck_t check;
-  void* grad;              /* set->count elements of dtype: g as compressed */
-  size_t gradBytes;
-  uint8_t* block;          /* this rank's block as sent */
-  uint32_t* shared;        /* comm->sharedIndices of this key, valueCount of them */
-} sparcclPending_t;
+#include "backend.h"
 
 void sparcclFreePending(sparcclLayerSet_t* set) {
   if (set->pending == NULL) return;
@@ -35,31 +24,10 @@ int sparcclPendingCompress(const sparcclLayerSet_t* set) {
   return set->pending != NULL && set->pending->pending;
 }
 
-/* The key's pending area, grown for dtype; allocated on the key's first compress only (or
- * when a wider dtype comes). */
-static sparcclResult_t pendingFor(sparcclComm_t comm, sparcclLayerSet_t* set, int dtype,
-                                  const char* caller) {
-  sparcclPending_t* p = set->pending;
-  size_t bytes = set->count * sparccl_dtype_size(dtype);
-  if (p == NULL) {
-    p = (sparcclPending_t*)calloc(1, sizeof(*p));
-    if (p == NULL) goto oom;
-    set->pending = p;
-    if (comm->device != NULL) return sparcclSuccess; /* the device keeps its own (cuda/) */
-    p->block = (uint8_t*)malloc(set->blockBytes); /* a dense call keeps none */
-    p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
-    if (p->block == NULL || p->shared == NULL) goto oom;
-  }
-  if (comm->device == NULL && p->gradBytes < bytes) {
-    void* grown = malloc(bytes);
-    if (grown == NULL) goto oom;
-    free(p->grad);
-    p->grad = grown;
-    p->gradBytes = bytes;
-  }
-  return sparcclSuccess;
-oom:
-  sparcclFreePending(set);
+/* The key's pending area, made on its first compress; the backend keeps what it needs. */
+static sparcclResult_t pendingFor(sparcclLayerSet_t* set, const char* caller) {
+  if (set->pending == NULL) set->pending = (sparcclPending_t*)calloc(1, sizeof(sparcclPending_t));
+  if (set->pending != NULL) return sparcclSuccess;
   WARN("%s: out of memory for a half-done call of %zu elements", caller, set->count);
   return sparcclSystemError;
 }
@@ -111,28 +79,14 @@ SPARCCL_API sparcclResult_t sparcclCompressTagged(const void* sendbuff, size_t c
          caller, tag);
     return sparcclInvalidUsage;
   }
-  SPARCCLCHECK(pendingFor(comm, set, (int)datatype, caller));
+  SPARCCLCHECK(pendingFor(set, caller));
   p = set->pending;
   p->dense = sparcclNextCallDense(comm, set);
+  p->dtype = (int)datatype;
   p->check = sparcclCallCheck(comm, set, (int)datatype, 0,
                               p->dense ? SPARCCL_CALL_PHASE_DENSE : SPARCCL_CALL_PHASE);
-  if (comm->device != NULL) {
-    SPARCCLCHECK(comm->device->phaseCompress(comm, set, sendbuff, (int)datatype, block,
-                                             p->check.fingerprint, stream));
-    p->dtype = (int)datatype;
-    p->pending = 1;
-    return sparcclSuccess;
-  }
-  p->dtype = (int)datatype;
-  memcpy(p->grad, sendbuff, count * sparccl_dtype_size((int)datatype));
-  if (p->dense) { /* the second half recomputes its state from g: no block kept */
-    sparcclPackDenseBlock(comm, set, sendbuff, (int)datatype, p->check, (uint8_t*)block);
-    p->pending = 1;
-    return sparcclSuccess;
-  }
-  sparcclCompressBlock(comm, set, sendbuff, (int)datatype, p->check, p->block);
-  memcpy(block, p->block, set->blockBytes);
-  if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
+  SPARCCLCHECK(comm->backend->phaseCompress(comm, set, sendbuff, (int)datatype, block,
+                                            p->check.fingerprint, stream));
   p->pending = 1;
   return sparcclSuccess;
 }
@@ -144,7 +98,6 @@ SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* re
   static const char caller[] = "sparcclDecompressTagged";
   sparcclLayerSet_t* set;
   sparcclPending_t* p;
-  sparcclResult_t res;
   SPARCCLCHECK(sparcclCheckBuffers(comm, recvbuff, recvbuff, count, (int)datatype, (int)op,
                                    stream, caller));
   SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
@@ -159,23 +112,10 @@ SPARCCL_API sparcclResult_t sparcclDecompressTagged(const void* blocks, void* re
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(sparcclCheckMemory(comm, blocks, NULL, caller));
-  if (comm->device != NULL) {
-    /* the device verifies the blocks without waiting: a refusal counts in refusedCalls */
-    SPARCCLCHECK(comm->device->phaseDecompress(comm, set, blocks, recvbuff, p->dtype, (int)op,
-                                               p->check.fingerprint, stream));
-    p->pending = 0;
-    return sparcclSuccess;
-  }
-  if (p->dense) {
-    res = sparcclFinishDenseCall(comm, set, p->grad, recvbuff, p->dtype, (int)op,
-                                 (const uint8_t*)blocks, p->check, caller);
-  } else {
-    if (set->valueCount) memcpy(comm->sharedIndices, p->shared, set->valueCount * sizeof(uint32_t));
-    res = sparcclFinishCall(comm, set, p->grad, recvbuff, p->dtype, (int)op, p->block,
-                            (const uint8_t*)blocks, p->check, caller);
-  }
-  if (res != sparcclSuccess) return res; /* still pending: decompress again, or abandon */
-  set->phaseCalls++;
+  /* a host backend refuses blocks that fail the check (the half stays pending); a device
+   * backend cannot wait to know, so its refusal counts in the stats */
+  SPARCCLCHECK(comm->backend->phaseDecompress(comm, set, blocks, recvbuff, p->dtype, (int)op,
+                                              p->check.fingerprint, stream));
   p->pending = 0;
   return sparcclSuccess;
 }

@@ -2,26 +2,21 @@
 #include <math.h>
 #include <stdlib.h>
 #include "core.h"
-#include "device.h"
+#include "backend.h"
 
-void sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
-  if (comm->device) { /* ordered after the set's enqueued work; counted on the device */
-    if (comm->device->restartSet(comm, set) != sparcclSuccess)
-      WARN("restart of key 0x%llx could not be enqueued", (unsigned long long)set->key);
-    return;
-  }
-  sparcclSetResetState(comm, set);
-  comm->stats.restarts++;
+/* On a device backend ordered after the set's enqueued work, and counted on the device. */
+sparcclResult_t sparcclRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  sparcclResult_t res = comm->backend->restartSet(comm, set);
+  if (res != sparcclSuccess)
+    WARN("restart of key 0x%llx could not be enqueued", (unsigned long long)set->key);
+  return res;
 }
 
 SPARCCL_API sparcclResult_t sparcclRestart(sparcclComm_t comm) {
   size_t i;
   SPARCCLCHECK(sparcclCheckComm(comm, "sparcclRestart"));
-  for (i = 0; i < comm->nsets; i++) {
-    /* a device comm refuses during a CUDA graph capture: the call says so */
-    if (comm->device) SPARCCLCHECK(comm->device->restartSet(comm, comm->sets[i]));
-    else sparcclRestartSet(comm, comm->sets[i]);
-  }
+  /* a device comm refuses during a CUDA graph capture: the call says so */
+  for (i = 0; i < comm->nsets; i++) SPARCCLCHECK(sparcclRestartSet(comm, comm->sets[i]));
   INFO("sparcclRestart: %zu layer sets reset", comm->nsets);
   return sparcclSuccess;
 }
@@ -53,7 +48,7 @@ void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set,
            norm, before, c->restartRatio);
     }
   }
-  if (restart) sparcclRestartSet(comm, set);
+  if (restart) (void)sparcclRestartSet(comm, set); /* the host backend's cannot fail */
 }
 
 SPARCCL_API sparcclResult_t sparcclReportLoss(sparcclComm_t comm, double loss) {
@@ -82,10 +77,7 @@ SPARCCL_API sparcclResult_t sparcclReportLoss(sparcclComm_t comm, double loss) {
   if (mean > before) {
     size_t i;
     INFO("restart policy: mean loss %g rose from %g; %zu layer sets reset", mean, before, comm->nsets);
-    for (i = 0; i < comm->nsets; i++) {
-      if (comm->device) SPARCCLCHECK(comm->device->restartSet(comm, comm->sets[i]));
-      else sparcclRestartSet(comm, comm->sets[i]);
-    }
+    for (i = 0; i < comm->nsets; i++) SPARCCLCHECK(sparcclRestartSet(comm, comm->sets[i]));
   }
   return sparcclSuccess;
 }

@@ -44,8 +44,8 @@ def main():
         if os.path.basename(path) == "summary.csv":
             continue
         runs = load(path)
-        epochs = min(len(r) for r in runs.values())
-        runs = {s: r[:epochs] for s, r in runs.items()}
+        epochs = max(len(r) for r in runs.values())
+        runs = {s: r for s, r in runs.items() if len(r) == epochs}  # a run still going: left out
         settings[os.path.basename(path)[:-4]] = runs
     if not settings:
         sys.exit("no runs in %s" % out)

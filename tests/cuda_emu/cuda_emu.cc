@@ -688,6 +688,55 @@ thread_local int groupDepth = 0;          /* ncclGroupStart nesting, per thread 
 thread_local std::vector<NcclWork> grouped; /* collectives enqueued at the outer ncclGroupEnd */
 unsigned long long collectives = 0;
 
+/* A send or a receive of ncclSend / ncclRecv. */
+struct P2p {
+  int send;
+  void* buffer;
+  size_t bytes;
+  int peer;
+  ncclComm_t comm;
+  cudaStream_t stream;
+};
+thread_local std::vector<P2p> groupedP2p; /* issued together at the outer ncclGroupEnd */
+const int kP2pTag = 0x5350; /* MPI keeps point-to-point apart from the collectives */
+
+/* Operations in flight together: every one to or from another rank as MPI_Isend / MPI_Irecv,
+ * waited for together; a rank's sends to itself paired in order with its receives from
+ * itself.  A send or receive that cannot complete (a send to itself with no receive) aborts:
+ * NCCL would hang. */
+void runP2p(const std::vector<P2p>& ops) {
+  std::vector<MPI_Request> requests;
+  std::vector<const P2p*> selfSends, selfReceives;
+  for (const P2p& op : ops) {
+    if (op.comm->ended) continue;
+    if (op.peer == op.comm->rank) {
+      (op.send ? selfSends : selfReceives).push_back(&op);
+      continue;
+    }
+    MPI_Request request;
+    int rc = op.send ? MPI_Isend(op.buffer, (int)op.bytes, MPI_BYTE, op.peer, kP2pTag, op.comm->mpi, &request)
+                     : MPI_Irecv(op.buffer, (int)op.bytes, MPI_BYTE, op.peer, kP2pTag, op.comm->mpi, &request);
+    if (rc != MPI_SUCCESS) abort();
+    requests.push_back(request);
+  }
+  if (selfSends.size() != selfReceives.size()) {
+    fprintf(stderr, "fake NCCL: %zu sends of a rank to itself, %zu receives from itself: NCCL "
+            "would hang\n", selfSends.size(), selfReceives.size());
+    abort();
+  }
+  for (size_t i = 0; i < selfSends.size(); i++) {
+    if (selfSends[i]->bytes != selfReceives[i]->bytes) {
+      fprintf(stderr, "fake NCCL: a rank sends itself %zu bytes and receives %zu\n",
+              selfSends[i]->bytes, selfReceives[i]->bytes);
+      abort();
+    }
+    memmove(selfReceives[i]->buffer, selfSends[i]->buffer, selfSends[i]->bytes);
+  }
+  if (!requests.empty() &&
+      MPI_Waitall((int)requests.size(), requests.data(), MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+    abort();
+}
+
 /* A non-blocking comm answers ncclInProgress to init and to each collective, and completes
  * at the second ncclCommGetAsyncError after it. */
 const int kPollsToComplete = 2;
@@ -829,7 +878,50 @@ ncclResult_t ncclGroupEnd(void) {
   for (const NcclWork& w : grouped)
     if (r == ncclSuccess) r = enqueueWork(w);
   grouped.clear();
+  if (!groupedP2p.empty()) {
+    std::vector<P2p> ops;
+    ops.swap(groupedP2p);
+    for (const P2p& op : ops)
+      if (op.stream != ops[0].stream) {
+        fprintf(stderr, "fake NCCL: a group's sends and receives on several streams (the "
+                "emulator runs them on one)\n");
+        return ncclInvalidUsage;
+      }
+    if (r == ncclSuccess) r = enqueueWork(NcclWork{ops[0].stream, [ops]() { runP2p(ops); }});
+  }
   return r;
+}
+
+static ncclResult_t pointToPoint(int send, void* buffer, size_t count, ncclDataType_t type,
+                                 int peer, ncclComm_t comm, cudaStream_t stream, const char* call) {
+  static const size_t sizes[] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2};
+  size_t bytes = count * sizes[(int)type], left = 0;
+  ncclResult_t r = notReady(comm, call);
+  if (r != ncclSuccess) return r;
+  if (peer < 0 || peer >= comm->nranks) {
+    fprintf(stderr, "fake NCCL: %s to peer %d of %d ranks\n", call, peer, comm->nranks);
+    return ncclInvalidArgument;
+  }
+  if (bytes && (!findAllocation(buffer, &left) || left < bytes)) {
+    fprintf(stderr, "fake NCCL: %s on memory that is not device memory\n", call);
+    return ncclInvalidArgument;
+  }
+  collectives++;
+  P2p op{send, buffer, bytes, peer, comm, stream};
+  if (groupDepth > 0) {
+    groupedP2p.push_back(op);
+    return ncclSuccess;
+  }
+  return enqueueWork(NcclWork{stream, [op]() { runP2p(std::vector<P2p>{op}); }});
+}
+
+ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer,
+                      ncclComm_t comm, cudaStream_t stream) {
+  return pointToPoint(1, const_cast<void*>(send), count, type, peer, comm, stream, "ncclSend");
+}
+ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                      cudaStream_t stream) {
+  return pointToPoint(0, recv, count, type, peer, comm, stream, "ncclRecv");
 }
 
 static int tamperNext = 0;

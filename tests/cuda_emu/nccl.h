@@ -4,7 +4,8 @@
  * enqueued on the stream like a kernel, so it is recorded by a graph capture too.
  * As NCCL:
  * - between ncclGroupStart and ncclGroupEnd (per thread) a collective is only recorded; the
- *   outermost ncclGroupEnd enqueues the group's collectives;
+ *   outermost ncclGroupEnd enqueues the group's collectives, then its sends and receives
+ *   (ncclSend, ncclRecv: MPI_Isend and MPI_Irecv, all of them waited for together);
  * - a non-blocking communicator (ncclCommInitRankConfig with config.blocking = 0) answers
  *   ncclInProgress to its creation and to each collective, whose work is not on the stream
  *   yet: it completes (and its work is enqueued) at the second ncclCommGetAsyncError after,
@@ -55,6 +56,15 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t sendcoun
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                            ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t stream);
+/* Point-to-point, as NCCL's: a send and its peer's receive must be in flight together,
+ * which a group gives (its operations are issued together at the outermost ncclGroupEnd;
+ * the emulator wants a group's operations on one stream).  A rank may send to itself
+ * inside a group (paired in order with its receives from itself); outside one that would
+ * never complete, and the emulator aborts instead of hanging. */
+ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer,
+                      ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
+                      ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclGroupStart(void);
 ncclResult_t ncclGroupEnd(void);
 /* Emulator only: the collectives issued so far (counted when called, grouped or not). */

@@ -23,7 +23,8 @@
  *
  * SPARCCL_TEST_SCALE (compile time): 1 (the default) the full GPU sizes, 0 the emulator's
  * (also built for the GPU, for compute-sanitizer).  EMU_TESTS_SUBSET=select (run time) runs
- * only the selection tests (the emulator's reverse-order and random-order runs).  In the emulator build, n processes (mpirun -np n): the
+ * only the selection tests (the emulator's reverse-order and random-order runs),
+ * EMU_TESTS_SUBSET=sec9 only SPEC 9's (warm-up, dgc).  In the emulator build, n processes (mpirun -np n): the
  * device comm has n ranks (the fake NCCL gathers over MPI) and is compared with a host comm
  * over MPI_COMM_WORLD; the real build always runs one rank per process (MPI_COMM_SELF).
  */
@@ -147,8 +148,11 @@ static long firstDifference(const void* a, const void* b, size_t bytes) {
   return -1;
 }
 
-/* Save both comms' state and compare the files byte for byte. */
-static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char* what) {
+/* Save both comms' state and compare the files byte for byte, and the stats (bytesSent
+ * too unless the device's calls were the phase API's while the host's were one-calls: their
+ * dense calls differ in what they send, SPEC 10). */
+static void assertSameStateOf(sparcclComm_t host, sparcclComm_t device, const char* what,
+                              int sameBytesSent) {
   char a[] = "/tmp/sparccl_gpu_hostXXXXXX", b[] = "/tmp/sparccl_gpu_devXXXXXX";
   size_t na, nb;
   int fa = mkstemp(a), fb = mkstemp(b);
@@ -170,7 +174,7 @@ static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char
     sparcclStats_t hs, ds;
     ck_assert_int_eq(sparcclCommGetStats(host, &hs), sparcclSuccess);
     ck_assert_int_eq(sparcclCommGetStats(device, &ds), sparcclSuccess);
-    ck_assert_msg(hs.calls == ds.calls && hs.bytesSent == ds.bytesSent &&
+    ck_assert_msg(hs.calls == ds.calls && (!sameBytesSent || hs.bytesSent == ds.bytesSent) &&
                   hs.bytesDense == ds.bytesDense && hs.skippedSteps == ds.skippedSteps &&
                   hs.restarts == ds.restarts && hs.layerSets == ds.layerSets,
                   "%s: stats differ: calls %llu/%llu sent %llu/%llu dense %llu/%llu skipped "
@@ -178,6 +182,10 @@ static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char
                   ds.bytesSent, hs.bytesDense, ds.bytesDense, hs.skippedSteps, ds.skippedSteps,
                   hs.restarts, ds.restarts);
   }
+}
+
+static void assertSameState(sparcclComm_t host, sparcclComm_t device, const char* what) {
+  assertSameStateOf(host, device, what, 1);
 }
 
 static void assertSameOutput(const void* device, const void* host, size_t bytes, size_t dsize,
@@ -236,7 +244,9 @@ static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* c
 }
 
 static const char* names[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
-static const char* feedbacks[] = {"none", "ef", "ef21", "scam"};
+static const char* feedbacks[] = {"none", "ef", "ef21", "scam", "dgc"};
+static const char* dtypeNames[] = {"float32", "float16", "bfloat16"};
+static const int dtypes[] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
 
 /* Every compressor x feedback, fp32, several layouts. */
 START_TEST(test_methods) {
@@ -358,7 +368,6 @@ END_TEST
 
 /* Every dtype x wire type for three methods. */
 START_TEST(test_dtypes) {
-  static const int dtypes[] = {sparcclFloat32, sparcclFloat16, sparcclBfloat16};
   int dtype = dtypes[_i / 3], wire = dtypes[_i % 3];
   size_t full[] = {9000, 40, 4097, 33333}, small[] = {5000, 40, 4097};
   const size_t* mixed = FULL ? full : small;
@@ -445,13 +454,13 @@ START_TEST(test_nonfinite) {
 }
 END_TEST
 
-/* A captured call replays correctly: counters and state live on the device. */
-START_TEST(test_graph) {
-  size_t counts[] = {8192, 100, SIZE(30000, 9000)};
+/* A captured call replays correctly: counters and state live on the device.  A call of a
+ * key in its warm-up (SPEC 9: the first `warmup` calls, made outside the capture) is refused
+ * during a capture, with nothing enqueued: a graph would replay it dense forever. */
+static void graphRun(const sparcclConfig_t* c, const size_t* counts, int op, int warmup,
+                     uint64_t seed, const char* what) {
   size_t count = counts[0] + counts[1] + counts[2], bytes = count * 4;
-  sparcclConfig_t c = config(sparcclRandK, sparcclFeedbackSCAM, sparcclFloat32, 1000);
-  c.restartEvery = 3;
-  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  sparcclComm_t host = hostComm(c), device = deviceComm(c);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float *d, *dout;
   cudaStream_t stream;
@@ -467,25 +476,40 @@ START_TEST(test_graph) {
   ck_assert_int_eq(sparcclAllReduce(dout, dout, 77, sparcclFloat32, sparcclSum, device, stream), sparcclInvalidUsage);
   CUDA_OK(cudaStreamEndCapture(stream, &graph));
   cudaGraphDestroy(graph);
-  /* The call on a live key neither allocates nor synchronises (the emulator fails both). */
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, sparcclAvg, device, stream), sparcclSuccess);
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int s = 0; s < 7; s++) {
-    fill(h, count, sparcclFloat32, 50 + (uint64_t)s, 0);
+  for (int s = 0; s < warmup + 7; s++) {
+    if (s <= warmup) {
+      /* The call on a live key neither allocates nor synchronises (the emulator fails both);
+       * in warm-up it is refused */
+      CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, op, device, stream),
+                       s < warmup ? sparcclInvalidUsage : sparcclSuccess);
+      CUDA_OK(cudaStreamEndCapture(stream, &graph));
+      if (s < warmup) cudaGraphDestroy(graph);
+      else CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    }
+    fill(h, count, sparcclFloat32, seed + (uint64_t)s, 0);
     CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclAvg, host, NULL), sparcclSuccess);
-    CUDA_OK(cudaGraphLaunch(exec, stream));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, op, host, NULL), sparcclSuccess);
+    if (s < warmup)
+      ck_assert_int_eq(sparcclAllReduce(d, dout, count, sparcclFloat32, op, device, stream), sparcclSuccess);
+    else
+      CUDA_OK(cudaGraphLaunch(exec, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
-    assertSameOutput(back, out, bytes, 4, "graph replay", s);
+    assertSameOutput(back, out, bytes, 4, what, s);
   }
-  assertSameState(host, device, "graph replay");
+  assertSameState(host, device, what); /* the saved call count is the device's, replays included */
   cudaGraphExecDestroy(exec); cudaGraphDestroy(graph);
   sparcclCommDestroy(host); sparcclCommDestroy(device);
   cudaFree(d); cudaFree(dout); cudaStreamDestroy(stream);
   free(h); free(out); free(back);
+}
+
+START_TEST(test_graph) {
+  size_t counts[] = {8192, 100, SIZE(30000, 9000)};
+  sparcclConfig_t c = config(sparcclRandK, sparcclFeedbackSCAM, sparcclFloat32, 1000);
+  c.restartEvery = 3;
+  graphRun(&c, counts, sparcclAvg, 0, 50, "graph replay");
 }
 END_TEST
 
@@ -540,9 +564,48 @@ START_TEST(test_importance) {
 END_TEST
 
 /* Restart policies (every N, ratio), the explicit restart and state scaling. */
-START_TEST(test_restarts) {
+/* `steps` calls on both comms, an explicit restart after call restartAt and a scaling by
+ * `factor` after call scaleAt, states compared after each; with restartOnLoss, a loss report
+ * after every call (a rise at the last restarts every key). */
+static void restartScaleRun(const sparcclConfig_t* c, int buffers, int steps, uint64_t seed,
+                            int restartAt, int scaleAt, float factor, const char* what) {
   size_t counts[] = {6000, 6000, 50};
   size_t count = 12050, bytes = count * 4;
+  sparcclComm_t host = hostComm(c), device = deviceCommWith(c, buffers);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  sparcclStats_t hs, ds;
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  sparcclRegisterLayout(host, h, 3, counts);
+  sparcclRegisterLayout(device, d, 3, counts);
+  for (int s = 0; s < steps; s++) {
+    stepBoth(host, device, h, out, d, d, back, count, seed + (uint64_t)s, what, s);
+    if (s == restartAt) {
+      ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
+      ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
+      assertSameState(host, device, "after sparcclRestart");
+    }
+    if (c->restartOnLoss) { /* the loss policy: a rise restarts every key */
+      double loss = s == steps - 1 ? 2.0 : 1.0 - 0.1 * s;
+      ck_assert_int_eq(sparcclReportLoss(host, loss), sparcclSuccess);
+      ck_assert_int_eq(sparcclReportLoss(device, loss), sparcclSuccess);
+    }
+    if (s == scaleAt) {
+      ck_assert_int_eq(sparcclScaleState(host, factor), sparcclSuccess);
+      ck_assert_int_eq(sparcclScaleState(device, factor), sparcclSuccess);
+      assertSameState(host, device, "after sparcclScaleState");
+    }
+  }
+  assertSameState(host, device, what);
+  sparcclCommGetStats(host, &hs);
+  sparcclCommGetStats(device, &ds);
+  ck_assert_uint_eq(hs.restarts, ds.restarts);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+
+START_TEST(test_restarts) {
+  size_t counts[] = {6000, 6000, 50};
   sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 64);
   c.restartRatio = 1.05;
   c.restartEvery = 4;
@@ -554,39 +617,10 @@ START_TEST(test_restarts) {
   c.restartLag = 2;
   compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
   c.restartOnLoss = 1;
-  for (int buffers = 1; buffers <= 2; buffers++) {
-    /* with two error buffers, the restart comes after an even number of calls and the
-     * scaling after an odd one: e in either buffer */
-    sparcclComm_t host = hostComm(&c), device = deviceCommWith(&c, buffers);
-    float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
-    float* d;
-    sparcclStats_t hs, ds;
-    CUDA_OK(cudaMalloc((void**)&d, bytes));
-    sparcclRegisterLayout(host, h, 3, counts);
-    sparcclRegisterLayout(device, d, 3, counts);
-    for (int s = 0; s < 4; s++) {
-      stepBoth(host, device, h, out, d, d, back, count, 95 + (uint64_t)s, "explicit restart", s);
-      if (s == 1) {
-        ck_assert_int_eq(sparcclRestart(host), sparcclSuccess);
-        ck_assert_int_eq(sparcclRestart(device), sparcclSuccess);
-        assertSameState(host, device, "after sparcclRestart");
-      }
-      /* the loss policy: a rise restarts every key */
-      ck_assert_int_eq(sparcclReportLoss(host, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
-      ck_assert_int_eq(sparcclReportLoss(device, s == 3 ? 2.0 : 1.0 - 0.1 * s), sparcclSuccess);
-      if (s == 2) {
-        ck_assert_int_eq(sparcclScaleState(host, 0.5f), sparcclSuccess);
-        ck_assert_int_eq(sparcclScaleState(device, 0.5f), sparcclSuccess);
-        assertSameState(host, device, "after sparcclScaleState");
-      }
-    }
-    assertSameState(host, device, "explicit restart");
-    sparcclCommGetStats(host, &hs);
-    sparcclCommGetStats(device, &ds);
-    ck_assert_uint_eq(hs.restarts, ds.restarts);
-    sparcclCommDestroy(host); sparcclCommDestroy(device);
-    cudaFree(d); free(h); free(out); free(back);
-  }
+  /* with two error buffers, the restart comes after an even number of calls and the
+   * scaling after an odd one: e in either buffer */
+  for (int buffers = 1; buffers <= 2; buffers++)
+    restartScaleRun(&c, buffers, 4, 95, 1, 2, 0.5f, "explicit restart");
 }
 END_TEST
 
@@ -612,12 +646,12 @@ static size_t countInState(sparcclComm_t comm, uint32_t bits) {
 /* Scaling a state that holds Inf (e, h and H overflowed by two scalings by 3e38) by 0: Inf * 0
  * is a NaN whose bits are the hardware's (x86 0xffc00000, a GPU 0x7fffffff); both comms
  * store the canonical one (0x7fc00000), so that their states match to the bit and hold no
- * other NaN.  _i 0: ef (e), _i 1: ef21 (h, H). */
+ * other NaN.  _i 0: ef (e), _i 1: ef21 (h, H), _i 2: dgc (e, u). */
 START_TEST(test_scale_nan) {
   size_t counts[] = {6000, 50};
   size_t count = 6050, bytes = count * 4;
-  sparcclConfig_t c = config(sparcclTopK, _i == 0 ? sparcclFeedbackEF : sparcclFeedbackEF21,
-                             sparcclFloat32, 64);
+  static const int feedback[] = {sparcclFeedbackEF, sparcclFeedbackEF21, sparcclFeedbackDGC};
+  sparcclConfig_t c = config(sparcclTopK, feedback[_i], sparcclFloat32, 64);
   sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
@@ -641,7 +675,9 @@ START_TEST(test_scale_nan) {
 }
 END_TEST
 
-/* Save on one comm, load into fresh ones: both continue identically.  _i = 1: SCAM's e,
+/* Save on one comm, load into fresh ones: both continue identically.  _i = 2: dgc with
+ * warm-up (u and the key's call count), saved in warm-up, which ends after the load.
+ * _i = 1: SCAM's e,
  * saved from the second error buffer (an odd number of calls) and loaded into a comm that
  * has run a call, in both buffer modes. */
 START_TEST(test_load) {
@@ -652,6 +688,10 @@ START_TEST(test_load) {
   const int steps = _i == 0 ? 2 : 3;
   if (_i == 1) c = config(sparcclTopK, sparcclFeedbackSCAM, sparcclFloat32, 64);
   c.importance = sparcclImportanceOnline;
+  if (_i == 2) { /* dgc's u and the call count: saved in warm-up, loaded, warm-up ends */
+    c = config(sparcclImpK, sparcclFeedbackDGC, sparcclFloat32, 64);
+    c.warmupSteps = 4;
+  }
   sparcclComm_t host = hostComm(&c), device = deviceCommWith(&c, 2);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
@@ -1191,27 +1231,32 @@ END_TEST
 
 /* The phase API on a device comm (SPEC 10): compress into a device block, the caller's
  * exchange (an MPI_Allgather through the host here), decompress: bitwise the host comm's
- * one call, outputs and state; a one-call on a key between its halves is refused. */
-START_TEST(test_phase) {
-  static const int methods[][2] = {{sparcclTopK, sparcclFeedbackSCAM}, {sparcclImpK, sparcclFeedbackEF21},
-                                   {sparcclRandK, sparcclFeedbackEF}, {sparcclImpKRandom, sparcclFeedbackNone}};
-  const int dtype = _i / 4 ? sparcclBfloat16 : sparcclFloat32;
+ * one call, outputs and state; a one-call on a key between its halves is refused.  With
+ * warm-up the first calls' blocks are whole vectors (their size asked before each call);
+ * the device's bytesSent is then the blocks it compressed, the host's one-calls its ring. */
+static void phaseRun(const sparcclConfig_t* c, int dtype, int steps, const char* what) {
   const size_t counts[] = {6000, 50, 5000}, count = 11050, bytes = count * sparccl_dtype_size(dtype);
-  sparcclConfig_t c = config(methods[_i % 4][0], methods[_i % 4][1], sparcclFloat32, 64);
-  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
-  void *h = malloc(bytes), *out = malloc(bytes), *back = malloc(bytes), *d, *dout, *dblock, *dblocks;
-  unsigned char *block, *blocks;
-  size_t blockBytes = 0;
+  sparcclComm_t host = hostComm(c), device = deviceComm(c);
+  void *h = malloc(bytes), *out = malloc(bytes), *back = malloc(bytes), *d, *dout, *dblock = NULL, *dblocks = NULL;
+  unsigned char *block = NULL, *blocks = NULL;
+  size_t blockBytes = 0, capacity = 0;
+  unsigned long long sent = 0;
+  sparcclStats_t stats;
   ck_assert_int_eq(sparcclRegisterLayoutTagged(host, 4, 3, counts), sparcclSuccess);
   ck_assert_int_eq(sparcclRegisterLayoutTagged(device, 4, 3, counts), sparcclSuccess);
-  ck_assert_int_eq(sparcclBlockBytesTagged(device, 4, &blockBytes), sparcclSuccess);
-  block = (unsigned char*)malloc(blockBytes);
-  blocks = (unsigned char*)malloc(blockBytes * (size_t)worldSize);
   CUDA_OK(cudaMalloc(&d, bytes));
   CUDA_OK(cudaMalloc(&dout, bytes));
-  CUDA_OK(cudaMalloc(&dblock, blockBytes));
-  CUDA_OK(cudaMalloc(&dblocks, blockBytes * (size_t)worldSize));
-  for (int s = 0; s < 4; s++) {
+  for (int s = 0; s < steps; s++) {
+    ck_assert_int_eq(sparcclBlockBytesTagged(device, 4, &blockBytes), sparcclSuccess);
+    if (blockBytes > capacity) {
+      free(block); free(blocks); cudaFree(dblock); cudaFree(dblocks);
+      capacity = blockBytes;
+      block = (unsigned char*)malloc(capacity);
+      blocks = (unsigned char*)malloc(capacity * (size_t)worldSize);
+      CUDA_OK(cudaMalloc(&dblock, capacity));
+      CUDA_OK(cudaMalloc(&dblocks, capacity * (size_t)worldSize));
+    }
+    sent += blockBytes;
     fill(h, count, dtype, 900 + (uint64_t)s * 13 + (uint64_t)worldRank, 0);
     CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
     ck_assert_int_eq(sparcclAllReduceTagged(h, out, count, dtype, sparcclAvg, 4, host, NULL), sparcclSuccess);
@@ -1226,13 +1271,155 @@ START_TEST(test_phase) {
     CUDA_OK(cudaMemcpy(dblocks, blocks, blockBytes * (size_t)worldSize, cudaMemcpyHostToDevice));
     ck_assert_int_eq(sparcclDecompressTagged(dblocks, dout, count, dtype, sparcclAvg, 4, device, NULL), sparcclSuccess);
     CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
-    assertSameOutput(back, out, bytes, sparccl_dtype_size(dtype), "phase API", s);
+    assertSameOutput(back, out, bytes, sparccl_dtype_size(dtype), what, s);
   }
-  assertSameState(host, device, "phase API");
+  assertSameStateOf(host, device, what, c->warmupSteps == 0);
+  ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
+  ck_assert_msg(stats.bytesSent == sent, "%s: the device sent %llu bytes, its blocks were %llu",
+                what, stats.bytesSent, sent);
   sparcclCommDestroy(host);
   sparcclCommDestroy(device);
   cudaFree(d); cudaFree(dout); cudaFree(dblock); cudaFree(dblocks);
   free(h); free(out); free(back); free(block); free(blocks);
+}
+
+START_TEST(test_phase) {
+  static const int methods[][2] = {{sparcclTopK, sparcclFeedbackSCAM}, {sparcclImpK, sparcclFeedbackEF21},
+                                   {sparcclRandK, sparcclFeedbackEF}, {sparcclImpKRandom, sparcclFeedbackNone}};
+  sparcclConfig_t c = config(methods[_i % 4][0], methods[_i % 4][1], sparcclFloat32, 64);
+  phaseRun(&c, _i / 4 ? sparcclBfloat16 : sparcclFloat32, 4, "phase API");
+}
+END_TEST
+
+/* The phase API in warm-up's dense calls and the compressed ones after (SPEC 9, 10), dgc
+ * among them. */
+START_TEST(test_phase_warmup) {
+  static const int methods[][2] = {{sparcclTopK, sparcclFeedbackDGC}, {sparcclImpK, sparcclFeedbackEF21},
+                                   {sparcclRandK, sparcclFeedbackEF}, {sparcclImpKSelect, sparcclFeedbackDGC}};
+  sparcclConfig_t c = config(methods[_i % 4][0], methods[_i % 4][1], sparcclFloat32, 64);
+  c.warmupSteps = 1 + (size_t)(_i % 2);
+  phaseRun(&c, _i / 4 ? sparcclBfloat16 : sparcclFloat32, 4, "phase API, warm-up");
+}
+END_TEST
+
+/* ------------------------------------------------------------ SPEC 9 on the device */
+
+/* Two sparse layers and two dense ones (which under dgc keep u and follow the skip rule). */
+static const size_t sec9Layout[] = {5000, 50, 4099, 3};
+
+/* dgc (momentum correction and factor masking) under every compressor x dtype x wire type. */
+START_TEST(test_dgc) {
+  int compressor = _i % 5, dtype = dtypes[(_i / 5) % 3], wire = dtypes[_i / 15];
+  char what[128];
+  sparcclConfig_t c = config(compressor, sparcclFeedbackDGC, wire, 64);
+  c.momentum = _i % 2 ? 0.9 : 0.5;
+  snprintf(what, sizeof(what), "dgc: %s, %s gradients, %s wire", names[compressor],
+           dtypeNames[(_i / 5) % 3], dtypeNames[_i / 15]);
+  compareRun(&c, 4, sec9Layout, dtype, _i % 2 ? sparcclAvg : sparcclSum, _i % 3 == 0, 3,
+             300 + (uint64_t)_i, 0, what);
+}
+END_TEST
+
+/* Warm-up: 0 to 4 dense calls, ending mid-run (6 calls), under every feedback, each with
+ * another compressor, dtype and op: the ring's bits, the state, the stats' bytes. */
+START_TEST(test_warmup) {
+  int feedback = _i % 5, compressor = (_i + _i / 5) % 5;
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, sparcclFloat32, 64);
+  c.warmupSteps = (size_t)(_i / 5);
+  snprintf(what, sizeof(what), "%zu warm-up calls: %s + %s, %s", c.warmupSteps, names[compressor],
+           feedbacks[feedback], dtypeNames[_i % 3]);
+  compareRun(&c, 4, sec9Layout, dtypes[_i % 3], _i % 2 ? sparcclAvg : sparcclSum, _i % 4 == 1, 6,
+             400 + (uint64_t)_i, 0, what);
+}
+END_TEST
+
+/* With several ranks: warm-up and dgc across the ring's shards. */
+START_TEST(test_ranks_warmup) {
+  static const int feedback[] = {sparcclFeedbackDGC, sparcclFeedbackEF21, sparcclFeedbackSCAM,
+                                 sparcclFeedbackDGC, sparcclFeedbackNone, sparcclFeedbackEF};
+  char what[128];
+  sparcclConfig_t c = config(_i % 5, feedback[_i], _i % 3 == 0 ? sparcclBfloat16 : sparcclFloat32, 64);
+  c.warmupSteps = (size_t)(_i % 4);
+  c.sharedRandomness = _i == 1;
+  snprintf(what, sizeof(what), "%d ranks, %zu warm-up calls: %s + %s", worldSize, c.warmupSteps,
+           names[_i % 5], feedbacks[feedback[_i]]);
+  compareRun(&c, 4, sec9Layout, dtypes[_i % 3], _i % 2 ? sparcclAvg : sparcclSum, _i % 2, 5,
+             600 + (uint64_t)_i, _i == 4 ? 2 : 0, what);
+}
+END_TEST
+
+/* The state around warm-up: restart policies counting dense calls' steps (_i 0), online
+ * importance, whose first step waits for a compressed call (_i 1), and an explicit restart
+ * during warm-up and a scaling after it under dgc (u reset and scaled like e, _i 2). */
+START_TEST(test_warmup_state) {
+  size_t counts[] = {6000, 6000, 50};
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackEF21, sparcclFloat32, 64);
+  if (_i == 0) {
+    c.restartRatio = 1.05;
+    c.restartEvery = 2;
+    c.warmupSteps = 3;
+    compareRun(&c, 3, counts, sparcclFloat32, sparcclSum, 0, 7, 700, 0, "warm-up and restart policies");
+    return;
+  }
+  if (_i == 1) {
+    c = config(sparcclImpK, sparcclFeedbackEF, sparcclFloat32, 64);
+    c.importance = sparcclImportanceOnline;
+    c.warmupSteps = 2;
+    compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 5, 710, 0, "warm-up and online importance");
+    return;
+  }
+  c = config(sparcclRandK, sparcclFeedbackDGC, sparcclFloat32, 64);
+  c.warmupSteps = 2;
+  for (int buffers = 1; buffers <= 2; buffers++)
+    restartScaleRun(&c, buffers, 5, 720, 0, 3, 0.25f, "dgc: restart in warm-up, scale after");
+}
+END_TEST
+
+/* NaN and Inf during warm-up (calls 0 and 1) and after (3 and 4), in a sparse layer and in
+ * the dense one: a layer with state is skipped on every rank (dgc's dense one too), a
+ * dense layer without state sums them; a skipped call still counts in the warm-up.
+ * _i: ef, ef21, dgc. */
+START_TEST(test_warmup_nonfinite) {
+  static const int feedback[] = {sparcclFeedbackEF, sparcclFeedbackEF21, sparcclFeedbackDGC};
+  size_t counts[] = {5000, 6000, 50};
+  size_t count = 11050, bytes = count * 4;
+  sparcclConfig_t c = config(_i == 2 ? sparcclImpK : sparcclTopK, feedback[_i], sparcclFloat32, 64);
+  c.warmupSteps = 2;
+  c.restartRatio = _i == 1 ? 1.5 : 0.0;
+  sparcclComm_t host = hostComm(&c), device = deviceComm(&c);
+  float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
+  float* d;
+  int last = worldSize - 1;
+  char what[64];
+  snprintf(what, sizeof(what), "non-finite around warm-up (%s)", feedbacks[feedback[_i]]);
+  CUDA_OK(cudaMalloc((void**)&d, bytes));
+  sparcclRegisterLayout(host, h, 3, counts);
+  sparcclRegisterLayout(device, d, 3, counts);
+  for (int s = 0; s < 6; s++) {
+    fill(h, count, sparcclFloat32, 800 + (uint64_t)s, 0);
+    if ((s == 0 || s == 3) && worldRank == last) h[7000] = NAN;
+    if ((s == 1 || s == 4) && worldRank == 0) h[11007] = s == 1 ? INFINITY : sparccl_bits_float(0xff800123u);
+    if (s == 4 && worldRank == last) h[10] = -INFINITY;
+    CUDA_OK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    ck_assert_int_eq(sparcclAllReduce(h, out, count, sparcclFloat32, sparcclSum, host, NULL), sparcclSuccess);
+    ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclSuccess);
+    CUDA_OK(cudaMemcpy(back, d, bytes, cudaMemcpyDeviceToHost));
+    assertSameOutput(back, out, bytes, 4, what, s);
+    ck_assert_uint_eq(sparccl_float_bits(back[7000]) == SPARCCL_CANONICAL_NAN_BITS, s == 0 || s == 3);
+  }
+  assertSameState(host, device, what);
+  sparcclCommDestroy(host); sparcclCommDestroy(device);
+  cudaFree(d); free(h); free(out); free(back);
+}
+END_TEST
+
+/* Warm-up's dense calls, then a graph of the key's compressed call (graphRun). */
+START_TEST(test_warmup_graph) {
+  size_t counts[] = {8192, 100, 9000};
+  sparcclConfig_t c = config(sparcclTopK, sparcclFeedbackDGC, sparcclFloat32, 1000);
+  c.warmupSteps = 2;
+  graphRun(&c, counts, sparcclSum, 2, 60, "warm-up, then a graph replay");
 }
 END_TEST
 
@@ -1253,7 +1440,43 @@ START_TEST(test_tampered_blocks) {
   refusedCallRun(&c, refuseByTamper, whats[_i / 2]);
 }
 END_TEST
+
+/* The same in warm-up's dense calls (SPEC 9), whose allgather carries the shard sums: a
+ * check of another call, a short exchange.  (A dense block has no indices: a changed sum
+ * is NCCL's to prevent.)  The warm-up outlasts the run, so the refused call, which the
+ * host side counts as made, changes no call's kind. */
+START_TEST(test_tampered_dense) {
+  static const char* whats[] = {"dense: a check of another call", "dense: a short exchange (stale slots)"};
+  sparcclConfig_t c = config(sparcclTopK, _i % 2 ? sparcclFeedbackDGC : sparcclFeedbackEF21,
+                             sparcclFloat32, 64);
+  c.warmupSteps = 10;
+  tamperMode = _i / 2 ? 3 : 1;
+  refusedCallRun(&c, refuseByTamper, whats[_i / 2]);
+}
+END_TEST
 #endif
+
+/* SPEC 9's tests (warm-up, dgc); alone: also the loops' SPEC 9 cases of other tests
+ * (EMU_TESTS_SUBSET=sec9). */
+static void addWarmupTests(TCase* tc, int alone) {
+  if (worldSize == 1) {
+    tcase_add_test(tc, test_warmup_graph);
+    tcase_add_loop_test(tc, test_dgc, 0, 45);
+    tcase_add_loop_test(tc, test_warmup, 0, 25);
+    tcase_add_loop_test(tc, test_warmup_state, 0, 3);
+    if (alone) {
+      tcase_add_loop_test(tc, test_scale_nan, 2, 3);
+      tcase_add_loop_test(tc, test_load, 2, 3);
+    }
+#ifdef CUDA_EMU
+    tcase_add_loop_test(tc, test_tampered_dense, 0, 4);
+#endif
+  } else {
+    tcase_add_loop_test(tc, test_ranks_warmup, 0, 6);
+  }
+  tcase_add_loop_test(tc, test_phase_warmup, 0, 8);
+  tcase_add_loop_test(tc, test_warmup_nonfinite, 0, 3);
+}
 
 static Suite* deviceSuite(void) {
 #ifdef CUDA_EMU
@@ -1265,6 +1488,11 @@ static Suite* deviceSuite(void) {
   tcase_set_timeout(tc, 600);
   const char* subset = getenv("EMU_TESTS_SUBSET");
   const int selectOnly = subset != NULL && strcmp(subset, "select") == 0;
+  if (subset != NULL && strcmp(subset, "sec9") == 0) {
+    addWarmupTests(tc, 1);
+    suite_add_tcase(s, tc);
+    return s;
+  }
   if (selectOnly || worldSize == 1) {
     /* the selection and compaction kernels: every compressor x feedback, every radix pass */
     tcase_add_loop_test(tc, test_methods, 0, 20);
@@ -1279,8 +1507,8 @@ static Suite* deviceSuite(void) {
       tcase_add_test(tc, test_graph);
       tcase_add_loop_test(tc, test_importance, 0, 6);
       tcase_add_test(tc, test_restarts);
-      tcase_add_loop_test(tc, test_scale_nan, 0, 2);
-      tcase_add_loop_test(tc, test_load, 0, 2);
+      tcase_add_loop_test(tc, test_scale_nan, 0, 3);
+      tcase_add_loop_test(tc, test_load, 0, 3);
       tcase_add_test(tc, test_errors);
 #ifdef CUDA_EMU
       tcase_add_loop_test(tc, test_tampered_blocks, 0, 6);
@@ -1308,6 +1536,7 @@ static Suite* deviceSuite(void) {
     }
     tcase_add_loop_test(tc, test_nonfinite, 0, 2);
     tcase_add_loop_test(tc, test_phase, 0, 8);
+    addWarmupTests(tc, 0);
   }
   suite_add_tcase(s, tc);
   return s;
