@@ -3,9 +3,11 @@
     SPARCCL_LIB=build/lib/libsparccl_cuda.so SPARCCL_DEBUG=INFO python3 examples/pytorch/ddp_smoke.py
 
 Run by tools/gpu_preload_check.sh on a GPU machine.  World size 1 (one GPU): the sparccl
-average of a bucket is then its own compressed gradient, so after each step every layer of
-every bucket holds about density * d nonzeros (TopK + EF) -- the check here -- and DDP
-rebuilds its buckets after the first step, which the hook reports ("changed its layout").
+average of a bucket is then its own compressed gradient, so after each step every layer
+holds about density * d nonzeros (TopK + EF) -- the check here.  DDP rebuilds its buckets
+after the first step; the hook's keys are per parameter, so nothing changes for sparccl.
+The path it exercises: a device comm, the phase API on the current stream around torch's
+own NCCL all_gather (python/sparccl/hook.py).
 Prints one line per step and the comm's counters; exits 1 if the hook did not run.
 """
 import os

@@ -1,5 +1,5 @@
 """check_ctypes_layout.py CONFIG_LAYOUT_OUTPUT: the ctypes mirror of sparccl.h
-(examples/pytorch/sparccl_ctypes.py) against the C compiler's view (config_layout.c).
+(python/sparccl/bindings.py) against the C compiler's view (config_layout.c).
 
 Every field of sparcclConfig_t and sparcclStats_t: same name, order, offset and size; the
 structs' sizes; SPARCCL_CONFIG_INITIALIZER's sentinels equal to config_initializer()'s
@@ -11,10 +11,10 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "pytorch"))
-import sparccl_ctypes as sc  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+import sparccl.bindings as sc  # noqa: E402
 
-assert "torch" not in sys.modules, "sparccl_ctypes must not import torch"
+assert "torch" not in sys.modules, "sparccl and sparccl.bindings must not import torch"
 
 fields = {"config": [], "stats": []}
 sizes, consts = {}, {}

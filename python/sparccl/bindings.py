@@ -1,13 +1,19 @@
-"""ctypes bindings of the sparccl device API (include/sparccl.h, include/sparccl_nccl.h).
+"""ctypes bindings of libsparccl (include/sparccl.h, include/sparccl_nccl.h).
 
-Importable without torch: the DDP hook (sparccl_hook.py) builds on it, and the CI test
+Importable without torch: the DDP hook (sparccl/hook.py) builds on it, and the CI test
 (tests/nccl_preload/check_ctypes_layout.py) checks SparcclConfig's layout against the C
 struct without a GPU.
 
-    lib = load_library()                       # build/lib/libsparccl_cuda.so, or $SPARCCL_LIB
+    lib = load_library(device=False)           # libsparccl.so: host comms (callback, MPI)
     cfg = SparcclOptions(density=0.01).to_struct()
+    comm = lib.comm_init_callback(world, rank, allgather, cfg)   # allgather: ALLGATHER_FN
+
+    lib = load_library(device=True)            # libsparccl_cuda.so: device comms too
     uid = lib.get_unique_id()                  # 128 bytes, on one rank; broadcast them
     comm = lib.comm_init_rank(world, uid, rank, cfg)
+
+Where the library comes from (default_library_path): $SPARCCL_LIB, else the copy installed
+beside this module by `pip install`, else build/lib of the repository this file lies in.
 """
 
 import ctypes
@@ -198,16 +204,36 @@ class SparcclError(RuntimeError):
         self.code = code
 
 
-def default_library_path() -> str:
-    """$SPARCCL_LIB, else build/lib/libsparccl_cuda.so of this repository."""
+HOST_LIBRARY, DEVICE_LIBRARY = "libsparccl.so", "libsparccl_cuda.so"
+
+
+def library_candidates(device: bool = False):
+    """Where the library is looked for, in order (the first that exists is taken).
+
+    device=True needs libsparccl_cuda.so (device comms); device=False takes libsparccl.so,
+    else libsparccl_cuda.so (it serves host comms too).
+    """
+    names = [DEVICE_LIBRARY] if device else [HOST_LIBRARY, DEVICE_LIBRARY]
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo_build = os.path.join(os.path.dirname(os.path.dirname(here)), "build", "lib")
+    return [os.path.join(d, n) for d in (here, repo_build) for n in names]
+
+
+def default_library_path(device: bool = False) -> str:
+    """$SPARCCL_LIB, else the package's own copy, else the repository's build/lib."""
     env = os.environ.get("SPARCCL_LIB")
     if env:
         return env
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(root, "build", "lib", "libsparccl_cuda.so")
+    candidates = library_candidates(device)
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    return candidates[0]
 
 
 _P = ctypes.c_void_p
+# sparcclAllgatherFn_t: int allgather(const void* send, void* recv, size_t bytes, void* user)
+ALLGATHER_FN = ctypes.CFUNCTYPE(ctypes.c_int, _P, _P, ctypes.c_size_t, _P)
 _SIGNATURES = {
     "sparcclGetErrorString": (ctypes.c_char_p, [ctypes.c_int]),
     "sparcclGetVersion": (ctypes.c_int, [ctypes.POINTER(ctypes.c_int)]),
@@ -222,19 +248,32 @@ _SIGNATURES = {
     "sparcclReleaseTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong]),
     "sparcclCommGetStats": (ctypes.c_int, [_P, ctypes.POINTER(SparcclStats)]),
     "sparcclCommDestroy": (ctypes.c_int, [_P]),
+    "sparcclCommInitCallback": (ctypes.c_int, [ctypes.POINTER(_P), ctypes.c_int, ctypes.c_int,
+                                               ALLGATHER_FN, _P, ctypes.POINTER(SparcclConfig)]),
+    "sparcclBlockBytesTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong,
+                                               ctypes.POINTER(ctypes.c_size_t)]),
+    "sparcclCompressTagged": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_int,
+                                             ctypes.c_ulonglong, _P, _P, _P]),
+    "sparcclDecompressTagged": (ctypes.c_int, [_P, _P, ctypes.c_size_t, ctypes.c_int,
+                                               ctypes.c_int, ctypes.c_ulonglong, _P, _P]),
+    "sparcclAbandonTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong]),
+    "sparcclSaveState": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sparcclLoadState": (ctypes.c_int, [_P, ctypes.c_char_p]),
 }
+
 
 
 class SparcclLibrary:
     """The library's functions with their C signatures, raising SparcclError on failure."""
 
-    def __init__(self, path: Optional[str] = None):
-        self.path = path or default_library_path()
+    def __init__(self, path: Optional[str] = None, device: bool = False):
+        self.path = path or default_library_path(device)
         try:
             self.lib = ctypes.CDLL(self.path)
         except OSError as e:
-            raise OSError("cannot load sparccl from %s (build it with `make cuda`, or set "
-                          "SPARCCL_LIB): %s" % (self.path, e))
+            raise OSError("cannot load sparccl from %s (build it with `make %s` in the "
+                          "repository, or set SPARCCL_LIB): %s"
+                          % (self.path, "cuda" if device else "lib", e))
         for name, (restype, argtypes) in _SIGNATURES.items():
             fn = getattr(self.lib, name)
             fn.restype = restype
@@ -270,6 +309,15 @@ class SparcclLibrary:
                    "sparcclCommInitRank")
         return comm.value
 
+    def comm_init_callback(self, nranks: int, rank: int, allgather, config=None) -> int:
+        """A host comm whose exchanges are allgather (an ALLGATHER_FN; keep it alive)."""
+        comm = _P()
+        cfg = ctypes.byref(config) if config is not None else None
+        self.check(self.lib.sparcclCommInitCallback(ctypes.byref(comm), nranks, rank,
+                                                    allgather, None, cfg),
+                   "sparcclCommInitCallback")
+        return comm.value
+
     def comm_get_config(self, comm: int) -> SparcclConfig:
         cfg = config_initializer()
         self.check(self.lib.sparcclCommGetConfig(comm, ctypes.byref(cfg)), "sparcclCommGetConfig")
@@ -286,6 +334,31 @@ class SparcclLibrary:
                                                    stream or None),
                    "sparcclAllReduceTagged")
 
+    def block_bytes_tagged(self, comm: int, tag: int) -> int:
+        n = ctypes.c_size_t()
+        self.check(self.lib.sparcclBlockBytesTagged(comm, tag, ctypes.byref(n)),
+                   "sparcclBlockBytesTagged")
+        return n.value
+
+    def compress_tagged(self, send: int, count: int, dtype: int, tag: int, comm: int,
+                        block: int, stream: int) -> None:
+        self.check(self.lib.sparcclCompressTagged(send, count, dtype, tag, comm, block,
+                                                  stream or None), "sparcclCompressTagged")
+
+    def decompress_tagged(self, blocks: int, recv: int, count: int, dtype: int, op: int,
+                          tag: int, comm: int, stream: int) -> None:
+        self.check(self.lib.sparcclDecompressTagged(blocks, recv, count, dtype, op, tag, comm,
+                                                    stream or None), "sparcclDecompressTagged")
+
+    def abandon_tagged(self, comm: int, tag: int) -> None:
+        self.check(self.lib.sparcclAbandonTagged(comm, tag), "sparcclAbandonTagged")
+
+    def save_state(self, comm: int, path: str) -> None:
+        self.check(self.lib.sparcclSaveState(comm, os.fsencode(path)), "sparcclSaveState")
+
+    def load_state(self, comm: int, path: str) -> None:
+        self.check(self.lib.sparcclLoadState(comm, os.fsencode(path)), "sparcclLoadState")
+
     def release_tagged(self, comm: int, tag: int) -> None:
         self.check(self.lib.sparcclReleaseTagged(comm, tag), "sparcclReleaseTagged")
 
@@ -298,5 +371,5 @@ class SparcclLibrary:
         self.check(self.lib.sparcclCommDestroy(comm), "sparcclCommDestroy")
 
 
-def load_library(path: Optional[str] = None) -> SparcclLibrary:
-    return SparcclLibrary(path)
+def load_library(path: Optional[str] = None, device: bool = False) -> SparcclLibrary:
+    return SparcclLibrary(path, device)
