@@ -63,6 +63,21 @@ typedef struct {
   size_t chunk, stride, flagsAt, chunkStride;
 } DenseSums;
 
+/* Elements [offset, offset + count) of the buffer between a layer's contiguous floats and
+ * the ring's shards (shard r: elements [r chunk, (r + 1) chunk), at shards + r stride). */
+static void shardCopy(uint8_t* shards, size_t stride, size_t chunk, size_t offset, size_t count,
+                      float* layer, int toShards) {
+  size_t at = offset, end = offset + count;
+  while (at < end) {
+    size_t shard = at / chunk, within = at - shard * chunk;
+    size_t n = chunk - within < end - at ? chunk - within : end - at;
+    uint8_t* s = shards + shard * stride + within * sizeof(float);
+    if (toShards) memcpy(s, layer + (at - offset), n * sizeof(float));
+    else memcpy(layer + (at - offset), s, n * sizeof(float));
+    at += n;
+  }
+}
+
 static uint32_t layerSkipped(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l) {
   uint32_t skip = 0;
   int r;
@@ -79,14 +94,7 @@ static void layerSums(sparcclComm_t comm, const DenseSums* d, const sparcclLayer
   size_t i;
   int r;
   if (d->ring) {
-    size_t at = l->offset, end = l->offset + l->count;
-    while (at < end) {
-      size_t shard = at / d->chunk, within = at - shard * d->chunk;
-      size_t n = d->chunk - within < end - at ? d->chunk - within : end - at;
-      memcpy(sum + (at - l->offset), d->blocks + shard * d->stride + within * sizeof(float),
-             n * sizeof(float));
-      at += n;
-    }
+    shardCopy((uint8_t*)d->blocks, d->stride, d->chunk, l->offset, l->count, sum, 0);
     return;
   }
   for (i = 0; i < l->count; i++) sum[i] = 0.0f;
@@ -166,16 +174,9 @@ static void packChunks(sparcclComm_t comm, const sparcclLayerSet_t* set, const R
   memset(chunks, 0, n * ring->scatterBytes);
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
-    size_t at = l->offset, end = l->offset + l->count;
     int nonfinite = sparcclDenseInput(comm, l, send, dtype, comm->accumulator);
     if (l->flagged) flags[l->flagPos] = (uint32_t)nonfinite;
-    while (at < end) {
-      size_t shard = at / ring->chunk, within = at - shard * ring->chunk;
-      size_t m = ring->chunk - within < end - at ? ring->chunk - within : end - at;
-      memcpy(chunks + shard * ring->scatterBytes + within * sizeof(float),
-             comm->accumulator + (at - l->offset), m * sizeof(float));
-      at += m;
-    }
+    shardCopy(chunks, ring->scatterBytes, ring->chunk, l->offset, l->count, comm->accumulator, 1);
   }
   for (q = 0; q < n; q++) {
     uint8_t* c = chunks + q * ring->scatterBytes + ring->chunk * sizeof(float);
