@@ -6,8 +6,9 @@
 Reads OUT_DIR/<label>.csv (fmnist_train --csv rows), writes OUT_DIR/summary.csv (per
 setting: seeds, final test accuracy mean, sample standard deviation, min and max, the gap
 to the "dense" setting, bytes sent per rank in the whole run, warm-up included, and that
-against dense; in --order's order, the rest by accuracy) and OUT_DIR/accuracy.png (test accuracy per epoch, mean over seeds, the
-band one standard deviation either side).
+against dense; in --order's order, the rest by accuracy), OUT_DIR/accuracy.png (test
+accuracy per epoch, mean over seeds, the band one standard deviation either side) and
+OUT_DIR/accuracy_vs_bytes.png (final accuracy against the whole run's bytes).
 """
 import csv
 import glob
@@ -112,6 +113,26 @@ def main():
     fig.tight_layout()
     fig.savefig(os.path.join(out, "accuracy.png"), dpi=110)
     print("plot: %s" % os.path.join(out, "accuracy.png"))
+    bytes_plot(plt, out, rows)
+
+
+def bytes_plot(plt, out, rows):
+    """Final accuracy against the whole run's bytes: the curve for picking a warm-up."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        x, y = float(r["MB_sent_per_rank"]), float(r["test_acc_mean"])
+        ax.errorbar([x], [y], yerr=[float(r["test_acc_std"])], fmt="o", capsize=3,
+                    color="black" if r["setting"] == "dense" else None)
+        ax.annotate("%s (%d)" % (r["setting"], r["seeds"]), (x, y), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("MB sent per rank in the whole run (warm-up included; log scale)")
+    ax.set_ylabel("final test accuracy (mean, bar: one standard deviation)")
+    ax.set_title(os.path.basename(os.path.normpath(out)) + ": accuracy against bytes")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "accuracy_vs_bytes.png"), dpi=110)
+    print("plot: %s" % os.path.join(out, "accuracy_vs_bytes.png"))
 
 
 if __name__ == "__main__":

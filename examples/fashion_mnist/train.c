@@ -52,8 +52,9 @@ static int rank_ = 0, nranks_ = 1;
 
 /* The recommended setting, chosen from the measurements in docs/RESULTS.md. */
 #define RECOMMENDED_METHOD "dgc-topk"
-#define RECOMMENDED_WARMUP_EPOCHS 0.0
-#define RECOMMENDED_TEXT "--method dgc-topk --optimizer sgd (lr 0.05, momentum 0.9)"
+#define RECOMMENDED_WARMUP_EPOCHS 0.25
+#define RECOMMENDED_TEXT \
+  "--method dgc-topk --optimizer sgd --warmup-epochs 0.25 (lr 0.05, momentum 0.9)"
 
 static void recommended(opts_t* o) {
   o->method = RECOMMENDED_METHOD;
