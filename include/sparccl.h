@@ -224,9 +224,9 @@ sparcclResult_t sparcclAbandonTagged(sparcclComm_t comm, unsigned long long tag)
  * rank's `bytes` from `send`, gathered in rank order into `recv` (nranks * bytes); 0 on
  * success, and the same return on every rank.  Collective, like every call on the comm.
  * A failing allgather fails the call with sparcclRemoteError and leaves the state as it
- * was.  Ranks whose calls disagree are refused by each block's call check (SPEC 4); unlike
- * the MPI transport this one does not agree sizes first, so an allgather that cannot take
- * blocks of different sizes on different ranks must refuse them itself (return nonzero). */
+ * was.  As on MPI, every exchange first agrees its size (an 8-byte allgather through the
+ * callback), so ranks whose calls disagree are refused on every rank before the callback
+ * sees blocks of different sizes; the rest is each block's call check (SPEC 4). */
 typedef int (*sparcclAllgatherFn_t)(const void* send, void* recv, size_t bytes, void* user);
 sparcclResult_t sparcclCommInitCallback(sparcclComm_t* comm, int nranks, int rank,
                                         sparcclAllgatherFn_t allgather, void* user,

@@ -9,15 +9,22 @@ typedef struct {
   void* user;
 } CallbackTransport;
 
-static sparcclResult_t callbackAllgather(sparcclTransport_t* self, const void* send, void* recv,
-                                         size_t bytes) {
-  CallbackTransport* t = (CallbackTransport*)self->impl;
+static sparcclResult_t rawAllgather(void* ctx, const void* send, void* recv, size_t bytes) {
+  CallbackTransport* t = (CallbackTransport*)ctx;
   int rc = t->allgather(send, recv, bytes, t->user);
   if (rc != 0) {
     WARN("the caller's allgather of %zu bytes returned %d; state unchanged", bytes, rc);
     return sparcclRemoteError;
   }
   return sparcclSuccess;
+}
+
+/* As on MPI, every exchange agrees its size first, so the caller's allgather never sees
+ * ranks that disagree on it. */
+static sparcclResult_t callbackAllgather(sparcclTransport_t* self, const void* send, void* recv,
+                                         size_t bytes) {
+  SPARCCLCHECK(sparcclAgreeSize(self->nranks, bytes, 0, rawAllgather, self->impl));
+  return rawAllgather(self->impl, send, recv, bytes);
 }
 
 static void callbackDestroy(sparcclTransport_t* self) {

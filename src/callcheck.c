@@ -116,3 +116,24 @@ sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
                                    sparcclResult_t remote, const char* caller, const char* what) {
   return sparcclTransportAgree(comm->transport, mine, remote, caller, what);
 }
+
+sparcclResult_t sparcclAgreeSize(int nranks, size_t bytes, int alltoall, sparcclRawGather_t gather,
+                                 void* ctx) {
+  /* the collective is part of what is agreed: an alltoall never meets an allgather */
+  uint64_t mine = (uint64_t)bytes | ((uint64_t)(alltoall != 0) << 63), few[64], *all;
+  sparcclResult_t res;
+  int r;
+  all = nranks <= 64 ? few : (uint64_t*)malloc(sizeof(uint64_t) * (size_t)nranks);
+  if (all == NULL) return sparcclSystemError;
+  res = gather(ctx, &mine, all, sizeof(mine));
+  for (r = 0; res == sparcclSuccess && r < nranks; r++)
+    if (all[r] != mine) {
+      WARN("exchange refused: rank %d exchanges %llu bytes%s, this rank %llu%s (the ranks' calls "
+           "disagree: another key, layout or call)", r,
+           (unsigned long long)(all[r] & ~(1ull << 63)), all[r] >> 63 ? " by alltoall" : "",
+           (unsigned long long)bytes, alltoall ? " by alltoall" : "");
+      res = sparcclInvalidUsage;
+    }
+  if (all != few) free(all);
+  return res;
+}

@@ -289,6 +289,12 @@ sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
 sparcclResult_t sparcclTransportAgree(sparcclTransport_t* transport, sparcclResult_t mine,
                                      sparcclResult_t remote, const char* caller,
                                      const char* what);
+/* Every exchange of a transport first agrees its size (SPEC 4): an 8-byte `gather` of
+ * (bytes, collective) on every rank, a mismatch refused on every rank before data moves. */
+typedef sparcclResult_t (*sparcclRawGather_t)(void* ctx, const void* send, void* recv,
+                                              size_t bytes);
+sparcclResult_t sparcclAgreeSize(int nranks, size_t bytes, int alltoall, sparcclRawGather_t gather,
+                                 void* ctx);
 
 /* allreduce.c: the two halves of a call around its exchange (also the phase API's).
  * FindOrCreateKey: the key's set, created (collectively) on its first call.  CompressBlock:

@@ -22,28 +22,12 @@ static sparcclResult_t mpiError(int rc, const char* what) {
 }
 
 /* Ranks whose calls disagree may enter exchanges of different sizes (a live key's block
- * against a new key's layout fingerprint).  MPI_Allgather does not survive that: with three
- * ranks or more its messages cross and it hangs.  So every exchange first agrees its size
- * in an 8-byte allgather, and a mismatch is refused on every rank before any data moves. */
-static sparcclResult_t agreeSize(MpiTransport* t, int nranks, size_t bytes, int alltoall) {
-  /* the collective is part of what is agreed: an alltoall never meets an allgather */
-  uint64_t mine = (uint64_t)bytes | ((uint64_t)alltoall << 63), few[64], *all;
-  int rc, r;
-  sparcclResult_t res = sparcclSuccess;
-  all = nranks <= 64 ? few : (uint64_t*)malloc(sizeof(uint64_t) * (size_t)nranks);
-  if (all == NULL) return sparcclSystemError;
-  rc = PMPI_Allgather(&mine, 8, MPI_BYTE, all, 8, MPI_BYTE, t->comm);
-  if (rc != MPI_SUCCESS) res = mpiError(rc, "MPI_Allgather (size)");
-  for (r = 0; res == sparcclSuccess && r < nranks; r++)
-    if (all[r] != mine) {
-      WARN("exchange refused: rank %d exchanges %llu bytes%s, this rank %llu%s (the ranks' calls "
-           "disagree: another key, layout or call)", r,
-           (unsigned long long)(all[r] & ~(1ull << 63)), all[r] >> 63 ? " by alltoall" : "",
-           (unsigned long long)bytes, alltoall ? " by alltoall" : "");
-      res = sparcclInvalidUsage;
-    }
-  if (all != few) free(all);
-  return res;
+ * against a new key's layout fingerprint), and MPI_Allgather does not survive that (with
+ * three ranks or more it hangs): every exchange agrees its size first (sparcclAgreeSize). */
+static sparcclResult_t sizeGather(void* ctx, const void* send, void* recv, size_t bytes) {
+  int rc = PMPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
+                          ((MpiTransport*)ctx)->comm);
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Allgather (size)");
 }
 
 /* MPI_Allgather or MPI_Alltoall of `bytes` per rank, after the size agreement.  Blocks and
@@ -55,7 +39,7 @@ static sparcclResult_t mpiExchange(sparcclTransport_t* self, const void* send, v
   MPI_Datatype unit = MPI_BYTE;
   size_t count = bytes;
   int rc;
-  SPARCCLCHECK(agreeSize(t, self->nranks, bytes, alltoall));
+  SPARCCLCHECK(sparcclAgreeSize(self->nranks, bytes, alltoall, sizeGather, t));
   if (bytes > (size_t)INT_MAX) {
     if (bytes % 16 != 0 || bytes / 16 > (size_t)INT_MAX) {
       WARN("%s: a block of %zu bytes is too large", what, bytes);

@@ -16,6 +16,7 @@ typedef struct {
   unsigned char* slots;   /* nranks x cap */
   size_t cap, bytes[MAX_RANKS];
   int bigExchanges;       /* exchanges of more than 64 bytes so far (the calls' blocks) */
+  int mismatches;         /* exchanges the ranks entered with different sizes (never, SPEC 4) */
   int failAt;             /* this big exchange fails on every rank (FAIL_NONE: none) */
 } fabric_t;
 
@@ -27,6 +28,7 @@ typedef struct {
   float out[STEPS][COUNT];
   sparcclResult_t results[STEPS];
   sparcclResult_t init;
+  int disagreeAt;         /* at this step the odd ranks call a new key (tag 6), the rest tag 5 */
 } rank_t;
 
 static int fabricAllgather(const void* send, void* recv, size_t bytes, void* user) {
@@ -38,6 +40,7 @@ static int fabricAllgather(const void* send, void* recv, size_t bytes, void* use
   f->bytes[me->rank] = bytes;
   pthread_barrier_wait(&f->barrier);
   for (r = 0; r < f->nranks; r++) same &= f->bytes[r] == bytes;
+  if (!same && me->rank == 0) f->mismatches++;
   for (r = 0; same && r < f->nranks; r++)
     memcpy((unsigned char*)recv + (size_t)r * bytes, f->slots + (size_t)r * f->cap, bytes);
   fail = bytes > 64 && f->bigExchanges == f->failAt;
@@ -56,8 +59,9 @@ static void* runRank(void* arg) {
   if (me->init != sparcclSuccess) return NULL;
   for (s = 0; s < STEPS; s++) {
     memset(me->out[s], 0, sizeof(me->out[s]));
+    const unsigned long long tag = s == me->disagreeAt && me->rank % 2 ? 6 : 5;
     me->results[s] = sparcclAllReduceTagged(me->grads[s], me->out[s], COUNT, sparcclFloat32,
-                                            sparcclSum, 5, comm, NULL);
+                                            sparcclSum, tag, comm, NULL);
   }
   sparcclCommDestroy(comm);
   return NULL;
@@ -70,9 +74,12 @@ static const int kMethods[][3] = {{sparcclTopK, sparcclFeedbackEF, 0}, {sparcclR
 enum { NMETHODS = sizeof(kMethods) / sizeof(kMethods[0]) };
 
 /* _i: method (_i % NMETHODS), ranks (1 + _i / NMETHODS % 4), a failing exchange at call 2
- * (_i >= 4 * NMETHODS). */
+ * (4 * NMETHODS <= _i < 8 * NMETHODS), or at call 2 the odd ranks on a new key while the
+ * others call the live one (_i >= 8 * NMETHODS, 2 to 4 ranks): refused on every rank by
+ * the size agreement, the callback never entered with different sizes. */
 START_TEST(test_callback_ranks) {
-  const int method = _i % NMETHODS, nranks = 1 + (_i / NMETHODS) % 4;
+  const int method = _i % NMETHODS, disagree = _i >= 8 * NMETHODS;
+  const int nranks = disagree ? 2 + (_i / NMETHODS) % 3 : 1 + (_i / NMETHODS) % 4;
   const int failAt = _i >= 4 * NMETHODS ? 2 : FAIL_NONE;
   static rank_t ranks[MAX_RANKS];
   pthread_t threads[MAX_RANKS];
@@ -84,7 +91,7 @@ START_TEST(test_callback_ranks) {
   memset(&fabric, 0, sizeof(fabric));
   fabric.nranks = nranks;
   fabric.cap = 16 * COUNT;
-  fabric.failAt = failAt;
+  fabric.failAt = disagree ? FAIL_NONE : failAt;
   fabric.slots = (unsigned char*)calloc((size_t)nranks, fabric.cap);
   ck_assert(fabric.slots != NULL);
   pthread_barrier_init(&fabric.barrier, NULL, (unsigned)nranks);
@@ -97,12 +104,14 @@ START_TEST(test_callback_ranks) {
     ranks[r].config.importance = sparcclImportanceNone;
     ranks[r].config.wireType = sparcclFloat32;
     ranks[r].config.warmupSteps = (size_t)kMethods[method][2];
+    ranks[r].disagreeAt = disagree ? failAt : FAIL_NONE;
     for (s = 0; s < STEPS; s++) test_fill_normal(ranks[r].grads[s], COUNT, 3000u + 17u * (uint64_t)s + (uint64_t)r);
   }
   for (r = 0; r < nranks; r++) ck_assert_int_eq(pthread_create(&threads[r], NULL, runRank, &ranks[r]), 0);
   for (r = 0; r < nranks; r++) pthread_join(threads[r], NULL);
   pthread_barrier_destroy(&fabric.barrier);
   free(fabric.slots);
+  ck_assert_int_eq(fabric.mismatches, 0);
 
   memset(&rc, 0, sizeof(rc));
   rc.compressor = kMethods[method][0];
@@ -121,7 +130,9 @@ START_TEST(test_callback_ranks) {
     const int failed = s == failAt;
     for (r = 0; r < nranks; r++) {
       ck_assert_int_eq(ranks[r].init, sparcclSuccess);
-      ck_assert_msg(ranks[r].results[s] == (failed ? sparcclRemoteError : sparcclSuccess),
+      const sparcclResult_t expect = !failed ? sparcclSuccess
+                                     : disagree ? sparcclInvalidUsage : sparcclRemoteError;
+      ck_assert_msg(ranks[r].results[s] == expect,
                     "rank %d step %d: %d", r, s, ranks[r].results[s]);
       grads[r] = ranks[r].grads[s];
     }
@@ -163,7 +174,7 @@ END_TEST
 Suite* make_callback_suite(void) {
   Suite* s = suite_create("callback");
   TCase* tc = tcase_create("threads as ranks");
-  tcase_add_loop_test(tc, test_callback_ranks, 0, 8 * NMETHODS);
+  tcase_add_loop_test(tc, test_callback_ranks, 0, 11 * NMETHODS);
   tcase_add_test(tc, test_callback_arguments);
   suite_add_tcase(s, tc);
   return s;
