@@ -30,9 +30,11 @@ $(BUILD)/bin/fmnist_train: $(FMNIST_DIR)/train.c $(FMNIST_DIR)/mlp.c $(FMNIST_DI
 	  $(FMNIST_LIBS) $(LDLIBS)
 
 $(BUILD)/bin/fmnist_tests: $(FMNIST_DIR)/test_example.c $(FMNIST_DIR)/mlp.c $(FMNIST_DIR)/idx.c \
-                           $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a | $(BUILD)/bin
-	$(CC) $(CFLAGS) -I$(FMNIST_DIR) -o $@ $(FMNIST_DIR)/test_example.c $(FMNIST_DIR)/mlp.c \
-	  $(FMNIST_DIR)/idx.c $(BUILD)/lib/libsparccl.a $(FMNIST_LIBS) $(LDLIBS)
+                           $(EXAMPLE_SRC) $(EXAMPLE_HDR) $(FMNIST_HDR) $(BUILD)/lib/libsparccl.a \
+                           | $(BUILD)/bin
+	$(CC) $(CFLAGS) -I$(FMNIST_DIR) $(EXAMPLE_CFLAGS) -o $@ $(FMNIST_DIR)/test_example.c \
+	  $(FMNIST_DIR)/mlp.c $(FMNIST_DIR)/idx.c $(EXAMPLE_SRC) $(BUILD)/lib/libsparccl.a \
+	  $(FMNIST_LIBS) $(LDLIBS)
 
 # Gradient check, tiny sparccl runs (1 and 2 ranks), IDX loader; then the real trainer:
 # refusing a truncated dataset file, and a few seconds on a Fashion-MNIST subset whose

@@ -27,13 +27,6 @@ static sparcclComm_t make(MPI_Comm world, const sparcclConfig_t* config) {
 sparcclComm_t test_comm_self(const sparcclConfig_t* config) { return make(MPI_COMM_SELF, config); }
 sparcclComm_t test_comm_world(const sparcclConfig_t* config) { return make(MPI_COMM_WORLD, config); }
 
-uint64_t test_random_u64(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 float test_random_normal(uint64_t* s) {
   /* sum of 4 uniforms, centred and scaled: enough for test inputs */
   double sum = 0.0;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include "sparccl.h"
 #include "sparccl_mpi.h"
+#include "test_rng.h"
 
 /* A config from the initializer with the main fields set (others: env, then defaults). */
 sparcclConfig_t test_config(int compressor, int feedback, double density, size_t minSparse);
@@ -15,8 +16,7 @@ sparcclConfig_t test_config(int compressor, int feedback, double density, size_t
 sparcclComm_t test_comm_self(const sparcclConfig_t* config);
 sparcclComm_t test_comm_world(const sparcclConfig_t* config);
 
-/* Deterministic random numbers for test inputs (splitmix64). */
-uint64_t test_random_u64(uint64_t* state);
+/* Deterministic random numbers for test inputs (test_random_u64: test_rng.h). */
 float test_random_normal(uint64_t* state); /* roughly N(0, 1) */
 void test_fill_normal(float* x, size_t n, uint64_t seed);
 

@@ -1,5 +1,6 @@
 /* MLP forward/backward (see mlp.h). */
 #include "mlp.h"
+#include "example_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -53,13 +54,6 @@ size_t mlpLayout(const mlp_t* m, size_t* counts) {
   return (size_t)(2 * m->nl);
 }
 
-static uint64_t splitmix64(uint64_t* s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
 void mlpInitParams(const mlp_t* m, float* params, unsigned long long seed) {
   uint64_t s = seed * 0x2545F4914F6CDD1DULL + 12345;
   int l;
@@ -70,8 +64,8 @@ void mlpInitParams(const mlp_t* m, float* params, unsigned long long seed) {
     double sd = sqrt(2.0 / (double)m->sizes[l]);
     float* w = params + m->offW[l];
     for (i = 0; i < n; i += 2) {
-      double u1 = ((double)(splitmix64(&s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-      double u2 = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
+      double u1 = ((double)(example_splitmix64(&s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+      double u2 = (double)(example_splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
       double r = sqrt(-2.0 * log(u1));
       w[i] = (float)(sd * r * cos(twopi * u2));
       if (i + 1 < n) w[i + 1] = (float)(sd * r * sin(twopi * u2));

@@ -19,6 +19,7 @@
 #include <mpi.h>
 #include <sparccl_mpi.h>
 
+#include "example_util.h"
 #include "idx.h"
 #include "mlp.h"
 
@@ -30,12 +31,7 @@ static void check(int ok, const char* what) {
 }
 
 static uint64_t rs_ = 88172645463325252ULL;
-static double urand(void) { /* xorshift64 in [0, 1) */
-  rs_ ^= rs_ << 13;
-  rs_ ^= rs_ >> 7;
-  rs_ ^= rs_ << 17;
-  return (double)(rs_ >> 11) * (1.0 / 9007199254740992.0);
-}
+static double urand(void) { return example_uniform01(&rs_); } /* the examples' generator */
 
 /* ------------------------------------------------------------ 1. finite differences */
 static void testGradients(void) {

@@ -3,6 +3,7 @@
  * fibers, in forward, reverse or seeded random order) and a fake NCCL over MPI (nccl.h). */
 #include "cuda_emu.h"
 #include "nccl.h"
+#include "../test_rng.h"
 
 #include <errno.h>
 #include <mpi.h>
@@ -83,17 +84,13 @@ cudaError_t destroyedStream(cudaStream_t s) {
  * the blocks of each launch in a shuffled order; within a block, after the start and after
  * every barrier, the next thread to resume drawn at random among those not yet at the
  * barrier; and a thread may yield to another at each emulated atomic (cuda_emu::atomicPoint),
- * so threads interleave between barriers.  The generator is splitmix64, private to the
- * emulator, and a run is fully determined by its seed (printed once to stderr). */
+ * so threads interleave between barriers.  The generator is the tests' splitmix64
+ * (tests/test_rng.h) on a state of the emulator's own, and a run is fully determined by its
+ * seed (printed once to stderr). */
 enum Order { kForward, kReverse, kRandom };
 uint64_t rngState;
 
-uint64_t splitmix64() {
-  uint64_t z = (rngState += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+uint64_t splitmix64() { return test_random_u64(&rngState); }
 
 /* Uniform in [0, n), n > 0 (multiply-shift; the bias is below 2^-32 for the n used here). */
 uint64_t randomBelow(uint64_t n) { return (uint64_t)(((unsigned __int128)splitmix64() * n) >> 64); }

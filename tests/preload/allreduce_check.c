@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
+#include "../test_rng.h"
 #ifdef PRELOAD_CHECK_DIRECT
 #include "sparccl_mpi.h"
 #endif
@@ -47,12 +48,8 @@ static FILE* out;
     }                                                                               \
   } while (0)
 
-static uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+/* A hash of x: the first word of the tests' generator seeded with x. */
+static uint64_t mix(uint64_t x) { return test_random_u64(&x); }
 
 /* A gradient-like value of rank r at step s: signed, magnitudes over several decades. */
 static float value(int r, int s, size_t i) {
