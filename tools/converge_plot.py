@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summary and plot of examples/fashion_mnist/converge.sh's runs (docs/RESULTS.md).
 
-    tools/converge_plot.py OUT_DIR [NP] [TRAIN_IMAGES] [BATCH] [--order a,b,...]
+    tools/converge_plot.py OUT_DIR [NP] [TRAIN_IMAGES] [BATCH] [--order a,b,...] [--markdown]
 
 Reads OUT_DIR/<label>.csv (fmnist_train --csv rows), writes OUT_DIR/summary.csv (per
 setting: seeds, final test accuracy mean, sample standard deviation, min and max, the gap
@@ -31,6 +31,9 @@ def load(path):
 def main():
     args = sys.argv[1:]
     order = []
+    markdown = "--markdown" in args  # the summary as a Markdown table on stdout, no files
+    if markdown:
+        args.remove("--markdown")
     if "--order" in args:
         at = args.index("--order")
         order = args[at + 1].split(",")
@@ -74,6 +77,14 @@ def main():
         })
     rows.sort(key=lambda r: (order.index(r["setting"]) if r["setting"] in order else len(order),
                              -float(r["test_acc_mean"])))
+    if markdown:
+        print("| setting | seeds | test acc (mean) | std | min..max | gap to dense | MB sent per rank, whole run | of dense |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print("| %s | %d | %s | %s | %s..%s | %s | %s | %s |" % (
+                r["setting"], r["seeds"], r["test_acc_mean"], r["test_acc_std"], r["test_acc_min"],
+                r["test_acc_max"], r["gap_to_dense"] or "", r["MB_sent_per_rank"], r["bytes_vs_dense"]))
+        return
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
