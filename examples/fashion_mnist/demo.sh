@@ -3,7 +3,7 @@
 # Fashion-MNIST (all 60,000 training and 10,000 test images, 2 ranks, 1 seed, 3 epochs,
 # SGD lr 0.05 with momentum 0.9: inside sparccl for dgc): 2 min 38 s on the 2-core VM (2026-12-03, otherwise idle).
 # Prints test accuracy per epoch side by side and the bytes each setting sent; the full
-# study, several seeds and 10 epochs, is docs/RESULTS.md section 1.
+# study, several seeds and 10 epochs, is docs/RESULTS.md section 0.
 set -euo pipefail
 BUILD=${BUILD:-build}
 OUT=${OUT:-$BUILD/demo}
