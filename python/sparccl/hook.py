@@ -232,9 +232,11 @@ class SparcclState:
         Each gradient is one backward of closure() through DDP in which sparccl_hook only
         records each bucket's local gradient (exactly what the hook compresses in a step on
         the same batch) and registers new keys in bucket order, as a normal step would; no
-        gradient is exchanged.  The parameters' .grad (zero during the passes), the module's
-        buffers (BatchNorm statistics) and the parameters are as before the call, bitwise;
-        nothing of the error feedback or the warm-up counts changes.  Parameters whose
+        gradient is exchanged.  Every pass starts from the caller's random state (dropout
+        draws the masks of the step that follows), restored after.  The parameters' .grad
+        (zero during the passes), the module's buffers (BatchNorm statistics) and the
+        parameters are as before the call, bitwise; nothing of the error feedback or the
+        warm-up counts changes.  Parameters whose
         bucket sparccl does not take (float64, dense fallbacks) are left out.  Returns the
         losses: [at x, at probe 1, ..., at probe `steps`].
         """
@@ -296,13 +298,17 @@ class SparcclState:
         buffers = [(b, b.detach().clone()) for b in model.buffers()]
         self._drain()
         self.recording = {}
+        devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
         try:
             with torch.no_grad():
                 for g in grads:
                     if g is not None:
                         g.zero_()
-            loss = closure()
-            loss.backward()
+            # every pass from the caller's random state (dropout draws the step's masks),
+            # which is as before afterwards
+            with torch.random.fork_rng(devices=devices):
+                loss = closure()
+                loss.backward()
             losses.append(float(loss.detach()))
             recorded = self.recording
         finally:

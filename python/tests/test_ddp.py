@@ -33,8 +33,9 @@ scenario runs on every rank; each check is asserted on every rank and reported b
                sparcclImportanceUpdateTagged, then sparcclAllReduceTagged) on a second comm
                fed by plain autograd on the same batch; the solve changes the selection
                (the output differs from w = 1); parameters, .grad and buffers are as before
-               the step, BatchNorm's statistics too; replicas identical after many steps
-               with a solve every "epoch";
+               the step, BatchNorm's statistics and the random state too, and its g under
+               dropout is bitwise the step's hook input; replicas identical after many
+               steps with a solve every "epoch";
                resume: the weights are in state_dict (a resumed run continues bitwise, one
                whose weights are reset to 1 after the load does not), also when the first
                call after the load is a solve
@@ -600,22 +601,37 @@ def scenario_importance_replicas(check, steps=32, epoch=8):
 
 
 def scenario_importance_buffers(check, steps=4):
-    """A model with BatchNorm: the solve's passes leave its running statistics as they were."""
+    """A model with BatchNorm and dropout: the solve's passes leave the running statistics
+    and the random state as they were, and record the gradient the step then sends."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 96), nn.BatchNorm1d(96), nn.ReLU(), nn.Linear(96, 10))
-    ddp, state = ddp_with_hook(model, IMPK_C)
+    model = nn.Sequential(nn.Linear(32, 96), nn.BatchNorm1d(96), nn.ReLU(), nn.Dropout(0.3),
+                          nn.Linear(96, 10))
+    rec = Recorder()
+    ddp, state = ddp_with_hook(model, IMPK_C, rec)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    kept = True
+    kept, same_rng, same_g = True, True, True
     for step in range(steps):
         opt.zero_grad()
-        if step % 2 == 0:
+        solve = step % 2 == 0
+        if solve:
             before = [b.detach().clone().reshape(-1) for b in model.buffers()]
+            rng = torch.get_rng_state()
+            rec.inputs = {}
+            state.importance_step(ddp, lambda: loss_of(ddp, step), steps=0)  # g alone
+            g = dict(rec.inputs)
             state.importance_step(ddp, lambda: loss_of(ddp, step))
             kept = kept and all(same_bits(a, b.reshape(-1))
                                 for a, b in zip(before, model.buffers()))
+            same_rng = same_rng and torch.equal(rng, torch.get_rng_state())
+        rec.inputs = {}
         loss_of(ddp, step).backward()
+        if solve:
+            same_g = same_g and all(same_bits(rec.inputs[p], g[p]) for p in model.parameters())
         opt.step()
     check(kept, "BatchNorm's running statistics (and batch count) are as before each solve")
+    check(same_rng, "the random state is as before each solve")
+    check(same_g, "the solve's g is, bitwise, what the hook then compresses in the step "
+          "(the same dropout masks)")
     # (the buffers are each rank's own after a forward: DDP broadcasts rank 0's at the next)
     check(same_on_every_rank(list(model.parameters())),
           "parameters bitwise identical on every rank after %d steps" % steps)
