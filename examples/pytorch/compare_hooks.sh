@@ -10,7 +10,7 @@
 set -u -o pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SEEDS="0 1 2"
-METHODS="dense fp16 powersgd1 powersgd4 sparccl-dgc-1 sparccl-dgc-01 sparccl-scam-1 sparccl-scam-01"
+METHODS="dense fp16 powersgd1 powersgd4 sparccl-dgc-1 sparccl-dgc-01 sparccl-scam-1 sparccl-scam-01 sparccl-impkc-1 sparccl-impkc-01"
 RATE=1
 OUT=build/compare_hooks
 PYTHON=${PYTHON:-python3}

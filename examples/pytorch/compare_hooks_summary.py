@@ -1,9 +1,15 @@
-"""compare_hooks_summary.py DIR [--rate GBIT] [--target ACC]: the table and the plot of
-compare_hooks.sh's runs (DIR/runs.csv, DIR/unlimited.csv) -> DIR/summary.md, DIR/accuracy.png.
+"""compare_hooks_summary.py DIR [--rate GBIT] [--target ACC] [--runs CSV=SUFFIX ...]: the
+table and the plot of compare_hooks.sh's runs (DIR/runs.csv, DIR/unlimited.csv) ->
+DIR/summary.md, DIR/accuracy.png.
 
 Per method, over its seeds: final test accuracy (mean and spread: min..max), link bytes a
 step (both ranks, the whole run), training time a step, and the training time to reach the
 target accuracy (mean over the seeds that reached it; the count of those).
+
+--runs (repeatable) reads these CSVs instead of DIR/runs.csv, each method's name followed by
+its file's SUFFIX, so that runs of different invocations (machine load differs) stay apart:
+e.g. --runs a/runs.csv=" (run 1)" --runs b/runs.csv=" (run 2)".  The unlimited dense run of
+each is then the unlimited.csv beside it, compared with "dense" + SUFFIX.
 """
 import argparse
 import collections
@@ -17,14 +23,21 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--rate", default="1")
     ap.add_argument("--target", type=float, default=0.80)
+    ap.add_argument("--runs", action="append", metavar="CSV=SUFFIX")
     args = ap.parse_args()
+    sources = [tuple(r.split("=", 1)) if "=" in r else (r, "") for r in args.runs or []] or \
+        [(os.path.join(args.dir, "runs.csv"), "")]
     runs = collections.defaultdict(lambda: collections.defaultdict(list))
-    order = []
-    with open(os.path.join(args.dir, "runs.csv")) as f:
-        for method, seed, step, seconds, acc, sent in csv.reader(f):
-            if method not in order:
-                order.append(method)
-            runs[method][int(seed)].append((int(step), float(seconds), float(acc), int(sent)))
+    order, group = [], {}
+    for number, (path, suffix) in enumerate(sources):
+        with open(path) as f:
+            for method, seed, step, seconds, acc, sent in csv.reader(f):
+                method += suffix
+                if method not in order:
+                    order.append(method)
+                    group[method] = number
+                runs[method][int(seed)].append((int(step), float(seconds), float(acc),
+                                                int(sent)))
     lines = ["| method | final test accuracy, mean (min..max) | link MB a step | s a step | "
              "s to %.0f%% (seeds) |" % (100 * args.target), "|---|---|---|---|---|"]
     for method in order:
@@ -40,15 +53,18 @@ def main():
             statistics.mean(per_step_mb), statistics.mean(per_step_s),
             "%.1f" % statistics.mean(reached) if reached else "not reached", len(reached),
             len(reach)))
-    unlimited = os.path.join(args.dir, "unlimited.csv")
     note = ""
-    if os.path.exists(unlimited):
+    for path, suffix in sources:
+        unlimited = os.path.join(os.path.dirname(path), "unlimited.csv")
+        if not os.path.exists(unlimited) or "dense" + suffix not in runs:
+            continue
         with open(unlimited) as f:
             rows = list(csv.reader(f))
-        note = ("\nDense without the rate limit (seed 0): %.3f s a step, against %.3f s behind "
-                "the %s Gbit/s link.\n" % (float(rows[-1][3]) / int(rows[-1][2]),
-                                           statistics.mean(r[-1][1] / r[-1][0] for r in
-                                                           runs["dense"].values()), args.rate))
+        note += ("\nDense%s without the rate limit (seed 0): %.3f s a step, against %.3f s "
+                 "behind the %s Gbit/s link.\n"
+                 % (suffix, float(rows[-1][3]) / int(rows[-1][2]),
+                    statistics.mean(r[-1][1] / r[-1][0] for r in runs["dense" + suffix].values()),
+                    args.rate))
     text = "\n".join(lines) + "\n" + note
     with open(os.path.join(args.dir, "summary.md"), "w") as f:
         f.write(text)
@@ -69,9 +85,10 @@ def main():
         lo = [min(r[i][2] for r in seeds) for i in range(n)]
         hi = [max(r[i][2] for r in seeds) for i in range(n)]
         secs = [statistics.mean(r[i][1] for r in seeds) for i in range(n)]
-        line, = axes[0].plot(steps, acc, label=method)
+        style = ("-", "--", ":", "-.")[group[method] % 4]
+        line, = axes[0].plot(steps, acc, style, label=method)
         axes[0].fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
-        axes[1].plot(secs, acc, label=method, color=line.get_color())
+        axes[1].plot(secs, acc, style, label=method, color=line.get_color())
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("training seconds, %s Gbit/s shared link" % args.rate)
     for ax in axes:
