@@ -138,7 +138,7 @@ def worker(rank, world, args, port):
     solve = "-impkc-" in args.method
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=momentum)
     order = torch.Generator().manual_seed(1000 + args.seed)
-    rows, trained, step = [], 0.0, 0
+    rows, trained, step, solving = [], 0.0, 0, 0.0
     start_bytes = link_bytes()
     for epoch in range(args.epochs):
         perm = torch.randperm(x.shape[0], generator=order)
@@ -150,6 +150,7 @@ def worker(rank, world, args, port):
                 state.importance_step(ddp, lambda: nn.functional.cross_entropy(ddp(x[idx]),
                                                                                 y[idx]),
                                       steps=SOLVER_STEPS)
+                solving += time.perf_counter() - t0
             nn.functional.cross_entropy(ddp(x[idx]), y[idx]).backward()
             opt.step()
             dist.barrier()
@@ -167,6 +168,8 @@ def worker(rank, world, args, port):
     if rank == 0:
         with open(args.csv, "a") as f:
             f.write("".join(r + "\n" for r in rows))
+        if solve:
+            print("importance_step: %.2f s of the %.2f training s" % (solving, trained))
     if state is not None:
         state.close()
     dist.destroy_process_group()
