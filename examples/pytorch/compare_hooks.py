@@ -14,8 +14,13 @@ seed.  Methods:
                      on gloo with several), start_powerSGD_iter 10
   sparccl-dgc-1/01   sparccl, dgc-topk with a 10-step dense warm-up (the recommended
                      setting: sparccl keeps the momentum, SGD has none), density 1% / 0.1%
-  sparccl-scam-1/01  sparccl's default scam-impk at 1% / 0.1% (importance weights stay 1:
-                     the hook runs no importance solver, so it selects like scam-topk)
+  sparccl-scam-1/01  sparccl's default scam-impk at 1% / 0.1% with importance weights 1
+                     (no solver is run, so it selects like scam-topk)
+  sparccl-impkc-1/01 the thesis' scam-impk_c at 1% / 0.1%: weights on the cube [0, 2]^d,
+                     solved at the first step of every epoch from w = 1 by 3 solver steps
+                     on that step's batch (SparcclState.importance_step); gamma and eta by
+                     train.c's pilot rule (sparccl.importance_pilot: gamma = lr, eta * gamma
+                     = 0.1 / mean(g^2) of rank 0's gradient on its first batch, broadcast)
 
 Every --eval-every steps the test accuracy of rank 0's replica is measured (outside the
 timed training time).  Bytes are what the loopback device carried (/proc/net/dev, both
@@ -38,7 +43,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 DATA = "/usr/share/datasets/fashion-mnist"
 METHODS = ("dense", "fp16", "powersgd1", "powersgd4", "sparccl-dgc-1", "sparccl-dgc-01",
-           "sparccl-scam-1", "sparccl-scam-01")
+           "sparccl-scam-1", "sparccl-scam-01", "sparccl-impkc-1", "sparccl-impkc-01")
+SOLVER_STEPS = 3  # importance solver steps at the first step of every epoch (impkc)
 
 
 def load(kind, limit):
@@ -67,7 +73,19 @@ def link_bytes():
     return 0
 
 
-def attach(method, ddp, model):
+def pilot(model, x, y, lr):
+    """impkc's (gamma, eta): train.c's pilot rule on rank 0's first batch, broadcast."""
+    from sparccl import importance_pilot
+    pair = torch.zeros(2, dtype=torch.float64)
+    if dist.get_rank() == 0:
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y),
+                                    list(model.parameters()))
+        pair[:] = torch.tensor(importance_pilot(grads, lr, importance="cube"))
+    dist.broadcast(pair, src=0)
+    return float(pair[0]), float(pair[1])
+
+
+def attach(method, ddp, model, pilot_batch=None, lr=None):
     """The method's hook; returns (optimizer momentum, state to close or None)."""
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
     if method == "fp16":
@@ -85,6 +103,15 @@ def attach(method, ddp, model):
         if "-dgc-" in method:
             options = SparcclOptions(density=density, compressor="topk", feedback="dgc",
                                      momentum=0.9, warmup_steps=10)
+        elif "-impkc-" in method:
+            gamma, eta = pilot(model, *pilot_batch, lr)
+            if dist.get_rank() == 0:
+                print("importance: gamma %.4g eta %.4g (eta*gamma %.4g), %d solver steps per "
+                      "epoch" % (gamma, eta, gamma * eta, SOLVER_STEPS), flush=True)
+            options = SparcclOptions(density=density, compressor="impk", feedback="scam",
+                                     importance="cube", importance_low=0.0,
+                                     importance_high=2.0, importance_gamma=gamma,
+                                     importance_eta=eta)
         else:
             options = SparcclOptions(density=density)
         state = SparcclState(options=options)
@@ -103,11 +130,15 @@ def worker(rank, world, args, port):
     model = make_model()
     single_bucket = args.method.startswith("powersgd")
     ddp = DDP(model, bucket_cap_mb=1000 if single_bucket else 4)
-    momentum, state = attach(args.method, ddp, model)
+    per_rank = args.batch // world
+    # rank 0's first batch (the pilot of impkc), from the first epoch's order
+    head = torch.randperm(x.shape[0],
+                          generator=torch.Generator().manual_seed(1000 + args.seed))[:per_rank]
+    momentum, state = attach(args.method, ddp, model, (x[head], y[head]), args.lr)
+    solve = "-impkc-" in args.method
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=momentum)
     order = torch.Generator().manual_seed(1000 + args.seed)
-    per_rank = args.batch // world
-    rows, trained, step = [], 0.0, 0
+    rows, trained, step, solving = [], 0.0, 0, 0.0
     start_bytes = link_bytes()
     for epoch in range(args.epochs):
         perm = torch.randperm(x.shape[0], generator=order)
@@ -115,6 +146,11 @@ def worker(rank, world, args, port):
             idx = perm[first + rank * per_rank:first + (rank + 1) * per_rank]
             t0 = time.perf_counter()
             opt.zero_grad()
+            if solve and first == 0:  # the thesis' solve at the start of every epoch
+                state.importance_step(ddp, lambda: nn.functional.cross_entropy(ddp(x[idx]),
+                                                                                y[idx]),
+                                      steps=SOLVER_STEPS)
+                solving += time.perf_counter() - t0
             nn.functional.cross_entropy(ddp(x[idx]), y[idx]).backward()
             opt.step()
             dist.barrier()
@@ -132,6 +168,8 @@ def worker(rank, world, args, port):
     if rank == 0:
         with open(args.csv, "a") as f:
             f.write("".join(r + "\n" for r in rows))
+        if solve:
+            print("importance_step: %.2f s of the %.2f training s" % (solving, trained))
     if state is not None:
         state.close()
     dist.destroy_process_group()

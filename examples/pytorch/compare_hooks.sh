@@ -10,7 +10,7 @@
 set -u -o pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SEEDS="0 1 2"
-METHODS="dense fp16 powersgd1 powersgd4 sparccl-dgc-1 sparccl-dgc-01 sparccl-scam-1 sparccl-scam-01"
+METHODS="dense fp16 powersgd1 powersgd4 sparccl-dgc-1 sparccl-dgc-01 sparccl-scam-1 sparccl-scam-01 sparccl-impkc-1 sparccl-impkc-01"
 RATE=1
 OUT=build/compare_hooks
 PYTHON=${PYTHON:-python3}
@@ -31,18 +31,21 @@ cleanup() { ip netns del "$NS" 2>/dev/null; }
 trap cleanup EXIT INT TERM
 # burst: 2 ms of traffic, at least 256 KB; queue 50 ms (tools/bandwidth_bench.sh's shape)
 BURST=$(awk -v r="$RATE" 'BEGIN{b=r*1e9/8*0.002; if (b<262144) b=262144; printf "%d", b}')
+# the run's last CSV row, and impkc's time in the importance solve
+last_lines() { awk '/^importance/ {if ($1 == "importance_step:") solve = $0; next}
+                    {last = $0} END {print last; if (solve != "") print solve}'; }
 run() { # ns-or-empty method seed csv
   local ns=$1 m=$2 s=$3 csv=$4
-  echo "== $m, seed $s${ns:+, ${RATE} Gbit/s shared link}"
+  echo "== $m, seed $s${ns:+, ${RATE} Gbit/s shared link}, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   if [ -n "$ns" ]; then
     ip netns add "$ns" && ip -n "$ns" link set lo up &&
       tc -n "$ns" qdisc add dev lo root tbf rate "${RATE}gbit" burst "$BURST" latency 50ms || exit 1
     OMP_NUM_THREADS=1 ip netns exec "$ns" timeout 1200 "$PYTHON" -W ignore "$HERE/compare_hooks.py" \
-      --method "$m" --seed "$s" --csv "$csv" | tail -1
+      --method "$m" --seed "$s" --csv "$csv" | last_lines
     ip netns del "$ns"
   else
     OMP_NUM_THREADS=1 timeout 1200 "$PYTHON" -W ignore "$HERE/compare_hooks.py" \
-      --method "$m" --seed "$s" --csv "$csv" | tail -1
+      --method "$m" --seed "$s" --csv "$csv" | last_lines
   fi
 }
 rm -f "$OUT/runs.csv" "$OUT/unlimited.csv"

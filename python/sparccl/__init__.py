@@ -9,11 +9,12 @@ sparccl.bindings (the ctypes mirror of include/sparccl.h) needs no torch; the ho
 """
 from .bindings import SparcclError, SparcclOptions, load_library
 
-__all__ = ["SparcclOptions", "SparcclState", "sparccl_hook", "SparcclError", "load_library"]
+__all__ = ["SparcclOptions", "SparcclState", "sparccl_hook", "importance_pilot", "SparcclError",
+           "load_library"]
 
 
 def __getattr__(name):
-    if name in ("SparcclState", "sparccl_hook"):
+    if name in ("SparcclState", "sparccl_hook", "importance_pilot"):
         from . import hook
         return getattr(hook, name)
     raise AttributeError("module 'sparccl' has no attribute %r" % name)

@@ -259,6 +259,11 @@ _SIGNATURES = {
     "sparcclAbandonTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong]),
     "sparcclSaveState": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "sparcclLoadState": (ctypes.c_int, [_P, ctypes.c_char_p]),
+    "sparcclImportanceProbeTagged": (ctypes.c_int, [_P, _P, _P, ctypes.c_size_t, ctypes.c_int,
+                                                    ctypes.c_ulonglong, _P, _P]),
+    "sparcclImportanceUpdateTagged": (ctypes.c_int, [_P, _P, ctypes.c_size_t, ctypes.c_int,
+                                                     ctypes.c_ulonglong, _P, _P]),
+    "sparcclImportanceResetTagged": (ctypes.c_int, [_P, ctypes.c_ulonglong]),
 }
 
 
@@ -358,6 +363,25 @@ class SparcclLibrary:
 
     def load_state(self, comm: int, path: str) -> None:
         self.check(self.lib.sparcclLoadState(comm, os.fsencode(path)), "sparcclLoadState")
+
+    def importance_probe_tagged(self, params: int, grad: int, probe: int, count: int,
+                                dtype: int, tag: int, comm: int, stream: int) -> None:
+        """probe <- params - gamma * (w * grad) for key tag (SPEC 7)."""
+        self.check(self.lib.sparcclImportanceProbeTagged(params, grad, probe, count, dtype, tag,
+                                                         comm, stream or None),
+                   "sparcclImportanceProbeTagged")
+
+    def importance_update_tagged(self, grad_at_probe: int, grad: int, count: int, dtype: int,
+                                 tag: int, comm: int, stream: int) -> None:
+        """One solver step of key tag's weights from the gradient at the probe (SPEC 7)."""
+        self.check(self.lib.sparcclImportanceUpdateTagged(grad_at_probe, grad, count, dtype, tag,
+                                                          comm, stream or None),
+                   "sparcclImportanceUpdateTagged")
+
+    def importance_reset_tagged(self, comm: int, tag: int) -> None:
+        """w <- 1 on key tag."""
+        self.check(self.lib.sparcclImportanceResetTagged(comm, tag),
+                   "sparcclImportanceResetTagged")
 
     def release_tagged(self, comm: int, tag: int) -> None:
         self.check(self.lib.sparcclReleaseTagged(comm, tag), "sparcclReleaseTagged")

@@ -42,6 +42,11 @@ How a bucket travels (SPEC 10, the phase API):
     check (ranks whose calls disagreed, SPEC 4) cannot fall back without a collective in a
     callback: its keys are abandoned (state as before) and the future fails, on every rank
     alike, so DDP raises.  Other failures raise.
+  - Importance weights (SPEC 7): SparcclState.importance_step(model, closure) runs the
+    thesis' solve (reset w = 1, then probe / gradient at the probe / update per solver
+    step) on every key with this rank's own gradients; each gradient is a backward through
+    DDP in which the hook only records its buckets (and registers new keys, in bucket
+    order) and exchanges nothing.
   - Checkpoints: state_dict() / load_state_dict() (and pickling) carry the error-feedback
     state (sparcclSaveState's file) and the keys; both are collective (every rank, its own
     dict).  A load is applied at the first hook call of the resumed run, before anything
@@ -64,13 +69,14 @@ from .bindings import (ALLGATHER_FN, AVG, BFLOAT16, FLOAT16, FLOAT32, INVALID_AR
                        INVALID_USAGE, NCCL_UNIQUE_ID_BYTES, NOT_SUPPORTED, SparcclError,
                        SparcclOptions, load_library)
 
-__all__ = ["SparcclOptions", "SparcclState", "sparccl_hook"]
+__all__ = ["SparcclOptions", "SparcclState", "sparccl_hook", "importance_pilot"]
 
 log = logging.getLogger("sparccl")
 
 _DTYPES = {torch.float32: FLOAT32, torch.float16: FLOAT16, torch.bfloat16: BFLOAT16}
 _REFUSALS = (INVALID_ARGUMENT, INVALID_USAGE, NOT_SUPPORTED)
 STATE_DICT_VERSION = 1
+_WEIGHTED = (2, 3, 4)  # compressors with importance weights: impk, impk_select, impk_random
 
 
 def _setup_logging():
@@ -128,6 +134,7 @@ class SparcclState:
         self.inflight = []   # futures of this step's buckets, waited for before registering
         self.refused = set()  # bucket indices whose fallback was logged
         self.pending_load = None  # a state_dict to apply at the next hook call
+        self.recording = None  # {parameter: gradient} while importance_step's passes run
         self.comm = None
         self._allgather_fn = None
         # where the bootstrap's and the callback comm's exchanges travel: nccl takes CUDA
@@ -200,6 +207,143 @@ class SparcclState:
             with self.lock:
                 self.lib.comm_destroy(self.comm)
             self.comm = None
+
+    # ---------------------------------------------------------------- importance weights
+    def importance_step(self, model, closure, steps=3, reset=True):
+        """The thesis' importance solve (SPEC 7) on every key of model, e.g. at the start of
+        every epoch, before that step's forward:
+
+            opt.zero_grad()
+            if first_step_of_epoch:
+                state.importance_step(ddp_model, lambda: loss_fn(ddp_model(x), y))
+            loss_fn(ddp_model(x), y).backward()      # the hook compresses with the new w
+            opt.step()
+
+        model: the DDP model whose hook is sparccl_hook with this state; closure(): this
+        rank's loss on this step's batch through model (a forward only; the step calls
+        backward).  Collective (every rank, the same steps): as train.c does, with this
+        rank's own (local, not averaged) gradient g at the parameters x and q at each probe:
+        reset w = 1 (if reset), then `steps` times: probe p = x - gamma * (w * g)
+        (sparcclImportanceProbeTagged) written into the parameters, q = the gradient of
+        closure() there, x put back bitwise, sparcclImportanceUpdateTagged(q, g).  Gamma,
+        eta, the cube [low, high] or the simplex are the options' (importance="cube" for the
+        thesis' impk_c; importance_pilot() is train.c's rule for gamma and eta).
+
+        Each gradient is one backward of closure() through DDP in which sparccl_hook only
+        records each bucket's local gradient (exactly what the hook compresses in a step on
+        the same batch) and registers new keys in bucket order, as a normal step would; no
+        gradient is exchanged.  Every pass starts from the caller's random state (dropout
+        draws the masks of the step that follows), restored after.  The parameters' .grad
+        (zero during the passes), the module's buffers (BatchNorm statistics) and the
+        parameters are as before the call, bitwise; nothing of the error feedback or the
+        warm-up counts changes.  Parameters whose
+        bucket sparccl does not take (float64, dense fallbacks) are left out.  Returns the
+        losses: [at x, at probe 1, ..., at probe `steps`].
+        """
+        with self.lock:
+            compressor = self.lib.comm_get_config(self.comm).compressor
+        if compressor not in _WEIGHTED:
+            raise ValueError("SparcclState.importance_step: compressor %d has no importance "
+                             "weights (use compressor=\"impk\")" % compressor)
+        params = [p for p in model.parameters() if p.requires_grad]
+        losses = []
+        grads = self._local_gradients(model, params, closure, losses)
+        keys = sorted(((self.tags[p], p, g) for p, g in grads.items()), key=lambda k: k[0])
+        for _, p, _ in keys:
+            if not p.is_contiguous() or p.device.type != self.device.type:
+                raise ValueError("SparcclState.importance_step: a parameter of %s on %s: "
+                                 "contiguous parameters on %s only"
+                                 % (tuple(p.shape), p.device, self.device))
+        stream = torch.cuda.current_stream().cuda_stream if self.device.type == "cuda" else 0
+        if reset:
+            with self.lock:
+                for tag, _, _ in keys:
+                    self.lib.importance_reset_tagged(self.comm, tag)
+        for _ in range(steps):
+            x = [p.detach().clone() for _, p, _ in keys]
+            probes = [torch.empty_like(g) for _, _, g in keys]
+            with self.lock:
+                for (tag, p, g), xi, pi in zip(keys, x, probes):
+                    self.lib.importance_probe_tagged(xi.data_ptr(), g.data_ptr(), pi.data_ptr(),
+                                                     g.numel(), _DTYPES[g.dtype], tag, self.comm,
+                                                     stream)
+            try:
+                with torch.no_grad():
+                    for (_, p, _), pi in zip(keys, probes):
+                        p.copy_(pi.view_as(p))
+                at_probe = self._local_gradients(model, params, closure, losses)
+            finally:
+                with torch.no_grad():
+                    for (_, p, _), xi in zip(keys, x):
+                        p.copy_(xi)
+            with self.lock:
+                for tag, p, g in keys:
+                    q = at_probe[p]
+                    self.lib.importance_update_tagged(q.data_ptr(), g.data_ptr(), g.numel(),
+                                                      _DTYPES[g.dtype], tag, self.comm, stream)
+        return losses
+
+    def importance_reset(self):
+        """w <- 1 on every key (sparcclImportanceResetTagged): the weights of TopK."""
+        self._drain()
+        with self.lock:
+            for i in range(len(self.counts)):
+                self.lib.importance_reset_tagged(self.comm, self.tag_base + i)
+
+    def _local_gradients(self, model, params, closure, losses):
+        """{parameter: this rank's gradient of closure()} from one backward through model,
+        the hook recording (see importance_step); .grad and the buffers restored after."""
+        grads = [p.grad for p in params]
+        saved = [None if g is None else g.detach().clone() for g in grads]
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self._drain()
+        self.recording = {}
+        devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+        try:
+            with torch.no_grad():
+                for g in grads:
+                    if g is not None:
+                        g.zero_()
+            # every pass from the caller's random state (dropout draws the step's masks),
+            # which is as before afterwards
+            with torch.random.fork_rng(devices=devices):
+                loss = closure()
+                loss.backward()
+            losses.append(float(loss.detach()))
+            recorded = self.recording
+        finally:
+            self.recording = None
+            with torch.no_grad():
+                for p, g, s in zip(params, grads, saved):
+                    if s is None:
+                        p.grad = None
+                    elif p.grad is g:
+                        g.copy_(s)
+                    else:
+                        p.grad = g
+                        g.copy_(s)
+                for b, s in buffers:
+                    b.copy_(s)
+        return recorded
+
+    def _record(self, bucket, buf):
+        """importance_step's pass: keys registered as the hook does, the bucket's local
+        gradients kept, nothing exchanged; the future holds the bucket as it is."""
+        if buf.dtype in _DTYPES and buf.numel() and buf.device.type == self.device.type:
+            try:
+                if self.pending_load is not None:
+                    self._apply_pending_load()
+                layers = _bucket_layers(bucket, buf)
+                self._keys([p for p, _ in layers])
+                for p, g in layers:
+                    self.recording[p] = g.detach().clone()
+            except SparcclError as e:
+                if e.code not in _REFUSALS:
+                    raise
+                # refused on every rank alike: these parameters get no importance step
+        fut = torch.futures.Future(devices=[buf.device] if buf.is_cuda else None)
+        fut.set_result(buf)
+        return fut
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self):
@@ -431,6 +575,8 @@ class _Call:
 def sparccl_hook(state, bucket):
     """DDP communication hook: bucket.buffer() <- the sparccl average over the group."""
     buf = bucket.buffer()
+    if state.recording is not None:  # inside SparcclState.importance_step
+        return state._record(bucket, buf)
     dtype = _DTYPES.get(buf.dtype)
     index = bucket.index()
     if dtype is None or buf.numel() == 0 or state.comm is None or \
@@ -473,3 +619,22 @@ def sparccl_hook(state, bucket):
     fut = work.get_future().then(finish)
     state.inflight.append(fut)
     return fut
+
+
+def importance_pilot(grads, lr, importance="cube", sgd=True):
+    """(gamma, eta) by the pilot rule of examples/fashion_mnist/train.c, from a pilot
+    gradient (a list of tensors: e.g. rank 0's gradient on its first batch; broadcast the
+    pair so that every rank's options agree).  gamma, how far the probe looks ahead: about
+    one optimiser step, lr for SGD (lr / rms(g) for Adam-like optimisers, sgd=False); eta:
+    one cube step moves a typical weight by about 0.1 (eta * gamma = 0.1 / mean(g^2)), or
+    one simplex step changes a weight ratio by at most e (eta * gamma = 1 / max(g^2))."""
+    flat = torch.cat([g.detach().reshape(-1).double().cpu() for g in grads])
+    squares = flat * flat
+    mean_square = float(squares.mean()) if flat.numel() else 0.0
+    largest = float(squares.max()) if flat.numel() else 0.0
+    gamma = lr if sgd else lr / (mean_square if mean_square > 0 else 1.0) ** 0.5
+    if str(importance).lower() in ("simplex", "2"):
+        c = 1.0 / (largest if largest > 0 else 1.0)
+    else:
+        c = 0.1 / (mean_square if mean_square > 0 else 1.0)
+    return gamma, c / gamma

@@ -27,6 +27,18 @@ scenario runs on every rank; each check is asserted on every rank and reported b
                the same bits as the reference
   refusal      buckets whose layouts differ between ranks: refused on every rank alike, so
                every rank averages that bucket dense (bitwise torch's dense average)
+  importance   scam-impk_c (SPEC 7): SparcclState.importance_step's weights give, bitwise,
+               the hook output of the C calls (sparcclImportanceResetTagged, then per
+               solver step sparcclImportanceProbeTagged, the gradient at the probe,
+               sparcclImportanceUpdateTagged, then sparcclAllReduceTagged) on a second comm
+               fed by plain autograd on the same batch; the solve changes the selection
+               (the output differs from w = 1); parameters, .grad and buffers are as before
+               the step, BatchNorm's statistics and the random state too, and its g under
+               dropout is bitwise the step's hook input; replicas identical after many
+               steps with a solve every "epoch";
+               resume: the weights are in state_dict (a resumed run continues bitwise, one
+               whose weights are reset to 1 after the load does not), also when the first
+               call after the load is a solve
 """
 import argparse
 import datetime
@@ -58,6 +70,10 @@ TOPK_EF = dict(density=0.05, min_sparse=256, compressor="topk", feedback="ef")
 # SPEC 9's dense start and momentum correction (the trainer's SGD then has no momentum).
 DGC_WARMUP = dict(density=0.05, min_sparse=256, compressor="topk", feedback="dgc",
                   momentum=0.9, warmup_steps=3)
+# the thesis' scam-impk_c: ImpK with weights solved on the cube [0, 2]^d (importance_step)
+IMPK_C = dict(density=0.05, min_sparse=256, compressor="impk", feedback="scam",
+              importance="cube", importance_gamma=0.1, importance_eta=1e4,
+              importance_low=0.0, importance_high=2.0)
 BUCKET_MB = 0.02  # about 5000 float32 elements: several buckets once DDP rebuilds them
 
 
@@ -284,24 +300,27 @@ def scenario_nonfinite(check, steps=4):
           "(the state was untouched)")
 
 
-def train(ddp, opt, steps):
+def train(ddp, opt, steps, state=None, solve_every=0):
+    """SGD steps; with solve_every, state.importance_step at every multiple of it."""
     for step in steps:
         opt.zero_grad()
+        if solve_every and step % solve_every == 0:
+            state.importance_step(ddp, lambda: loss_of(ddp, step))
         loss_of(ddp, step).backward()
         opt.step()
 
 
-def scenario_resume(check, options=TOPK_EF, before=4, after=4):
+def scenario_resume(check, options=TOPK_EF, before=4, after=4, solve_every=0):
     model = make_model()
     ddp, state = ddp_with_hook(model, options)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    train(ddp, opt, range(before))
+    train(ddp, opt, range(before), state, solve_every)
     saved = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                 "sparccl": state.state_dict()}, saved)
     pickled = io.BytesIO()
     torch.save(state, pickled)  # SparcclState.__getstate__
-    train(ddp, opt, range(before, before + after))
+    train(ddp, opt, range(before, before + after), state, solve_every)
     uninterrupted = [p.detach().clone() for p in model.parameters()]
     state.close()
 
@@ -318,10 +337,15 @@ def scenario_resume(check, options=TOPK_EF, before=4, after=4):
             state = SparcclState(options=SparcclOptions(**options))
             if how == "state_dict":
                 state.load_state_dict(checkpoint["sparccl"])
+            if how == "reset_w":
+                state.load_state_dict(checkpoint["sparccl"])
         ddp.register_comm_hook(state, sparccl_hook)
+        if how == "reset_w":
+            state._apply_pending_load()  # the saved keys and state now, then w = 1
+            state.importance_reset()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         opt.load_state_dict(checkpoint["opt"])
-        train(ddp, opt, range(before, before + after))
+        train(ddp, opt, range(before, before + after), state, solve_every)
         state.close()
         return all(same_bits(a, b) for a, b in zip(model.parameters(), uninterrupted))
 
@@ -329,6 +353,9 @@ def scenario_resume(check, options=TOPK_EF, before=4, after=4):
           "weights_only=True): %d more steps bitwise as the uninterrupted run" % after)
     check(resumed("pickle"), "resumed from the pickled SparcclState: the same bits")
     check(not resumed("fresh"), "control: resumed without the hook's state, the run differs")
+    if solve_every and before % solve_every:
+        check(not resumed("reset_w"), "control: resumed with the state but the importance "
+              "weights reset to 1, the run differs (the weights are in the saved state)")
 
     # A checkpoint of another config: refused on every rank, with an error, not trained over.
     saved.seek(0)
@@ -464,6 +491,153 @@ def scenario_refusal(check):
     state.close()
 
 
+def grads_at(model, step, values=None):
+    """Plain autograd (no DDP) of this rank's loss on step's batch, at values if given
+    (then the parameters are put back bitwise)."""
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values or []):
+            p.copy_(v)
+    x, y = batch(step)
+    grads = torch.autograd.grad((model(x) - y).float().square().mean(), params)
+    with torch.no_grad():
+        for p, v in zip(params, saved):
+            p.copy_(v)
+    return dict(zip(params, grads))
+
+
+def reference_solve(ref, hook_state, model, step, steps):
+    """The C calls of the thesis' solve on ref's comm: reset, then per solver step the
+    probe, plain autograd at the probe, the update (train.c's sequence)."""
+    lib, comm = ref.state.lib, ref.state.comm
+    for p in model.parameters():  # the hook's keys, on the reference comm too
+        tag = hook_state.tags[p]
+        while len(ref.state.counts) <= tag - ref.state.tag_base:
+            ref.state._register(hook_state.counts[len(ref.state.counts)])
+    keys = sorted(hook_state.tags.items(), key=lambda kv: kv[1])
+    g = grads_at(model, step)
+    for _, tag in keys:
+        lib.importance_reset_tagged(comm, tag)
+    for _ in range(steps):
+        probes = {}
+        for p, tag in keys:
+            x, probes[p] = p.detach().clone(), torch.empty_like(p)
+            lib.importance_probe_tagged(x.data_ptr(), g[p].data_ptr(), probes[p].data_ptr(),
+                                        p.numel(), sparccl_hook_module._DTYPES[p.dtype], tag,
+                                        comm, 0)
+        q = grads_at(model, step, [probes[p] for p in model.parameters()])
+        for p, tag in keys:
+            lib.importance_update_tagged(q[p].data_ptr(), g[p].data_ptr(), p.numel(),
+                                         sparccl_hook_module._DTYPES[p.dtype], tag, comm, 0)
+
+
+def scenario_importance(check, steps=7, solve_every=3, solver_steps=3, **ddp_args):
+    model = make_model()
+    rec = Recorder()
+    ddp, state = ddp_with_hook(model, IMPK_C, rec, **ddp_args)
+    ref = Reference(SparcclOptions(**IMPK_C))
+    flat = Reference(SparcclOptions(**IMPK_C))  # the same calls with w = 1: no solve
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    equal, identical, untouched, differs, nlosses = True, True, True, None, set()
+    for step in range(steps):
+        rec.inputs, rec.buckets = {}, []
+        opt.zero_grad()
+        if step % solve_every == 0:
+            before = [p.detach().clone() for p in model.parameters()]
+            sent = state.stats()["bytesSent"]
+            losses = state.importance_step(ddp, lambda: loss_of(ddp, step), steps=solver_steps)
+            nlosses.add(len(losses))
+            untouched = untouched and state.stats()["bytesSent"] == sent and \
+                all(same_bits(a, p) for a, p in zip(before, model.parameters())) and \
+                all(p.grad is None for p in model.parameters())
+            reference_solve(ref, state, model, step, solver_steps)
+            rec.inputs = {}
+        loss_of(ddp, step).backward()
+        expected = ref.average(state, rec.inputs)
+        if step == 0:
+            without = flat.average(state, rec.inputs)
+            differs = any(not same_bits(expected[p], without[p]) for p in model.parameters())
+        params = list(model.parameters())
+        equal = equal and all(same_bits(p.grad, expected[p]) for p in params)
+        identical = identical and same_on_every_rank([p.grad for p in params])
+        opt.step()
+    stats = state.stats()
+    check(equal, "the hook's output after importance_step equals, bitwise, "
+          "sparcclAllReduceTagged after the C solve (reset, %d x probe / autograd at the probe "
+          "/ update) on the same batch, at each of %d steps (a solve every %d)"
+          % (solver_steps, steps, solve_every))
+    check(differs, "the solve changed the selection: step 0's output differs from w = 1's")
+    check(identical, "every rank holds the same averaged gradients")
+    check(untouched and nlosses == {solver_steps + 1}, "importance_step leaves the parameters "
+          "bitwise and .grad (None) as they were, sends nothing through sparccl, returns "
+          "%d losses" % (solver_steps + 1))
+    check(stats["calls"] == steps * len(state.counts) and stats["refusedCalls"] == 0,
+          "%d sparccl calls (the solves' passes make none), none refused" % stats["calls"])
+    state.close()
+    ref.close()
+    flat.close()
+
+
+def scenario_importance_replicas(check, steps=32, epoch=8):
+    model = make_model()
+    ddp, state = ddp_with_hook(model, IMPK_C)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=False)  # the solve keeps zero .grad as it found them
+        if step % epoch == 0:
+            state.importance_step(ddp, lambda: loss_of(ddp, step % 4))
+        loss = loss_of(ddp, step % 4)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    check(same_on_every_rank(list(model.parameters())),
+          "scam-impk_c, a solve every %d steps: after %d steps the parameters are bitwise "
+          "identical on every rank" % (epoch, steps))
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    check(last < first, "the training loss fell: %.4f -> %.4f" % (first, last))
+    state.close()
+
+
+def scenario_importance_buffers(check, steps=4):
+    """A model with BatchNorm and dropout: the solve's passes leave the running statistics
+    and the random state as they were, and record the gradient the step then sends."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 96), nn.BatchNorm1d(96), nn.ReLU(), nn.Dropout(0.3),
+                          nn.Linear(96, 10))
+    rec = Recorder()
+    ddp, state = ddp_with_hook(model, IMPK_C, rec)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    kept, same_rng, same_g = True, True, True
+    for step in range(steps):
+        opt.zero_grad()
+        solve = step % 2 == 0
+        if solve:
+            before = [b.detach().clone().reshape(-1) for b in model.buffers()]
+            rng = torch.get_rng_state()
+            rec.inputs = {}
+            state.importance_step(ddp, lambda: loss_of(ddp, step), steps=0)  # g alone
+            g = dict(rec.inputs)
+            state.importance_step(ddp, lambda: loss_of(ddp, step))
+            kept = kept and all(same_bits(a, b.reshape(-1))
+                                for a, b in zip(before, model.buffers()))
+            same_rng = same_rng and torch.equal(rng, torch.get_rng_state())
+        rec.inputs = {}
+        loss_of(ddp, step).backward()
+        if solve:
+            same_g = same_g and all(same_bits(rec.inputs[p], g[p]) for p in model.parameters())
+        opt.step()
+    check(kept, "BatchNorm's running statistics (and batch count) are as before each solve")
+    check(same_rng, "the random state is as before each solve")
+    check(same_g, "the solve's g is, bitwise, what the hook then compresses in the step "
+          "(the same dropout masks)")
+    # (the buffers are each rank's own after a forward: DDP broadcasts rank 0's at the next)
+    check(same_on_every_rank(list(model.parameters())),
+          "parameters bitwise identical on every rank after %d steps" % steps)
+    state.close()
+
+
 SCENARIOS = [
     ("reference topk/ef", lambda c: scenario_reference(c)),
     ("reference scam-impk (default method)",
@@ -483,6 +657,15 @@ SCENARIOS = [
      lambda c: scenario_resume(c, DGC_WARMUP, before=2, after=4)),
     ("order", scenario_order),
     ("refusal", scenario_refusal),
+    ("importance scam-impk_c against the C solve", scenario_importance),
+    ("importance scam-impk_c, gradient_as_bucket_view",
+     lambda c: scenario_importance(c, steps=4, gradient_as_bucket_view=True)),
+    ("importance replicas", scenario_importance_replicas),
+    ("importance BatchNorm buffers", scenario_importance_buffers),
+    ("importance resume", lambda c: scenario_resume(c, IMPK_C, before=5, after=3,
+                                                    solve_every=3)),
+    ("importance resume, a solve first", lambda c: scenario_resume(c, IMPK_C, before=6,
+                                                                  after=3, solve_every=3)),
 ]
 
 
