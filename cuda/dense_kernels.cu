@@ -36,18 +36,19 @@ __global__ void shardSumKernel(KernelArgs a, sparcclDenseRing_t ring, const uint
   float* sums = (float*)block;
   for (size_t j = first; !refused && j < ring.chunk; j += (size_t)gridDim.x * blockDim.x) {
     float s = +0.0f;
-    for (uint32_t r = 0; r < a.nranks; r++) s = s + ((const float*)(received + (size_t)r * ring.scatterBytes))[j];
+    for (uint32_t r = 0; r < a.nranks; r++)
+      s = s + sparccl_wire_dense(&ring.scatter, sparccl_wire_block(&ring.scatter, received, r))[j];
     sums[j] = s;
   }
   if (first == 0) {
-    uint64_t* check = (uint64_t*)(block + ring.chunk * sizeof(float));
-    check[0] = refused ? 0 : callSequenceOf(a);
-    check[1] = refused ? 0 : a.checkFingerprint;
+    sparcclCallCheck_t* check = sparccl_wire_check(&ring.gather, block);
+    check->sequence = refused ? 0 : callSequenceOf(a);
+    check->fingerprint = refused ? 0 : a.checkFingerprint;
   }
   for (size_t r = first; r < a.nranks; r += (size_t)gridDim.x * blockDim.x) {
-    uint64_t* slot = (uint64_t*)(gathered + r * ring.gatherBytes + ring.chunk * sizeof(float));
-    slot[0] = 0;
-    slot[1] = 0;
+    sparcclCallCheck_t* slot = sparccl_wire_check(&ring.gather, sparccl_wire_block(&ring.gather, gathered, r));
+    slot->sequence = 0;
+    slot->fingerprint = 0;
   }
 }
 

@@ -188,7 +188,7 @@ struct KernelArgs : DeviceArrays {
   long long restartEvery;
   int restartLag;
   size_t count, valueCount;
-  size_t indexBytes, valueBytes, denseBytes, checkOffset, blockBytes;
+  sparcclWire_t wire; /* the blocks' layout (src/wire.h) */
   uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
   int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
   int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
@@ -210,9 +210,9 @@ struct DenseLayout {
   uint8_t* flags; /* this rank's flags in its send chunks (flagCopies, valueStride apart) */
   uint32_t flagCopies;
   const uint8_t* sums;
-  size_t sumStride;
-  const uint8_t* receivedFlags; /* rank r's flags at receivedFlags + r * receivedStride */
-  size_t receivedStride;
+  sparcclWire_t sumWire;
+  const uint8_t* received; /* every rank's flags, laid out as receivedWire */
+  sparcclWire_t receivedWire;
 };
 
 /* The call check's sequence number of this call (SPEC 4). */
@@ -228,7 +228,7 @@ cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, cons
                                   cudaStream_t stream);
 /* SPEC 4's call check (callcheck_kernels.cu): written before the compress, verified after
  * the exchange (the decompress then does nothing when it failed). */
-/* copies: the ring's send chunks (a.sendBlock + q * a.blockBytes, q < copies) each get the
+/* copies: the ring's send chunks (block q of a.sendBlock, q < copies) each get the
  * check; a.recvBlocks NULL: no receive slots to zero (the phase API's dense compress). */
 cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream, uint32_t copies = 1);
 cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);

@@ -291,15 +291,11 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.restartLag = c->restartLag;
   a.count = set->count;
   a.valueCount = set->valueCount;
-  a.indexBytes = set->indexBytes;
-  a.valueBytes = set->valueBytes;
-  a.denseBytes = set->denseBytes;
-  a.checkOffset = set->checkOffset;
-  a.blockBytes = set->blockBytes;
+  a.wire = set->wire;
   a.callSequence = nccl(comm)->callSequence;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
   a.momentumFactor = (float)c->momentum;
-  a.bytesSent = set->blockBytes;
+  a.bytesSent = set->wire.blockBytes;
   return a;
 }
 
@@ -389,15 +385,15 @@ static RingParts ringParts(sparcclComm_t comm, const sparcclLayerSet_t* set, uin
   const size_t n = (size_t)comm->nranks;
   p.ring = sparcclDenseRingOf(comm, set);
   p.scatterSend = base;
-  p.scatterRecv = p.scatterSend + n * p.ring.scatterBytes;
-  p.gatherSend = p.scatterRecv + n * p.ring.scatterBytes;
-  p.gatherRecv = p.gatherSend + p.ring.gatherBytes;
+  p.scatterRecv = p.scatterSend + n * p.ring.scatter.blockBytes;
+  p.gatherSend = p.scatterRecv + n * p.ring.scatter.blockBytes;
+  p.gatherRecv = p.gatherSend + p.ring.gather.blockBytes;
   return p;
 }
 static size_t denseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   const sparcclDenseRing_t r = sparcclDenseRingOf(comm, set);
   const size_t n = (size_t)comm->nranks;
-  return 2 * n * r.scatterBytes + (n + 1) * r.gatherBytes;
+  return 2 * n * r.scatter.blockBytes + (n + 1) * r.gather.blockBytes;
 }
 
 #define ALLOC(ptr, bytes)                                                   \
@@ -481,8 +477,8 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->chunkTiesBefore, nchunks * sizeof(uint64_t));
   ALLOC(ds->chunkOffset, nchunks * sizeof(uint64_t));
   ALLOC(ds->sharedIndices, (set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
-  ALLOC(ds->sendBlock, set->blockBytes);
-  ALLOC(ds->recvBlocks, set->blockBytes * (size_t)comm->nranks);
+  ALLOC(ds->sendBlock, set->wire.blockBytes);
+  ALLOC(ds->recvBlocks, set->wire.blockBytes * (size_t)comm->nranks);
   ALLOC(ds->rankStarts, nchunks * (size_t)comm->nranks * sizeof(uint32_t));
   if (c->restartRatio > 0.0) ALLOC(ds->sums, floats);
   ALLOC(ds->skip, set->nlayers * sizeof(uint32_t));
@@ -516,7 +512,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   FILL(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
   FILL(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t));
   FILL(ds->layerBad, 0, set->nlayers * sizeof(uint32_t));
-  FILL(ds->sendBlock, 0, set->blockBytes);
+  FILL(ds->sendBlock, 0, set->wire.blockBytes);
   FILL(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t)); /* none yet */
 #undef FILL
   set->device = ds;
@@ -595,7 +591,7 @@ static sparcclResult_t deviceCheckNewKey(sparcclComm_t comm, void* stream, const
  * sequence moves) and none sums what was never compressed.  The scratch that a
  * compression's passes leave zero is zeroed again, in case some of them ran. */
 static void sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaStream_t stream) {
-  (void)cudaMemsetAsync(ds->sendBlock + set->checkOffset, 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  (void)cudaMemsetAsync(sparccl_wire_check(&set->wire, ds->sendBlock), 0, SPARCCL_CALL_CHECK_BYTES, stream);
   (void)cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
   (void)cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
   (void)cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
@@ -651,43 +647,41 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   a.dense = 1;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE).fingerprint;
-  a.bytesSent = (unsigned long long)(n - 1) * (ring.scatterBytes + ring.gatherBytes);
+  a.bytesSent = (unsigned long long)(n - 1) * (ring.scatter.blockBytes + ring.gather.blockBytes);
   /* the check slots of each exchange: the chunks sent and received, the gathered blocks */
   KernelArgs scatter = a, gather = a;
   scatter.sendBlock = p.scatterSend;
   scatter.recvBlocks = p.scatterRecv;
-  scatter.blockBytes = ring.scatterBytes;
-  scatter.checkOffset = ring.chunk * sizeof(float) + set->flagBytes;
+  scatter.wire = ring.scatter;
   scatter.valueCount = 0;
   gather.recvBlocks = p.gatherRecv;
-  gather.blockBytes = ring.gatherBytes;
-  gather.checkOffset = ring.chunk * sizeof(float);
+  gather.wire = ring.gather;
   gather.valueCount = 0;
   DenseLayout d;
   memset(&d, 0, sizeof(d));
   d.ring = 1;
   d.chunk = ring.chunk;
   d.values = p.scatterSend;
-  d.valueStride = ring.scatterBytes;
-  d.flags = p.scatterSend + ring.chunk * sizeof(float);
+  d.valueStride = ring.scatter.blockBytes;
+  d.flags = (uint8_t*)sparccl_wire_flags(&ring.scatter, p.scatterSend);
   d.flagCopies = n;
   d.sums = p.gatherRecv;
-  d.sumStride = ring.gatherBytes;
-  d.receivedFlags = p.scatterRecv + ring.chunk * sizeof(float);
-  d.receivedStride = ring.scatterBytes;
+  d.sumWire = ring.gather;
+  d.received = p.scatterRecv;
+  d.receivedWire = ring.scatter;
   cudaError_t err = sparcclLaunchCallCheckWrite(scatter, stream, n);
   if (err == cudaSuccess) err = sparcclLaunchDensePack(a, ds, d, send, stream);
   if (err != cudaSuccess) { /* every chunk's check zeroed: every rank refuses */
-    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatterBytes, stream);
+    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatter.blockBytes, stream);
     sendRefusedBlock(set, ds, stream);
   }
-  nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatterBytes, (int)n, stream);
+  nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatter.blockBytes, (int)n, stream);
   if (nres != ncclSuccess) return ncclFailure(caller, "the reduce-scatter (ncclSend, ncclRecv)", nres);
   if (err == cudaSuccess) err = sparcclLaunchCallCheckVerify(scatter, stream);
   if (err == cudaSuccess) err = sparcclLaunchShardSums(a, ring, p.scatterRecv, p.gatherSend, p.gatherRecv, stream);
   if (err != cudaSuccess)
-    (void)cudaMemsetAsync(p.gatherSend + ring.chunk * sizeof(float), 0, SPARCCL_CALL_CHECK_BYTES, stream);
-  nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gatherBytes, ncclUint8,
+    (void)cudaMemsetAsync(sparccl_wire_check(&ring.gather, p.gatherSend), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gather.blockBytes, ncclUint8,
                                          t->nccl, stream));
   if (err != cudaSuccess) {
     WARN("%s: a launch of the dense call failed: %s; the exchanges went out with checks that "
@@ -725,7 +719,7 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   if (err != cudaSuccess) sendRefusedBlock(set, ds, stream);
   /* Once anything is enqueued the exchange goes out, whatever happened.  A failure of it
    * leaves the state as it was: nothing is written before the exchange. */
-  nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes,
+  nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->wire.blockBytes,
                                          ncclUint8, t->nccl, stream));
   if (err != cudaSuccess) {
     WARN("%s: compression launch failed: %s; the exchange went out with a block that makes "
@@ -885,12 +879,6 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
-/* A dense phase call's block (SPEC 10, as src/dense.c's sparcclPackDenseBlock): every
- * element's x in float32, the flags, the check; its padding zero. */
-static size_t denseValuesBytes(const sparcclLayerSet_t* set) {
-  return sparcclDenseBlockBytes(set) - set->flagBytes - SPARCCL_CALL_CHECK_BYTES;
-}
-
 /* The phase API's halves (src/phase.c, SPEC 10): the compress as deviceAllReduce's first
  * half, its block copied out to the caller's and g kept for the second half; the
  * decompress copies the gathered blocks in and runs the second half.  In warm-up (SPEC 9)
@@ -917,24 +905,26 @@ static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t
   a.dense = dense;
   a.checkFingerprint = fingerprint;
   if (dense) {
-    const size_t values = denseValuesBytes(set), xBytes = set->count * sizeof(float);
+    /* as src/dense.c's sparcclPackDenseBlock: x in float32, the flags, the check; padding 0 */
+    const sparcclWire_t wire = sparcclDenseBlockWire(set);
+    const size_t xBytes = set->count * sizeof(float);
     KernelArgs w = a; /* the check into the caller's block; the gathered blocks are the caller's */
     w.sendBlock = (uint8_t*)block;
     w.recvBlocks = NULL;
-    w.checkOffset = values + set->flagBytes;
+    w.wire = wire;
     DenseLayout d;
     memset(&d, 0, sizeof(d));
     d.chunk = set->count; /* one shard: x at its element's offset */
     d.values = (uint8_t*)block;
-    d.flags = (uint8_t*)block + values;
+    d.flags = (uint8_t*)sparccl_wire_flags(&wire, (uint8_t*)block);
     d.flagCopies = 1;
-    CUDACHECK(cudaMemsetAsync((uint8_t*)block + xBytes, 0, values + set->flagBytes - xBytes, stream), caller);
+    CUDACHECK(cudaMemsetAsync((uint8_t*)block + xBytes, 0, wire.check - xBytes, stream), caller);
     CUDACHECK(sparcclLaunchCallCheckWrite(w, stream), caller);
     CUDACHECK(sparcclLaunchDensePack(a, ds, d, send, stream), caller);
   } else {
     CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
     CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
-    CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
+    CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->wire.blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
   }
   CUDACHECK(cudaMemcpyAsync(ds->phaseGrad, send, set->count * sparccl_dtype_size(dtype),
                             cudaMemcpyDeviceToDevice, stream), caller);
@@ -957,23 +947,22 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
   a.checkFingerprint = fingerprint;
   if (dense) {
     /* the caller's gathered blocks read where they are: whole vectors, no indices */
-    const size_t stride = sparcclDenseBlockBytes(set), values = denseValuesBytes(set);
+    const sparcclWire_t wire = sparcclDenseBlockWire(set);
     KernelArgs v = a;
     v.recvBlocks = (uint8_t*)blocks;
-    v.blockBytes = stride;
-    v.checkOffset = values + set->flagBytes;
+    v.wire = wire;
     v.valueCount = 0;
-    a.bytesSent = stride; /* as the host's (src/dense.c, sparcclFinishDenseCall) */
+    a.bytesSent = wire.blockBytes; /* as the host's (src/dense.c, sparcclFinishDenseCall) */
     DenseLayout d;
     memset(&d, 0, sizeof(d));
     d.sums = (const uint8_t*)blocks;
-    d.sumStride = stride;
-    d.receivedFlags = (const uint8_t*)blocks + values;
-    d.receivedStride = stride;
+    d.sumWire = wire;
+    d.received = (const uint8_t*)blocks;
+    d.receivedWire = wire;
     CUDACHECK(sparcclLaunchCallCheckVerify(v, stream), caller);
     CUDACHECK(sparcclLaunchDenseFinish(a, ds, d, ds->phaseGrad, recv, stream), caller);
   } else {
-    CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->blockBytes * (size_t)comm->nranks,
+    CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->wire.blockBytes * (size_t)comm->nranks,
                               cudaMemcpyDeviceToDevice, stream), caller);
     CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
     CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);

@@ -19,14 +19,10 @@
  */
 #include "device_set.cuh"
 
-__device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
-  return (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes + a.valueBytes +
-                           a.denseBytes);
-}
-
 __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
                                                      const uint8_t* block) {
-  return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
+  return sparccl_wire_layer_indices(&a.wire, block, L.sharedSet, L.indexPos, a.sharedIndices,
+                                    L.valuePos);
 }
 
 /* One thread per wire position t of a layer, for every rank r: t is where r's section enters
@@ -39,7 +35,7 @@ __global__ void rankRangesKernel(KernelArgs a) {
   const DeviceLayer L = a.layers[layerOfPosition(a, p)];
   const uint32_t t = (uint32_t)(p - L.valuePos);
   for (uint32_t r = 0; r < a.nranks; r++) {
-    const uint32_t* indices = indicesOf(a, L, a.recvBlocks + (size_t)r * a.blockBytes);
+    const uint32_t* indices = indicesOf(a, L, sparccl_wire_block(&a.wire, a.recvBlocks, r));
     uint32_t* starts = a.rankStarts + (size_t)L.chunkBegin * a.nranks + r;
     const uint32_t chunk = indices[t] / SPARCCL_CHUNK;
     for (uint32_t c = t == 0 ? 0 : indices[t - 1] / SPARCCL_CHUNK + 1; c <= chunk; c++)
@@ -87,8 +83,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
-  if (L.flagged)
-    for (uint32_t r = 0; r < a.nranks; r++) skip |= rankFlags(a, (int)r)[L.flagPos];
+  if (L.flagged) skip = sparccl_wire_any_flag(&a.wire, a.recvBlocks, a.nranks, L.flagPos);
   if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
   if (!L.sparse && !skip) {
     keepError(a, ch, L);
@@ -96,8 +91,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
       const size_t at = L.offset + i;
       float s = +0.0f;
       for (uint32_t r = 0; r < a.nranks; r++)
-        s = s + ((const float*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes +
-                                a.valueBytes))[L.densePos + i];
+        s = s + sparccl_wire_dense(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, r))[L.densePos + i];
       /* dgc's dense layer: u <- momentum * u + g, what it sent (g read before an in-place
        * output overwrites it) */
       if (a.momentum)
@@ -137,7 +131,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
   const uint32_t* starts = a.rankStarts + (size_t)c * a.nranks;
   const int lastChunk = c + 1 == L.chunkBegin + L.nchunks;
   for (uint32_t r = 0; r < a.nranks; r++) {
-    const uint8_t* block = a.recvBlocks + (size_t)r * a.blockBytes;
+    const uint8_t* block = sparccl_wire_block(&a.wire, a.recvBlocks, r);
     const uint32_t* indices = indicesOf(a, L, block);
     const uint32_t first = starts[r], end = lastChunk ? (uint32_t)L.k : starts[a.nranks + r];
     const int own = r == a.commRank;
@@ -149,7 +143,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
         atomicOr(&a.counters->internalErrors, 1u);
         continue;
       }
-      float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
+      float sent = sparccl_load(sparccl_wire_values(&a.wire, block, L.valuePos), first + o, a.wireType);
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
       if (own) { /* this rank's indices are distinct: one thread an element */
         /* (with two buffers the emit already wrote a - sent there) */
@@ -183,10 +177,11 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int pol
 __device__ __forceinline__ float denseSum(const KernelArgs& a, const DenseLayout& d, size_t at) {
   if (d.ring) {
     const size_t shard = at / d.chunk;
-    return ((const float*)(d.sums + shard * d.sumStride))[at - shard * d.chunk];
+    return sparccl_wire_dense(&d.sumWire, sparccl_wire_block(&d.sumWire, d.sums, shard))[at - shard * d.chunk];
   }
   float s = +0.0f;
-  for (uint32_t r = 0; r < a.nranks; r++) s = s + ((const float*)(d.sums + (size_t)r * d.sumStride))[at];
+  for (uint32_t r = 0; r < a.nranks; r++)
+    s = s + sparccl_wire_dense(&d.sumWire, sparccl_wire_block(&d.sumWire, d.sums, r))[at];
   return s;
 }
 
@@ -202,9 +197,7 @@ __device__ __forceinline__ void denseChunk(const KernelArgs& a, const DenseLayou
   const DeviceLayer L = a.layers[ch.layer];
   const float n = (float)a.nranks;
   uint32_t skip = 0;
-  if (L.flagged)
-    for (uint32_t r = 0; r < a.nranks; r++)
-      skip |= ((const uint32_t*)(d.receivedFlags + (size_t)r * d.receivedStride))[L.flagPos];
+  if (L.flagged) skip = sparccl_wire_any_flag(&d.receivedWire, d.received, a.nranks, L.flagPos);
   if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
   keepError(a, ch, L);
   SPARCCL_FOR_CHUNK(i, ch) {

@@ -153,7 +153,7 @@ __device__ __forceinline__ void forChunkKeys(const KeySource<Key>& keyOf, const 
 }
 
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
-  return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
+  return sparccl_wire_flags(&a.wire, block);
 }
 
 /* The first digit's bins [*lo, *hi] of the key pass's window around a predicted bin. */
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
   if (!L.sparse) {
     /* sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose layer is flagged */
-    float* dense = (float*)(a.sendBlock + a.indexBytes + a.valueBytes) + L.densePos;
+    float* dense = sparccl_wire_dense(&a.wire, a.sendBlock) + L.densePos;
     int finite = 1;
     SPARCCL_FOR_CHUNK(i, ch) {
       const size_t at = L.offset + i;
@@ -624,10 +624,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
   const DeviceChunk ch = a.chunks[c];
   const DeviceLayer L = a.layers[ch.layer];
   if (!L.sparse) return;
-  const size_t wireSize = sparccl_dtype_size(a.wireType);
-  uint32_t* indices = L.sharedSet ? a.sharedIndices + L.valuePos
-                                  : (uint32_t*)a.sendBlock + L.indexPos;
-  void* values = a.sendBlock + a.indexBytes + L.valuePos * wireSize;
+  uint32_t* indices = sparccl_wire_layer_indices(&a.wire, a.sendBlock, L.sharedSet, L.indexPos,
+                                                 a.sharedIndices, L.valuePos);
+  void* values = sparccl_wire_values(&a.wire, a.sendBlock, L.valuePos);
   if (blockFlags(a, a.sendBlock)[L.flagPos]) {
     /* non-finite on this rank: a well-formed empty-valued set, as the CPU path */
     SPARCCL_FOR_CHUNK(p, ch) {

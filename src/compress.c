@@ -209,8 +209,7 @@ int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
   LayerInputs in = layerInputs(comm, layer);
   const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
   uint32_t* indices = sparcclLayerIndices(comm, set, layer, block);
-  void* values = (uint8_t*)sparcclBlockValues(set, block) +
-                 layer->valuePos * sparccl_dtype_size(c->wireType);
+  void* values = sparccl_wire_values(&set->wire, block, layer->valuePos);
   int nonfinite = compressDispatch(&in, grad, dtype, layer->count, layer->k, c->compressor,
                                    c->feedback, c->wireType, comm->keys, comm->candidates,
                                    indices, values);
@@ -246,5 +245,5 @@ int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const voi
 
 int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
                      const void* send, int dtype, uint8_t* block) {
-  return sparcclDenseInput(comm, layer, send, dtype, sparcclBlockDense(set, block) + layer->densePos);
+  return sparcclDenseInput(comm, layer, send, dtype, sparccl_wire_dense(&set->wire, block) + layer->densePos);
 }

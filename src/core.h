@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include "sparccl.h"
 #include "sparccl_math.h"
+#include "wire.h"
 
 #define SPARCCL_API __attribute__((visibility("default")))
 
@@ -113,7 +114,7 @@ typedef struct {
   /* Wire layout of one rank's block (SPEC 4). */
   size_t indexCount, valueCount, denseCount, nsparse;
   size_t nflags;           /* flagged layers: the sparse ones (flags 0..nsparse-1), then dgc's dense ones */
-  size_t indexBytes, valueBytes, denseBytes, flagBytes, checkOffset, blockBytes;
+  sparcclWire_t wire;      /* its sections' offsets (wire.h) */
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
   struct sparcclPending* pending; /* the phase API's half-done call (phase.c), or NULL */
@@ -223,29 +224,6 @@ void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set, d
 /* timing */
 double sparcclSeconds(void);
 
-/* Wire block accessors. */
-static inline uint32_t* sparcclBlockIndices(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (uint32_t*)b;
-}
-static inline void* sparcclBlockValues(const sparcclLayerSet_t* s, uint8_t* b) {
-  return b + s->indexBytes;
-}
-static inline float* sparcclBlockDense(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (float*)(b + s->indexBytes + s->valueBytes);
-}
-static inline uint32_t* sparcclBlockFlags(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (uint32_t*)(b + s->indexBytes + s->valueBytes + s->denseBytes);
-}
-
-/* The call check that ends every block (SPEC 4): a call sequence number (the comm's; a
- * phase-API call's is its key's) and a fingerprint of the call.  A zeroed check never
- * matches: the fingerprint is odd. */
-typedef struct { uint64_t sequence, fingerprint; } sparcclCallCheck_t;
-#define SPARCCL_CALL_CHECK_BYTES 16
-static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (sparcclCallCheck_t*)(b + s->checkOffset);
-}
-
 /* The phase API's half-done call (phase.c): what the decompress needs; the host backend's
  * copies of g, of this rank's block and of the shared selected sets (the device backend
  * keeps its own). */
@@ -277,9 +255,9 @@ void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_
 sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
                                     const uint8_t* blocks, sparcclCallCheck_t expected,
                                     const char* caller);
-/* Only the checks: nranks blocks of `stride` bytes, each with its check at checkOffset. */
-sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks, size_t stride,
-                                    size_t checkOffset, sparcclCallCheck_t expected,
+/* Only the checks: nranks blocks laid out as *wire. */
+sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
+                                    const sparcclWire_t* wire, sparcclCallCheck_t expected,
                                     const char* caller);
 /* "Every rank agrees on a status": mine if it failed, else `remote` if another rank's
  * failed (logged with that rank), else success; a failed exchange is returned as it is. */
@@ -326,11 +304,12 @@ int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set);
  * elements; a reduce-scatter chunk (the shard's x, the flags, the check) and an allgather
  * block (the shard's sums, the check). */
 typedef struct {
-  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
-  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
-  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
+  size_t chunk;          /* elements of each rank's shard, a multiple of 4 */
+  sparcclWire_t scatter; /* a reduce-scatter chunk: the shard's x, the flags, the check */
+  sparcclWire_t gather;  /* an allgather block: the shard's sums, the check */
 } sparcclDenseRing_t;
 sparcclDenseRing_t sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set);
+sparcclWire_t sparcclDenseBlockWire(const sparcclLayerSet_t* set);
 size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set);
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set);
 void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
@@ -345,8 +324,9 @@ sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,
-                                            const sparcclLayer_t* l, uint8_t* block) {
-  return l->sharedSet ? comm->sharedIndices + l->valuePos : sparcclBlockIndices(s, block) + l->indexPos;
+                                            const sparcclLayer_t* l, const uint8_t* block) {
+  return sparccl_wire_layer_indices(&s->wire, block, l->sharedSet, l->indexPos,
+                                    comm->sharedIndices, l->valuePos);
 }
 
 #endif /* SPARCCL_CORE_H_ */

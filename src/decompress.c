@@ -26,8 +26,8 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
     l->step++;
     return;
   }
-  indices = sparcclLayerIndices(comm, set, l, (uint8_t*)block);
-  values = (const uint8_t*)block + set->indexBytes + l->valuePos * sparccl_dtype_size(c->wireType);
+  indices = sparcclLayerIndices(comm, set, l, block);
+  values = sparccl_wire_values(&set->wire, block, l->valuePos);
   if (l->error != NULL) {
     /* e <- a - sent: a everywhere (a = e + g, dgc's e + u), then the sent values subtracted
      * where selected. */
@@ -61,23 +61,22 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
 void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
                         const sparcclLayer_t* l, const uint8_t* blocks, float* sum) {
   int wireType = comm->config.wireType;
-  size_t wireSize = sparccl_dtype_size(wireType);
   size_t i, t;
   int r;
   /* s = +0.0f; s = s + sent_j in rank order.  Adding a zero to a sum that started at +0
    * never changes it, so only the selected elements need adding. */
   memset(sum, 0, l->count * sizeof(float));
   for (r = 0; r < comm->nranks; r++) {
-    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
+    const uint8_t* block = sparccl_wire_block(&set->wire, blocks, (size_t)r);
     if (l->sparse) {
       const uint32_t* indices = sparcclLayerIndices(comm, set, l, block);
-      const uint8_t* values = block + set->indexBytes + l->valuePos * wireSize;
+      const uint8_t* values = sparccl_wire_values(&set->wire, block, l->valuePos);
       if (wireType == SPARCCL_DT_FLOAT32)
         for (t = 0; t < l->k; t++) sum[indices[t]] += ((const float*)values)[t];
       else
         for (t = 0; t < l->k; t++) sum[indices[t]] += sparccl_load(values, t, wireType);
     } else {
-      const float* dense = sparcclBlockDense(set, block) + l->densePos;
+      const float* dense = sparccl_wire_dense(&set->wire, block) + l->densePos;
       for (i = 0; i < l->count; i++) sum[i] += dense[i];
     }
   }

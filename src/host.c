@@ -12,7 +12,7 @@
 static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
-  size_t block = set->blockBytes > comm->blockCap ? set->blockBytes : comm->blockCap;
+  size_t block = set->wire.blockBytes > comm->blockCap ? set->wire.blockBytes : comm->blockCap;
   size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
   /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
    * alltoall (dense.c), the ring's scratch where it has. */
@@ -102,7 +102,7 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   t1 = sparcclSeconds();
   sparcclClearChecks(comm, set, comm->recvBlocks);
   res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks,
-                                   set->blockBytes);
+                                   set->wire.blockBytes);
   if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes that differ (mpi.c) */
   t2 = sparcclSeconds();
   if (res == sparcclSuccess)
@@ -110,7 +110,7 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                             check, caller);
   if (res != sparcclSuccess) {
     WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
-         caller, set->blockBytes);
+         caller, set->wire.blockBytes);
     return res;
   }
   comm->callSequence++;
@@ -159,7 +159,7 @@ static void hostDestroy(sparcclComm_t comm) { (void)comm; }
 static sparcclResult_t keepForDecompress(sparcclLayerSet_t* set, int dtype) {
   sparcclPending_t* p = set->pending;
   size_t bytes = set->count * sparccl_dtype_size(dtype);
-  if (p->block == NULL) p->block = (uint8_t*)malloc(set->blockBytes); /* a dense call keeps none */
+  if (p->block == NULL) p->block = (uint8_t*)malloc(set->wire.blockBytes); /* a dense call keeps none */
   if (p->shared == NULL)
     p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
   if (p->gradBytes < bytes) {
@@ -184,7 +184,7 @@ static sparcclResult_t hostPhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* 
     return sparcclSuccess;
   }
   sparcclCompressBlock(comm, set, send, dtype, p->check, p->block);
-  memcpy(block, p->block, set->blockBytes);
+  memcpy(block, p->block, set->wire.blockBytes);
   if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
   return sparcclSuccess;
 }

@@ -55,7 +55,7 @@ SPARCCL_API sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned
   }
   SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
   /* the key's next call: a warm-up call's block holds whole vectors (SPEC 10) */
-  *bytes = sparcclNextCallDense(comm, set) ? sparcclDenseBlockBytes(set) : set->blockBytes;
+  *bytes = sparcclNextCallDense(comm, set) ? sparcclDenseBlockBytes(set) : set->wire.blockBytes;
   return sparcclSuccess;
 }
 
