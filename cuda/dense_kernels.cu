@@ -18,7 +18,7 @@ __global__ void densePackKernel(KernelArgs a, DenseLayout d, const void* send) {
   SPARCCL_FOR_CHUNK(i, ch) {
     const size_t at = L.offset + i, shard = at / d.chunk;
     const float g = sparccl_load(send, at, a.dtype);
-    const float x = a.momentum ? sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor) : g;
+    const float x = a.momentum ? sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.call.momentumFactor) : g;
     ((float*)(d.values + shard * d.valueStride))[at - shard * d.chunk] = x;
     finite &= sparccl_is_finite(x);
   }
@@ -33,12 +33,9 @@ __global__ void shardSumKernel(KernelArgs a, sparcclDenseRing_t ring, const uint
                                uint8_t* block, uint8_t* gathered) {
   const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int refused = a.counters->callRefused != 0;
-  float* sums = (float*)block;
+  float* sums = sparccl_wire_dense(&ring.gather, block);
   for (size_t j = first; !refused && j < ring.chunk; j += (size_t)gridDim.x * blockDim.x) {
-    float s = +0.0f;
-    for (uint32_t r = 0; r < a.nranks; r++)
-      s = s + sparccl_wire_dense(&ring.scatter, sparccl_wire_block(&ring.scatter, received, r))[j];
-    sums[j] = s;
+    sums[j] = sparccl_rank_sum(&ring.scatter, received, a.nranks, j);
   }
   if (first == 0) {
     sparcclCallCheck_t* check = sparccl_wire_check(&ring.gather, block);

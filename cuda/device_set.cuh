@@ -179,11 +179,9 @@ struct DeviceSet : DeviceArrays {
 /* Everything a kernel needs, by value: the arrays and the call's scalars. */
 struct KernelArgs : DeviceArrays {
   uint32_t nlayers, nsparse, nranks;
-  uint32_t rank;     /* the Philox counter's rank: 0 on every rank under shared randomness */
   uint32_t commRank; /* this rank: its block in recvBlocks */
   int compressor, feedback, wireType, dtype, op, online;
-  uint64_t seed;
-  float rate, low, high;
+  sparcclCallValues_t call; /* from the config (src/steps.h) */
   double restartRatio;
   long long restartEvery;
   int restartLag;
@@ -192,7 +190,6 @@ struct KernelArgs : DeviceArrays {
   uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
   int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
   int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
-  float momentumFactor; /* dgc: (float)momentum */
   unsigned long long bytesSent; /* what this call puts on the wire for this rank (stats) */
 };
 
@@ -365,9 +362,6 @@ __device__ __forceinline__ int arriveWithFlag(const KernelArgs& a, uint32_t laye
   }
   return last;
 }
-
-/* A float NaN with the canonical bits (host and device). */
-__device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }
 
 /* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads; returns the
  * thread's exclusive prefix and writes the block total to *total.  Kogge-Stone in shared

@@ -274,7 +274,6 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.nlayers = ds->nlayers;
   a.nsparse = ds->nsparse;
   a.nranks = (uint32_t)comm->nranks;
-  a.rank = c->sharedRandomness ? 0u : (uint32_t)comm->rank;
   a.commRank = (uint32_t)comm->rank;
   a.compressor = c->compressor;
   a.feedback = c->feedback;
@@ -282,10 +281,7 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.dtype = dtype;
   a.op = op;
   a.online = c->importance == sparcclImportanceOnline;
-  a.seed = c->seed;
-  a.rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
-  a.low = (float)c->importanceLow;
-  a.high = (float)c->importanceHigh;
+  a.call = sparccl_call_values(c, comm->rank);
   a.restartRatio = c->restartRatio;
   a.restartEvery = c->restartEvery;
   a.restartLag = c->restartLag;
@@ -294,7 +290,6 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.wire = set->wire;
   a.callSequence = nccl(comm)->callSequence;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
-  a.momentumFactor = (float)c->momentum;
   a.bytesSent = set->wire.blockBytes;
   return a;
 }

@@ -45,13 +45,9 @@ __global__ void rankRangesKernel(KernelArgs a) {
   }
 }
 
-/* The output of one element: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
+/* The output of one element (src/steps.h); EF21's H where ef21. */
 __device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
-  const float n = (float)a.nranks;
-  if (!ef21) return a.op == sparcclSum ? s : s / n;
-  float H = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
-  a.H[at] = H;
-  return a.op == sparcclSum ? H * n : H;
+  return sparccl_layer_output(a.op, (float)a.nranks, s, ef21 ? &a.H[at] : NULL, 0);
 }
 
 __device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
@@ -89,21 +85,18 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     keepError(a, ch, L);
     SPARCCL_FOR_CHUNK(i, ch) {
       const size_t at = L.offset + i;
-      float s = +0.0f;
-      for (uint32_t r = 0; r < a.nranks; r++)
-        s = s + sparccl_wire_dense(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, r))[L.densePos + i];
+      const float s = sparccl_rank_sum(&a.wire, a.recvBlocks, a.nranks, L.densePos + i);
       /* dgc's dense layer: u <- momentum * u + g, what it sent (g read before an in-place
        * output overwrites it) */
       if (a.momentum)
-        a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(send, at, a.dtype),
-                                                   a.momentum[at], a.momentumFactor);
+        sparccl_momentum_step(sparccl_load(send, at, a.dtype), &a.momentum[at], a.call.momentumFactor);
       storeOutput(a, recv, at, outputOf(a, at, s, 0));
     }
     return;
   }
   if (skip) { /* SPEC 2: NaN out, state as it was */
     keepError(a, ch, L);
-    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
+    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparccl_skipped_output());
     return;
   }
   /* one buffer: e <- e + g (= a, exactly as the key pass computed it; dgc's e + u after
@@ -116,13 +109,13 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     float g = sparccl_load(send, at, a.dtype);
     float u = 0.0f;
     if (a.momentum) {
-      u = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
-      a.momentum[at] = u; /* masked below where this rank sent */
+      sparccl_momentum_step(g, &a.momentum[at], a.call.momentumFactor);
+      u = a.momentum[at]; /* masked below where this rank sent */
     }
     if (InPlace) error[i - ch.begin] = a.error[at] + (a.momentum ? u : g);
     if (a.prevGrad) {
       if (havePrev)
-        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
+        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.call.rate, a.call.low, a.call.high);
       a.prevGrad[at] = g;
     }
   }
@@ -179,10 +172,7 @@ __device__ __forceinline__ float denseSum(const KernelArgs& a, const DenseLayout
     const size_t shard = at / d.chunk;
     return sparccl_wire_dense(&d.sumWire, sparccl_wire_block(&d.sumWire, d.sums, shard))[at - shard * d.chunk];
   }
-  float s = +0.0f;
-  for (uint32_t r = 0; r < a.nranks; r++)
-    s = s + sparccl_wire_dense(&d.sumWire, sparccl_wire_block(&d.sumWire, d.sums, r))[at];
-  return s;
+  return sparccl_rank_sum(&d.sumWire, d.sums, a.nranks, at);
 }
 
 /* One block per chunk after a dense call's verified exchange (SPEC 9): a flagged layer
@@ -203,16 +193,14 @@ __device__ __forceinline__ void denseChunk(const KernelArgs& a, const DenseLayou
   SPARCCL_FOR_CHUNK(i, ch) {
     const size_t at = L.offset + i;
     if (skip) {
-      storeOutput(a, recv, at, sparcclNaN());
+      storeOutput(a, recv, at, sparccl_skipped_output());
       continue;
     }
     const float g = sparccl_load(send, at, a.dtype);
     const float s = denseSum(a, d, at);
-    if (a.h && L.sparse) a.h[at] = g;
-    if (a.H && L.sparse) a.H[at] = sparccl_canonical_nan(s / n);
-    if (a.momentum)
-      a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
-    storeOutput(a, recv, at, a.op == sparcclSum ? s : s / n);
+    sparccl_dense_state(g, a.h && L.sparse ? &a.h[at] : NULL, a.momentum ? &a.momentum[at] : NULL,
+                        a.call.momentumFactor);
+    storeOutput(a, recv, at, sparccl_layer_output(a.op, n, s, a.H && L.sparse ? &a.H[at] : NULL, 1));
   }
 }
 
@@ -264,36 +252,34 @@ __device__ void policy(const KernelArgs& a) {
   c->skipped += skipped;
   if (skipped) return; /* a step counts only when every flagged layer completed */
   c->steps++;
-  if (a.restartEvery > 0 && c->steps % (unsigned long long)a.restartEvery == 0) c->restartPending = 1;
+  if (sparccl_restart_every_due(a.restartEvery, c->steps)) c->restartPending = 1;
   if (a.restartRatio > 0.0) {
     size_t blocks = (a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK;
     double total = 0.0;
     for (size_t b = 0; b < blocks; b++) total += a.blockSums[b];
-    double norm = sparccl_canonical_nan_double(sqrt(total)); /* NaN bits as on the host */
-    unsigned long long t = c->normCount++;
-    unsigned long long ring = (unsigned long long)a.restartLag + 1;
-    a.normRing[t % ring] = norm;
-    if (t >= (unsigned long long)a.restartLag) {
-      double before = a.normRing[(t - a.restartLag) % ring];
-      if (before > 0.0 && norm / before > a.restartRatio) c->restartPending = 1;
-    }
+    const double norm = sparccl_restart_norm(total);
+    const double before = sparccl_history_push(a.normRing, c->normCount++, a.restartLag, norm);
+    if (sparccl_norm_jumped(norm, before, a.restartRatio)) c->restartPending = 1;
   }
 }
 
 __global__ void policyKernel(KernelArgs a) { policy(a); }
 
-/* Restart: e, h, H <- 0, w <- 1 where a restart is pending (or forced). */
+/* The state arrays of the whole buffer (element `at` at at), e the one that holds it now. */
+__device__ __forceinline__ sparcclStateArrays_t stateOf(const KernelArgs& a) {
+  sparcclStateArrays_t s;
+  s.error = a.error ? errorNow(a) : NULL;
+  s.h = a.h; s.H = a.H; s.momentum = a.momentum; s.importance = a.importance;
+  return s;
+}
+
+/* Restart (src/steps.h) where a restart is pending (or forced). */
 __global__ void restartKernel(KernelArgs a, int force) {
   if (!force && !a.counters->restartPending) return;
-  float* error = a.error ? errorNow(a) : NULL;
+  const sparcclStateArrays_t s = stateOf(a);
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
-       at += (size_t)gridDim.x * blockDim.x) {
-    if (error) error[at] = 0.0f;
-    if (a.h) a.h[at] = 0.0f;
-    if (a.H) a.H[at] = 0.0f;
-    if (a.momentum) a.momentum[at] = 0.0f;
-    if (a.importance) a.importance[at] = 1.0f;
-  }
+       at += (size_t)gridDim.x * blockDim.x)
+    sparccl_state_reset(&s, at);
 }
 
 __global__ void restartDoneKernel(KernelArgs a, int force) {
@@ -343,15 +329,10 @@ cudaError_t sparcclLaunchDenseFinish(const KernelArgs& a, const DeviceSet* ds, c
 }
 
 __global__ void scaleKernel(KernelArgs a, float factor) {
-  float* error = a.error ? errorNow(a) : NULL;
+  const sparcclStateArrays_t s = stateOf(a);
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
-       at += (size_t)gridDim.x * blockDim.x) {
-    /* the canonical NaN for any NaN product, as the host's sparcclScaleState (src/comm.c) */
-    if (error) error[at] = sparccl_canonical_nan(error[at] * factor);
-    if (a.h) a.h[at] = sparccl_canonical_nan(a.h[at] * factor);
-    if (a.H) a.H[at] = sparccl_canonical_nan(a.H[at] * factor);
-    if (a.momentum) a.momentum[at] = sparccl_canonical_nan(a.momentum[at] * factor);
-  }
+       at += (size_t)gridDim.x * blockDim.x)
+    sparccl_state_scale(&s, at, factor);
 }
 
 cudaError_t sparcclLaunchScale(const KernelArgs& a, const DeviceSet* ds, float factor,

@@ -64,7 +64,7 @@ __device__ __forceinline__ void readInputs(const KernelArgs& a, const void* send
  * given g = sparccl_bits_value(in.g, dtype). */
 template <int F>
 __device__ __forceinline__ float keyInputOf(const KernelArgs& a, const ElementInputs& in, float g) {
-  return sparccl_key_input(F, sparccl_feedback_gradient(F, g, in.u, a.momentumFactor), in.e, in.h);
+  return sparccl_key_input(F, sparccl_feedback_gradient(F, g, in.u, a.call.momentumFactor), in.e, in.h);
 }
 
 /* The weight w (ImpK: this step's, online importance taking its cube step first), else 1. */
@@ -72,7 +72,7 @@ template <int C>
 __device__ __forceinline__ float weightOf(const KernelArgs& a, const ElementInputs& in, float g,
                                           int havePrev) {
   if (C != SPARCCL_IMPK && C != SPARCCL_IMPK_SELECT && C != SPARCCL_IMPK_RANDOM) return 1.0f;
-  if (a.online && havePrev) return sparccl_cube_step(in.w, g, in.prev, a.rate, a.low, a.high);
+  if (a.online && havePrev) return sparccl_cube_step(in.w, g, in.prev, a.call.rate, a.call.low, a.call.high);
   return in.w;
 }
 
@@ -93,8 +93,8 @@ struct KeySource {
   __device__ __forceinline__ KeySource(const KernelArgs& a, const void* send_,
                                        const DeviceLayer& L, uint32_t layer)
       : mode(a.keyMode), keys(a.keys ? (const Key*)a.keys + L.offset : NULL), values(NULL),
-        weights(NULL), send(send_), offset(L.offset), dtype(a.dtype), seed(a.seed), id(L.id),
-        step((uint32_t)a.layerSteps[layer]), rank(a.rank) {
+        weights(NULL), send(send_), offset(L.offset), dtype(a.dtype), seed(a.call.seed), id(L.id),
+        step((uint32_t)a.layerSteps[layer]), rank(a.call.randomRank) {
     if (mode == SPARCCL_KEYS_FROM_A || mode == SPARCCL_KEYS_FROM_AW) values = errorAfter(a) + L.offset;
     if (mode == SPARCCL_KEYS_FROM_W) values = a.importance + L.offset;
     if (mode == SPARCCL_KEYS_FROM_AW) weights = a.importance + L.offset;
@@ -324,7 +324,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
     SPARCCL_FOR_CHUNK(i, ch) {
       const size_t at = L.offset + i;
       const float g = sparccl_load(send, at, a.dtype);
-      const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.momentumFactor) : g;
+      const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.call.momentumFactor) : g;
       dense[i] = x;
       finite &= sparccl_is_finite(x);
     }
@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   __syncthreads();
   const uint32_t step = (uint32_t)a.layerSteps[ch.layer];
   const int havePrev = a.havePrevGrad[ch.layer];
-  const uint32_t rank = a.rank;
+  const uint32_t rank = a.call.randomRank;
   const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
   /* a = e + g for the decompress to commit (double-buffered e; reduce_kernels.cu) */
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
         if (L.all) return;
         uint32_t word = 0;
         if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
-          word = sparccl_random_word(a.seed, i, L.id, step, rank);
+          word = sparccl_random_word(a.call.seed, i, L.id, step, rank);
         Key key;
         if (C == SPARCCL_IMPK_RANDOM)
           key = (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));

@@ -63,14 +63,7 @@ void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
       (void*)sum == out)
     return;
   for (i = 0; i < l->count; i++) {
-    float v;
-    if (l->H != NULL && denseCall) l->H[i] = sparccl_canonical_nan(sum[i] / n);
-    if (ef21) {
-      l->H[i] = sparccl_canonical_nan(l->H[i] + sum[i] / n);
-      v = op == sparcclSum ? l->H[i] * n : l->H[i];
-    } else {
-      v = op == sparcclSum ? sum[i] : sum[i] / n;
-    }
+    float v = sparccl_layer_output(op, n, sum[i], l->H != NULL ? &l->H[i] : NULL, denseCall);
     if (wantNorm) sparccl_blocked_sum_add(norm, (double)v * (double)v);
     sparccl_store(out, i, dtype, v);
   }
@@ -79,7 +72,7 @@ void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
 static void writeNonFinite(sparcclComm_t comm, const sparcclLayer_t* l, void* out, int dtype,
                            sparccl_blocked_sum_t* norm) {
   size_t i;
-  float nan = sparccl_bits_float(SPARCCL_CANONICAL_NAN_BITS);
+  float nan = sparccl_skipped_output();
   for (i = 0; i < l->count; i++) sparccl_store(out, i, dtype, nan);
   if (comm->config.restartRatio > 0.0) sparccl_blocked_sum_add(norm, (double)nan);
 }

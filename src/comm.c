@@ -190,13 +190,8 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
   size_t i, j;
   (void)comm;
   for (i = 0; i < set->nlayers; i++) {
-    sparcclLayer_t* l = &set->layers[i];
-    if (l->error) memset(l->error, 0, l->count * sizeof(float));
-    if (l->h) memset(l->h, 0, l->count * sizeof(float));
-    if (l->H) memset(l->H, 0, l->count * sizeof(float));
-    if (l->momentum) memset(l->momentum, 0, l->count * sizeof(float));
-    if (l->importance)
-      for (j = 0; j < l->count; j++) l->importance[j] = 1.0f;
+    const sparcclStateArrays_t s = sparcclLayerState(&set->layers[i]);
+    for (j = 0; j < set->layers[i].count; j++) sparccl_state_reset(&s, j);
   }
 }
 

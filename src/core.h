@@ -7,6 +7,7 @@
 #include "sparccl.h"
 #include "sparccl_math.h"
 #include "wire.h"
+#include "steps.h"
 
 #define SPARCCL_API __attribute__((visibility("default")))
 
@@ -169,6 +170,12 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
                               size_t nlayers, const size_t* counts, const char* caller,
                               sparcclLayerSet_t** out);
 void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
+/* A layer's state arrays for steps.h's reset and scale (element i of the layer at i). */
+static inline sparcclStateArrays_t sparcclLayerState(const sparcclLayer_t* l) {
+  sparcclStateArrays_t s;
+  s.error = l->error; s.h = l->h; s.H = l->H; s.momentum = l->momentum; s.importance = l->importance;
+  return s;
+}
 /* phase.c: free a set's half-done call; whether one awaits its decompress. */
 void sparcclFreePending(sparcclLayerSet_t* set);
 int sparcclPendingCompress(const sparcclLayerSet_t* set);
@@ -213,7 +220,7 @@ void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
                         const sparcclLayer_t* layer, const uint8_t* blocks, float* sum);
 
 /* importance.c */
-float sparcclOnlineWeight(const sparcclConfig_t* config, const sparcclLayer_t* layer, size_t i,
+float sparcclOnlineWeight(const sparcclCallValues_t* values, const sparcclLayer_t* layer, size_t i,
                           float g);
 
 /* restart.c */

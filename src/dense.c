@@ -49,10 +49,11 @@ void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, con
  * H <- s / n is written with the output.  The layer's step counts, as in any call. */
 static void updateDenseState(sparcclComm_t comm, sparcclLayer_t* l, const void* send, int dtype) {
   const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
+  const float m = sparccl_call_values(&comm->config, comm->rank).momentumFactor;
   size_t i;
-  if (l->h != NULL)
-    for (i = 0; i < l->count; i++) l->h[i] = sparccl_load(grad, i, dtype);
-  if (l->momentum != NULL) sparcclDenseInput(comm, l, send, dtype, l->momentum);
+  for (i = 0; (l->h != NULL || l->momentum != NULL) && i < l->count; i++)
+    sparccl_dense_state(sparccl_load(grad, i, dtype), l->h != NULL ? &l->h[i] : NULL,
+                        l->momentum != NULL ? &l->momentum[i] : NULL, m);
   if (l->flagged) l->step++;
 }
 
@@ -89,16 +90,12 @@ static uint32_t layerSkipped(sparcclComm_t comm, const DenseSums* d, const sparc
 /* s of a layer's elements into sum: the ring's shard sums copied out, or summed here. */
 static void layerSums(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l, float* sum) {
   size_t i;
-  int r;
   if (d->ring) {
     shardCopy((uint8_t*)d->blocks, d->wire.blockBytes, d->chunk, l->offset, l->count, sum, 0);
     return;
   }
-  for (i = 0; i < l->count; i++) sum[i] = 0.0f;
-  for (r = 0; r < comm->nranks; r++) {
-    const float* x = sparccl_wire_dense(&d->wire, sparccl_wire_block(&d->wire, d->blocks, (size_t)r)) + l->offset;
-    for (i = 0; i < l->count; i++) sum[i] += x[i];
-  }
+  for (i = 0; i < l->count; i++)
+    sum[i] = sparccl_rank_sum(&d->wire, d->blocks, (uint32_t)comm->nranks, l->offset + i);
 }
 
 /* After a verified exchange: per layer the skip rule, the state, the output; the epilogue. */
@@ -185,14 +182,10 @@ static void packChunks(sparcclComm_t comm, const sparcclLayerSet_t* set, const R
 /* This rank's shard: s = +0.0f, then s + x_r in rank order (SPEC 1). */
 static void sumShard(sparcclComm_t comm, const Ring* ring, const uint8_t* chunks, uint8_t* out,
                      sparcclCallCheck_t check) {
-  float* s = (float*)out;
+  float* s = sparccl_wire_dense(&ring->gather, out);
   size_t j;
-  int r;
-  for (j = 0; j < ring->chunk; j++) s[j] = 0.0f;
-  for (r = 0; r < comm->nranks; r++) {
-    const float* x = sparccl_wire_dense(&ring->scatter, sparccl_wire_block(&ring->scatter, chunks, (size_t)r));
-    for (j = 0; j < ring->chunk; j++) s[j] += x[j];
-  }
+  for (j = 0; j < ring->chunk; j++)
+    s[j] = sparccl_rank_sum(&ring->scatter, chunks, (uint32_t)comm->nranks, j);
   memcpy(sparccl_wire_check(&ring->gather, out), &check, sizeof(check));
 }
 

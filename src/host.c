@@ -132,13 +132,8 @@ static sparcclResult_t hostScale(sparcclComm_t comm, sparcclLayerSet_t* set, flo
   size_t j, n;
   (void)comm;
   for (j = 0; j < set->nlayers; j++) {
-    sparcclLayer_t* l = &set->layers[j];
-    float* arrays[4];
-    int a;
-    arrays[0] = l->error; arrays[1] = l->h; arrays[2] = l->H; arrays[3] = l->momentum;
-    for (a = 0; a < 4; a++)
-      for (n = 0; arrays[a] != NULL && n < l->count; n++)
-        arrays[a][n] = sparccl_canonical_nan(arrays[a][n] * factor);
+    const sparcclStateArrays_t s = sparcclLayerState(&set->layers[j]);
+    for (n = 0; n < set->layers[j].count; n++) sparccl_state_scale(&s, n, factor);
   }
   return sparcclSuccess;
 }
