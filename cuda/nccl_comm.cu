@@ -391,76 +391,74 @@ static size_t denseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   return 2 * n * r.scatter.blockBytes + (n + 1) * r.gather.blockBytes;
 }
 
-#define ALLOC(ptr, bytes)                                                   \
-  do {                                                                      \
-    if ((bytes) > 0 && cudaMalloc((void**)&(ptr), (bytes)) != cudaSuccess) \
-      goto fail;                                                            \
-  } while (0)
-
-static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
-  const sparcclConfig_t* c = &comm->config;
-  DeviceSet* ds = (DeviceSet*)calloc(1, sizeof(DeviceSet));
-  DeviceChunk* chunks = NULL;
-  uint32_t* byValue = NULL;
-  size_t nchunks = 0, i, keyBytes = c->compressor == sparcclImpKRandom ? 8 : 4;
-  size_t count = set->count, floats = count * sizeof(float);
-  int ef = sparccl_has_error(c->feedback);
-  int ef21 = (sparccl_feedback_props(c->feedback) & SPARCCL_S_H) != 0;
-  int momentum = sparccl_has_momentum(c->feedback);
-  int importance = sparccl_has_weights(c->compressor);
-  size_t ringBytes = c->warmupSteps ? denseRingBytes(comm, set) : 0;
-  int online = importance && c->importance == sparcclImportanceOnline;
-  cudaStream_t stream = nccl(comm)->stream;
-  DeviceScope scope(nccl(comm)->device);
-  if (ds == NULL) return sparcclSystemError;
-  if (scope.check("sparccl (a new key)") != sparcclSuccess) { free(ds); return sparcclUnhandledCudaError; }
-  ds->count = count;
-  ds->nlayers = (uint32_t)set->nlayers;
+/* The set's layers and chunks on the host (ds->hostLayers, *chunks), and its sparse layers
+ * in value order (*byValue); host memory only. */
+static sparcclResult_t layOutChunks(const sparcclLayerSet_t* set, DeviceSet* ds,
+                                    DeviceChunk** chunks, uint32_t** byValue) {
+  size_t nchunks = 0, i;
   ds->hostLayers = (DeviceLayer*)calloc(set->nlayers, sizeof(DeviceLayer));
-  if (ds->hostLayers == NULL) goto fail;
   for (i = 0; i < set->nlayers; i++) nchunks += (set->layers[i].count + SPARCCL_CHUNK - 1) / SPARCCL_CHUNK;
-  chunks = (DeviceChunk*)malloc(nchunks * sizeof(DeviceChunk));
-  byValue = (uint32_t*)malloc((set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
-  if (chunks == NULL || byValue == NULL) goto fail;
+  *chunks = (DeviceChunk*)malloc(nchunks * sizeof(DeviceChunk));
+  *byValue = (uint32_t*)malloc((set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
+  if (ds->hostLayers == NULL || *chunks == NULL || *byValue == NULL) return sparcclSystemError;
   nchunks = 0;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     DeviceLayer* L = &ds->hostLayers[i];
     L->offset = l->offset; L->count = l->count; L->k = l->k;
     L->indexPos = l->indexPos; L->valuePos = l->valuePos; L->densePos = l->densePos;
-    /* numbered by buildSet (src/comm.c, SPEC 3) before this runs: the Philox counters use it */
-    L->id = l->id;
+    L->id = l->id; /* numbered by buildSet (src/comm.c, SPEC 3): the Philox counters use it */
     L->flagPos = (uint32_t)l->flagPos;
     L->sparse = l->sparse; L->sharedSet = l->sharedSet; L->all = l->sparse && l->k == l->count;
     L->flagged = l->flagged;
     L->chunkBegin = nchunks;
-    for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK) {
-      chunks[nchunks].layer = (uint32_t)i;
-      chunks[nchunks].begin = (uint32_t)b;
-      chunks[nchunks].end = (uint32_t)(b + SPARCCL_CHUNK < l->count ? b + SPARCCL_CHUNK : l->count);
-      nchunks++;
+    for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK, nchunks++) {
+      (*chunks)[nchunks].layer = (uint32_t)i;
+      (*chunks)[nchunks].begin = (uint32_t)b;
+      (*chunks)[nchunks].end = (uint32_t)(b + SPARCCL_CHUNK < l->count ? b + SPARCCL_CHUNK : l->count);
     }
     L->nchunks = (uint32_t)(nchunks - L->chunkBegin);
-    if (l->sparse) byValue[l->flagPos] = (uint32_t)i; /* flag order is value order */
+    if (l->sparse) (*byValue)[l->flagPos] = (uint32_t)i; /* flag order is value order */
   }
   ds->nchunks = (uint32_t)nchunks;
   ds->nsparse = (uint32_t)set->nsparse;
-  ALLOC(ds->layers, set->nlayers * sizeof(DeviceLayer));
-  ALLOC(ds->chunks, nchunks * sizeof(DeviceChunk));
-  ALLOC(ds->sparseByValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
+  return sparcclSuccess;
+}
+
+#define ALLOC(ptr, bytes)                                                      \
+  do {                                                                         \
+    if ((bytes) > 0) SPARCCL_CUDA_CHECK(cudaMalloc((void**)&(ptr), (bytes)));  \
+  } while (0)
+
+/* The state arrays the methods keep (src/methods.h's state columns), full-size. */
+static cudaError_t allocateState(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds) {
+  const sparcclConfig_t* c = &comm->config;
+  const size_t floats = set->count * sizeof(float);
+  const int ef = sparccl_has_error(c->feedback);
+  const int importance = sparccl_has_weights(c->compressor);
   if (ef) ALLOC(ds->error, floats);
   if (ef && nccl(comm)->errorBuffers == 2) ALLOC(ds->errorNext, floats);
-  if (ef21) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
+  if (sparccl_feedback_props(c->feedback) & SPARCCL_S_H) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
   if (importance) ALLOC(ds->importance, floats);
-  if (online) ALLOC(ds->prevGrad, floats);
-  if (momentum) ALLOC(ds->momentum, floats);
-  ALLOC(ds->ring, ringBytes);
+  if (importance && c->importance == sparcclImportanceOnline) ALLOC(ds->prevGrad, floats);
+  if (sparccl_has_momentum(c->feedback)) ALLOC(ds->momentum, floats);
+  ALLOC(ds->ring, c->warmupSteps ? denseRingBytes(comm, set) : 0);
   ALLOC(ds->layerSteps, set->nlayers * sizeof(unsigned long long));
   ALLOC(ds->havePrevGrad, set->nlayers * sizeof(int));
   ALLOC(ds->counters, sizeof(DeviceCounters));
   ALLOC(ds->normRing, ((size_t)c->restartLag + 1) * sizeof(double));
+  return cudaSuccess;
+}
+
+/* The selection's and the reduce's scratch, and the wire blocks. */
+static cudaError_t allocateScratch(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds) {
+  const sparcclConfig_t* c = &comm->config;
+  const size_t nchunks = ds->nchunks, keyBytes = c->compressor == sparcclImpKRandom ? 8 : 4;
+  ALLOC(ds->layers, set->nlayers * sizeof(DeviceLayer));
+  ALLOC(ds->chunks, nchunks * sizeof(DeviceChunk));
+  ALLOC(ds->sparseByValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
   ds->keyMode = keyModeFor(c, nccl(comm)->errorBuffers);
-  if (ds->keyMode == SPARCCL_KEYS_STORED) ALLOC(ds->keys, count * keyBytes);
+  if (ds->keyMode == SPARCCL_KEYS_STORED) ALLOC(ds->keys, set->count * keyBytes);
   ALLOC(ds->hist, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
   ALLOC(ds->select, set->nlayers * sizeof(DeviceSelect));
   ALLOC(ds->chunkGreater, nchunks * sizeof(uint32_t));
@@ -475,21 +473,30 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->sendBlock, set->wire.blockBytes);
   ALLOC(ds->recvBlocks, set->wire.blockBytes * (size_t)comm->nranks);
   ALLOC(ds->rankStarts, nchunks * (size_t)comm->nranks * sizeof(uint32_t));
-  if (c->restartRatio > 0.0) ALLOC(ds->sums, floats);
+  if (c->restartRatio > 0.0) ALLOC(ds->sums, set->count * sizeof(float));
   ALLOC(ds->skip, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->blockSums, (nchunks + set->nlayers) * sizeof(double));
   ALLOC(ds->arrivals, (set->nlayers + 1) * sizeof(uint32_t));
   ALLOC(ds->layerBad, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->predicted, set->nlayers * sizeof(uint32_t));
-  if (cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-      cudaMemcpyAsync(ds->chunks, chunks, nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-      cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
-    goto fail;
-  /* every one checked: memory left as cudaMalloc gave it would be read as state */
-#define FILL(ptr, value, bytes)                                                             \
-  do {                                                                                      \
-    if ((ptr) != NULL && cudaMemsetAsync((ptr), (value), (bytes), stream) != cudaSuccess)   \
-      goto fail;                                                                            \
+  return cudaSuccess;
+}
+#undef ALLOC
+
+/* The layout copied in; every array that a call reads before writing set (memory left as
+ * cudaMalloc gave it would be read as state), each call checked. */
+static cudaError_t initialiseArrays(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds,
+                                    const DeviceChunk* chunks, const uint32_t* byValue,
+                                    cudaStream_t stream) {
+  const size_t floats = set->count * sizeof(float), n = set->nlayers;
+  const size_t ringBytes = comm->config.warmupSteps ? denseRingBytes(comm, set) : 0;
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->layers, ds->hostLayers, n * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream));
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->chunks, chunks, ds->nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream));
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t),
+                                     cudaMemcpyHostToDevice, stream));
+#define FILL(ptr, value, bytes)                                                         \
+  do {                                                                                  \
+    if ((ptr) != NULL) SPARCCL_CUDA_CHECK(cudaMemsetAsync((ptr), (value), (bytes), stream)); \
   } while (0)
   FILL(ds->error, 0, floats);
   FILL(ds->errorNext, 0, floats);
@@ -498,34 +505,60 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   FILL(ds->prevGrad, 0, floats);
   FILL(ds->momentum, 0, floats);
   FILL(ds->ring, 0, ringBytes); /* padding that no call writes: sums of zeros */
-  FILL(ds->layerSteps, 0, set->nlayers * sizeof(unsigned long long));
-  FILL(ds->havePrevGrad, 0, set->nlayers * sizeof(int));
+  FILL(ds->layerSteps, 0, n * sizeof(unsigned long long));
+  FILL(ds->havePrevGrad, 0, n * sizeof(int));
   FILL(ds->counters, 0, sizeof(DeviceCounters));
-  FILL(ds->normRing, 0, ((size_t)c->restartLag + 1) * sizeof(double));
+  FILL(ds->normRing, 0, ((size_t)comm->config.restartLag + 1) * sizeof(double));
   /* zero here and left zero by every call (select_kernels.cu): the histograms, the arrival
    * counters, the non-finite flags; the wire block's padding, which no call writes */
-  FILL(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
-  FILL(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t));
-  FILL(ds->layerBad, 0, set->nlayers * sizeof(uint32_t));
+  FILL(ds->hist, 0, n * SPARCCL_RADIX_BINS * sizeof(uint32_t));
+  FILL(ds->arrivals, 0, (n + 1) * sizeof(uint32_t));
+  FILL(ds->layerBad, 0, n * sizeof(uint32_t));
   FILL(ds->sendBlock, 0, set->wire.blockBytes);
-  FILL(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t)); /* none yet */
+  FILL(ds->predicted, 0xff, n * sizeof(uint32_t)); /* none yet */
 #undef FILL
-  set->device = ds;
+  return cudaSuccess;
+}
+
+/* Allocated, initialised (w <- 1) and synchronised: the set's first call reads it. */
+static cudaError_t makeDeviceSet(sparcclComm_t comm, sparcclLayerSet_t* set, DeviceSet* ds,
+                                 const DeviceChunk* chunks, const uint32_t* byValue) {
+  cudaStream_t stream = nccl(comm)->stream;
+  SPARCCL_CUDA_CHECK(allocateState(comm, set, ds));
+  SPARCCL_CUDA_CHECK(allocateScratch(comm, set, ds));
+  SPARCCL_CUDA_CHECK(initialiseArrays(comm, set, ds, chunks, byValue, stream));
   if (ds->importance) {
+    set->device = ds;
     KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
-    if (sparcclLaunchImportanceReset(a, ds, stream) != cudaSuccess) { set->device = NULL; goto fail; }
+    set->device = NULL;
+    SPARCCL_CUDA_CHECK(sparcclLaunchImportanceReset(a, ds, stream));
   }
-  if (cudaStreamSynchronize(stream) != cudaSuccess) { set->device = NULL; goto fail; }
+  return cudaStreamSynchronize(stream);
+}
+
+static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  DeviceSet* ds = (DeviceSet*)calloc(1, sizeof(DeviceSet));
+  DeviceChunk* chunks = NULL;
+  uint32_t* byValue = NULL;
+  cudaError_t err = cudaSuccess;
+  DeviceScope scope(nccl(comm)->device);
+  if (ds == NULL) return sparcclSystemError;
+  if (scope.check("sparccl (a new key)") != sparcclSuccess) { free(ds); return sparcclUnhandledCudaError; }
+  ds->count = set->count;
+  ds->nlayers = (uint32_t)set->nlayers;
+  const int laidOut = layOutChunks(set, ds, &chunks, &byValue) == sparcclSuccess;
+  if (laidOut) err = makeDeviceSet(comm, set, ds, chunks, byValue);
   free(chunks);
   free(byValue);
-  return sparcclSuccess;
-fail:
-  WARN("layer set of %zu elements: device allocation or copy failed: %s%s", count,
-       cudaGetErrorString(cudaGetLastError()),
-       ef && nccl(comm)->errorBuffers == 2
+  if (laidOut && err == cudaSuccess) {
+    set->device = ds;
+    return sparcclSuccess;
+  }
+  (void)cudaGetLastError();
+  WARN("layer set of %zu elements: device allocation or copy failed: %s%s", set->count,
+       cudaGetErrorString(err),
+       sparccl_has_error(comm->config.feedback) && nccl(comm)->errorBuffers == 2
            ? " (e is double-buffered: SPARCCL_ERROR_BUFFERS=1 needs 4 bytes a parameter less)" : "");
-  free(chunks);
-  free(byValue);
   freeDeviceSet(ds, 0);
   return sparcclUnhandledCudaError;
 }
@@ -622,6 +655,34 @@ static sparcclResult_t ncclFailure(const char* caller, const char* what, ncclRes
   return nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
 }
 
+/* The check slots of one of the ring's exchanges: the reduce-scatter's chunks sent and
+ * received (scatter), or the allgather's gathered blocks. */
+static KernelArgs ringCheckArgs(const KernelArgs& a, const RingParts& p, int scatter) {
+  KernelArgs k = a;
+  if (scatter) k.sendBlock = p.scatterSend;
+  k.recvBlocks = scatter ? p.scatterRecv : p.gatherRecv;
+  k.wire = scatter ? p.ring.scatter : p.ring.gather;
+  k.valueCount = 0;
+  return k;
+}
+
+/* Where the ring's x, flags and sums are, for the pack and the finish (DenseLayout). */
+static DenseLayout ringLayout(const RingParts& p, uint32_t nranks) {
+  DenseLayout d;
+  memset(&d, 0, sizeof(d));
+  d.ring = 1;
+  d.chunk = p.ring.chunk;
+  d.values = p.scatterSend;
+  d.valueStride = p.ring.scatter.blockBytes;
+  d.flags = (uint8_t*)sparccl_wire_flags(&p.ring.scatter, p.scatterSend);
+  d.flagCopies = nranks;
+  d.sums = p.gatherRecv;
+  d.sumWire = p.ring.gather;
+  d.received = p.scatterRecv;
+  d.receivedWire = p.ring.scatter;
+  return d;
+}
+
 /* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce in
  * src/dense.c, the same chunks, checks and bits): every layer's x into the send chunks,
  * the reduce-scatter, its checks verified, this rank's shard summed in rank order, the
@@ -643,27 +704,8 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
   a.dense = 1;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE).fingerprint;
   a.bytesSent = (unsigned long long)(n - 1) * (ring.scatter.blockBytes + ring.gather.blockBytes);
-  /* the check slots of each exchange: the chunks sent and received, the gathered blocks */
-  KernelArgs scatter = a, gather = a;
-  scatter.sendBlock = p.scatterSend;
-  scatter.recvBlocks = p.scatterRecv;
-  scatter.wire = ring.scatter;
-  scatter.valueCount = 0;
-  gather.recvBlocks = p.gatherRecv;
-  gather.wire = ring.gather;
-  gather.valueCount = 0;
-  DenseLayout d;
-  memset(&d, 0, sizeof(d));
-  d.ring = 1;
-  d.chunk = ring.chunk;
-  d.values = p.scatterSend;
-  d.valueStride = ring.scatter.blockBytes;
-  d.flags = (uint8_t*)sparccl_wire_flags(&ring.scatter, p.scatterSend);
-  d.flagCopies = n;
-  d.sums = p.gatherRecv;
-  d.sumWire = ring.gather;
-  d.received = p.scatterRecv;
-  d.receivedWire = ring.scatter;
+  const KernelArgs scatter = ringCheckArgs(a, p, 1), gather = ringCheckArgs(a, p, 0);
+  const DenseLayout d = ringLayout(p, n);
   cudaError_t err = sparcclLaunchCallCheckWrite(scatter, stream, n);
   if (err == cudaSuccess) err = sparcclLaunchDensePack(a, ds, d, send, stream);
   if (err != cudaSuccess) { /* every chunk's check zeroed: every rank refuses */
@@ -980,21 +1022,12 @@ static const sparcclBackend_t deviceOps = {
 
 /* ------------------------------------------------------------ creation */
 
-static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
-                                  const sparcclConfig_t* config, const char* caller) {
-  sparcclConfig_t resolved;
+/* The NCCL transport of nc: its own stream and call sequence on nc's device. */
+static sparcclResult_t makeTransport(ncclComm_t nc, int owned, int errorBuffers, const char* caller,
+                                     sparcclTransport_t** out) {
   sparcclTransport_t* transport;
   NcclTransport* t;
-  sparcclResult_t res;
   int rank, nranks, device;
-  if (out == NULL) {
-    WARN("%s: comm is NULL", caller);
-    return sparcclInvalidArgument;
-  }
-  long long errorBuffers = 2;
-  int found;
-  SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
-  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   /* A non-blocking communicator may still be initialising: nothing may be asked of it
    * before ncclCommGetAsyncError stops saying ncclInProgress. */
   NCCLCHECK(ncclReady(nc), caller);
@@ -1007,35 +1040,50 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   t->nccl = nc;
   t->owned = owned;
   t->device = device;
-  t->errorBuffers = (int)errorBuffers;
-  {
-    DeviceScope scope(device); /* the comm's stream is its device's */
-    if (scope.check(caller) != sparcclSuccess ||
-        cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
-      free(transport); free(t);
-      WARN("%s: cannot create a stream on device %d", caller, device);
-      return sparcclUnhandledCudaError;
-    }
-    if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
-        cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
-        cudaStreamSynchronize(t->stream) != cudaSuccess) {
-      WARN("%s: cannot allocate the call sequence on device %d: %s", caller, device,
-           cudaGetErrorString(cudaGetLastError()));
-      t->owned = 0;
-      transport->impl = t;
-      ncclTransportDestroy(transport);
-      return sparcclUnhandledCudaError;
-    }
+  t->errorBuffers = errorBuffers;
+  DeviceScope scope(device); /* the comm's stream is its device's */
+  if (scope.check(caller) != sparcclSuccess ||
+      cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
+    free(transport); free(t);
+    WARN("%s: cannot create a stream on device %d", caller, device);
+    return sparcclUnhandledCudaError;
+  }
+  transport->impl = t;
+  if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
+      cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
+      cudaStreamSynchronize(t->stream) != cudaSuccess) {
+    WARN("%s: cannot allocate the call sequence on device %d: %s", caller, device,
+         cudaGetErrorString(cudaGetLastError()));
+    t->owned = 0;
+    ncclTransportDestroy(transport);
+    return sparcclUnhandledCudaError;
   }
   transport->rank = rank;
   transport->nranks = nranks;
   transport->name = "nccl";
   transport->allgather = ncclHostAllgather;
   transport->destroy = ncclTransportDestroy;
-  transport->impl = t;
+  *out = transport;
+  return sparcclSuccess;
+}
+
+static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
+                                  const sparcclConfig_t* config, const char* caller) {
+  sparcclConfig_t resolved;
+  sparcclTransport_t* transport = NULL;
+  sparcclResult_t res;
+  long long errorBuffers = 2;
+  int found;
+  if (out == NULL) {
+    WARN("%s: comm is NULL", caller);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
+  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
+  SPARCCLCHECK(makeTransport(nc, owned, (int)errorBuffers, caller, &transport));
   res = sparcclCommCreate(out, transport, &resolved);
   if (res != sparcclSuccess) {
-    t->owned = 0; /* the caller keeps what it passed */
+    ((NcclTransport*)transport->impl)->owned = 0; /* the caller keeps what it passed */
     ncclTransportDestroy(transport);
     return res;
   }

@@ -65,42 +65,26 @@ __device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk
   SPARCCL_FOR_CHUNK(i, ch) after[L.offset + i] = now[L.offset + i];
 }
 
-/* One block per chunk: the state update, the rank-ordered sums and the output.  With two
- * error buffers the compression already wrote e's next value into the buffer that will hold
- * it (errorAfter: a = e + g from the key pass, a - sent from the emit where this rank sent),
- * so the chunk reads neither g nor e.  With one, a is formed here from e and g in shared
- * memory, this rank's sent values subtracted, and the whole chunk's e written back. */
-template <int InPlace> /* 1: ef or scam with one error buffer, e updated here */
-__device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
-  __shared__ float sums[SPARCCL_CHUNK]; /* s, element i at i - ch.begin */
-  /* one buffer: a = e + g, then a - sent where sent (16 KiB only then: more blocks an SM) */
-  __shared__ float error[InPlace ? SPARCCL_CHUNK : 1];
-  const uint32_t c = blockIdx.x;
-  const DeviceChunk ch = a.chunks[c];
-  const DeviceLayer L = a.layers[ch.layer];
-  uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
-  if (L.flagged) skip = sparccl_wire_any_flag(&a.wire, a.recvBlocks, a.nranks, L.flagPos);
-  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
-  if (!L.sparse && !skip) {
-    keepError(a, ch, L);
-    SPARCCL_FOR_CHUNK(i, ch) {
-      const size_t at = L.offset + i;
-      const float s = sparccl_rank_sum(&a.wire, a.recvBlocks, a.nranks, L.densePos + i);
-      /* dgc's dense layer: u <- momentum * u + g, what it sent (g read before an in-place
-       * output overwrites it) */
-      if (a.momentum)
-        sparccl_momentum_step(sparccl_load(send, at, a.dtype), &a.momentum[at], a.call.momentumFactor);
-      storeOutput(a, recv, at, outputOf(a, at, s, 0));
-    }
-    return;
+/* A dense layer's chunk in a sparse call: the rank-ordered sums and the output; dgc's
+ * u <- momentum * u + g, what it sent (g read before an in-place output overwrites it). */
+__device__ __forceinline__ void denseLayerChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                                const DeviceLayer& L, const void* send, void* recv) {
+  keepError(a, ch, L);
+  SPARCCL_FOR_CHUNK(i, ch) {
+    const size_t at = L.offset + i;
+    const float s = sparccl_rank_sum(&a.wire, a.recvBlocks, a.nranks, L.densePos + i);
+    if (a.momentum)
+      sparccl_momentum_step(sparccl_load(send, at, a.dtype), &a.momentum[at], a.call.momentumFactor);
+    storeOutput(a, recv, at, outputOf(a, at, s, 0));
   }
-  if (skip) { /* SPEC 2: NaN out, state as it was */
-    keepError(a, ch, L);
-    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparccl_skipped_output());
-    return;
-  }
-  /* one buffer: e <- e + g (= a, exactly as the key pass computed it; dgc's e + u after
-   * u <- momentum * u + g, SPEC 9); online importance committed */
+}
+
+/* Before the sums: s <- +0; dgc's u <- momentum * u + g; with one error buffer e <- e + g
+ * (= a, as the key pass computed it; dgc's e + u, SPEC 9); online importance committed. */
+template <int InPlace>
+__device__ __forceinline__ void prepareChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                             const DeviceLayer& L, const void* send, float* sums,
+                                             float* error) {
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
@@ -120,7 +104,13 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     }
   }
   __syncthreads();
-  /* s <- s + sent_r for r = 0 .. n-1, only where r selected the element */
+}
+
+/* s <- s + sent_r for r = 0 .. n-1, only where r selected the element, rank by rank; this
+ * rank's pairs also update h, u's mask and (one buffer) e (docs/DEVICE.md). */
+template <int InPlace>
+__device__ __forceinline__ void addRanks(const KernelArgs& a, uint32_t c, const DeviceChunk& ch,
+                                         const DeviceLayer& L, float* sums, float* error) {
   const uint32_t* starts = a.rankStarts + (size_t)c * a.nranks;
   const int lastChunk = c + 1 == L.chunkBegin + L.nchunks;
   for (uint32_t r = 0; r < a.nranks; r++) {
@@ -147,6 +137,32 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     }
     __syncthreads();
   }
+}
+
+/* One block per chunk: the state update, the rank-ordered sums and the output (with two
+ * error buffers e's next value is already written; with one, formed in shared memory). */
+template <int InPlace> /* 1: ef or scam with one error buffer, e updated here */
+__device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
+  __shared__ float sums[SPARCCL_CHUNK]; /* s, element i at i - ch.begin */
+  /* one buffer: a = e + g, then a - sent where sent (16 KiB only then: more blocks an SM) */
+  __shared__ float error[InPlace ? SPARCCL_CHUNK : 1];
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
+  if (L.flagged) skip = sparccl_wire_any_flag(&a.wire, a.recvBlocks, a.nranks, L.flagPos);
+  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
+  if (!L.sparse && !skip) {
+    denseLayerChunk(a, ch, L, send, recv);
+    return;
+  }
+  if (skip) { /* SPEC 2: NaN out, state as it was */
+    keepError(a, ch, L);
+    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparccl_skipped_output());
+    return;
+  }
+  prepareChunk<InPlace>(a, ch, L, send, sums, error);
+  addRanks<InPlace>(a, c, ch, L, sums, error);
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     if (InPlace) a.error[at] = error[i - ch.begin];

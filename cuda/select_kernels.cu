@@ -301,14 +301,61 @@ __device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
   }
 }
 
-/* Pass 1: keys and the first digit's histogram per layer; with two error buffers, a = e + g
- * into the one the decompress commits; dense layers packed.  Where the layer has a predicted
- * boundary bin (its previous call's), the chunk's classes and candidates against the window
- * around it (writeClasses), which digit pass 1 uses instead of reading every key again when
- * the bin falls inside.  Compiled for 4 blocks an SM (at most 64 registers a thread), as many
- * as it had before its reads were batched (forChunkBatched); with 64-bit keys the batch takes
- * about 105 registers (2 blocks an SM: at 3 it spills), its loads in flight outweighing the
- * third block. */
+/* A dense layer's chunk, sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose
+ * layer is flagged. */
+template <int F>
+__device__ __forceinline__ void packDenseChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                               const DeviceLayer& L, const void* send) {
+  float* dense = sparccl_wire_dense(&a.wire, a.sendBlock) + L.densePos;
+  int finite = 1;
+  SPARCCL_FOR_CHUNK(i, ch) {
+    const size_t at = L.offset + i;
+    const float g = sparccl_load(send, at, a.dtype);
+    const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.call.momentumFactor) : g;
+    dense[i] = x;
+    finite &= sparccl_is_finite(x);
+  }
+  if (L.flagged) /* uniform over the block */
+    arriveWithFlag(a, ch.layer, L, finite, (uint8_t*)blockFlags(a, a.sendBlock), 1, 0);
+}
+
+/* An element's key (SPEC 1) from its inputs and x; `word`: its Philox word (randk, impk_random). */
+template <int C, typename Key>
+__device__ __forceinline__ Key elementKey(const KernelArgs& a, const ElementInputs& in, float g,
+                                          float x, uint32_t word, int havePrev) {
+  if (C == SPARCCL_IMPK_RANDOM) return (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));
+  return (Key)sparccl_key32(C, x, weightOf<C>(a, in, g, havePrev), word);
+}
+
+/* After the key pass's loop over a chunk: its classes (a predicted layer), its histogram
+ * into the layer's, its non-finite flag; the layer's last chunk writes the layer's flag into
+ * the wire block (every call: the block is not cleared) and finds the first digit. */
+template <typename Key>
+__device__ __forceinline__ void finishKeyChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                               const DeviceLayer& L, const void* send,
+                                               uint32_t predicted, const uint32_t* hist,
+                                               uint32_t bad, uint32_t mine, uint32_t high,
+                                               uint32_t candidates, uint32_t above) {
+  if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
+    writeClasses<Key>(a, blockIdx.x, ch, KeySource<Key>(a, send, L, ch.layer), mine, high,
+                      candidates, above);
+  if (!L.all)
+    for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
+      if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
+  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[ch.layer], 1u);
+  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) {
+    if (threadIdx.x == 0) {
+      volatile uint32_t* layerBad = a.layerBad + ch.layer;
+      blockFlags(a, a.sendBlock)[L.flagPos] = *layerBad;
+      *layerBad = 0;
+    }
+    findLayer<Key>(a, ch.layer, 0);
+  }
+}
+
+/* Pass 1: keys and the first digit's histogram per layer; a = e + g with two error buffers;
+ * dense layers packed; a predicted layer's classes and candidates.  4 blocks an SM for
+ * 32-bit keys, 2 for 64-bit ones (docs/DEVICE.md, keyKernel). */
 template <int C, int F, typename Key>
 __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 : 2)
     keyKernel(KernelArgs a, const void* send) {
@@ -318,18 +365,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   const DeviceLayer L = a.layers[ch.layer];
   const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
   if (!L.sparse) {
-    /* sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose layer is flagged */
-    float* dense = sparccl_wire_dense(&a.wire, a.sendBlock) + L.densePos;
-    int finite = 1;
-    SPARCCL_FOR_CHUNK(i, ch) {
-      const size_t at = L.offset + i;
-      const float g = sparccl_load(send, at, a.dtype);
-      const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.call.momentumFactor) : g;
-      dense[i] = x;
-      finite &= sparccl_is_finite(x);
-    }
-    if (L.flagged) /* uniform over the block */
-      arriveWithFlag(a, ch.layer, L, finite, (uint8_t*)blockFlags(a, a.sendBlock), 1, 0);
+    packDenseChunk<F>(a, ch, L, send);
     return;
   }
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
@@ -359,14 +395,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
         if (accumulated) accumulated[at] = x;
         finite &= sparccl_is_finite(x);
         if (L.all) return;
-        uint32_t word = 0;
-        if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
-          word = sparccl_random_word(a.call.seed, i, L.id, step, rank);
-        Key key;
-        if (C == SPARCCL_IMPK_RANDOM)
-          key = (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));
-        else
-          key = (Key)sparccl_key32(C, x, weightOf<C>(a, in, g, havePrev), word);
+        const uint32_t word = C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM
+                                  ? sparccl_random_word(a.call.seed, i, L.id, step, rank) : 0u;
+        const Key key = elementKey<C, Key>(a, in, g, x, word, havePrev);
         if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
         const uint32_t top = (uint32_t)(key >> shift);
         atomicAdd(&hist[top], 1u);
@@ -375,23 +406,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
       });
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
-  if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
-    writeClasses<Key>(a, blockIdx.x, ch, KeySource<Key>(a, send, L, ch.layer), mine, high,
-                      candidates, above);
-  if (!L.all)
-    for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
-      if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
-  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[ch.layer], 1u);
-  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) {
-    /* the layer's non-finite flag into the wire block (every call writes it: the block is
-     * not cleared between calls), then the first digit's find */
-    if (threadIdx.x == 0) {
-      volatile uint32_t* layerBad = a.layerBad + ch.layer;
-      blockFlags(a, a.sendBlock)[L.flagPos] = *layerBad;
-      *layerBad = 0;
-    }
-    findLayer<Key>(a, ch.layer, 0);
-  }
+  finishKeyChunk<Key>(a, ch, L, send, predicted, hist, bad, mine, high, candidates, above);
 }
 
 
@@ -591,74 +606,41 @@ __device__ __forceinline__ void runSlots(uint32_t myWord, uint32_t size, uint32_
  * run starts at word 16t or 32t: all of a warp's reads in one or two banks). */
 __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPARCCL_PER_THREAD; }
 
-/* Per chunk: the selected elements in ascending index order, with their values.  Each thread
- * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
- * give ascending output positions.  Where the chunk has a class mask (its layer was not
- * decided by the first digit: its keys were classified against a range [lo, hi] of the
- * first digit's bins that holds the boundary bin P, by digitKernel's pass 1 (lo = hi = P) or
- * by the key pass around its prediction), thread t reads its one word of the mask
- * (coalesced) and the keys of its candidates alone, from the chunk's run where it has one
- * (runSlots), else made again from their elements (KeySource): an element
- * above the range is above the threshold, one below it neither above nor equal to it when
- * ties are taken.  The threshold T of such a layer was set at pass 1 or later, under the
- * prefix P: either a key whose first digit is P (the last digit, ties taken), or (prefix <<
- * shift) - 1 with ties 0, where the prefix's first digit is P and prefix << shift > 0 (it is
- * 0 only when the layer takes every key, k == d, decided at pass 0).  With s the first
- * digit's shift, every key above the range is >= (hi + 1) << s >= (P + 1) << s > T, and
- * every key below it is <= (lo << s) - 1 <= (P << s) - 1 <= T, equal to T only in the second
- * case, where no ties are taken.  So the candidates' keys, compared by classifyKey, give
- * the same bits as all keys (countKernel counts on the same grounds).  Else the keys are first
- * copied to shared memory with the block's threads on consecutive elements (coalesced),
- * then each thread classifies its run there once, keeping one bit per element. */
-template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
-__global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
-  __shared__ union {
-    Key staged[SPARCCL_CHUNK + SPARCCL_THREADS]; /* the chunk's keys (no class mask) */
-    struct {
-      uint16_t slot[SPARCCL_CHUNK];  /* a candidate's place in the chunk's run */
-      uint32_t word[SPARCCL_THREADS]; /* the chunk's class mask */
-    } run;
-  } shared;
-  Key* staged = shared.staged;
-  const uint32_t c = blockIdx.x;
-  const DeviceChunk ch = a.chunks[c];
-  const DeviceLayer L = a.layers[ch.layer];
-  if (!L.sparse) return;
-  uint32_t* indices = sparccl_wire_layer_indices(&a.wire, a.sendBlock, L.sharedSet, L.indexPos,
-                                                 a.sharedIndices, L.valuePos);
-  void* values = sparccl_wire_values(&a.wire, a.sendBlock, L.valuePos);
-  if (blockFlags(a, a.sendBlock)[L.flagPos]) {
-    /* non-finite on this rank: a well-formed empty-valued set, as the CPU path */
-    SPARCCL_FOR_CHUNK(p, ch) {
-      if (p >= L.k) break;
-      indices[p] = p;
-      sparccl_wire_store(values, p, a.wireType, 0.0f);
-    }
-    return;
+/* A non-finite layer on this rank: a well-formed empty-valued set, as the CPU path. */
+__device__ __forceinline__ void emitEmptySet(const KernelArgs& a, const DeviceChunk& ch,
+                                             const DeviceLayer& L, uint32_t* indices, void* values) {
+  SPARCCL_FOR_CHUNK(p, ch) {
+    if (p >= L.k) break;
+    indices[p] = p;
+    sparccl_wire_store(values, p, a.wireType, 0.0f);
   }
-  const DeviceSelect S = a.select[ch.layer];
-  /* this thread's elements [first, last) of the chunk, as offsets (ch.begin + offset + 16
-   * could wrap past 2^32 - 1 in a layer's last chunk) */
-  const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
-  const uint32_t first = ch.begin + (lo < size ? lo : size);
-  const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
-  const uint32_t n = last - first;
-  /* bit j of the masks: element first + j's key is above the threshold, or equal to it */
-  uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
+}
+
+/* Bit j of *greaterMask / *equalMask: this thread's element first + j (of n, from offset lo)
+ * is above the threshold / equal to it; *equal counts the latter.  From the class mask and
+ * the candidates where the chunk has one, else from all keys staged in shared memory
+ * (docs/DEVICE.md, emitKernel, says why both give the same bits). */
+template <typename Key>
+__device__ __forceinline__ void markChunk(const KernelArgs& a, const void* send, uint32_t c,
+                                          const DeviceChunk& ch, const DeviceLayer& L,
+                                          const DeviceSelect& S, uint32_t lo, uint32_t n,
+                                          Key* staged, uint32_t* runWords, uint16_t* runSlot,
+                                          uint32_t* greaterMask, uint32_t* equalMask, uint32_t* equal) {
+  const uint32_t size = ch.end - ch.begin, first = ch.begin + (lo < size ? lo : size);
   if (L.all) {
-    greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
+    *greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
   } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
     const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
     const uint32_t runCount = a.chunkCandidates[c]; /* uniform too */
-    if (runCount <= SPARCCL_CANDIDATES) runSlots(word, size, shared.run.word, shared.run.slot);
+    if (runCount <= SPARCCL_CANDIDATES) runSlots(word, size, runWords, runSlot);
     const KeySource<Key> keyOf(a, send, L, ch.layer);
     const Key* run = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
       const uint32_t cls = (word >> (2 * j)) & 3u;
-      if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
+      if (j < n && cls == SPARCCL_CLASS_ABOVE) *greaterMask |= 1u << j;
       if (j < n && cls == SPARCCL_CLASS_CANDIDATE)
-        markKey<Key>(S, runCount <= SPARCCL_CANDIDATES ? run[shared.run.slot[lo + j]] : keyOf(first + j),
-                     j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, runCount <= SPARCCL_CANDIDATES ? run[runSlot[lo + j]] : keyOf(first + j),
+                     j, greaterMask, equalMask, equal);
     }
   } else {
     forChunkKeys<Key>(KeySource<Key>(a, send, L, ch.layer), ch,
@@ -666,23 +648,22 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
     __syncthreads();
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) /* a fixed count: unrolled */
       if (j < n) /* lo is a multiple of SPARCCL_PER_THREAD */
-        markKey<Key>(S, staged[stagedSlot(lo) + j], j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, staged[stagedSlot(lo) + j], j, greaterMask, equalMask, equal);
   }
-  uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
-  uint32_t mine = 0;
-  uint32_t selectedMask = 0;
-  for (uint32_t j = 0; j < n; j++) {
-    int take = ((greaterMask >> j) & 1u) || (((equalMask >> j) & 1u) && tieRank++ < S.ties);
-    selectedMask |= (uint32_t)take << j;
-    mine += take;
-  }
-  uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
-  const int havePrev = a.havePrevGrad[ch.layer];
+}
+
+/* This thread's selected elements [first, last) (selectedMask) and their values, from
+ * output position `position` on; with two error buffers, a - sent where this rank sends. */
+template <int C, int F>
+__device__ __forceinline__ void emitSelected(const KernelArgs& a, const void* send,
+                                             const DeviceLayer& L, uint32_t layer, uint32_t first,
+                                             uint32_t last, uint32_t selectedMask, uint64_t position,
+                                             uint32_t* indices, void* values) {
+  const int havePrev = a.havePrevGrad[layer];
   const float scale = sparccl_randk_scale(L.count, L.k);
   const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
-  /* two error buffers: a - sent where this rank sends, into the buffer the key pass wrote a
-   * into; it becomes e only when the call commits (a skipped layer's is overwritten) */
+  /* it becomes e only when the call commits (a skipped layer's is overwritten) */
   float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
   for (uint32_t i = first; i < last; i++) {
     if (!((selectedMask >> (i - first)) & 1u)) continue;
@@ -703,6 +684,51 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
     if (accumulated) accumulated[at] = sparccl_error_update(x, sparccl_wire_round(value, a.wireType));
     position++;
   }
+}
+
+/* Per chunk: the selected elements in ascending index order, with their values; each thread
+ * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
+ * give ascending output positions (docs/DEVICE.md, emitKernel). */
+template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
+__global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
+  __shared__ union {
+    Key staged[SPARCCL_CHUNK + SPARCCL_THREADS]; /* the chunk's keys (no class mask) */
+    struct {
+      uint16_t slot[SPARCCL_CHUNK];  /* a candidate's place in the chunk's run */
+      uint32_t word[SPARCCL_THREADS]; /* the chunk's class mask */
+    } run;
+  } shared;
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse) return;
+  uint32_t* indices = sparccl_wire_layer_indices(&a.wire, a.sendBlock, L.sharedSet, L.indexPos,
+                                                 a.sharedIndices, L.valuePos);
+  void* values = sparccl_wire_values(&a.wire, a.sendBlock, L.valuePos);
+  if (blockFlags(a, a.sendBlock)[L.flagPos]) {
+    emitEmptySet(a, ch, L, indices, values);
+    return;
+  }
+  const DeviceSelect S = a.select[ch.layer];
+  /* this thread's elements [first, last) of the chunk, as offsets (ch.begin + offset + 16
+   * could wrap past 2^32 - 1 in a layer's last chunk) */
+  const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
+  const uint32_t first = ch.begin + (lo < size ? lo : size);
+  const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
+  const uint32_t n = last - first;
+  uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
+  markChunk<Key>(a, send, c, ch, L, S, lo, n, shared.staged, shared.run.word, shared.run.slot,
+                 &greaterMask, &equalMask, &equal);
+  uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
+  uint32_t mine = 0;
+  uint32_t selectedMask = 0;
+  for (uint32_t j = 0; j < n; j++) {
+    int take = ((greaterMask >> j) & 1u) || (((equalMask >> j) & 1u) && tieRank++ < S.ties);
+    selectedMask |= (uint32_t)take << j;
+    mine += take;
+  }
+  uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
+  emitSelected<C, F>(a, send, L, ch.layer, first, last, selectedMask, position, indices, values);
 }
 
 template <int C, int F, typename Key>

@@ -365,33 +365,87 @@ static ncclResult_t dense(const void* send, void* recv, size_t count, ncclDataTy
   return f(send, recv, count, type, op, comm, stream);
 }
 
+/* The table's answer for nccl: 1 when it needs no new comm (*comm its comm, or NULL with
+ * *decision saying why the call passes through), 0 when one is to be made (*gen: its entry's). */
+static int tableDecision(ncclComm_t nccl, sparcclComm_t* comm, const char** decision,
+                         unsigned* gen) {
+  CommEntry* e;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL && e->blocking && !e->pass && e->comm == NULL) {
+    *gen = e->gen;
+    pthread_mutex_unlock(&tableLock);
+    return 0;
+  }
+  *comm = e != NULL && e->blocking && !e->pass ? e->comm : NULL;
+  *decision = e == NULL ? "NCCL (communicator not seen at creation)"
+              : !e->blocking ? "NCCL (non-blocking communicator)"
+              : e->pass ? "NCCL (no sparccl comm)" : NULL;
+  pthread_mutex_unlock(&tableLock);
+  if (e == NULL && firstTime(PRELOAD_WARN, 2, NULL, 0, 0, 0, nccl, 0))
+    preloadLog(PRELOAD_WARN, "communicator %p was not created through an interposed "
+               "ncclCommInit*/ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): "
+               "its calls pass through", HANDLE(nccl));
+  return 1;
+}
+
+/* sparcclCommInitNccl did not make a comm: an error the call returns (*result), or a
+ * refusal after which the communicator's calls pass through. */
+static void creationFailed(ncclComm_t nccl, sparcclResult_t res, unsigned gen,
+                           const char** decision, ncclResult_t* result) {
+  CommEntry* e;
+  if (!argumentError(res)) {
+    preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call "
+               "returns the error", HANDLE(nccl), sparcclGetErrorString(res));
+    *result = toNccl(res);
+    *decision = NULL;
+    return;
+  }
+  preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set "
+             "SPARCCL_DEBUG=WARN for the reason); its calls pass through to NCCL", HANDLE(nccl),
+             sparcclGetErrorString(res));
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL && e->gen == gen) e->pass = 1;
+  pthread_mutex_unlock(&tableLock);
+  *decision = "NCCL (no sparccl comm)";
+}
+
+/* The new comm into nccl's entry, unless it was destroyed or given one meanwhile by another
+ * thread (a race the program owns): then the new comm is destroyed.  Returns the comm to use. */
+static sparcclComm_t recordComm(ncclComm_t nccl, sparcclComm_t comm, unsigned gen,
+                                const char** decision) {
+  CommEntry* e;
+  int nranks = 0;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e == NULL || e->gen != gen || e->comm != NULL) {
+    sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
+    pthread_mutex_unlock(&tableLock);
+    preloadInSparccl++;
+    sparcclCommDestroy(comm);
+    preloadInSparccl--;
+    *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
+    return other;
+  }
+  e->comm = comm;
+  pthread_mutex_unlock(&tableLock);
+  sparcclCommCount(comm, &nranks);
+  preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
+             HANDLE(nccl), nranks);
+  *decision = NULL;
+  return comm;
+}
+
 /* The sparccl comm of nccl, or NULL with *decision saying why the call passes through;
  * *result is set (and NULL returned) when the creation failed in a way the call reports. */
 static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decision,
                                 ncclResult_t* result) {
-  CommEntry* e;
   sparcclComm_t comm = NULL;
   sparcclResult_t res;
-  unsigned gen;
-  int nranks = 0;
+  unsigned gen = 0;
   *result = ncclSuccess;
-  pthread_mutex_lock(&tableLock);
-  e = tableFind(nccl);
-  if (e == NULL || !e->blocking || e->pass || e->comm != NULL) {
-    comm = e != NULL && e->blocking && !e->pass ? e->comm : NULL;
-    *decision = e == NULL ? "NCCL (communicator not seen at creation)"
-                : !e->blocking ? "NCCL (non-blocking communicator)"
-                : e->pass ? "NCCL (no sparccl comm)" : NULL;
-    pthread_mutex_unlock(&tableLock);
-    if (e == NULL && firstTime(PRELOAD_WARN, 2, NULL, 0, 0, 0, nccl, 0))
-      preloadLog(PRELOAD_WARN, "communicator %p was not created through an interposed "
-                 "ncclCommInit*/ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): "
-                 "its calls pass through", HANDLE(nccl));
-    return comm;
-  }
-  gen = e->gen;
-  pthread_mutex_unlock(&tableLock);
-
+  if (tableDecision(nccl, &comm, decision, &gen)) return comm;
   if (capture != 0) {
     *decision = "NCCL (first call on the communicator during CUDA graph capture)";
     return NULL;
@@ -401,43 +455,10 @@ static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decis
   res = sparcclCommInitNccl(&comm, nccl, NULL);
   preloadInSparccl--;
   if (res != sparcclSuccess) {
-    if (!argumentError(res)) {
-      preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call "
-                 "returns the error", HANDLE(nccl), sparcclGetErrorString(res));
-      *result = toNccl(res);
-      *decision = NULL;
-      return NULL;
-    }
-    preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set "
-               "SPARCCL_DEBUG=WARN for the reason); its calls pass through to NCCL", HANDLE(nccl),
-               sparcclGetErrorString(res));
-    pthread_mutex_lock(&tableLock);
-    e = tableFind(nccl);
-    if (e != NULL && e->gen == gen) e->pass = 1;
-    pthread_mutex_unlock(&tableLock);
-    *decision = "NCCL (no sparccl comm)";
+    creationFailed(nccl, res, gen, decision, result);
     return NULL;
   }
-  pthread_mutex_lock(&tableLock);
-  e = tableFind(nccl);
-  if (e != NULL && e->gen == gen && e->comm == NULL) {
-    e->comm = comm;
-  } else {
-    /* Destroyed meanwhile by another thread (a race the program owns), or created twice. */
-    sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
-    pthread_mutex_unlock(&tableLock);
-    preloadInSparccl++;
-    sparcclCommDestroy(comm);
-    preloadInSparccl--;
-    *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
-    return other;
-  }
-  pthread_mutex_unlock(&tableLock);
-  sparcclCommCount(comm, &nranks);
-  preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
-             HANDLE(nccl), nranks);
-  *decision = NULL;
-  return comm;
+  return recordComm(nccl, comm, gen, decision);
 }
 
 static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,
