@@ -1,10 +1,7 @@
-/*
- * SPEC 4's call check on the device (the host's is src/callcheck.c): before the exchange
- * this rank's block gets its check and every receive slot's check is zeroed; after it,
- * every block's check and every received index are verified before the decompress reads
- * any index.  A refused call writes no output and changes no state (reduce_kernels.cu
- * tests counters->callRefused); sparcclCommGetStats counts it in refusedCalls.
- */
+/* SPEC 4's call check on the device (the host's is src/callcheck.c): the check written and
+ * the receive slots zeroed before the exchange, every block's check and received index
+ * verified after it; a refused call writes no output and changes no state, and counts in
+ * refusedCalls (docs/DEVICE.md, "The call check on the device"). */
 #include "device_set.cuh"
 
 /* One block, before the compress: the check of this call (callSequenceOf: the comm's

@@ -1,13 +1,7 @@
-/*
- * Warm-up's dense calls on the device (SPEC 9; the host's are src/dense.c), around the
- * exchange that nccl_comm.cu makes:
- *   pack: every layer's whole x (g, or dgc's momentum * u + g) in float32 into the send
- *   chunks, each flagged layer's non-finite flag beside them (the ring: into every chunk,
- *   so every rank knows every flag);
- *   the ring's shard sums: this rank's shard, s = +0.0f + x_0 + x_1 + ... in rank order
- *   (SPEC 1) from the chunks the reduce-scatter brought, one thread an element, no atomics.
- * The outputs and the state after the exchange are reduce_kernels.cu's (denseChunk).
- */
+/* Warm-up's dense calls on the device (SPEC 9; the host's are src/dense.c): the pack of every
+ * layer's whole x and flags into the send chunks, and the ring's shard sums in rank order;
+ * the outputs and state after the exchange are reduce_kernels.cu's denseChunk
+ * (docs/DEVICE.md, "Dense calls"). */
 #include "device_set.cuh"
 
 /* One block per chunk of a layer. */

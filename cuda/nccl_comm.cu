@@ -1,17 +1,7 @@
-/*
- * Device comms over NCCL (SPEC 8): creation, the NCCL transport, layer-set device state,
- * and the table of device operations the host library calls (src/device.h).  After a key's
- * first call nothing here allocates or synchronises: every call is a fixed sequence of
- * kernels and one ncclAllGather on the caller's stream, so it can be captured in a graph.
- *
- * What the device comm holds is the NCCL communicator, its device and a stream of its own,
- * never a caller's stream: the calls without a stream argument (save, load, stats, restart,
- * scale, importance reset, release) first wait for the whole device, then run on the comm's
- * stream and wait for it (see quiesce), so that they are ordered after every call on any
- * stream -- a graph captured on one stream and replayed on another included -- and every
- * later call, on any stream, sees what they did (include/sparccl_nccl.h says what callers
- * must not do).
- */
+/* Device comms over NCCL (SPEC 8): creation, the NCCL transport, layer-set device state, and
+ * the backend table's device operations (src/backend.h).  After a key's first call nothing
+ * here allocates or synchronises; the calls without a stream run on the comm's own stream
+ * after waiting for the device (docs/DEVICE.md, "Device comms and streams"). */
 #include <nccl.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -240,12 +230,9 @@ static void ncclTransportDestroy(sparcclTransport_t* self) {
 static NcclTransport* nccl(sparcclComm_t comm) { return (NcclTransport*)comm->transport->impl; }
 
 /* Before the work of a call without a stream argument: refuse during a capture, then wait
- * for every call's work on the device (the comm keeps no caller stream: a graph replays on
- * whichever stream its caller picks), so that what follows neither races with it nor reads
- * state and counters mid-update.  That work then goes on the comm's own stream, waited for
- * before the call returns: the next call on any stream sees its result.  bestEffort
- * (release, destroy): a pending or device error is reported and ignored, a capture still
- * refused.  On sparcclCommAbort's teardown nothing is waited for. */
+ * for every call's work on the device (docs/DEVICE.md, "Device comms and streams").
+ * bestEffort (release, destroy): a pending or device error is reported and ignored, a
+ * capture still refused.  On sparcclCommAbort's teardown nothing is waited for. */
 static sparcclResult_t quiesce(sparcclComm_t comm, const char* caller, int bestEffort) {
   NcclTransport* t = nccl(comm);
   sparcclResult_t res;
@@ -683,12 +670,9 @@ static DenseLayout ringLayout(const RingParts& p, uint32_t nranks) {
   return d;
 }
 
-/* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce in
- * src/dense.c, the same chunks, checks and bits): every layer's x into the send chunks,
- * the reduce-scatter, its checks verified, this rank's shard summed in rank order, the
- * allgather of the shard sums, their checks verified, then outputs, state and counters.
- * As deviceAllReduce: once anything is enqueued both exchanges go out, with zeroed checks
- * where a launch failed, so that every rank refuses the call. */
+/* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce): once
+ * anything is enqueued both exchanges go out, with zeroed checks where a launch failed, so
+ * that every rank refuses the call (docs/DEVICE.md, "Dense calls"). */
 static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                             const void* send, void* recv, int dtype, int op,
                                             cudaStream_t stream) {
@@ -916,13 +900,9 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
-/* The phase API's halves (src/phase.c, SPEC 10): the compress as deviceAllReduce's first
- * half, its block copied out to the caller's and g kept for the second half; the
- * decompress copies the gathered blocks in and runs the second half.  In warm-up (SPEC 9)
- * the compress packs the whole x into the caller's block, the decompress reads the
- * gathered blocks where they are.  A decompress whose
- * blocks fail the call check does nothing on the device and counts in refusedCalls (the
- * call does not wait to know). */
+/* The phase API's halves (src/phase.c, SPEC 10): deviceAllReduce's two halves around the
+ * caller's exchange, the block copied out and g kept; a refused decompress does nothing on
+ * the device and counts in refusedCalls (docs/DEVICE.md, "Device comms and streams"). */
 static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* set,
                                            const void* send, int dtype, void* block,
                                            uint64_t fingerprint, void* streamArg) {

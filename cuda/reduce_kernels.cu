@@ -1,22 +1,7 @@
-/*
- * After the exchange, on the device (SPEC 1, 2, 7), 2 launches (+ 2 for the restart norm,
- * + 2 for the restart kernels):
- *   rank ranges: for every rank and chunk of a sparse layer, where that rank's section of the
- *   layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
- *   -> one block per chunk: the skip flag (a layer non-finite on any rank is skipped on
- *      every rank); the online importance step; then the rank-ordered sums, rank by rank
- *      with a barrier between ranks (a rank's indices are unique within a layer, so no two
- *      threads of a rank touch one element: no atomics), this rank's sent values also giving
- *      h <- h + sent (and e <- a - sent with one error buffer); then the output (s, s / n,
- *      or EF21's H) converted once.  With two error buffers e's next value is already in the
- *      second one (the key pass wrote a = e + g, the emit a - sent where this rank sent);
- *      with one, it is formed in shared memory and written back.  Dense layers: summed in
- *      rank order.  The last block to finish runs the counters and restart policies (policy),
- *      and the error buffers swap roles; with restartRatio > 0 they wait for the blocked
- *      norm of SPEC 3a, a launch of its own, and run in a one-thread launch after it.
- * State changes only after every rank's flag is known (SPEC 2): a skipped layer's e is
- * copied into the buffer that holds e from the next call on, its h, H, w left alone.
- */
+/* After the exchange, on the device (SPEC 1, 2, 7): the rank ranges, then one block a chunk
+ * for the skip rule, the state update, the rank-ordered sums and the output; the last block
+ * runs the counters and restart policies.  State changes only after every rank's flag is
+ * known (SPEC 2).  docs/DEVICE.md, "After the exchange: the reduce kernels". */
 #include "device_set.cuh"
 
 __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
@@ -25,9 +10,8 @@ __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const 
                                     L.valuePos);
 }
 
-/* One thread per wire position t of a layer, for every rank r: t is where r's section enters
- * every chunk after the one of position t - 1, up to its own (the last position also writes
- * k for the chunks after its own), so each entry of a.rankStarts is written exactly once.
+/* One thread per wire position t of a layer, for every rank: where that rank's section
+ * enters each chunk, each entry of a.rankStarts written exactly once (docs/DEVICE.md).
  * Positions are layer-local: k <= 2^32 - 1 (SPEC 1) fits. */
 __global__ void rankRangesKernel(KernelArgs a) {
   size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

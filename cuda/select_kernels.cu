@@ -1,18 +1,7 @@
-/*
- * Compression on the device, every layer of a call in 2 + (digits - 1) launches, one block a
- * chunk (4 launches for 32-bit keys, 8 for impk_random's 64-bit ones):
- *   keys + first-digit histograms (+ dense packing, + non-finite flags, + a = e + g)
- *   -> per digit after the first: the next digit's histogram of the keys under the prefix so
- *      far; the first of these passes also keeps, per chunk, the keys of the boundary bin
- *      (its candidates, up to SPARCCL_CANDIDATES) and how many keys lie above it, so the
- *      later passes and the counts read the candidates instead of every key (RAFT's AIR top-k)
- *   -> per chunk: counts above the threshold and equal to it
- *   -> per chunk: ordered compaction into the wire block, ascending indices, no atomics.
- * The per-layer steps between them run in the last block of the layer to finish a pass
- * (lastToArrive, as RAFT does): after each histogram pass, the digit's boundary bin
- * (findLayer); after the counts, their scans (ties to the lowest indices, SPEC 1).
- * The arithmetic is sparccl_math.h's, the same functions the CPU reference calls.
- */
+/* Compression on the device, every layer of a call in 2 + (digits - 1) launches, one block a
+ * chunk: keys and first-digit histograms, a histogram a later digit, the counts, the ordered
+ * emit; the per-layer steps between them in each layer's last block to finish (lastToArrive).
+ * The arithmetic is sparccl_math.h's (docs/DEVICE.md, "Compression: the selection kernels"). */
 #include "device_set.cuh"
 
 template <typename Key> struct KeyBits;
@@ -183,16 +172,9 @@ __device__ __forceinline__ int markClass(T top, T lo, T hi, uint32_t m, uint32_t
   return 1;
 }
 
-/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
- * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
- * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
- * so that one block scan gives every group the count of keys in the groups above it; the one
- * thread whose group holds the boundary then walks its bins from the top.  A digit with
- * fewer bins than threads (none with 11-bit digits of 32- or 64-bit keys: the narrowest is
- * 9 bits) has one bin a group and threads without a group.  Run by the last of the layer's
- * chunks to finish the pass's histogram (lastToArrive), which leaves the histogram zero for
- * the next pass and the next call (a.hist is cleared once, when the set is made).  A layer
- * decided earlier never gets here: its later passes add nothing to its histogram. */
+/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1), the highest bin
+ * with at least `need` keys in it and above it; run by the layer's last chunk to finish the
+ * pass, it leaves the histogram zero (docs/DEVICE.md, "findLayer"). */
 template <typename Key>
 __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, int pass) {
   const DeviceLayer L = a.layers[layer];
@@ -250,16 +232,9 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
  * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
 __device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
 
-/* Chunk c's keys against a range of the first digit's bins (the layer's boundary bin, or the
- * key pass's window around its prediction), given each thread's elements o = threadIdx.x +
- * m * SPARCCL_THREADS: bit m of `mine` in the range (a candidate), of `high` above it, and
- * their counts.  Writes the chunk's class mask (SPARCCL_CLASS_*, for emitKernel), its run of
- * candidates (their keys from keyOf, thread 0's in ascending m, then thread 1's, ..., the
- * order runSlots recovers; none, SPARCCL_NO_RUN, when more than SPARCCL_CANDIDATES) and its
- * count of keys above the range.  What the later passes and
- * countKernel make of a run are counts, which do not depend on the order of its keys; they
- * filter it by the layer's prefix, so a run may hold keys of bins other than the boundary
- * one.  Every thread of the block calls it. */
+/* Chunk c's keys against a range of the first digit's bins (bit m of `mine`: in it, of
+ * `high`: above it): writes the chunk's class mask, its run of candidates and its count
+ * above the range.  Every thread of the block calls it (docs/DEVICE.md, "writeClasses"). */
 template <typename Key>
 __device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
                                              const DeviceChunk& ch, const KeySource<Key>& keyOf,
@@ -410,13 +385,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
 }
 
 
-/* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1
- * also classifies the chunk against the first digit's boundary bin (writeClasses: its class
- * mask for emitKernel, its run of candidates, its count above the bin), reading each key of
- * the chunk once, unless the key pass already classified it against a window around a
- * prediction that holds the bin (a hit): then, as the later passes, it reads the chunk's run
- * alone.  A chunk with no run (SPARCCL_NO_RUN: more candidates than SPARCCL_CANDIDATES;
- * SPARCCL_NO_CLASS: its layer decided by the first digit) has all its keys read. */
+/* The histogram of digit `pass` over the keys under the layer's prefix so far; pass 1 also
+ * classifies the chunk (writeClasses) unless the key pass's prediction held the bin; a run,
+ * where the chunk has one, read instead of every key (docs/DEVICE.md, "digitKernel"). */
 template <typename Key> /* 4 blocks an SM, as before its reads were batched */
 __global__ void __launch_bounds__(SPARCCL_THREADS, 4)
     digitKernel(KernelArgs a, int pass, const void* send) {
@@ -527,13 +498,9 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
   }
 }
 
-/* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
- * has a run (writeClasses): its keys above the range of first-digit bins it was classified
- * against, plus its candidates above the threshold.  The range holds the boundary bin, and
- * the threshold is a key of that bin or, when no ties are taken, one below the range of its
- * keys that are selected: keys above the range exceed it, keys below do not, and only a
- * candidate can equal it when ties are taken (emitKernel's comment has the details).  Else
- * from all its keys. */
+/* Per chunk: how many keys are above the threshold, and how many equal it; from the run
+ * and the count above the range where the chunk has a run, else from all its keys
+ * (docs/DEVICE.md, "countKernel" and, for why that is exact, "emitKernel"). */
 template <typename Key> /* 5 blocks an SM, as before its reads were batched */
 __global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, const void* send) {
   const uint32_t c = blockIdx.x;
@@ -572,14 +539,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, 
   if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) scanLayer(a, ch.layer);
 }
 
-/* Where each candidate of a chunk sits in the chunk's run (writeClasses), from the class mask:
- * the run holds the candidates of the key pass's thread 0 (offsets 0, SPARCCL_THREADS, ...),
- * then of thread 1, and so on, each thread's in ascending offset.  Given each thread's word
- * of the mask (emitKernel's layout: word t holds offsets SPARCCL_PER_THREAD * t onwards),
- * writes slot[o] for every candidate offset o of the chunk; the others are left as they are.
- * So emitKernel reads a candidate's key from the run, a few contiguous sectors a chunk,
- * instead of making it again from its element's a (and w), a scattered read of a sector an
- * element.  Every thread of the block calls it; it ends with a barrier. */
+/* Where each candidate of a chunk sits in the chunk's run, from the class mask: slot[o] for
+ * every candidate offset o, so that emitKernel reads its key from the run.  Every thread of
+ * the block calls it; it ends with a barrier (docs/DEVICE.md, "runSlots"). */
 __device__ __forceinline__ void runSlots(uint32_t myWord, uint32_t size, uint32_t* words,
                                          uint16_t* slot) {
   words[threadIdx.x] = myWord;

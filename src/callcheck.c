@@ -1,9 +1,7 @@
-/*
- * Never trust the wire (SPEC 2, 4): every block ends with a call check, verified for all
- * n blocks before any received index is read, and every received index is bounds-checked.
- * Ranks whose calls disagree (a live key against a new one, sum against avg, another
- * dtype on the same tag) get sparcclInvalidUsage instead of a write outside a buffer.
- */
+/* Never trust the wire (SPEC 2, 4): every block ends with a call check, verified for all n
+ * blocks before any received index is read, and every received index is bounds-checked, so
+ * that ranks whose calls disagree (a live key against a new one, sum against avg, another
+ * dtype on the same tag) get sparcclInvalidUsage instead of a write outside a buffer. */
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"

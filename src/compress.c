@@ -1,11 +1,7 @@
-/*
- * Compression of one layer on the host: keys -> exact top-k -> pack (index, value).
- * Nothing here writes state: the state update waits for the exchange (SPEC 2), so that a
- * non-finite layer on any rank can leave every rank's state as it was.
- *
- * The loops are written once, generic in (compressor, feedback), and instantiated for
- * each pair by the dispatch below, so each instance compiles to a tight loop.
- */
+/* Compression of one layer on the host: keys -> exact top-k -> pack (index, value).  No
+ * state is written: the update waits for the exchange (SPEC 2), so that a layer non-finite
+ * on any rank leaves every rank's state as it was.  The loops are written once, generic in
+ * (compressor, feedback), and instantiated per pair by compressDispatch. */
 #include <string.h>
 #include "core.h"
 

@@ -1,14 +1,7 @@
-/*
- * Warm-up's dense calls (SPEC 9): every layer sends its whole x (g, or dgc's momentum * u + g)
- * exactly in float32, and the output is the rank-ordered float32 sum of the x's.  Two
- * exchanges give the same bits:
- *   - the ring (transports with an alltoall, the one-call path): a rank-ordered
- *     reduce-scatter (alltoall of shards, each rank sums its shard in rank order) and an
- *     allgather of the shard sums, 2(n-1)/n of the buffer per rank as a ring allreduce;
- *   - an allgather of whole vectors (the phase API, transports without an alltoall).
- * Every chunk and block ends with the call check (SPEC 4); every chunk of the
- * reduce-scatter carries its rank's non-finite flags, so every rank knows every flag.
- */
+/* Warm-up's dense calls (SPEC 9): every layer sends its whole x exactly in float32; the
+ * output is the rank-ordered float32 sum.  A ring (reduce-scatter + allgather of the shard
+ * sums) where the transport has an alltoall, else an allgather of whole vectors: the same
+ * bits (docs/ARCHITECTURE.md, "Dense calls"). */
 #include <string.h>
 #include "core.h"
 

@@ -1,9 +1,7 @@
-/*
- * The host backend (src/backend.h): buffers and state in host memory, every step a loop over
- * the shared math of sparccl_math.h (compress.c, decompress.c, dense.c, host_importance.c),
+/* The host backend (src/backend.h): buffers and state in host memory, every step a loop
+ * over the shared math and steps (compress.c, decompress.c, dense.c, host_importance.c),
  * the exchange by the comm's transport (MPI, or the caller's callback).  The CPU reference
- * of the device backend, and a product of its own for CPU clusters.
- */
+ * of the device backend, and a product of its own for CPU clusters. */
 #include <stdlib.h>
 #include <string.h>
 #include "backend.h"
