@@ -900,6 +900,16 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
+/* A phase call's kernel arguments: its check's sequence is the key's calls (SPEC 10). */
+static KernelArgs phaseArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype, int op,
+                            int dense, uint64_t fingerprint) {
+  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
+  a.phase = 1;
+  a.dense = dense;
+  a.checkFingerprint = fingerprint;
+  return a;
+}
+
 /* The phase API's halves (src/phase.c, SPEC 10): deviceAllReduce's two halves around the
  * caller's exchange, the block copied out and g kept; a refused decompress does nothing on
  * the device and counts in refusedCalls (docs/DEVICE.md, "Device comms and streams"). */
@@ -917,10 +927,7 @@ static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t
     SPARCCLCHECK(deviceCheckNewKey(comm, streamArg, caller));
     CUDACHECK(cudaMalloc(&ds->phaseGrad, set->count * sizeof(float)), caller);
   }
-  KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
-  a.phase = 1;
-  a.dense = dense;
-  a.checkFingerprint = fingerprint;
+  KernelArgs a = phaseArgs(comm, set, dtype, sparcclSum, dense, fingerprint);
   if (dense) {
     /* as src/dense.c's sparcclPackDenseBlock: x in float32, the flags, the check; padding 0 */
     const sparcclWire_t wire = sparcclDenseBlockWire(set);
@@ -958,10 +965,7 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
   SPARCCLCHECK(checkPendingError(caller));
   ON_DEVICE(nccl(comm)->device, caller);
   if (dense) SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
-  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
-  a.phase = 1;
-  a.dense = dense;
-  a.checkFingerprint = fingerprint;
+  KernelArgs a = phaseArgs(comm, set, dtype, op, dense, fingerprint);
   if (dense) {
     /* the caller's gathered blocks read where they are: whole vectors, no indices */
     const sparcclWire_t wire = sparcclDenseBlockWire(set);
