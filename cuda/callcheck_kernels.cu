@@ -1,10 +1,7 @@
-/*
- * SPEC 4's call check on the device (the host's is src/callcheck.c): before the exchange
- * this rank's block gets its check and every receive slot's check is zeroed; after it,
- * every block's check and every received index are verified before the decompress reads
- * any index.  A refused call writes no output and changes no state (reduce_kernels.cu
- * tests counters->callRefused); sparcclCommGetStats counts it in refusedCalls.
- */
+/* SPEC 4's call check on the device (the host's is src/callcheck.c): the check written and
+ * the receive slots zeroed before the exchange, every block's check and received index
+ * verified after it; a refused call writes no output and changes no state, and counts in
+ * refusedCalls (docs/DEVICE.md, "The call check on the device"). */
 #include "device_set.cuh"
 
 /* One block, before the compress: the check of this call (callSequenceOf: the comm's
@@ -13,15 +10,15 @@
  * zeroed receive slots. */
 __global__ void callCheckWriteKernel(KernelArgs a, uint32_t copies) {
   for (uint32_t q = threadIdx.x; q < copies; q += blockDim.x) {
-    uint64_t* mine = (uint64_t*)(a.sendBlock + (size_t)q * a.blockBytes + a.checkOffset);
-    mine[0] = callSequenceOf(a);
-    mine[1] = a.checkFingerprint;
+    sparcclCallCheck_t* mine = sparccl_wire_check(&a.wire, sparccl_wire_block(&a.wire, a.sendBlock, q));
+    mine->sequence = callSequenceOf(a);
+    mine->fingerprint = a.checkFingerprint;
   }
   if (threadIdx.x == 0) a.counters->callRefused = 0;
   for (uint32_t r = threadIdx.x; a.recvBlocks != NULL && r < a.nranks; r += blockDim.x) {
-    uint64_t* slot = (uint64_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.checkOffset);
-    slot[0] = 0;
-    slot[1] = 0;
+    sparcclCallCheck_t* slot = sparccl_wire_check(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, r));
+    slot->sequence = 0;
+    slot->fingerprint = 0;
   }
 }
 
@@ -31,14 +28,15 @@ __global__ void callCheckVerifyKernel(KernelArgs a) {
   const size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   unsigned bad = 0;
   if (p < a.nranks) {
-    const uint64_t* check = (const uint64_t*)(a.recvBlocks + p * a.blockBytes + a.checkOffset);
-    bad |= check[0] != callSequenceOf(a) || check[1] != a.checkFingerprint;
+    const sparcclCallCheck_t* check = sparccl_wire_check(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, p));
+    bad |= check->sequence != callSequenceOf(a) || check->fingerprint != a.checkFingerprint;
   }
   if (p < a.valueCount) {
     const DeviceLayer L = a.layers[layerOfPosition(a, p)];
     const uint32_t t = (uint32_t)(p - L.valuePos);
     for (uint32_t r = 0; r < a.nranks && !L.sharedSet; r++) {
-      const uint32_t* indices = (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes) + L.indexPos;
+      const uint32_t* indices =
+          sparccl_wire_indices(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, r)) + L.indexPos;
       bad |= indices[t] >= L.count || (t > 0 && indices[t] <= indices[t - 1]);
     }
   }

@@ -1,13 +1,7 @@
-/*
- * Warm-up's dense calls on the device (SPEC 9; the host's are src/dense.c), around the
- * exchange that nccl_comm.cu makes:
- *   pack: every layer's whole x (g, or dgc's momentum * u + g) in float32 into the send
- *   chunks, each flagged layer's non-finite flag beside them (the ring: into every chunk,
- *   so every rank knows every flag);
- *   the ring's shard sums: this rank's shard, s = +0.0f + x_0 + x_1 + ... in rank order
- *   (SPEC 1) from the chunks the reduce-scatter brought, one thread an element, no atomics.
- * The outputs and the state after the exchange are reduce_kernels.cu's (denseChunk).
- */
+/* Warm-up's dense calls on the device (SPEC 9; the host's are src/dense.c): the pack of every
+ * layer's whole x and flags into the send chunks, and the ring's shard sums in rank order;
+ * the outputs and state after the exchange are reduce_kernels.cu's denseChunk
+ * (docs/DEVICE.md, "Dense calls"). */
 #include "device_set.cuh"
 
 /* One block per chunk of a layer. */
@@ -18,7 +12,7 @@ __global__ void densePackKernel(KernelArgs a, DenseLayout d, const void* send) {
   SPARCCL_FOR_CHUNK(i, ch) {
     const size_t at = L.offset + i, shard = at / d.chunk;
     const float g = sparccl_load(send, at, a.dtype);
-    const float x = a.momentum ? sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor) : g;
+    const float x = a.momentum ? sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.call.momentumFactor) : g;
     ((float*)(d.values + shard * d.valueStride))[at - shard * d.chunk] = x;
     finite &= sparccl_is_finite(x);
   }
@@ -33,21 +27,19 @@ __global__ void shardSumKernel(KernelArgs a, sparcclDenseRing_t ring, const uint
                                uint8_t* block, uint8_t* gathered) {
   const size_t first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int refused = a.counters->callRefused != 0;
-  float* sums = (float*)block;
+  float* sums = sparccl_wire_dense(&ring.gather, block);
   for (size_t j = first; !refused && j < ring.chunk; j += (size_t)gridDim.x * blockDim.x) {
-    float s = +0.0f;
-    for (uint32_t r = 0; r < a.nranks; r++) s = s + ((const float*)(received + (size_t)r * ring.scatterBytes))[j];
-    sums[j] = s;
+    sums[j] = sparccl_rank_sum(&ring.scatter, received, a.nranks, j);
   }
   if (first == 0) {
-    uint64_t* check = (uint64_t*)(block + ring.chunk * sizeof(float));
-    check[0] = refused ? 0 : callSequenceOf(a);
-    check[1] = refused ? 0 : a.checkFingerprint;
+    sparcclCallCheck_t* check = sparccl_wire_check(&ring.gather, block);
+    check->sequence = refused ? 0 : callSequenceOf(a);
+    check->fingerprint = refused ? 0 : a.checkFingerprint;
   }
   for (size_t r = first; r < a.nranks; r += (size_t)gridDim.x * blockDim.x) {
-    uint64_t* slot = (uint64_t*)(gathered + r * ring.gatherBytes + ring.chunk * sizeof(float));
-    slot[0] = 0;
-    slot[1] = 0;
+    sparcclCallCheck_t* slot = sparccl_wire_check(&ring.gather, sparccl_wire_block(&ring.gather, gathered, r));
+    slot->sequence = 0;
+    slot->fingerprint = 0;
   }
 }
 

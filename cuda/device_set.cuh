@@ -1,12 +1,7 @@
-/*
- * Device-side state of one layer set and the arguments every kernel gets (cuda/).
- *
- * Elements are addressed by their index in the key's buffer (layer offset + i), so every
- * per-element array (keys, e, h, H, w, previous g, the float32 sums) has `count` entries.
- * Work is cut into chunks of SPARCCL_CHUNK consecutive elements of one layer, starting at
- * the layer's first element; one thread block takes one chunk.  Chunks aligned to layers
- * are also the 4096-element blocks of the blocked sum (SPEC 3a), per layer.
- */
+/* Device-side state of one layer set and the arguments every kernel gets (cuda/): elements
+ * addressed by their index in the key's buffer, work cut into chunks of SPARCCL_CHUNK
+ * elements of one layer, one thread block a chunk (docs/DEVICE.md, "Device state and
+ * chunks"). */
 #ifndef SPARCCL_DEVICE_SET_CUH_
 #define SPARCCL_DEVICE_SET_CUH_
 
@@ -22,24 +17,18 @@ extern "C" {
 #if SPARCCL_CHUNK != SPARCCL_SUM_BLOCK
 #error "chunks must be the blocks of the blocked sum"
 #endif
-/* Candidates: a chunk's keys in the boundary bin of the first digit (or in the key pass's
- * window of bins around it), the only ones the later digits and the final counts need
- * (select_kernels.cu).  Each chunk has room for this many;
- * a chunk with more (or whose layer the first digit decided) has no run: SPARCCL_NO_RUN, and
- * the later passes read all of its keys.  A quarter of a chunk: 1 byte a parameter for
- * 32-bit keys, where a Gaussian layer's boundary bin holds at most about 11% of it. */
+/* Candidates: a chunk's keys in the first digit's boundary bin (or the key pass's window
+ * around it), room for this many a chunk; a chunk with more has no run (SPARCCL_NO_RUN) and
+ * the later passes read all its keys (docs/DEVICE.md, "Candidates"). */
 #define SPARCCL_CANDIDATES (SPARCCL_CHUNK / 4)
 #define SPARCCL_NO_RUN 0xffffffffu
 /* chunkCandidates of a chunk whose layer the first digit decided (or k == d): no run, and no
  * class mask either, as the first digit pass never read its keys.  A chunk with NO_RUN (more
  * candidates than SPARCCL_CANDIDATES) has no run but has its class mask. */
 #define SPARCCL_NO_CLASS 0xfffffffeu
-/* The class mask: 2 bits an element (0: below the range of first-digit bins the chunk was
- * classified against, the boundary bin or a window holding it; 1: in it, a candidate; 2:
- * above it), SPARCCL_THREADS 32-bit words a chunk (chunk c's from
- * c * SPARCCL_CLASS_WORDS), word t holding the chunk's elements SPARCCL_PER_THREAD * t
- * onwards, element SPARCCL_PER_THREAD * t + j in bits 2j and 2j + 1: the elements that
- * emitKernel's thread t takes. */
+/* The class mask: 2 bits an element (below, in, above the range of first-digit bins the
+ * chunk was classified against), word t of a chunk's SPARCCL_CLASS_WORDS holding the
+ * elements emitKernel's thread t takes (docs/DEVICE.md, "The class mask"). */
 #define SPARCCL_CLASS_WORDS (SPARCCL_CHUNK * 2 / 32)
 #define SPARCCL_CLASS_BELOW 0u
 #define SPARCCL_CLASS_CANDIDATE 1u
@@ -48,15 +37,9 @@ extern "C" {
 #error "one class word a thread, 16 elements of 2 bits"
 #endif
 
-/* Where the selection's passes after the first get an element's key (select_kernels.cu,
- * KeySource).  The key pass stores the keys only where computing one again costs a read of
- * no more than the key itself: from a = e + g in the second error buffer (topk with ef or
- * scam), from g (topk without feedback), from w (impk_select, importance other than
- * online), or from nothing (randk: a Philox word).  That saves the key pass's 4 B/param
- * write and the keys' memory.  impk with ef or scam, two error buffers and importance other
- * than online makes |w a| again from a and w: two reads, but only where a pass reads every
- * key (a prediction miss; on a hit the later passes read the candidates alone), against a
- * write of every key on every call. */
+/* Where the selection's passes after the first get an element's key (KeySource): stored,
+ * or made again from a, g, w or a Philox word where that reads no more than a stored key
+ * would (docs/DEVICE.md, "Key modes"). */
 enum {
   SPARCCL_KEYS_STORED,
   SPARCCL_KEYS_FROM_A,
@@ -124,11 +107,8 @@ struct DeviceArrays {
   DeviceChunk* chunks;
   uint32_t* sparseByValue; /* sparse layer ids in wire (value) order */
   /* state.  e is double-buffered unless SPARCCL_ERROR_BUFFERS=1: error and errorNext swap
-   * roles every call (counters->errorParity; errorNow / errorAfter below).  The key pass
-   * writes a = e + g into the other buffer and the emit a - sent where this rank sends, so
-   * the decompress neither re-reads g and e nor writes e (8 B/param less traffic a call,
-   * 4 B/param more memory).  errorNext is NULL with one buffer: e is `error`, updated in
-   * place by the decompress. */
+   * roles every call (errorNow / errorAfter below); errorNext is NULL with one buffer
+   * (docs/DEVICE.md, "Double-buffered e"). */
   float *error, *errorNext, *h, *H, *importance, *prevGrad;
   float* momentum; /* dgc's u (SPEC 9), every layer's */
   unsigned long long* layerSteps;
@@ -179,29 +159,23 @@ struct DeviceSet : DeviceArrays {
 /* Everything a kernel needs, by value: the arrays and the call's scalars. */
 struct KernelArgs : DeviceArrays {
   uint32_t nlayers, nsparse, nranks;
-  uint32_t rank;     /* the Philox counter's rank: 0 on every rank under shared randomness */
   uint32_t commRank; /* this rank: its block in recvBlocks */
   int compressor, feedback, wireType, dtype, op, online;
-  uint64_t seed;
-  float rate, low, high;
+  sparcclCallValues_t call; /* from the config (src/steps.h) */
   double restartRatio;
   long long restartEvery;
   int restartLag;
   size_t count, valueCount;
-  size_t indexBytes, valueBytes, denseBytes, checkOffset, blockBytes;
+  sparcclWire_t wire; /* the blocks' layout (src/wire.h) */
   uint64_t checkFingerprint; /* this call's (sparcclCallCheck) */
   int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
   int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
-  float momentumFactor; /* dgc: (float)momentum */
   unsigned long long bytesSent; /* what this call puts on the wire for this rank (stats) */
 };
 
-/* Where a dense call's whole vectors and sums are (dense_kernels.cu, reduce_kernels.cu).
- * Element `at` of x sits in shard at / chunk, at (at % chunk) * 4 bytes into it; the
- * allgather of whole blocks is one shard (chunk >= count).  The ring: values is the
- * reduce-scatter's send chunks (stride valueStride), sums the gathered shard sums (stride
- * sumStride), flags the received chunks' flags (flagStride).  Whole blocks: values this
- * rank's block, sums and flags the gathered blocks (rank r's x at sums + r * sumStride). */
+/* Where a dense call's whole vectors, flags and sums are (dense_kernels.cu,
+ * reduce_kernels.cu): element `at` of x in shard at / chunk; the allgather of whole blocks
+ * is one shard (docs/DEVICE.md, "Dense layouts"). */
 struct DenseLayout {
   int ring;
   size_t chunk;
@@ -210,9 +184,9 @@ struct DenseLayout {
   uint8_t* flags; /* this rank's flags in its send chunks (flagCopies, valueStride apart) */
   uint32_t flagCopies;
   const uint8_t* sums;
-  size_t sumStride;
-  const uint8_t* receivedFlags; /* rank r's flags at receivedFlags + r * receivedStride */
-  size_t receivedStride;
+  sparcclWire_t sumWire;
+  const uint8_t* received; /* every rank's flags, laid out as receivedWire */
+  sparcclWire_t receivedWire;
 };
 
 /* The call check's sequence number of this call (SPEC 4). */
@@ -228,7 +202,7 @@ cudaError_t sparcclLaunchCompress(const KernelArgs& a, const DeviceSet* ds, cons
                                   cudaStream_t stream);
 /* SPEC 4's call check (callcheck_kernels.cu): written before the compress, verified after
  * the exchange (the decompress then does nothing when it failed). */
-/* copies: the ring's send chunks (a.sendBlock + q * a.blockBytes, q < copies) each get the
+/* copies: the ring's send chunks (block q of a.sendBlock, q < copies) each get the
  * check; a.recvBlocks NULL: no receive slots to zero (the phase API's dense compress). */
 cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream, uint32_t copies = 1);
 cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);
@@ -275,15 +249,10 @@ __device__ __forceinline__ uint32_t layerOfPosition(const KernelArgs& a, size_t 
   for (uint32_t i##Offset_ = threadIdx.x, i = (ch).begin + threadIdx.x;              \
        i##Offset_ < (ch).end - (ch).begin; i##Offset_ += blockDim.x, i = (ch).begin + i##Offset_)
 
-/* The same elements (offsets o = threadIdx.x + m * SPARCCL_THREADS below `size`, m
- * ascending; blocks of SPARCCL_THREADS threads) in batches of SPARCCL_BATCH: read(o, &raw)
- * for each of a batch, then use(o, m, raw) for each.  A batch's reads are all issued before
- * the first of them is used, and no store comes between them, so a thread has SPARCCL_BATCH
- * loads of each array in flight instead of one.  A streaming kernel needs that: by Little's
- * law an H100's 3 TB/s at about 0.7 us of latency is some 16 KB in flight an SM, which 1024
- * threads with one 4-byte load each (plus a second array) do not reach.  read should only
- * load (no conversion, nothing that waits for the value); `raw` is what it loads.  raw[]
- * stays in registers: the loops are unrolled, its indices constants. */
+/* The same elements (offsets o = threadIdx.x + m * SPARCCL_THREADS below `size`) in batches
+ * of SPARCCL_BATCH: read(o, &raw) for each of a batch, then use(o, m, raw) for each, so a
+ * thread has SPARCCL_BATCH loads in flight; read should only load (docs/DEVICE.md, "Batched
+ * reads"). */
 #define SPARCCL_BATCH 8
 #if defined(__CUDACC__)
 #define SPARCCL_UNROLL _Pragma("unroll")
@@ -322,13 +291,9 @@ __device__ __forceinline__ float* errorAfter(const DeviceArrays& a) {
   return a.errorNext != NULL && !a.counters->errorParity ? a.errorNext : a.error;
 }
 
-/* RAFT's "last block finishes" (also the CUDA guide's threadfence example): every block of
- * a group (a layer's chunks, or a whole grid) calls this once, after its writes that the
- * group's last block reads; it returns 1 in the block that arrives last, uniformly over that
- * block, 0 in the others.  The last block then reads what the others wrote through volatile
- * pointers (so not from a stale L1 line) and may do the group's per-layer step (a radix
- * find, the scan of the counts, the call's counters) without a launch of its own.  The
- * counter is back to 0 for its next use.  All of the block's threads must call it. */
+/* RAFT's "last block finishes": every block of a group calls this once, after the writes
+ * the group's last block reads; 1 in the block that arrives last (uniformly), 0 in the
+ * others, the counter back to 0.  All of a block's threads must call it (docs/DEVICE.md). */
 __device__ __forceinline__ int lastToArrive(uint32_t* counter, uint32_t blocks) {
   __shared__ int last;
   __threadfence(); /* this block's writes, before its arrival is counted */
@@ -366,15 +331,9 @@ __device__ __forceinline__ int arriveWithFlag(const KernelArgs& a, uint32_t laye
   return last;
 }
 
-/* A float NaN with the canonical bits (host and device). */
-__device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }
-
-/* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads; returns the
- * thread's exclusive prefix and writes the block total to *total.  Kogge-Stone in shared
- * memory, log2(SPARCCL_THREADS) rounds, each adding the running sum of the thread `offset`
- * below; a round reads one buffer and writes the other, so one barrier a round suffices.
- * Shared memory and barriers only, no warp shuffles (the CPU emulator has none).  Integer
- * sums: the order of the additions does not change the result. */
+/* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads: returns the
+ * thread's prefix, *total the block's; Kogge-Stone in shared memory, no warp shuffles (the
+ * CPU emulator has none; docs/DEVICE.md, "Block scan"). */
 template <typename T>
 __device__ __forceinline__ T blockExclusiveScan(T value, T* total) {
   __shared__ T partial[2][SPARCCL_THREADS];

@@ -23,7 +23,7 @@ __global__ void exponentKernel(KernelArgs a, const void* q, const void* g, uint3
   uint32_t bad = 0, best = 0;
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
-    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.rate);
+    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.call.rate);
     bad |= !sparccl_is_finite(z);
     uint32_t key = sparccl_ordered_float(z);
     best = key > best ? key : best;
@@ -43,7 +43,7 @@ __global__ void cubeKernel(KernelArgs a, const void* q, const void* g) {
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     a.importance[at] = sparccl_cube_step(a.importance[at], sparccl_load(q, at, a.dtype),
-                                         sparccl_load(g, at, a.dtype), a.rate, a.low, a.high);
+                                         sparccl_load(g, at, a.dtype), a.call.rate, a.call.low, a.call.high);
   }
 }
 
@@ -60,7 +60,7 @@ __global__ void simplexChunkSumKernel(KernelArgs a, const void* q, const void* g
   double sum = 0.0;
   for (uint32_t i = ch.begin; i < ch.end; i++) {
     size_t at = L.offset + i;
-    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.rate);
+    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.call.rate);
     sum += sparccl_simplex_term(a.importance[at], z, zm);
   }
   a.blockSums[c] = sum;
@@ -85,7 +85,7 @@ __global__ void simplexWeightKernel(KernelArgs a, const void* q, const void* g,
   const float zm = unorderFloat(zmax[ch.layer]);
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
-    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.rate);
+    float z = sparccl_simplex_exponent(sparccl_load(q, at, a.dtype), sparccl_load(g, at, a.dtype), a.call.rate);
     a.importance[at] = sparccl_simplex_weight((double)L.count,
                                               sparccl_simplex_term(a.importance[at], z, zm),
                                               layerSums[ch.layer]);

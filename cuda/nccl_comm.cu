@@ -1,17 +1,7 @@
-/*
- * Device comms over NCCL (SPEC 8): creation, the NCCL transport, layer-set device state,
- * and the table of device operations the host library calls (src/device.h).  After a key's
- * first call nothing here allocates or synchronises: every call is a fixed sequence of
- * kernels and one ncclAllGather on the caller's stream, so it can be captured in a graph.
- *
- * What the device comm holds is the NCCL communicator, its device and a stream of its own,
- * never a caller's stream: the calls without a stream argument (save, load, stats, restart,
- * scale, importance reset, release) first wait for the whole device, then run on the comm's
- * stream and wait for it (see quiesce), so that they are ordered after every call on any
- * stream -- a graph captured on one stream and replayed on another included -- and every
- * later call, on any stream, sees what they did (include/sparccl_nccl.h says what callers
- * must not do).
- */
+/* Device comms over NCCL (SPEC 8): creation, the NCCL transport, layer-set device state, and
+ * the backend table's device operations (src/backend.h).  After a key's first call nothing
+ * here allocates or synchronises; the calls without a stream run on the comm's own stream
+ * after waiting for the device (docs/DEVICE.md, "Device comms and streams"). */
 #include <nccl.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -240,12 +230,9 @@ static void ncclTransportDestroy(sparcclTransport_t* self) {
 static NcclTransport* nccl(sparcclComm_t comm) { return (NcclTransport*)comm->transport->impl; }
 
 /* Before the work of a call without a stream argument: refuse during a capture, then wait
- * for every call's work on the device (the comm keeps no caller stream: a graph replays on
- * whichever stream its caller picks), so that what follows neither races with it nor reads
- * state and counters mid-update.  That work then goes on the comm's own stream, waited for
- * before the call returns: the next call on any stream sees its result.  bestEffort
- * (release, destroy): a pending or device error is reported and ignored, a capture still
- * refused.  On sparcclCommAbort's teardown nothing is waited for. */
+ * for every call's work on the device (docs/DEVICE.md, "Device comms and streams").
+ * bestEffort (release, destroy): a pending or device error is reported and ignored, a
+ * capture still refused.  On sparcclCommAbort's teardown nothing is waited for. */
 static sparcclResult_t quiesce(sparcclComm_t comm, const char* caller, int bestEffort) {
   NcclTransport* t = nccl(comm);
   sparcclResult_t res;
@@ -274,7 +261,6 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.nlayers = ds->nlayers;
   a.nsparse = ds->nsparse;
   a.nranks = (uint32_t)comm->nranks;
-  a.rank = c->sharedRandomness ? 0u : (uint32_t)comm->rank;
   a.commRank = (uint32_t)comm->rank;
   a.compressor = c->compressor;
   a.feedback = c->feedback;
@@ -282,24 +268,16 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.dtype = dtype;
   a.op = op;
   a.online = c->importance == sparcclImportanceOnline;
-  a.seed = c->seed;
-  a.rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
-  a.low = (float)c->importanceLow;
-  a.high = (float)c->importanceHigh;
+  a.call = sparccl_call_values(c, comm->rank);
   a.restartRatio = c->restartRatio;
   a.restartEvery = c->restartEvery;
   a.restartLag = c->restartLag;
   a.count = set->count;
   a.valueCount = set->valueCount;
-  a.indexBytes = set->indexBytes;
-  a.valueBytes = set->valueBytes;
-  a.denseBytes = set->denseBytes;
-  a.checkOffset = set->checkOffset;
-  a.blockBytes = set->blockBytes;
+  a.wire = set->wire;
   a.callSequence = nccl(comm)->callSequence;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
-  a.momentumFactor = (float)c->momentum;
-  a.bytesSent = set->blockBytes;
+  a.bytesSent = set->wire.blockBytes;
   return a;
 }
 
@@ -389,87 +367,85 @@ static RingParts ringParts(sparcclComm_t comm, const sparcclLayerSet_t* set, uin
   const size_t n = (size_t)comm->nranks;
   p.ring = sparcclDenseRingOf(comm, set);
   p.scatterSend = base;
-  p.scatterRecv = p.scatterSend + n * p.ring.scatterBytes;
-  p.gatherSend = p.scatterRecv + n * p.ring.scatterBytes;
-  p.gatherRecv = p.gatherSend + p.ring.gatherBytes;
+  p.scatterRecv = p.scatterSend + n * p.ring.scatter.blockBytes;
+  p.gatherSend = p.scatterRecv + n * p.ring.scatter.blockBytes;
+  p.gatherRecv = p.gatherSend + p.ring.gather.blockBytes;
   return p;
 }
 static size_t denseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   const sparcclDenseRing_t r = sparcclDenseRingOf(comm, set);
   const size_t n = (size_t)comm->nranks;
-  return 2 * n * r.scatterBytes + (n + 1) * r.gatherBytes;
+  return 2 * n * r.scatter.blockBytes + (n + 1) * r.gather.blockBytes;
 }
 
-#define ALLOC(ptr, bytes)                                                   \
-  do {                                                                      \
-    if ((bytes) > 0 && cudaMalloc((void**)&(ptr), (bytes)) != cudaSuccess) \
-      goto fail;                                                            \
-  } while (0)
-
-static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
-  const sparcclConfig_t* c = &comm->config;
-  DeviceSet* ds = (DeviceSet*)calloc(1, sizeof(DeviceSet));
-  DeviceChunk* chunks = NULL;
-  uint32_t* byValue = NULL;
-  size_t nchunks = 0, i, keyBytes = c->compressor == sparcclImpKRandom ? 8 : 4;
-  size_t count = set->count, floats = count * sizeof(float);
-  int ef = sparccl_has_error(c->feedback);
-  int ef21 = (sparccl_feedback_props(c->feedback) & SPARCCL_S_H) != 0;
-  int momentum = sparccl_has_momentum(c->feedback);
-  int importance = sparccl_has_weights(c->compressor);
-  size_t ringBytes = c->warmupSteps ? denseRingBytes(comm, set) : 0;
-  int online = importance && c->importance == sparcclImportanceOnline;
-  cudaStream_t stream = nccl(comm)->stream;
-  DeviceScope scope(nccl(comm)->device);
-  if (ds == NULL) return sparcclSystemError;
-  if (scope.check("sparccl (a new key)") != sparcclSuccess) { free(ds); return sparcclUnhandledCudaError; }
-  ds->count = count;
-  ds->nlayers = (uint32_t)set->nlayers;
+/* The set's layers and chunks on the host (ds->hostLayers, *chunks), and its sparse layers
+ * in value order (*byValue); host memory only. */
+static sparcclResult_t layOutChunks(const sparcclLayerSet_t* set, DeviceSet* ds,
+                                    DeviceChunk** chunks, uint32_t** byValue) {
+  size_t nchunks = 0, i;
   ds->hostLayers = (DeviceLayer*)calloc(set->nlayers, sizeof(DeviceLayer));
-  if (ds->hostLayers == NULL) goto fail;
   for (i = 0; i < set->nlayers; i++) nchunks += (set->layers[i].count + SPARCCL_CHUNK - 1) / SPARCCL_CHUNK;
-  chunks = (DeviceChunk*)malloc(nchunks * sizeof(DeviceChunk));
-  byValue = (uint32_t*)malloc((set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
-  if (chunks == NULL || byValue == NULL) goto fail;
+  *chunks = (DeviceChunk*)malloc(nchunks * sizeof(DeviceChunk));
+  *byValue = (uint32_t*)malloc((set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
+  if (ds->hostLayers == NULL || *chunks == NULL || *byValue == NULL) return sparcclSystemError;
   nchunks = 0;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     DeviceLayer* L = &ds->hostLayers[i];
     L->offset = l->offset; L->count = l->count; L->k = l->k;
     L->indexPos = l->indexPos; L->valuePos = l->valuePos; L->densePos = l->densePos;
-    /* numbered by buildSet (src/comm.c, SPEC 3) before this runs: the Philox counters use it */
-    L->id = l->id;
+    L->id = l->id; /* numbered by buildSet (src/comm.c, SPEC 3): the Philox counters use it */
     L->flagPos = (uint32_t)l->flagPos;
     L->sparse = l->sparse; L->sharedSet = l->sharedSet; L->all = l->sparse && l->k == l->count;
     L->flagged = l->flagged;
     L->chunkBegin = nchunks;
-    for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK) {
-      chunks[nchunks].layer = (uint32_t)i;
-      chunks[nchunks].begin = (uint32_t)b;
-      chunks[nchunks].end = (uint32_t)(b + SPARCCL_CHUNK < l->count ? b + SPARCCL_CHUNK : l->count);
-      nchunks++;
+    for (size_t b = 0; b < l->count; b += SPARCCL_CHUNK, nchunks++) {
+      (*chunks)[nchunks].layer = (uint32_t)i;
+      (*chunks)[nchunks].begin = (uint32_t)b;
+      (*chunks)[nchunks].end = (uint32_t)(b + SPARCCL_CHUNK < l->count ? b + SPARCCL_CHUNK : l->count);
     }
     L->nchunks = (uint32_t)(nchunks - L->chunkBegin);
-    if (l->sparse) byValue[l->flagPos] = (uint32_t)i; /* flag order is value order */
+    if (l->sparse) (*byValue)[l->flagPos] = (uint32_t)i; /* flag order is value order */
   }
   ds->nchunks = (uint32_t)nchunks;
   ds->nsparse = (uint32_t)set->nsparse;
-  ALLOC(ds->layers, set->nlayers * sizeof(DeviceLayer));
-  ALLOC(ds->chunks, nchunks * sizeof(DeviceChunk));
-  ALLOC(ds->sparseByValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
+  return sparcclSuccess;
+}
+
+#define ALLOC(ptr, bytes)                                                      \
+  do {                                                                         \
+    if ((bytes) > 0) SPARCCL_CUDA_CHECK(cudaMalloc((void**)&(ptr), (bytes)));  \
+  } while (0)
+
+/* The state arrays the methods keep (src/methods.h's state columns), full-size. */
+static cudaError_t allocateState(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds) {
+  const sparcclConfig_t* c = &comm->config;
+  const size_t floats = set->count * sizeof(float);
+  const int ef = sparccl_has_error(c->feedback);
+  const int importance = sparccl_has_weights(c->compressor);
   if (ef) ALLOC(ds->error, floats);
   if (ef && nccl(comm)->errorBuffers == 2) ALLOC(ds->errorNext, floats);
-  if (ef21) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
+  if (sparccl_feedback_props(c->feedback) & SPARCCL_S_H) { ALLOC(ds->h, floats); ALLOC(ds->H, floats); }
   if (importance) ALLOC(ds->importance, floats);
-  if (online) ALLOC(ds->prevGrad, floats);
-  if (momentum) ALLOC(ds->momentum, floats);
-  ALLOC(ds->ring, ringBytes);
+  if (importance && c->importance == sparcclImportanceOnline) ALLOC(ds->prevGrad, floats);
+  if (sparccl_has_momentum(c->feedback)) ALLOC(ds->momentum, floats);
+  ALLOC(ds->ring, c->warmupSteps ? denseRingBytes(comm, set) : 0);
   ALLOC(ds->layerSteps, set->nlayers * sizeof(unsigned long long));
   ALLOC(ds->havePrevGrad, set->nlayers * sizeof(int));
   ALLOC(ds->counters, sizeof(DeviceCounters));
   ALLOC(ds->normRing, ((size_t)c->restartLag + 1) * sizeof(double));
+  return cudaSuccess;
+}
+
+/* The selection's and the reduce's scratch, and the wire blocks. */
+static cudaError_t allocateScratch(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds) {
+  const sparcclConfig_t* c = &comm->config;
+  const size_t nchunks = ds->nchunks, keyBytes = c->compressor == sparcclImpKRandom ? 8 : 4;
+  ALLOC(ds->layers, set->nlayers * sizeof(DeviceLayer));
+  ALLOC(ds->chunks, nchunks * sizeof(DeviceChunk));
+  ALLOC(ds->sparseByValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t));
   ds->keyMode = keyModeFor(c, nccl(comm)->errorBuffers);
-  if (ds->keyMode == SPARCCL_KEYS_STORED) ALLOC(ds->keys, count * keyBytes);
+  if (ds->keyMode == SPARCCL_KEYS_STORED) ALLOC(ds->keys, set->count * keyBytes);
   ALLOC(ds->hist, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
   ALLOC(ds->select, set->nlayers * sizeof(DeviceSelect));
   ALLOC(ds->chunkGreater, nchunks * sizeof(uint32_t));
@@ -481,24 +457,33 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   ALLOC(ds->chunkTiesBefore, nchunks * sizeof(uint64_t));
   ALLOC(ds->chunkOffset, nchunks * sizeof(uint64_t));
   ALLOC(ds->sharedIndices, (set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
-  ALLOC(ds->sendBlock, set->blockBytes);
-  ALLOC(ds->recvBlocks, set->blockBytes * (size_t)comm->nranks);
+  ALLOC(ds->sendBlock, set->wire.blockBytes);
+  ALLOC(ds->recvBlocks, set->wire.blockBytes * (size_t)comm->nranks);
   ALLOC(ds->rankStarts, nchunks * (size_t)comm->nranks * sizeof(uint32_t));
-  if (c->restartRatio > 0.0) ALLOC(ds->sums, floats);
+  if (c->restartRatio > 0.0) ALLOC(ds->sums, set->count * sizeof(float));
   ALLOC(ds->skip, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->blockSums, (nchunks + set->nlayers) * sizeof(double));
   ALLOC(ds->arrivals, (set->nlayers + 1) * sizeof(uint32_t));
   ALLOC(ds->layerBad, set->nlayers * sizeof(uint32_t));
   ALLOC(ds->predicted, set->nlayers * sizeof(uint32_t));
-  if (cudaMemcpyAsync(ds->layers, ds->hostLayers, set->nlayers * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-      cudaMemcpyAsync(ds->chunks, chunks, nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-      cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t), cudaMemcpyHostToDevice, stream) != cudaSuccess)
-    goto fail;
-  /* every one checked: memory left as cudaMalloc gave it would be read as state */
-#define FILL(ptr, value, bytes)                                                             \
-  do {                                                                                      \
-    if ((ptr) != NULL && cudaMemsetAsync((ptr), (value), (bytes), stream) != cudaSuccess)   \
-      goto fail;                                                                            \
+  return cudaSuccess;
+}
+#undef ALLOC
+
+/* The layout copied in; every array that a call reads before writing set (memory left as
+ * cudaMalloc gave it would be read as state), each call checked. */
+static cudaError_t initialiseArrays(sparcclComm_t comm, const sparcclLayerSet_t* set, DeviceSet* ds,
+                                    const DeviceChunk* chunks, const uint32_t* byValue,
+                                    cudaStream_t stream) {
+  const size_t floats = set->count * sizeof(float), n = set->nlayers;
+  const size_t ringBytes = comm->config.warmupSteps ? denseRingBytes(comm, set) : 0;
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->layers, ds->hostLayers, n * sizeof(DeviceLayer), cudaMemcpyHostToDevice, stream));
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->chunks, chunks, ds->nchunks * sizeof(DeviceChunk), cudaMemcpyHostToDevice, stream));
+  SPARCCL_CUDA_CHECK(cudaMemcpyAsync(ds->sparseByValue, byValue, (set->nsparse ? set->nsparse : 1) * sizeof(uint32_t),
+                                     cudaMemcpyHostToDevice, stream));
+#define FILL(ptr, value, bytes)                                                         \
+  do {                                                                                  \
+    if ((ptr) != NULL) SPARCCL_CUDA_CHECK(cudaMemsetAsync((ptr), (value), (bytes), stream)); \
   } while (0)
   FILL(ds->error, 0, floats);
   FILL(ds->errorNext, 0, floats);
@@ -507,34 +492,60 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
   FILL(ds->prevGrad, 0, floats);
   FILL(ds->momentum, 0, floats);
   FILL(ds->ring, 0, ringBytes); /* padding that no call writes: sums of zeros */
-  FILL(ds->layerSteps, 0, set->nlayers * sizeof(unsigned long long));
-  FILL(ds->havePrevGrad, 0, set->nlayers * sizeof(int));
+  FILL(ds->layerSteps, 0, n * sizeof(unsigned long long));
+  FILL(ds->havePrevGrad, 0, n * sizeof(int));
   FILL(ds->counters, 0, sizeof(DeviceCounters));
-  FILL(ds->normRing, 0, ((size_t)c->restartLag + 1) * sizeof(double));
+  FILL(ds->normRing, 0, ((size_t)comm->config.restartLag + 1) * sizeof(double));
   /* zero here and left zero by every call (select_kernels.cu): the histograms, the arrival
    * counters, the non-finite flags; the wire block's padding, which no call writes */
-  FILL(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t));
-  FILL(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t));
-  FILL(ds->layerBad, 0, set->nlayers * sizeof(uint32_t));
-  FILL(ds->sendBlock, 0, set->blockBytes);
-  FILL(ds->predicted, 0xff, set->nlayers * sizeof(uint32_t)); /* none yet */
+  FILL(ds->hist, 0, n * SPARCCL_RADIX_BINS * sizeof(uint32_t));
+  FILL(ds->arrivals, 0, (n + 1) * sizeof(uint32_t));
+  FILL(ds->layerBad, 0, n * sizeof(uint32_t));
+  FILL(ds->sendBlock, 0, set->wire.blockBytes);
+  FILL(ds->predicted, 0xff, n * sizeof(uint32_t)); /* none yet */
 #undef FILL
-  set->device = ds;
+  return cudaSuccess;
+}
+
+/* Allocated, initialised (w <- 1) and synchronised: the set's first call reads it. */
+static cudaError_t makeDeviceSet(sparcclComm_t comm, sparcclLayerSet_t* set, DeviceSet* ds,
+                                 const DeviceChunk* chunks, const uint32_t* byValue) {
+  cudaStream_t stream = nccl(comm)->stream;
+  SPARCCL_CUDA_CHECK(allocateState(comm, set, ds));
+  SPARCCL_CUDA_CHECK(allocateScratch(comm, set, ds));
+  SPARCCL_CUDA_CHECK(initialiseArrays(comm, set, ds, chunks, byValue, stream));
   if (ds->importance) {
+    set->device = ds;
     KernelArgs a = sparcclKernelArgs(comm, set, sparcclFloat32, sparcclSum);
-    if (sparcclLaunchImportanceReset(a, ds, stream) != cudaSuccess) { set->device = NULL; goto fail; }
+    set->device = NULL;
+    SPARCCL_CUDA_CHECK(sparcclLaunchImportanceReset(a, ds, stream));
   }
-  if (cudaStreamSynchronize(stream) != cudaSuccess) { set->device = NULL; goto fail; }
+  return cudaStreamSynchronize(stream);
+}
+
+static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
+  DeviceSet* ds = (DeviceSet*)calloc(1, sizeof(DeviceSet));
+  DeviceChunk* chunks = NULL;
+  uint32_t* byValue = NULL;
+  cudaError_t err = cudaSuccess;
+  DeviceScope scope(nccl(comm)->device);
+  if (ds == NULL) return sparcclSystemError;
+  if (scope.check("sparccl (a new key)") != sparcclSuccess) { free(ds); return sparcclUnhandledCudaError; }
+  ds->count = set->count;
+  ds->nlayers = (uint32_t)set->nlayers;
+  const int laidOut = layOutChunks(set, ds, &chunks, &byValue) == sparcclSuccess;
+  if (laidOut) err = makeDeviceSet(comm, set, ds, chunks, byValue);
   free(chunks);
   free(byValue);
-  return sparcclSuccess;
-fail:
-  WARN("layer set of %zu elements: device allocation or copy failed: %s%s", count,
-       cudaGetErrorString(cudaGetLastError()),
-       ef && nccl(comm)->errorBuffers == 2
+  if (laidOut && err == cudaSuccess) {
+    set->device = ds;
+    return sparcclSuccess;
+  }
+  (void)cudaGetLastError();
+  WARN("layer set of %zu elements: device allocation or copy failed: %s%s", set->count,
+       cudaGetErrorString(err),
+       sparccl_has_error(comm->config.feedback) && nccl(comm)->errorBuffers == 2
            ? " (e is double-buffered: SPARCCL_ERROR_BUFFERS=1 needs 4 bytes a parameter less)" : "");
-  free(chunks);
-  free(byValue);
   freeDeviceSet(ds, 0);
   return sparcclUnhandledCudaError;
 }
@@ -595,7 +606,7 @@ static sparcclResult_t deviceCheckNewKey(sparcclComm_t comm, void* stream, const
  * sequence moves) and none sums what was never compressed.  The scratch that a
  * compression's passes leave zero is zeroed again, in case some of them ran. */
 static void sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaStream_t stream) {
-  (void)cudaMemsetAsync(ds->sendBlock + set->checkOffset, 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  (void)cudaMemsetAsync(sparccl_wire_check(&set->wire, ds->sendBlock), 0, SPARCCL_CALL_CHECK_BYTES, stream);
   (void)cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
   (void)cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
   (void)cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
@@ -631,12 +642,37 @@ static sparcclResult_t ncclFailure(const char* caller, const char* what, ncclRes
   return nres == ncclSystemError ? sparcclSystemError : sparcclRemoteError;
 }
 
-/* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce in
- * src/dense.c, the same chunks, checks and bits): every layer's x into the send chunks,
- * the reduce-scatter, its checks verified, this rank's shard summed in rank order, the
- * allgather of the shard sums, their checks verified, then outputs, state and counters.
- * As deviceAllReduce: once anything is enqueued both exchanges go out, with zeroed checks
- * where a launch failed, so that every rank refuses the call. */
+/* The check slots of one of the ring's exchanges: the reduce-scatter's chunks sent and
+ * received (scatter), or the allgather's gathered blocks. */
+static KernelArgs ringCheckArgs(const KernelArgs& a, const RingParts& p, int scatter) {
+  KernelArgs k = a;
+  if (scatter) k.sendBlock = p.scatterSend;
+  k.recvBlocks = scatter ? p.scatterRecv : p.gatherRecv;
+  k.wire = scatter ? p.ring.scatter : p.ring.gather;
+  k.valueCount = 0;
+  return k;
+}
+
+/* Where the ring's x, flags and sums are, for the pack and the finish (DenseLayout). */
+static DenseLayout ringLayout(const RingParts& p, uint32_t nranks) {
+  DenseLayout d;
+  memset(&d, 0, sizeof(d));
+  d.ring = 1;
+  d.chunk = p.ring.chunk;
+  d.values = p.scatterSend;
+  d.valueStride = p.ring.scatter.blockBytes;
+  d.flags = (uint8_t*)sparccl_wire_flags(&p.ring.scatter, p.scatterSend);
+  d.flagCopies = nranks;
+  d.sums = p.gatherRecv;
+  d.sumWire = p.ring.gather;
+  d.received = p.scatterRecv;
+  d.receivedWire = p.ring.scatter;
+  return d;
+}
+
+/* A dense call at the volume of a ring allreduce (SPEC 9; the host's ringAllReduce): once
+ * anything is enqueued both exchanges go out, with zeroed checks where a launch failed, so
+ * that every rank refuses the call (docs/DEVICE.md, "Dense calls"). */
 static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                             const void* send, void* recv, int dtype, int op,
                                             cudaStream_t stream) {
@@ -651,43 +687,22 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   a.dense = 1;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE).fingerprint;
-  a.bytesSent = (unsigned long long)(n - 1) * (ring.scatterBytes + ring.gatherBytes);
-  /* the check slots of each exchange: the chunks sent and received, the gathered blocks */
-  KernelArgs scatter = a, gather = a;
-  scatter.sendBlock = p.scatterSend;
-  scatter.recvBlocks = p.scatterRecv;
-  scatter.blockBytes = ring.scatterBytes;
-  scatter.checkOffset = ring.chunk * sizeof(float) + set->flagBytes;
-  scatter.valueCount = 0;
-  gather.recvBlocks = p.gatherRecv;
-  gather.blockBytes = ring.gatherBytes;
-  gather.checkOffset = ring.chunk * sizeof(float);
-  gather.valueCount = 0;
-  DenseLayout d;
-  memset(&d, 0, sizeof(d));
-  d.ring = 1;
-  d.chunk = ring.chunk;
-  d.values = p.scatterSend;
-  d.valueStride = ring.scatterBytes;
-  d.flags = p.scatterSend + ring.chunk * sizeof(float);
-  d.flagCopies = n;
-  d.sums = p.gatherRecv;
-  d.sumStride = ring.gatherBytes;
-  d.receivedFlags = p.scatterRecv + ring.chunk * sizeof(float);
-  d.receivedStride = ring.scatterBytes;
+  a.bytesSent = (unsigned long long)(n - 1) * (ring.scatter.blockBytes + ring.gather.blockBytes);
+  const KernelArgs scatter = ringCheckArgs(a, p, 1), gather = ringCheckArgs(a, p, 0);
+  const DenseLayout d = ringLayout(p, n);
   cudaError_t err = sparcclLaunchCallCheckWrite(scatter, stream, n);
   if (err == cudaSuccess) err = sparcclLaunchDensePack(a, ds, d, send, stream);
   if (err != cudaSuccess) { /* every chunk's check zeroed: every rank refuses */
-    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatterBytes, stream);
+    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatter.blockBytes, stream);
     sendRefusedBlock(set, ds, stream);
   }
-  nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatterBytes, (int)n, stream);
+  nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatter.blockBytes, (int)n, stream);
   if (nres != ncclSuccess) return ncclFailure(caller, "the reduce-scatter (ncclSend, ncclRecv)", nres);
   if (err == cudaSuccess) err = sparcclLaunchCallCheckVerify(scatter, stream);
   if (err == cudaSuccess) err = sparcclLaunchShardSums(a, ring, p.scatterRecv, p.gatherSend, p.gatherRecv, stream);
   if (err != cudaSuccess)
-    (void)cudaMemsetAsync(p.gatherSend + ring.chunk * sizeof(float), 0, SPARCCL_CALL_CHECK_BYTES, stream);
-  nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gatherBytes, ncclUint8,
+    (void)cudaMemsetAsync(sparccl_wire_check(&ring.gather, p.gatherSend), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gather.blockBytes, ncclUint8,
                                          t->nccl, stream));
   if (err != cudaSuccess) {
     WARN("%s: a launch of the dense call failed: %s; the exchanges went out with checks that "
@@ -725,7 +740,7 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   if (err != cudaSuccess) sendRefusedBlock(set, ds, stream);
   /* Once anything is enqueued the exchange goes out, whatever happened.  A failure of it
    * leaves the state as it was: nothing is written before the exchange. */
-  nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes,
+  nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->wire.blockBytes,
                                          ncclUint8, t->nccl, stream));
   if (err != cudaSuccess) {
     WARN("%s: compression launch failed: %s; the exchange went out with a block that makes "
@@ -885,19 +900,19 @@ static sparcclResult_t deviceStats(sparcclComm_t comm, sparcclStats_t* stats) {
 
 static void deviceDestroy(sparcclComm_t comm) { (void)comm; }
 
-/* A dense phase call's block (SPEC 10, as src/dense.c's sparcclPackDenseBlock): every
- * element's x in float32, the flags, the check; its padding zero. */
-static size_t denseValuesBytes(const sparcclLayerSet_t* set) {
-  return sparcclDenseBlockBytes(set) - set->flagBytes - SPARCCL_CALL_CHECK_BYTES;
+/* A phase call's kernel arguments: its check's sequence is the key's calls (SPEC 10). */
+static KernelArgs phaseArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, int dtype, int op,
+                            int dense, uint64_t fingerprint) {
+  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
+  a.phase = 1;
+  a.dense = dense;
+  a.checkFingerprint = fingerprint;
+  return a;
 }
 
-/* The phase API's halves (src/phase.c, SPEC 10): the compress as deviceAllReduce's first
- * half, its block copied out to the caller's and g kept for the second half; the
- * decompress copies the gathered blocks in and runs the second half.  In warm-up (SPEC 9)
- * the compress packs the whole x into the caller's block, the decompress reads the
- * gathered blocks where they are.  A decompress whose
- * blocks fail the call check does nothing on the device and counts in refusedCalls (the
- * call does not wait to know). */
+/* The phase API's halves (src/phase.c, SPEC 10): deviceAllReduce's two halves around the
+ * caller's exchange, the block copied out and g kept; a refused decompress does nothing on
+ * the device and counts in refusedCalls (docs/DEVICE.md, "Device comms and streams"). */
 static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* set,
                                            const void* send, int dtype, void* block,
                                            uint64_t fingerprint, void* streamArg) {
@@ -912,29 +927,28 @@ static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t
     SPARCCLCHECK(deviceCheckNewKey(comm, streamArg, caller));
     CUDACHECK(cudaMalloc(&ds->phaseGrad, set->count * sizeof(float)), caller);
   }
-  KernelArgs a = sparcclKernelArgs(comm, set, dtype, sparcclSum);
-  a.phase = 1;
-  a.dense = dense;
-  a.checkFingerprint = fingerprint;
+  KernelArgs a = phaseArgs(comm, set, dtype, sparcclSum, dense, fingerprint);
   if (dense) {
-    const size_t values = denseValuesBytes(set), xBytes = set->count * sizeof(float);
+    /* as src/dense.c's sparcclPackDenseBlock: x in float32, the flags, the check; padding 0 */
+    const sparcclWire_t wire = sparcclDenseBlockWire(set);
+    const size_t xBytes = set->count * sizeof(float);
     KernelArgs w = a; /* the check into the caller's block; the gathered blocks are the caller's */
     w.sendBlock = (uint8_t*)block;
     w.recvBlocks = NULL;
-    w.checkOffset = values + set->flagBytes;
+    w.wire = wire;
     DenseLayout d;
     memset(&d, 0, sizeof(d));
     d.chunk = set->count; /* one shard: x at its element's offset */
     d.values = (uint8_t*)block;
-    d.flags = (uint8_t*)block + values;
+    d.flags = (uint8_t*)sparccl_wire_flags(&wire, (uint8_t*)block);
     d.flagCopies = 1;
-    CUDACHECK(cudaMemsetAsync((uint8_t*)block + xBytes, 0, values + set->flagBytes - xBytes, stream), caller);
+    CUDACHECK(cudaMemsetAsync((uint8_t*)block + xBytes, 0, wire.check - xBytes, stream), caller);
     CUDACHECK(sparcclLaunchCallCheckWrite(w, stream), caller);
     CUDACHECK(sparcclLaunchDensePack(a, ds, d, send, stream), caller);
   } else {
     CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
     CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
-    CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
+    CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->wire.blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
   }
   CUDACHECK(cudaMemcpyAsync(ds->phaseGrad, send, set->count * sparccl_dtype_size(dtype),
                             cudaMemcpyDeviceToDevice, stream), caller);
@@ -951,29 +965,25 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
   SPARCCLCHECK(checkPendingError(caller));
   ON_DEVICE(nccl(comm)->device, caller);
   if (dense) SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
-  KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
-  a.phase = 1;
-  a.dense = dense;
-  a.checkFingerprint = fingerprint;
+  KernelArgs a = phaseArgs(comm, set, dtype, op, dense, fingerprint);
   if (dense) {
     /* the caller's gathered blocks read where they are: whole vectors, no indices */
-    const size_t stride = sparcclDenseBlockBytes(set), values = denseValuesBytes(set);
+    const sparcclWire_t wire = sparcclDenseBlockWire(set);
     KernelArgs v = a;
     v.recvBlocks = (uint8_t*)blocks;
-    v.blockBytes = stride;
-    v.checkOffset = values + set->flagBytes;
+    v.wire = wire;
     v.valueCount = 0;
-    a.bytesSent = stride; /* as the host's (src/dense.c, sparcclFinishDenseCall) */
+    a.bytesSent = wire.blockBytes; /* as the host's (src/dense.c, sparcclFinishDenseCall) */
     DenseLayout d;
     memset(&d, 0, sizeof(d));
     d.sums = (const uint8_t*)blocks;
-    d.sumStride = stride;
-    d.receivedFlags = (const uint8_t*)blocks + values;
-    d.receivedStride = stride;
+    d.sumWire = wire;
+    d.received = (const uint8_t*)blocks;
+    d.receivedWire = wire;
     CUDACHECK(sparcclLaunchCallCheckVerify(v, stream), caller);
     CUDACHECK(sparcclLaunchDenseFinish(a, ds, d, ds->phaseGrad, recv, stream), caller);
   } else {
-    CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->blockBytes * (size_t)comm->nranks,
+    CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->wire.blockBytes * (size_t)comm->nranks,
                               cudaMemcpyDeviceToDevice, stream), caller);
     CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
     CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
@@ -996,21 +1006,12 @@ static const sparcclBackend_t deviceOps = {
 
 /* ------------------------------------------------------------ creation */
 
-static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
-                                  const sparcclConfig_t* config, const char* caller) {
-  sparcclConfig_t resolved;
+/* The NCCL transport of nc: its own stream and call sequence on nc's device. */
+static sparcclResult_t makeTransport(ncclComm_t nc, int owned, int errorBuffers, const char* caller,
+                                     sparcclTransport_t** out) {
   sparcclTransport_t* transport;
   NcclTransport* t;
-  sparcclResult_t res;
   int rank, nranks, device;
-  if (out == NULL) {
-    WARN("%s: comm is NULL", caller);
-    return sparcclInvalidArgument;
-  }
-  long long errorBuffers = 2;
-  int found;
-  SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
-  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   /* A non-blocking communicator may still be initialising: nothing may be asked of it
    * before ncclCommGetAsyncError stops saying ncclInProgress. */
   NCCLCHECK(ncclReady(nc), caller);
@@ -1023,35 +1024,50 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   t->nccl = nc;
   t->owned = owned;
   t->device = device;
-  t->errorBuffers = (int)errorBuffers;
-  {
-    DeviceScope scope(device); /* the comm's stream is its device's */
-    if (scope.check(caller) != sparcclSuccess ||
-        cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
-      free(transport); free(t);
-      WARN("%s: cannot create a stream on device %d", caller, device);
-      return sparcclUnhandledCudaError;
-    }
-    if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
-        cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
-        cudaStreamSynchronize(t->stream) != cudaSuccess) {
-      WARN("%s: cannot allocate the call sequence on device %d: %s", caller, device,
-           cudaGetErrorString(cudaGetLastError()));
-      t->owned = 0;
-      transport->impl = t;
-      ncclTransportDestroy(transport);
-      return sparcclUnhandledCudaError;
-    }
+  t->errorBuffers = errorBuffers;
+  DeviceScope scope(device); /* the comm's stream is its device's */
+  if (scope.check(caller) != sparcclSuccess ||
+      cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking) != cudaSuccess) {
+    free(transport); free(t);
+    WARN("%s: cannot create a stream on device %d", caller, device);
+    return sparcclUnhandledCudaError;
+  }
+  transport->impl = t;
+  if (cudaMalloc((void**)&t->callSequence, sizeof(unsigned long long)) != cudaSuccess ||
+      cudaMemsetAsync(t->callSequence, 0, sizeof(unsigned long long), t->stream) != cudaSuccess ||
+      cudaStreamSynchronize(t->stream) != cudaSuccess) {
+    WARN("%s: cannot allocate the call sequence on device %d: %s", caller, device,
+         cudaGetErrorString(cudaGetLastError()));
+    t->owned = 0;
+    ncclTransportDestroy(transport);
+    return sparcclUnhandledCudaError;
   }
   transport->rank = rank;
   transport->nranks = nranks;
   transport->name = "nccl";
   transport->allgather = ncclHostAllgather;
   transport->destroy = ncclTransportDestroy;
-  transport->impl = t;
+  *out = transport;
+  return sparcclSuccess;
+}
+
+static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
+                                  const sparcclConfig_t* config, const char* caller) {
+  sparcclConfig_t resolved;
+  sparcclTransport_t* transport = NULL;
+  sparcclResult_t res;
+  long long errorBuffers = 2;
+  int found;
+  if (out == NULL) {
+    WARN("%s: comm is NULL", caller);
+    return sparcclInvalidArgument;
+  }
+  SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
+  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
+  SPARCCLCHECK(makeTransport(nc, owned, (int)errorBuffers, caller, &transport));
   res = sparcclCommCreate(out, transport, &resolved);
   if (res != sparcclSuccess) {
-    t->owned = 0; /* the caller keeps what it passed */
+    ((NcclTransport*)transport->impl)->owned = 0; /* the caller keeps what it passed */
     ncclTransportDestroy(transport);
     return res;
   }

@@ -1,37 +1,17 @@
-/*
- * After the exchange, on the device (SPEC 1, 2, 7), 2 launches (+ 2 for the restart norm,
- * + 2 for the restart kernels):
- *   rank ranges: for every rank and chunk of a sparse layer, where that rank's section of the
- *   layer enters the chunk (its indices ascend), so a chunk finds its pairs unsearched
- *   -> one block per chunk: the skip flag (a layer non-finite on any rank is skipped on
- *      every rank); the online importance step; then the rank-ordered sums, rank by rank
- *      with a barrier between ranks (a rank's indices are unique within a layer, so no two
- *      threads of a rank touch one element: no atomics), this rank's sent values also giving
- *      h <- h + sent (and e <- a - sent with one error buffer); then the output (s, s / n,
- *      or EF21's H) converted once.  With two error buffers e's next value is already in the
- *      second one (the key pass wrote a = e + g, the emit a - sent where this rank sent);
- *      with one, it is formed in shared memory and written back.  Dense layers: summed in
- *      rank order.  The last block to finish runs the counters and restart policies (policy),
- *      and the error buffers swap roles; with restartRatio > 0 they wait for the blocked
- *      norm of SPEC 3a, a launch of its own, and run in a one-thread launch after it.
- * State changes only after every rank's flag is known (SPEC 2): a skipped layer's e is
- * copied into the buffer that holds e from the next call on, its h, H, w left alone.
- */
+/* After the exchange, on the device (SPEC 1, 2, 7): the rank ranges, then one block a chunk
+ * for the skip rule, the state update, the rank-ordered sums and the output; the last block
+ * runs the counters and restart policies.  State changes only after every rank's flag is
+ * known (SPEC 2).  docs/DEVICE.md, "After the exchange: the reduce kernels". */
 #include "device_set.cuh"
-
-__device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
-  return (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes + a.valueBytes +
-                           a.denseBytes);
-}
 
 __device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
                                                      const uint8_t* block) {
-  return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
+  return sparccl_wire_layer_indices(&a.wire, block, L.sharedSet, L.indexPos, a.sharedIndices,
+                                    L.valuePos);
 }
 
-/* One thread per wire position t of a layer, for every rank r: t is where r's section enters
- * every chunk after the one of position t - 1, up to its own (the last position also writes
- * k for the chunks after its own), so each entry of a.rankStarts is written exactly once.
+/* One thread per wire position t of a layer, for every rank: where that rank's section
+ * enters each chunk, each entry of a.rankStarts written exactly once (docs/DEVICE.md).
  * Positions are layer-local: k <= 2^32 - 1 (SPEC 1) fits. */
 __global__ void rankRangesKernel(KernelArgs a) {
   size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -39,7 +19,7 @@ __global__ void rankRangesKernel(KernelArgs a) {
   const DeviceLayer L = a.layers[layerOfPosition(a, p)];
   const uint32_t t = (uint32_t)(p - L.valuePos);
   for (uint32_t r = 0; r < a.nranks; r++) {
-    const uint32_t* indices = indicesOf(a, L, a.recvBlocks + (size_t)r * a.blockBytes);
+    const uint32_t* indices = indicesOf(a, L, sparccl_wire_block(&a.wire, a.recvBlocks, r));
     uint32_t* starts = a.rankStarts + (size_t)L.chunkBegin * a.nranks + r;
     const uint32_t chunk = indices[t] / SPARCCL_CHUNK;
     for (uint32_t c = t == 0 ? 0 : indices[t - 1] / SPARCCL_CHUNK + 1; c <= chunk; c++)
@@ -49,13 +29,9 @@ __global__ void rankRangesKernel(KernelArgs a) {
   }
 }
 
-/* The output of one element: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
+/* The output of one element (src/steps.h); EF21's H where ef21. */
 __device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
-  const float n = (float)a.nranks;
-  if (!ef21) return a.op == sparcclSum ? s : s / n;
-  float H = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
-  a.H[at] = H;
-  return a.op == sparcclSum ? H * n : H;
+  return sparccl_layer_output(a.op, (float)a.nranks, s, ef21 ? &a.H[at] : NULL, 0);
 }
 
 __device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
@@ -73,47 +49,26 @@ __device__ __forceinline__ void keepError(const KernelArgs& a, const DeviceChunk
   SPARCCL_FOR_CHUNK(i, ch) after[L.offset + i] = now[L.offset + i];
 }
 
-/* One block per chunk: the state update, the rank-ordered sums and the output.  With two
- * error buffers the compression already wrote e's next value into the buffer that will hold
- * it (errorAfter: a = e + g from the key pass, a - sent from the emit where this rank sent),
- * so the chunk reads neither g nor e.  With one, a is formed here from e and g in shared
- * memory, this rank's sent values subtracted, and the whole chunk's e written back. */
-template <int InPlace> /* 1: ef or scam with one error buffer, e updated here */
-__device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
-  __shared__ float sums[SPARCCL_CHUNK]; /* s, element i at i - ch.begin */
-  /* one buffer: a = e + g, then a - sent where sent (16 KiB only then: more blocks an SM) */
-  __shared__ float error[InPlace ? SPARCCL_CHUNK : 1];
-  const uint32_t c = blockIdx.x;
-  const DeviceChunk ch = a.chunks[c];
-  const DeviceLayer L = a.layers[ch.layer];
-  uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
-  if (L.flagged)
-    for (uint32_t r = 0; r < a.nranks; r++) skip |= rankFlags(a, (int)r)[L.flagPos];
-  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
-  if (!L.sparse && !skip) {
-    keepError(a, ch, L);
-    SPARCCL_FOR_CHUNK(i, ch) {
-      const size_t at = L.offset + i;
-      float s = +0.0f;
-      for (uint32_t r = 0; r < a.nranks; r++)
-        s = s + ((const float*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes +
-                                a.valueBytes))[L.densePos + i];
-      /* dgc's dense layer: u <- momentum * u + g, what it sent (g read before an in-place
-       * output overwrites it) */
-      if (a.momentum)
-        a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(send, at, a.dtype),
-                                                   a.momentum[at], a.momentumFactor);
-      storeOutput(a, recv, at, outputOf(a, at, s, 0));
-    }
-    return;
+/* A dense layer's chunk in a sparse call: the rank-ordered sums and the output; dgc's
+ * u <- momentum * u + g, what it sent (g read before an in-place output overwrites it). */
+__device__ __forceinline__ void denseLayerChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                                const DeviceLayer& L, const void* send, void* recv) {
+  keepError(a, ch, L);
+  SPARCCL_FOR_CHUNK(i, ch) {
+    const size_t at = L.offset + i;
+    const float s = sparccl_rank_sum(&a.wire, a.recvBlocks, a.nranks, L.densePos + i);
+    if (a.momentum)
+      sparccl_momentum_step(sparccl_load(send, at, a.dtype), &a.momentum[at], a.call.momentumFactor);
+    storeOutput(a, recv, at, outputOf(a, at, s, 0));
   }
-  if (skip) { /* SPEC 2: NaN out, state as it was */
-    keepError(a, ch, L);
-    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparcclNaN());
-    return;
-  }
-  /* one buffer: e <- e + g (= a, exactly as the key pass computed it; dgc's e + u after
-   * u <- momentum * u + g, SPEC 9); online importance committed */
+}
+
+/* Before the sums: s <- +0; dgc's u <- momentum * u + g; with one error buffer e <- e + g
+ * (= a, as the key pass computed it; dgc's e + u, SPEC 9); online importance committed. */
+template <int InPlace>
+__device__ __forceinline__ void prepareChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                             const DeviceLayer& L, const void* send, float* sums,
+                                             float* error) {
   const int havePrev = a.havePrevGrad[ch.layer];
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
@@ -122,22 +77,28 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     float g = sparccl_load(send, at, a.dtype);
     float u = 0.0f;
     if (a.momentum) {
-      u = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
-      a.momentum[at] = u; /* masked below where this rank sent */
+      sparccl_momentum_step(g, &a.momentum[at], a.call.momentumFactor);
+      u = a.momentum[at]; /* masked below where this rank sent */
     }
     if (InPlace) error[i - ch.begin] = a.error[at] + (a.momentum ? u : g);
     if (a.prevGrad) {
       if (havePrev)
-        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.rate, a.low, a.high);
+        a.importance[at] = sparccl_cube_step(a.importance[at], g, a.prevGrad[at], a.call.rate, a.call.low, a.call.high);
       a.prevGrad[at] = g;
     }
   }
   __syncthreads();
-  /* s <- s + sent_r for r = 0 .. n-1, only where r selected the element */
+}
+
+/* s <- s + sent_r for r = 0 .. n-1, only where r selected the element, rank by rank; this
+ * rank's pairs also update h, u's mask and (one buffer) e (docs/DEVICE.md). */
+template <int InPlace>
+__device__ __forceinline__ void addRanks(const KernelArgs& a, uint32_t c, const DeviceChunk& ch,
+                                         const DeviceLayer& L, float* sums, float* error) {
   const uint32_t* starts = a.rankStarts + (size_t)c * a.nranks;
   const int lastChunk = c + 1 == L.chunkBegin + L.nchunks;
   for (uint32_t r = 0; r < a.nranks; r++) {
-    const uint8_t* block = a.recvBlocks + (size_t)r * a.blockBytes;
+    const uint8_t* block = sparccl_wire_block(&a.wire, a.recvBlocks, r);
     const uint32_t* indices = indicesOf(a, L, block);
     const uint32_t first = starts[r], end = lastChunk ? (uint32_t)L.k : starts[a.nranks + r];
     const int own = r == a.commRank;
@@ -149,7 +110,7 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
         atomicOr(&a.counters->internalErrors, 1u);
         continue;
       }
-      float sent = sparccl_load(block + a.indexBytes, L.valuePos + first + o, a.wireType);
+      float sent = sparccl_load(sparccl_wire_values(&a.wire, block, L.valuePos), first + o, a.wireType);
       sums[i - ch.begin] = sums[i - ch.begin] + sent;
       if (own) { /* this rank's indices are distinct: one thread an element */
         /* (with two buffers the emit already wrote a - sent there) */
@@ -160,6 +121,32 @@ __device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* sen
     }
     __syncthreads();
   }
+}
+
+/* One block per chunk: the state update, the rank-ordered sums and the output (with two
+ * error buffers e's next value is already written; with one, formed in shared memory). */
+template <int InPlace> /* 1: ef or scam with one error buffer, e updated here */
+__device__ __forceinline__ void reduceChunk(const KernelArgs& a, const void* send, void* recv) {
+  __shared__ float sums[SPARCCL_CHUNK]; /* s, element i at i - ch.begin */
+  /* one buffer: a = e + g, then a - sent where sent (16 KiB only then: more blocks an SM) */
+  __shared__ float error[InPlace ? SPARCCL_CHUNK : 1];
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  uint32_t skip = 0; /* SPEC 2: a layer non-finite on any rank is skipped on every rank */
+  if (L.flagged) skip = sparccl_wire_any_flag(&a.wire, a.recvBlocks, a.nranks, L.flagPos);
+  if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
+  if (!L.sparse && !skip) {
+    denseLayerChunk(a, ch, L, send, recv);
+    return;
+  }
+  if (skip) { /* SPEC 2: NaN out, state as it was */
+    keepError(a, ch, L);
+    SPARCCL_FOR_CHUNK(i, ch) storeOutput(a, recv, L.offset + i, sparccl_skipped_output());
+    return;
+  }
+  prepareChunk<InPlace>(a, ch, L, send, sums, error);
+  addRanks<InPlace>(a, c, ch, L, sums, error);
   SPARCCL_FOR_CHUNK(i, ch) {
     size_t at = L.offset + i;
     if (InPlace) a.error[at] = error[i - ch.begin];
@@ -183,11 +170,9 @@ __global__ void reduceKernel(KernelArgs a, const void* send, void* recv, int pol
 __device__ __forceinline__ float denseSum(const KernelArgs& a, const DenseLayout& d, size_t at) {
   if (d.ring) {
     const size_t shard = at / d.chunk;
-    return ((const float*)(d.sums + shard * d.sumStride))[at - shard * d.chunk];
+    return sparccl_wire_dense(&d.sumWire, sparccl_wire_block(&d.sumWire, d.sums, shard))[at - shard * d.chunk];
   }
-  float s = +0.0f;
-  for (uint32_t r = 0; r < a.nranks; r++) s = s + ((const float*)(d.sums + (size_t)r * d.sumStride))[at];
-  return s;
+  return sparccl_rank_sum(&d.sumWire, d.sums, a.nranks, at);
 }
 
 /* One block per chunk after a dense call's verified exchange (SPEC 9): a flagged layer
@@ -202,24 +187,20 @@ __device__ __forceinline__ void denseChunk(const KernelArgs& a, const DenseLayou
   const DeviceLayer L = a.layers[ch.layer];
   const float n = (float)a.nranks;
   uint32_t skip = 0;
-  if (L.flagged)
-    for (uint32_t r = 0; r < a.nranks; r++)
-      skip |= ((const uint32_t*)(d.receivedFlags + (size_t)r * d.receivedStride))[L.flagPos];
+  if (L.flagged) skip = sparccl_wire_any_flag(&d.receivedWire, d.received, a.nranks, L.flagPos);
   if (L.flagged && c == L.chunkBegin && threadIdx.x == 0) a.skip[ch.layer] = skip; /* for policy */
   keepError(a, ch, L);
   SPARCCL_FOR_CHUNK(i, ch) {
     const size_t at = L.offset + i;
     if (skip) {
-      storeOutput(a, recv, at, sparcclNaN());
+      storeOutput(a, recv, at, sparccl_skipped_output());
       continue;
     }
     const float g = sparccl_load(send, at, a.dtype);
     const float s = denseSum(a, d, at);
-    if (a.h && L.sparse) a.h[at] = g;
-    if (a.H && L.sparse) a.H[at] = sparccl_canonical_nan(s / n);
-    if (a.momentum)
-      a.momentum[at] = sparccl_feedback_gradient(SPARCCL_FB_DGC, g, a.momentum[at], a.momentumFactor);
-    storeOutput(a, recv, at, a.op == sparcclSum ? s : s / n);
+    sparccl_dense_state(g, a.h && L.sparse ? &a.h[at] : NULL, a.momentum ? &a.momentum[at] : NULL,
+                        a.call.momentumFactor);
+    storeOutput(a, recv, at, sparccl_layer_output(a.op, n, s, a.H && L.sparse ? &a.H[at] : NULL, 1));
   }
 }
 
@@ -271,36 +252,34 @@ __device__ void policy(const KernelArgs& a) {
   c->skipped += skipped;
   if (skipped) return; /* a step counts only when every flagged layer completed */
   c->steps++;
-  if (a.restartEvery > 0 && c->steps % (unsigned long long)a.restartEvery == 0) c->restartPending = 1;
+  if (sparccl_restart_every_due(a.restartEvery, c->steps)) c->restartPending = 1;
   if (a.restartRatio > 0.0) {
     size_t blocks = (a.count + SPARCCL_SUM_BLOCK - 1) / SPARCCL_SUM_BLOCK;
     double total = 0.0;
     for (size_t b = 0; b < blocks; b++) total += a.blockSums[b];
-    double norm = sparccl_canonical_nan_double(sqrt(total)); /* NaN bits as on the host */
-    unsigned long long t = c->normCount++;
-    unsigned long long ring = (unsigned long long)a.restartLag + 1;
-    a.normRing[t % ring] = norm;
-    if (t >= (unsigned long long)a.restartLag) {
-      double before = a.normRing[(t - a.restartLag) % ring];
-      if (before > 0.0 && norm / before > a.restartRatio) c->restartPending = 1;
-    }
+    const double norm = sparccl_restart_norm(total);
+    const double before = sparccl_history_push(a.normRing, c->normCount++, a.restartLag, norm);
+    if (sparccl_norm_jumped(norm, before, a.restartRatio)) c->restartPending = 1;
   }
 }
 
 __global__ void policyKernel(KernelArgs a) { policy(a); }
 
-/* Restart: e, h, H <- 0, w <- 1 where a restart is pending (or forced). */
+/* The state arrays of the whole buffer (element `at` at at), e the one that holds it now. */
+__device__ __forceinline__ sparcclStateArrays_t stateOf(const KernelArgs& a) {
+  sparcclStateArrays_t s;
+  s.error = a.error ? errorNow(a) : NULL;
+  s.h = a.h; s.H = a.H; s.momentum = a.momentum; s.importance = a.importance;
+  return s;
+}
+
+/* Restart (src/steps.h) where a restart is pending (or forced). */
 __global__ void restartKernel(KernelArgs a, int force) {
   if (!force && !a.counters->restartPending) return;
-  float* error = a.error ? errorNow(a) : NULL;
+  const sparcclStateArrays_t s = stateOf(a);
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
-       at += (size_t)gridDim.x * blockDim.x) {
-    if (error) error[at] = 0.0f;
-    if (a.h) a.h[at] = 0.0f;
-    if (a.H) a.H[at] = 0.0f;
-    if (a.momentum) a.momentum[at] = 0.0f;
-    if (a.importance) a.importance[at] = 1.0f;
-  }
+       at += (size_t)gridDim.x * blockDim.x)
+    sparccl_state_reset(&s, at);
 }
 
 __global__ void restartDoneKernel(KernelArgs a, int force) {
@@ -350,15 +329,10 @@ cudaError_t sparcclLaunchDenseFinish(const KernelArgs& a, const DeviceSet* ds, c
 }
 
 __global__ void scaleKernel(KernelArgs a, float factor) {
-  float* error = a.error ? errorNow(a) : NULL;
+  const sparcclStateArrays_t s = stateOf(a);
   for (size_t at = (size_t)blockIdx.x * blockDim.x + threadIdx.x; at < a.count;
-       at += (size_t)gridDim.x * blockDim.x) {
-    /* the canonical NaN for any NaN product, as the host's sparcclScaleState (src/comm.c) */
-    if (error) error[at] = sparccl_canonical_nan(error[at] * factor);
-    if (a.h) a.h[at] = sparccl_canonical_nan(a.h[at] * factor);
-    if (a.H) a.H[at] = sparccl_canonical_nan(a.H[at] * factor);
-    if (a.momentum) a.momentum[at] = sparccl_canonical_nan(a.momentum[at] * factor);
-  }
+       at += (size_t)gridDim.x * blockDim.x)
+    sparccl_state_scale(&s, at, factor);
 }
 
 cudaError_t sparcclLaunchScale(const KernelArgs& a, const DeviceSet* ds, float factor,

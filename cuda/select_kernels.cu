@@ -1,18 +1,7 @@
-/*
- * Compression on the device, every layer of a call in 2 + (digits - 1) launches, one block a
- * chunk (4 launches for 32-bit keys, 8 for impk_random's 64-bit ones):
- *   keys + first-digit histograms (+ dense packing, + non-finite flags, + a = e + g)
- *   -> per digit after the first: the next digit's histogram of the keys under the prefix so
- *      far; the first of these passes also keeps, per chunk, the keys of the boundary bin
- *      (its candidates, up to SPARCCL_CANDIDATES) and how many keys lie above it, so the
- *      later passes and the counts read the candidates instead of every key (RAFT's AIR top-k)
- *   -> per chunk: counts above the threshold and equal to it
- *   -> per chunk: ordered compaction into the wire block, ascending indices, no atomics.
- * The per-layer steps between them run in the last block of the layer to finish a pass
- * (lastToArrive, as RAFT does): after each histogram pass, the digit's boundary bin
- * (findLayer); after the counts, their scans (ties to the lowest indices, SPEC 1).
- * The arithmetic is sparccl_math.h's, the same functions the CPU reference calls.
- */
+/* Compression on the device, every layer of a call in 2 + (digits - 1) launches, one block a
+ * chunk: keys and first-digit histograms, a histogram a later digit, the counts, the ordered
+ * emit; the per-layer steps between them in each layer's last block to finish (lastToArrive).
+ * The arithmetic is sparccl_math.h's (docs/DEVICE.md, "Compression: the selection kernels"). */
 #include "device_set.cuh"
 
 template <typename Key> struct KeyBits;
@@ -64,7 +53,7 @@ __device__ __forceinline__ void readInputs(const KernelArgs& a, const void* send
  * given g = sparccl_bits_value(in.g, dtype). */
 template <int F>
 __device__ __forceinline__ float keyInputOf(const KernelArgs& a, const ElementInputs& in, float g) {
-  return sparccl_key_input(F, sparccl_feedback_gradient(F, g, in.u, a.momentumFactor), in.e, in.h);
+  return sparccl_key_input(F, sparccl_feedback_gradient(F, g, in.u, a.call.momentumFactor), in.e, in.h);
 }
 
 /* The weight w (ImpK: this step's, online importance taking its cube step first), else 1. */
@@ -72,7 +61,7 @@ template <int C>
 __device__ __forceinline__ float weightOf(const KernelArgs& a, const ElementInputs& in, float g,
                                           int havePrev) {
   if (C != SPARCCL_IMPK && C != SPARCCL_IMPK_SELECT && C != SPARCCL_IMPK_RANDOM) return 1.0f;
-  if (a.online && havePrev) return sparccl_cube_step(in.w, g, in.prev, a.rate, a.low, a.high);
+  if (a.online && havePrev) return sparccl_cube_step(in.w, g, in.prev, a.call.rate, a.call.low, a.call.high);
   return in.w;
 }
 
@@ -93,8 +82,8 @@ struct KeySource {
   __device__ __forceinline__ KeySource(const KernelArgs& a, const void* send_,
                                        const DeviceLayer& L, uint32_t layer)
       : mode(a.keyMode), keys(a.keys ? (const Key*)a.keys + L.offset : NULL), values(NULL),
-        weights(NULL), send(send_), offset(L.offset), dtype(a.dtype), seed(a.seed), id(L.id),
-        step((uint32_t)a.layerSteps[layer]), rank(a.rank) {
+        weights(NULL), send(send_), offset(L.offset), dtype(a.dtype), seed(a.call.seed), id(L.id),
+        step((uint32_t)a.layerSteps[layer]), rank(a.call.randomRank) {
     if (mode == SPARCCL_KEYS_FROM_A || mode == SPARCCL_KEYS_FROM_AW) values = errorAfter(a) + L.offset;
     if (mode == SPARCCL_KEYS_FROM_W) values = a.importance + L.offset;
     if (mode == SPARCCL_KEYS_FROM_AW) weights = a.importance + L.offset;
@@ -153,7 +142,7 @@ __device__ __forceinline__ void forChunkKeys(const KeySource<Key>& keyOf, const 
 }
 
 __device__ __forceinline__ uint32_t* blockFlags(const KernelArgs& a, uint8_t* block) {
-  return (uint32_t*)(block + a.indexBytes + a.valueBytes + a.denseBytes);
+  return sparccl_wire_flags(&a.wire, block);
 }
 
 /* The first digit's bins [*lo, *hi] of the key pass's window around a predicted bin. */
@@ -183,16 +172,9 @@ __device__ __forceinline__ int markClass(T top, T lo, T hi, uint32_t m, uint32_t
   return 1;
 }
 
-/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1): the highest bin
- * with at least `need` keys in it and above it (bin 0 when none has).  The bins fall into
- * `groups` groups of perGroup consecutive bins; thread t sums group SPARCCL_THREADS - 1 - t,
- * so that one block scan gives every group the count of keys in the groups above it; the one
- * thread whose group holds the boundary then walks its bins from the top.  A digit with
- * fewer bins than threads (none with 11-bit digits of 32- or 64-bit keys: the narrowest is
- * 9 bits) has one bin a group and threads without a group.  Run by the last of the layer's
- * chunks to finish the pass's histogram (lastToArrive), which leaves the histogram zero for
- * the next pass and the next call (a.hist is cleared once, when the set is made).  A layer
- * decided earlier never gets here: its later passes add nothing to its histogram. */
+/* Per layer: the bin of this digit holding the need-th largest key (SPEC 1), the highest bin
+ * with at least `need` keys in it and above it; run by the layer's last chunk to finish the
+ * pass, it leaves the histogram zero (docs/DEVICE.md, "findLayer"). */
 template <typename Key>
 __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, int pass) {
   const DeviceLayer L = a.layers[layer];
@@ -250,16 +232,9 @@ __device__ __forceinline__ void findLayer(const KernelArgs& a, uint32_t layer, i
  * across a warp (without it, 4t + q puts 32 threads in 8 banks). */
 __device__ __forceinline__ uint32_t classSlot(uint32_t word) { return word + word / 32; }
 
-/* Chunk c's keys against a range of the first digit's bins (the layer's boundary bin, or the
- * key pass's window around its prediction), given each thread's elements o = threadIdx.x +
- * m * SPARCCL_THREADS: bit m of `mine` in the range (a candidate), of `high` above it, and
- * their counts.  Writes the chunk's class mask (SPARCCL_CLASS_*, for emitKernel), its run of
- * candidates (their keys from keyOf, thread 0's in ascending m, then thread 1's, ..., the
- * order runSlots recovers; none, SPARCCL_NO_RUN, when more than SPARCCL_CANDIDATES) and its
- * count of keys above the range.  What the later passes and
- * countKernel make of a run are counts, which do not depend on the order of its keys; they
- * filter it by the layer's prefix, so a run may hold keys of bins other than the boundary
- * one.  Every thread of the block calls it. */
+/* Chunk c's keys against a range of the first digit's bins (bit m of `mine`: in it, of
+ * `high`: above it): writes the chunk's class mask, its run of candidates and its count
+ * above the range.  Every thread of the block calls it (docs/DEVICE.md, "writeClasses"). */
 template <typename Key>
 __device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
                                              const DeviceChunk& ch, const KeySource<Key>& keyOf,
@@ -301,14 +276,61 @@ __device__ __forceinline__ void writeClasses(const KernelArgs& a, uint32_t c,
   }
 }
 
-/* Pass 1: keys and the first digit's histogram per layer; with two error buffers, a = e + g
- * into the one the decompress commits; dense layers packed.  Where the layer has a predicted
- * boundary bin (its previous call's), the chunk's classes and candidates against the window
- * around it (writeClasses), which digit pass 1 uses instead of reading every key again when
- * the bin falls inside.  Compiled for 4 blocks an SM (at most 64 registers a thread), as many
- * as it had before its reads were batched (forChunkBatched); with 64-bit keys the batch takes
- * about 105 registers (2 blocks an SM: at 3 it spills), its loads in flight outweighing the
- * third block. */
+/* A dense layer's chunk, sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose
+ * layer is flagged. */
+template <int F>
+__device__ __forceinline__ void packDenseChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                               const DeviceLayer& L, const void* send) {
+  float* dense = sparccl_wire_dense(&a.wire, a.sendBlock) + L.densePos;
+  int finite = 1;
+  SPARCCL_FOR_CHUNK(i, ch) {
+    const size_t at = L.offset + i;
+    const float g = sparccl_load(send, at, a.dtype);
+    const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.call.momentumFactor) : g;
+    dense[i] = x;
+    finite &= sparccl_is_finite(x);
+  }
+  if (L.flagged) /* uniform over the block */
+    arriveWithFlag(a, ch.layer, L, finite, (uint8_t*)blockFlags(a, a.sendBlock), 1, 0);
+}
+
+/* An element's key (SPEC 1) from its inputs and x; `word`: its Philox word (randk, impk_random). */
+template <int C, typename Key>
+__device__ __forceinline__ Key elementKey(const KernelArgs& a, const ElementInputs& in, float g,
+                                          float x, uint32_t word, int havePrev) {
+  if (C == SPARCCL_IMPK_RANDOM) return (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));
+  return (Key)sparccl_key32(C, x, weightOf<C>(a, in, g, havePrev), word);
+}
+
+/* After the key pass's loop over a chunk: its classes (a predicted layer), its histogram
+ * into the layer's, its non-finite flag; the layer's last chunk writes the layer's flag into
+ * the wire block (every call: the block is not cleared) and finds the first digit. */
+template <typename Key>
+__device__ __forceinline__ void finishKeyChunk(const KernelArgs& a, const DeviceChunk& ch,
+                                               const DeviceLayer& L, const void* send,
+                                               uint32_t predicted, const uint32_t* hist,
+                                               uint32_t bad, uint32_t mine, uint32_t high,
+                                               uint32_t candidates, uint32_t above) {
+  if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
+    writeClasses<Key>(a, blockIdx.x, ch, KeySource<Key>(a, send, L, ch.layer), mine, high,
+                      candidates, above);
+  if (!L.all)
+    for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
+      if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
+  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[ch.layer], 1u);
+  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) {
+    if (threadIdx.x == 0) {
+      volatile uint32_t* layerBad = a.layerBad + ch.layer;
+      blockFlags(a, a.sendBlock)[L.flagPos] = *layerBad;
+      *layerBad = 0;
+    }
+    findLayer<Key>(a, ch.layer, 0);
+  }
+}
+
+/* Pass 1: keys and the first digit's histogram per layer; a = e + g with two error buffers;
+ * dense layers packed; a predicted layer's classes and candidates.  4 blocks an SM for
+ * 32-bit keys, 2 for 64-bit ones (docs/DEVICE.md, keyKernel). */
 template <int C, int F, typename Key>
 __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 : 2)
     keyKernel(KernelArgs a, const void* send) {
@@ -318,18 +340,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   const DeviceLayer L = a.layers[ch.layer];
   const int shift = KeyBits<Key>::bits - SPARCCL_RADIX_BITS;
   if (!L.sparse) {
-    /* sent whole: g, or dgc's u <- momentum * u + g (SPEC 9), whose layer is flagged */
-    float* dense = (float*)(a.sendBlock + a.indexBytes + a.valueBytes) + L.densePos;
-    int finite = 1;
-    SPARCCL_FOR_CHUNK(i, ch) {
-      const size_t at = L.offset + i;
-      const float g = sparccl_load(send, at, a.dtype);
-      const float x = F == SPARCCL_FB_DGC ? sparccl_feedback_gradient(F, g, a.momentum[at], a.momentumFactor) : g;
-      dense[i] = x;
-      finite &= sparccl_is_finite(x);
-    }
-    if (L.flagged) /* uniform over the block */
-      arriveWithFlag(a, ch.layer, L, finite, (uint8_t*)blockFlags(a, a.sendBlock), 1, 0);
+    packDenseChunk<F>(a, ch, L, send);
     return;
   }
   for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x) hist[b] = 0;
@@ -337,7 +348,7 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
   __syncthreads();
   const uint32_t step = (uint32_t)a.layerSteps[ch.layer];
   const int havePrev = a.havePrevGrad[ch.layer];
-  const uint32_t rank = a.rank;
+  const uint32_t rank = a.call.randomRank;
   const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
   /* a = e + g for the decompress to commit (double-buffered e; reduce_kernels.cu) */
@@ -359,14 +370,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
         if (accumulated) accumulated[at] = x;
         finite &= sparccl_is_finite(x);
         if (L.all) return;
-        uint32_t word = 0;
-        if (C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM)
-          word = sparccl_random_word(a.seed, i, L.id, step, rank);
-        Key key;
-        if (C == SPARCCL_IMPK_RANDOM)
-          key = (Key)sparccl_key_impk_random(word, weightOf<C>(a, in, g, havePrev));
-        else
-          key = (Key)sparccl_key32(C, x, weightOf<C>(a, in, g, havePrev), word);
+        const uint32_t word = C == SPARCCL_RANDK || C == SPARCCL_IMPK_RANDOM
+                                  ? sparccl_random_word(a.call.seed, i, L.id, step, rank) : 0u;
+        const Key key = elementKey<C, Key>(a, in, g, x, word, havePrev);
         if (a.keyMode == SPARCCL_KEYS_STORED) ((Key*)a.keys)[at] = key;
         const uint32_t top = (uint32_t)(key >> shift);
         atomicAdd(&hist[top], 1u);
@@ -375,33 +381,13 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, KeyBits<Key>::bits == 32 ? 4 
       });
   if (!finite) atomicOr(&bad, 1u); /* plain stores from many threads race (racecheck) */
   __syncthreads();
-  if (predicted != SPARCCL_NO_PREDICTION) /* uniform over the block */
-    writeClasses<Key>(a, blockIdx.x, ch, KeySource<Key>(a, send, L, ch.layer), mine, high,
-                      candidates, above);
-  if (!L.all)
-    for (int b = threadIdx.x; b < SPARCCL_RADIX_BINS; b += blockDim.x)
-      if (hist[b]) atomicAdd(&a.hist[(size_t)ch.layer * SPARCCL_RADIX_BINS + b], hist[b]);
-  if (threadIdx.x == 0 && bad) atomicOr(&a.layerBad[ch.layer], 1u);
-  if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) {
-    /* the layer's non-finite flag into the wire block (every call writes it: the block is
-     * not cleared between calls), then the first digit's find */
-    if (threadIdx.x == 0) {
-      volatile uint32_t* layerBad = a.layerBad + ch.layer;
-      blockFlags(a, a.sendBlock)[L.flagPos] = *layerBad;
-      *layerBad = 0;
-    }
-    findLayer<Key>(a, ch.layer, 0);
-  }
+  finishKeyChunk<Key>(a, ch, L, send, predicted, hist, bad, mine, high, candidates, above);
 }
 
 
-/* The histogram of digit `pass` over the keys that share the layer's prefix so far.  Pass 1
- * also classifies the chunk against the first digit's boundary bin (writeClasses: its class
- * mask for emitKernel, its run of candidates, its count above the bin), reading each key of
- * the chunk once, unless the key pass already classified it against a window around a
- * prediction that holds the bin (a hit): then, as the later passes, it reads the chunk's run
- * alone.  A chunk with no run (SPARCCL_NO_RUN: more candidates than SPARCCL_CANDIDATES;
- * SPARCCL_NO_CLASS: its layer decided by the first digit) has all its keys read. */
+/* The histogram of digit `pass` over the keys under the layer's prefix so far; pass 1 also
+ * classifies the chunk (writeClasses) unless the key pass's prediction held the bin; a run,
+ * where the chunk has one, read instead of every key (docs/DEVICE.md, "digitKernel"). */
 template <typename Key> /* 4 blocks an SM, as before its reads were batched */
 __global__ void __launch_bounds__(SPARCCL_THREADS, 4)
     digitKernel(KernelArgs a, int pass, const void* send) {
@@ -512,13 +498,9 @@ __device__ __forceinline__ void scanLayer(const KernelArgs& a, uint32_t layer) {
   }
 }
 
-/* Per chunk: how many keys are above the threshold, and how many equal it.  Where the chunk
- * has a run (writeClasses): its keys above the range of first-digit bins it was classified
- * against, plus its candidates above the threshold.  The range holds the boundary bin, and
- * the threshold is a key of that bin or, when no ties are taken, one below the range of its
- * keys that are selected: keys above the range exceed it, keys below do not, and only a
- * candidate can equal it when ties are taken (emitKernel's comment has the details).  Else
- * from all its keys. */
+/* Per chunk: how many keys are above the threshold, and how many equal it; from the run
+ * and the count above the range where the chunk has a run, else from all its keys
+ * (docs/DEVICE.md, "countKernel" and, for why that is exact, "emitKernel"). */
 template <typename Key> /* 5 blocks an SM, as before its reads were batched */
 __global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, const void* send) {
   const uint32_t c = blockIdx.x;
@@ -557,14 +539,9 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 5) countKernel(KernelArgs a, 
   if (lastToArrive(&a.arrivals[ch.layer], L.nchunks)) scanLayer(a, ch.layer);
 }
 
-/* Where each candidate of a chunk sits in the chunk's run (writeClasses), from the class mask:
- * the run holds the candidates of the key pass's thread 0 (offsets 0, SPARCCL_THREADS, ...),
- * then of thread 1, and so on, each thread's in ascending offset.  Given each thread's word
- * of the mask (emitKernel's layout: word t holds offsets SPARCCL_PER_THREAD * t onwards),
- * writes slot[o] for every candidate offset o of the chunk; the others are left as they are.
- * So emitKernel reads a candidate's key from the run, a few contiguous sectors a chunk,
- * instead of making it again from its element's a (and w), a scattered read of a sector an
- * element.  Every thread of the block calls it; it ends with a barrier. */
+/* Where each candidate of a chunk sits in the chunk's run, from the class mask: slot[o] for
+ * every candidate offset o, so that emitKernel reads its key from the run.  Every thread of
+ * the block calls it; it ends with a barrier (docs/DEVICE.md, "runSlots"). */
 __device__ __forceinline__ void runSlots(uint32_t myWord, uint32_t size, uint32_t* words,
                                          uint16_t* slot) {
   words[threadIdx.x] = myWord;
@@ -591,75 +568,41 @@ __device__ __forceinline__ void runSlots(uint32_t myWord, uint32_t size, uint32_
  * run starts at word 16t or 32t: all of a warp's reads in one or two banks). */
 __device__ __forceinline__ uint32_t stagedSlot(uint32_t o) { return o + o / SPARCCL_PER_THREAD; }
 
-/* Per chunk: the selected elements in ascending index order, with their values.  Each thread
- * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
- * give ascending output positions.  Where the chunk has a class mask (its layer was not
- * decided by the first digit: its keys were classified against a range [lo, hi] of the
- * first digit's bins that holds the boundary bin P, by digitKernel's pass 1 (lo = hi = P) or
- * by the key pass around its prediction), thread t reads its one word of the mask
- * (coalesced) and the keys of its candidates alone, from the chunk's run where it has one
- * (runSlots), else made again from their elements (KeySource): an element
- * above the range is above the threshold, one below it neither above nor equal to it when
- * ties are taken.  The threshold T of such a layer was set at pass 1 or later, under the
- * prefix P: either a key whose first digit is P (the last digit, ties taken), or (prefix <<
- * shift) - 1 with ties 0, where the prefix's first digit is P and prefix << shift > 0 (it is
- * 0 only when the layer takes every key, k == d, decided at pass 0).  With s the first
- * digit's shift, every key above the range is >= (hi + 1) << s >= (P + 1) << s > T, and
- * every key below it is <= (lo << s) - 1 <= (P << s) - 1 <= T, equal to T only in the second
- * case, where no ties are taken.  So the candidates' keys, compared by classifyKey, give
- * the same bits as all keys (countKernel counts on the same grounds).  Else the keys are first
- * copied to shared memory with the block's threads on consecutive elements (coalesced),
- * then each thread classifies its run there once, keeping one bit per element. */
-template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
-__global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
-  __shared__ union {
-    Key staged[SPARCCL_CHUNK + SPARCCL_THREADS]; /* the chunk's keys (no class mask) */
-    struct {
-      uint16_t slot[SPARCCL_CHUNK];  /* a candidate's place in the chunk's run */
-      uint32_t word[SPARCCL_THREADS]; /* the chunk's class mask */
-    } run;
-  } shared;
-  Key* staged = shared.staged;
-  const uint32_t c = blockIdx.x;
-  const DeviceChunk ch = a.chunks[c];
-  const DeviceLayer L = a.layers[ch.layer];
-  if (!L.sparse) return;
-  const size_t wireSize = sparccl_dtype_size(a.wireType);
-  uint32_t* indices = L.sharedSet ? a.sharedIndices + L.valuePos
-                                  : (uint32_t*)a.sendBlock + L.indexPos;
-  void* values = a.sendBlock + a.indexBytes + L.valuePos * wireSize;
-  if (blockFlags(a, a.sendBlock)[L.flagPos]) {
-    /* non-finite on this rank: a well-formed empty-valued set, as the CPU path */
-    SPARCCL_FOR_CHUNK(p, ch) {
-      if (p >= L.k) break;
-      indices[p] = p;
-      sparccl_wire_store(values, p, a.wireType, 0.0f);
-    }
-    return;
+/* A non-finite layer on this rank: a well-formed empty-valued set, as the CPU path. */
+__device__ __forceinline__ void emitEmptySet(const KernelArgs& a, const DeviceChunk& ch,
+                                             const DeviceLayer& L, uint32_t* indices, void* values) {
+  SPARCCL_FOR_CHUNK(p, ch) {
+    if (p >= L.k) break;
+    indices[p] = p;
+    sparccl_wire_store(values, p, a.wireType, 0.0f);
   }
-  const DeviceSelect S = a.select[ch.layer];
-  /* this thread's elements [first, last) of the chunk, as offsets (ch.begin + offset + 16
-   * could wrap past 2^32 - 1 in a layer's last chunk) */
-  const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
-  const uint32_t first = ch.begin + (lo < size ? lo : size);
-  const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
-  const uint32_t n = last - first;
-  /* bit j of the masks: element first + j's key is above the threshold, or equal to it */
-  uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
+}
+
+/* Bit j of *greaterMask / *equalMask: this thread's element first + j (of n, from offset lo)
+ * is above the threshold / equal to it; *equal counts the latter.  From the class mask and
+ * the candidates where the chunk has one, else from all keys staged in shared memory
+ * (docs/DEVICE.md, emitKernel, says why both give the same bits). */
+template <typename Key>
+__device__ __forceinline__ void markChunk(const KernelArgs& a, const void* send, uint32_t c,
+                                          const DeviceChunk& ch, const DeviceLayer& L,
+                                          const DeviceSelect& S, uint32_t lo, uint32_t n,
+                                          Key* staged, uint32_t* runWords, uint16_t* runSlot,
+                                          uint32_t* greaterMask, uint32_t* equalMask, uint32_t* equal) {
+  const uint32_t size = ch.end - ch.begin, first = ch.begin + (lo < size ? lo : size);
   if (L.all) {
-    greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
+    *greaterMask = (1u << n) - 1u; /* k == d: every element, no keys (n <= 16) */
   } else if (a.chunkCandidates[c] != SPARCCL_NO_CLASS) { /* uniform over the block */
     const uint32_t word = a.chunkClass[(size_t)c * SPARCCL_CLASS_WORDS + threadIdx.x];
     const uint32_t runCount = a.chunkCandidates[c]; /* uniform too */
-    if (runCount <= SPARCCL_CANDIDATES) runSlots(word, size, shared.run.word, shared.run.slot);
+    if (runCount <= SPARCCL_CANDIDATES) runSlots(word, size, runWords, runSlot);
     const KeySource<Key> keyOf(a, send, L, ch.layer);
     const Key* run = (const Key*)a.candidates + (size_t)c * SPARCCL_CANDIDATES;
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) { /* a fixed count: unrolled */
       const uint32_t cls = (word >> (2 * j)) & 3u;
-      if (j < n && cls == SPARCCL_CLASS_ABOVE) greaterMask |= 1u << j;
+      if (j < n && cls == SPARCCL_CLASS_ABOVE) *greaterMask |= 1u << j;
       if (j < n && cls == SPARCCL_CLASS_CANDIDATE)
-        markKey<Key>(S, runCount <= SPARCCL_CANDIDATES ? run[shared.run.slot[lo + j]] : keyOf(first + j),
-                     j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, runCount <= SPARCCL_CANDIDATES ? run[runSlot[lo + j]] : keyOf(first + j),
+                     j, greaterMask, equalMask, equal);
     }
   } else {
     forChunkKeys<Key>(KeySource<Key>(a, send, L, ch.layer), ch,
@@ -667,23 +610,22 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
     __syncthreads();
     for (uint32_t j = 0; j < SPARCCL_PER_THREAD; j++) /* a fixed count: unrolled */
       if (j < n) /* lo is a multiple of SPARCCL_PER_THREAD */
-        markKey<Key>(S, staged[stagedSlot(lo) + j], j, &greaterMask, &equalMask, &equal);
+        markKey<Key>(S, staged[stagedSlot(lo) + j], j, greaterMask, equalMask, equal);
   }
-  uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
-  uint32_t mine = 0;
-  uint32_t selectedMask = 0;
-  for (uint32_t j = 0; j < n; j++) {
-    int take = ((greaterMask >> j) & 1u) || (((equalMask >> j) & 1u) && tieRank++ < S.ties);
-    selectedMask |= (uint32_t)take << j;
-    mine += take;
-  }
-  uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
-  const int havePrev = a.havePrevGrad[ch.layer];
+}
+
+/* This thread's selected elements [first, last) (selectedMask) and their values, from
+ * output position `position` on; with two error buffers, a - sent where this rank sends. */
+template <int C, int F>
+__device__ __forceinline__ void emitSelected(const KernelArgs& a, const void* send,
+                                             const DeviceLayer& L, uint32_t layer, uint32_t first,
+                                             uint32_t last, uint32_t selectedMask, uint64_t position,
+                                             uint32_t* indices, void* values) {
+  const int havePrev = a.havePrevGrad[layer];
   const float scale = sparccl_randk_scale(L.count, L.k);
   const int ef = keepsError<F>();
   const float* error = ef ? errorNow(a) : NULL;
-  /* two error buffers: a - sent where this rank sends, into the buffer the key pass wrote a
-   * into; it becomes e only when the call commits (a skipped layer's is overwritten) */
+  /* it becomes e only when the call commits (a skipped layer's is overwritten) */
   float* accumulated = ef && a.errorNext ? errorAfter(a) : NULL;
   for (uint32_t i = first; i < last; i++) {
     if (!((selectedMask >> (i - first)) & 1u)) continue;
@@ -704,6 +646,51 @@ __global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, c
     if (accumulated) accumulated[at] = sparccl_error_update(x, sparccl_wire_round(value, a.wireType));
     position++;
   }
+}
+
+/* Per chunk: the selected elements in ascending index order, with their values; each thread
+ * takes SPARCCL_PER_THREAD consecutive elements, so that block scans of per-thread counts
+ * give ascending output positions (docs/DEVICE.md, emitKernel). */
+template <int C, int F, typename Key> /* 6 blocks an SM, as before its reads were batched */
+__global__ void __launch_bounds__(SPARCCL_THREADS, 6) emitKernel(KernelArgs a, const void* send) {
+  __shared__ union {
+    Key staged[SPARCCL_CHUNK + SPARCCL_THREADS]; /* the chunk's keys (no class mask) */
+    struct {
+      uint16_t slot[SPARCCL_CHUNK];  /* a candidate's place in the chunk's run */
+      uint32_t word[SPARCCL_THREADS]; /* the chunk's class mask */
+    } run;
+  } shared;
+  const uint32_t c = blockIdx.x;
+  const DeviceChunk ch = a.chunks[c];
+  const DeviceLayer L = a.layers[ch.layer];
+  if (!L.sparse) return;
+  uint32_t* indices = sparccl_wire_layer_indices(&a.wire, a.sendBlock, L.sharedSet, L.indexPos,
+                                                 a.sharedIndices, L.valuePos);
+  void* values = sparccl_wire_values(&a.wire, a.sendBlock, L.valuePos);
+  if (blockFlags(a, a.sendBlock)[L.flagPos]) {
+    emitEmptySet(a, ch, L, indices, values);
+    return;
+  }
+  const DeviceSelect S = a.select[ch.layer];
+  /* this thread's elements [first, last) of the chunk, as offsets (ch.begin + offset + 16
+   * could wrap past 2^32 - 1 in a layer's last chunk) */
+  const uint32_t size = ch.end - ch.begin, lo = threadIdx.x * SPARCCL_PER_THREAD;
+  const uint32_t first = ch.begin + (lo < size ? lo : size);
+  const uint32_t last = ch.begin + (lo + SPARCCL_PER_THREAD < size ? lo + SPARCCL_PER_THREAD : size);
+  const uint32_t n = last - first;
+  uint32_t greaterMask = 0, equalMask = 0, equal = 0, total;
+  markChunk<Key>(a, send, c, ch, L, S, lo, n, shared.staged, shared.run.word, shared.run.slot,
+                 &greaterMask, &equalMask, &equal);
+  uint64_t tieRank = a.chunkTiesBefore[c] + blockExclusiveScan<uint32_t>(equal, &total);
+  uint32_t mine = 0;
+  uint32_t selectedMask = 0;
+  for (uint32_t j = 0; j < n; j++) {
+    int take = ((greaterMask >> j) & 1u) || (((equalMask >> j) & 1u) && tieRank++ < S.ties);
+    selectedMask |= (uint32_t)take << j;
+    mine += take;
+  }
+  uint64_t position = a.chunkOffset[c] + blockExclusiveScan<uint32_t>(mine, &total);
+  emitSelected<C, F>(a, send, L, ch.layer, first, last, selectedMask, position, indices, values);
 }
 
 template <int C, int F, typename Key>

@@ -1,15 +1,8 @@
-/*
- * sparccl: sparsified, error-compensated allreduce of gradients.
- *
- * A drop-in replacement for ncclAllReduce / MPI_Allreduce on gradients: every layer of
- * the buffer is sparsified to k = ceil(density * d) coordinates (TopK, RandK or the
- * importance-weighted ImpK family), error-compensation state (EF, EF21, SCAM) is kept
- * next to the data, and the sparse (index, value) pairs of all ranks are exchanged with
- * one allgather.  The contract is ../shared/SPEC.md; this header is its section 8.
- *
- * C99; includes nothing heavier than stddef.h.  Host comms come from sparccl_mpi.h,
- * device comms from sparccl_nccl.h.
- */
+/* sparccl: sparsified, error-compensated allreduce of gradients, a drop-in replacement for
+ * ncclAllReduce / MPI_Allreduce: each layer sparsified to k = ceil(density * d) coordinates
+ * (TopK, RandK, ImpK), feedback state kept next to the data, the pairs of all ranks
+ * exchanged in one allgather.  The contract is ../shared/SPEC.md (this header: section 8).
+ * C99, nothing heavier than stddef.h; host comms: sparccl_mpi.h, device: sparccl_nccl.h. */
 #ifndef SPARCCL_H_
 #define SPARCCL_H_
 

@@ -63,14 +63,7 @@ void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
       (void*)sum == out)
     return;
   for (i = 0; i < l->count; i++) {
-    float v;
-    if (l->H != NULL && denseCall) l->H[i] = sparccl_canonical_nan(sum[i] / n);
-    if (ef21) {
-      l->H[i] = sparccl_canonical_nan(l->H[i] + sum[i] / n);
-      v = op == sparcclSum ? l->H[i] * n : l->H[i];
-    } else {
-      v = op == sparcclSum ? sum[i] : sum[i] / n;
-    }
+    float v = sparccl_layer_output(op, n, sum[i], l->H != NULL ? &l->H[i] : NULL, denseCall);
     if (wantNorm) sparccl_blocked_sum_add(norm, (double)v * (double)v);
     sparccl_store(out, i, dtype, v);
   }
@@ -79,7 +72,7 @@ void sparcclWriteOutput(sparcclComm_t comm, sparcclLayer_t* l, float* sum, void*
 static void writeNonFinite(sparcclComm_t comm, const sparcclLayer_t* l, void* out, int dtype,
                            sparccl_blocked_sum_t* norm) {
   size_t i;
-  float nan = sparccl_bits_float(SPARCCL_CANONICAL_NAN_BITS);
+  float nan = sparccl_skipped_output();
   for (i = 0; i < l->count; i++) sparccl_store(out, i, dtype, nan);
   if (comm->config.restartRatio > 0.0) sparccl_blocked_sum_add(norm, (double)nan);
 }
@@ -109,13 +102,13 @@ sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t 
 void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
                           int dtype, sparcclCallCheck_t check, uint8_t* block) {
   size_t i;
-  memset(block, 0, set->blockBytes); /* padding too: the block is sent whole */
-  *sparcclBlockCheck(set, block) = check;
+  memset(block, 0, set->wire.blockBytes); /* padding too: the block is sent whole */
+  *sparccl_wire_check(&set->wire, block) = check;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block)
                                    : (uint32_t)sparcclPackDense(comm, set, l, send, dtype, block);
-    if (l->flagged) sparcclBlockFlags(set, block)[l->flagPos] = nonfinite;
+    if (l->flagged) sparccl_wire_flags(&set->wire, block)[l->flagPos] = nonfinite;
   }
 }
 
@@ -124,7 +117,7 @@ sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, co
                                   const uint8_t* blocks, sparcclCallCheck_t check,
                                   const char* caller) {
   size_t dsize = sparccl_dtype_size(dtype), i;
-  int r, completed = 1;
+  int completed = 1;
   sparccl_blocked_sum_t norm;
   sparcclResult_t res = sparcclVerifyBlocks(comm, set, blocks, check, caller);
   if (res != sparcclSuccess) {
@@ -138,10 +131,7 @@ sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, co
     void* out = (uint8_t*)recv + l->offset * dsize;
     float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
     if (l->flagged) {
-      uint32_t skip = 0;
-      for (r = 0; r < comm->nranks; r++)
-        skip |= sparcclBlockFlags(set, (uint8_t*)blocks + (size_t)r * set->blockBytes)[l->flagPos];
-      if (skip) {
+      if (sparccl_wire_any_flag(&set->wire, blocks, (uint32_t)comm->nranks, l->flagPos)) {
         sparcclSkipLayer(comm, l, out, dtype, &norm, caller);
         completed = 0;
         continue;
@@ -151,7 +141,7 @@ sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, co
     sparcclReduceLayer(comm, set, l, blocks, sum);
     sparcclWriteOutput(comm, l, sum, out, dtype, op, 0, &norm);
   }
-  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), set->blockBytes);
+  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), set->wire.blockBytes);
   return sparcclSuccess;
 }
 

@@ -1,11 +1,7 @@
-/*
- * A comm's backend (docs/ARCHITECTURE.md): where its buffers and state live and how each
- * step of a call runs there.  The public entry points check arguments and dispatch through
- * this table; two backends implement it: the host (src/host.c: host memory, loops over the
- * shared math) and the device (cuda/nccl_comm.cu: GPU memory, kernels on the caller's
- * stream), so that the host library never links CUDA (a host-only build refuses device
- * comms with sparcclNotSupported).
- */
+/* A comm's backend (docs/ARCHITECTURE.md, "The backend table"): where its buffers and state
+ * live and how each step of a call runs there.  The entry points check arguments and
+ * dispatch through it: host (src/host.c) or device (cuda/nccl_comm.cu), so that the host
+ * library never links CUDA (a host-only build refuses device comms: sparcclNotSupported). */
 #ifndef SPARCCL_BACKEND_H_
 #define SPARCCL_BACKEND_H_
 

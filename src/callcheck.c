@@ -1,9 +1,7 @@
-/*
- * Never trust the wire (SPEC 2, 4): every block ends with a call check, verified for all
- * n blocks before any received index is read, and every received index is bounds-checked.
- * Ranks whose calls disagree (a live key against a new one, sum against avg, another
- * dtype on the same tag) get sparcclInvalidUsage instead of a write outside a buffer.
- */
+/* Never trust the wire (SPEC 2, 4): every block ends with a call check, verified for all n
+ * blocks before any received index is read, and every received index is bounds-checked, so
+ * that ranks whose calls disagree (a live key against a new one, sum against avg, another
+ * dtype on the same tag) get sparcclInvalidUsage instead of a write outside a buffer. */
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
@@ -28,7 +26,7 @@ sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t*
 void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* blocks) {
   int r;
   for (r = 0; r < comm->nranks; r++)
-    memset(sparcclBlockCheck(set, blocks + (size_t)r * set->blockBytes), 0,
+    memset(sparccl_wire_check(&set->wire, sparccl_wire_block(&set->wire, blocks, (size_t)r)), 0,
            SPARCCL_CALL_CHECK_BYTES);
 }
 
@@ -43,13 +41,13 @@ static int indicesValid(const uint32_t* indices, size_t k, size_t d) {
   return 1;
 }
 
-sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks, size_t stride,
-                                    size_t checkOffset, sparcclCallCheck_t expected,
+sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
+                                    const sparcclWire_t* wire, sparcclCallCheck_t expected,
                                     const char* caller) {
   int r;
   for (r = 0; r < comm->nranks; r++) {
     sparcclCallCheck_t got;
-    memcpy(&got, blocks + (size_t)r * stride + checkOffset, sizeof(got));
+    memcpy(&got, sparccl_wire_check(wire, sparccl_wire_block(wire, blocks, (size_t)r)), sizeof(got));
     if (got.sequence != expected.sequence || got.fingerprint != expected.fingerprint) {
       WARN("%s: rank %d's block is not of this call: rank %d made call %llu with fingerprint "
            "%016llx, rank %d call %llu with fingerprint %016llx (a different key, layout, "
@@ -68,14 +66,13 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t*
                                     const char* caller) {
   int r;
   size_t i;
-  SPARCCLCHECK(sparcclVerifyChecks(comm, blocks, set->blockBytes, set->checkOffset, expected,
-                                   caller));
+  SPARCCLCHECK(sparcclVerifyChecks(comm, blocks, &set->wire, expected, caller));
   for (r = 0; r < comm->nranks; r++) {
-    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
+    const uint8_t* block = sparccl_wire_block(&set->wire, blocks, (size_t)r);
     for (i = 0; i < set->nlayers; i++) {
       const sparcclLayer_t* l = &set->layers[i];
       if (!l->sparse || l->sharedSet) continue;
-      if (!indicesValid(sparcclBlockIndices(set, block) + l->indexPos, l->k, l->count)) {
+      if (!indicesValid(sparccl_wire_indices(&set->wire, block) + l->indexPos, l->k, l->count)) {
         WARN("%s: rank %d sent an index outside layer %u (%zu elements) or out of order; "
              "refused, nothing written", caller, r, l->id, l->count);
         return sparcclInvalidUsage;

@@ -1,11 +1,7 @@
-/*
- * Save and load all state of a comm (SPEC 2, 5), each a collective act.  A save agrees a
- * save id on every rank and writes it into every file; its files replace the old ones only
- * when every rank has written its own (else every rank keeps or restores its old file).  A
- * load validates the file whole (size, magic, version, rank, rank count, config, layouts,
- * layer ids, flags, checksum) and applies nothing unless every rank's file passed, carries
- * the same save id, and agrees on the replicated state (counters, histories, H).
- */
+/* Save and load all state of a comm (SPEC 2, 5), each a collective act: a save's files
+ * replace the old ones only when every rank has written its own; a load applies nothing
+ * unless every rank's file passed whole, with one save id and one replicated state
+ * (docs/ARCHITECTURE.md, "Save and load"). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -168,7 +168,6 @@ static int sameLayout(const sparcclLayerSet_t* set, size_t count, size_t nlayers
   return 1;
 }
 
-static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
 
 static void computeStats(sparcclComm_t comm) {
   size_t i, j;
@@ -191,13 +190,8 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
   size_t i, j;
   (void)comm;
   for (i = 0; i < set->nlayers; i++) {
-    sparcclLayer_t* l = &set->layers[i];
-    if (l->error) memset(l->error, 0, l->count * sizeof(float));
-    if (l->h) memset(l->h, 0, l->count * sizeof(float));
-    if (l->H) memset(l->H, 0, l->count * sizeof(float));
-    if (l->momentum) memset(l->momentum, 0, l->count * sizeof(float));
-    if (l->importance)
-      for (j = 0; j < l->count; j++) l->importance[j] = 1.0f;
+    const sparcclStateArrays_t s = sparcclLayerState(&set->layers[i]);
+    for (j = 0; j < set->layers[i].count; j++) sparccl_state_reset(&s, j);
   }
 }
 
@@ -245,10 +239,7 @@ static void layOutLayers(const sparcclConfig_t* c, sparcclLayerSet_t* set, size_
 
 /* The wire block's section sizes, the flags, the call check's offset. */
 static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
-  size_t i, wireSize = sparccl_dtype_size(c->wireType);
-  set->indexBytes = align16(set->indexCount * sizeof(uint32_t));
-  set->valueBytes = align16(set->valueCount * wireSize);
-  set->denseBytes = align16(set->denseCount * sizeof(float));
+  size_t i;
   /* dgc's dense layers keep u, so they are flagged too: their flags follow the sparse ones. */
   set->nflags = set->nsparse;
   for (i = 0; i < set->nlayers; i++) {
@@ -256,9 +247,8 @@ static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
     l->flagged = l->sparse || (sparccl_feedback_props(c->feedback) & SPARCCL_F_SMALL_STATE) != 0;
     if (l->flagged && !l->sparse) l->flagPos = set->nflags++;
   }
-  set->flagBytes = align16(set->nflags * sizeof(uint32_t));
-  set->checkOffset = set->indexBytes + set->valueBytes + set->denseBytes + set->flagBytes;
-  set->blockBytes = set->checkOffset + SPARCCL_CALL_CHECK_BYTES;
+  set->wire = sparccl_wire_layout(set->indexCount, set->valueCount, sparccl_dtype_size(c->wireType),
+                                  set->denseCount, set->nflags);
 }
 
 /* One allocation for every layer's state arrays, handed out in layer order. */
@@ -399,7 +389,7 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
   INFO("new layer set: %s 0x%llx, %zu elements in %zu layers (%zu sparse), block %zu bytes "
        "(dense %zu), state %zu bytes",
        tagged ? "tag" : "buffer", (unsigned long long)key, count, set->nlayers, set->nsparse,
-       set->blockBytes, count * 4, set->stateFloats * sizeof(float));
+       set->wire.blockBytes, count * 4, set->stateFloats * sizeof(float));
   *out = set;
   return sparcclSuccess;
 }

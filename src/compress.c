@@ -1,11 +1,7 @@
-/*
- * Compression of one layer on the host: keys -> exact top-k -> pack (index, value).
- * Nothing here writes state: the state update waits for the exchange (SPEC 2), so that a
- * non-finite layer on any rank can leave every rank's state as it was.
- *
- * The loops are written once, generic in (compressor, feedback), and instantiated for
- * each pair by the dispatch below, so each instance compiles to a tight loop.
- */
+/* Compression of one layer on the host: keys -> exact top-k -> pack (index, value).  No
+ * state is written: the update waits for the exchange (SPEC 2), so that a layer non-finite
+ * on any rank leaves every rank's state as it was.  The loops are written once, generic in
+ * (compressor, feedback), and instantiated per pair by compressDispatch. */
 #include <string.h>
 #include "core.h"
 
@@ -18,10 +14,8 @@ typedef struct {
   const float* importance;
   const float* prevGrad; /* non-NULL: online importance with a previous gradient */
   const float* momentum; /* dgc's u */
-  float momentumFactor;
-  float rate, low, high; /* online cube step */
-  uint64_t seed;
-  uint32_t layerId, step, rank;
+  sparcclCallValues_t call;
+  uint32_t layerId, step;
   float randkScale;
 } LayerInputs;
 
@@ -33,14 +27,9 @@ static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l
   in.importance = l->importance;
   in.prevGrad = (l->prevGrad && l->havePrevGrad) ? l->prevGrad : NULL;
   in.momentum = l->momentum;
-  in.momentumFactor = (float)c->momentum;
-  in.rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
-  in.low = (float)c->importanceLow;
-  in.high = (float)c->importanceHigh;
-  in.seed = c->seed;
+  in.call = sparccl_call_values(c, comm->rank);
   in.layerId = l->id;
   in.step = (uint32_t)l->step;
-  in.rank = c->sharedRandomness ? 0u : (uint32_t)comm->rank;
   in.randkScale = sparccl_randk_scale(l->count, l->k);
   return in;
 }
@@ -49,14 +38,12 @@ static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l
 ALWAYS_INLINE float weightAt(const LayerInputs* in, size_t i, float g) {
   if (in->importance == NULL) return 1.0f;
   if (in->prevGrad != NULL)
-    return sparccl_cube_step(in->importance[i], g, in->prevGrad[i], in->rate, in->low, in->high);
+    return sparccl_cube_step(in->importance[i], g, in->prevGrad[i], in->call.rate, in->call.low, in->call.high);
   return in->importance[i];
 }
 
-float sparcclOnlineWeight(const sparcclConfig_t* c, const sparcclLayer_t* l, size_t i, float g) {
-  return sparccl_cube_step(l->importance[i], g, l->prevGrad[i],
-                           sparccl_importance_rate(c->importanceEta, c->importanceGamma),
-                           (float)c->importanceLow, (float)c->importanceHigh);
+float sparcclOnlineWeight(const sparcclCallValues_t* v, const sparcclLayer_t* l, size_t i, float g) {
+  return sparccl_cube_step(l->importance[i], g, l->prevGrad[i], v->rate, v->low, v->high);
 }
 
 /* x of the feedback scheme (SPEC 1, 9); g is the trainer's gradient. */
@@ -65,7 +52,7 @@ ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const i
              feedback == SPARCCL_FB_DGC) ? in->error[i] : 0.0f;
   float h = feedback == SPARCCL_FB_EF21 ? in->h[i] : 0.0f;
   float u = feedback == SPARCCL_FB_DGC ? in->momentum[i] : 0.0f;
-  return sparccl_key_input(feedback, sparccl_feedback_gradient(feedback, g, u, in->momentumFactor),
+  return sparccl_key_input(feedback, sparccl_feedback_gradient(feedback, g, u, in->call.momentumFactor),
                            e, h);
 }
 
@@ -87,7 +74,7 @@ ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, si
     finite &= (uint32_t)sparccl_is_finite(x);
     if (compressor == SPARCCL_RANDK || compressor == SPARCCL_IMPK_RANDOM) {
       if ((i & 3u) == 0)
-        random = sparccl_random_block(in->seed, i >> 2, in->layerId, in->step, in->rank);
+        random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
       word = random.v[i & 3u];
     }
     if (compressor == SPARCCL_IMPK_RANDOM) {
@@ -209,8 +196,7 @@ int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
   LayerInputs in = layerInputs(comm, layer);
   const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
   uint32_t* indices = sparcclLayerIndices(comm, set, layer, block);
-  void* values = (uint8_t*)sparcclBlockValues(set, block) +
-                 layer->valuePos * sparccl_dtype_size(c->wireType);
+  void* values = sparccl_wire_values(&set->wire, block, layer->valuePos);
   int nonfinite = compressDispatch(&in, grad, dtype, layer->count, layer->k, c->compressor,
                                    c->feedback, c->wireType, comm->keys, comm->candidates,
                                    indices, values);
@@ -226,7 +212,7 @@ int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
 int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const void* send,
                       int dtype, float* out) {
   const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
-  const float m = (float)comm->config.momentum;
+  const float m = sparccl_call_values(&comm->config, comm->rank).momentumFactor;
   uint32_t finite = 1;
   size_t i;
   if (layer->momentum != NULL) {
@@ -246,5 +232,5 @@ int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const voi
 
 int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
                      const void* send, int dtype, uint8_t* block) {
-  return sparcclDenseInput(comm, layer, send, dtype, sparcclBlockDense(set, block) + layer->densePos);
+  return sparcclDenseInput(comm, layer, send, dtype, sparccl_wire_dense(&set->wire, block) + layer->densePos);
 }

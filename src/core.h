@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include "sparccl.h"
 #include "sparccl_math.h"
+#include "wire.h"
+#include "steps.h"
 
 #define SPARCCL_API __attribute__((visibility("default")))
 
@@ -113,7 +115,7 @@ typedef struct {
   /* Wire layout of one rank's block (SPEC 4). */
   size_t indexCount, valueCount, denseCount, nsparse;
   size_t nflags;           /* flagged layers: the sparse ones (flags 0..nsparse-1), then dgc's dense ones */
-  size_t indexBytes, valueBytes, denseBytes, flagBytes, checkOffset, blockBytes;
+  sparcclWire_t wire;      /* its sections' offsets (wire.h) */
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
   struct sparcclPending* pending; /* the phase API's half-done call (phase.c), or NULL */
@@ -168,6 +170,12 @@ sparcclResult_t sparcclGetSet(sparcclComm_t comm, int tagged, uint64_t key, size
                               size_t nlayers, const size_t* counts, const char* caller,
                               sparcclLayerSet_t** out);
 void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set);
+/* A layer's state arrays for steps.h's reset and scale (element i of the layer at i). */
+static inline sparcclStateArrays_t sparcclLayerState(const sparcclLayer_t* l) {
+  sparcclStateArrays_t s;
+  s.error = l->error; s.h = l->h; s.H = l->H; s.momentum = l->momentum; s.importance = l->importance;
+  return s;
+}
 /* phase.c: free a set's half-done call; whether one awaits its decompress. */
 void sparcclFreePending(sparcclLayerSet_t* set);
 int sparcclPendingCompress(const sparcclLayerSet_t* set);
@@ -212,7 +220,7 @@ void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
                         const sparcclLayer_t* layer, const uint8_t* blocks, float* sum);
 
 /* importance.c */
-float sparcclOnlineWeight(const sparcclConfig_t* config, const sparcclLayer_t* layer, size_t i,
+float sparcclOnlineWeight(const sparcclCallValues_t* values, const sparcclLayer_t* layer, size_t i,
                           float g);
 
 /* restart.c */
@@ -222,29 +230,6 @@ void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set, d
 
 /* timing */
 double sparcclSeconds(void);
-
-/* Wire block accessors. */
-static inline uint32_t* sparcclBlockIndices(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (uint32_t*)b;
-}
-static inline void* sparcclBlockValues(const sparcclLayerSet_t* s, uint8_t* b) {
-  return b + s->indexBytes;
-}
-static inline float* sparcclBlockDense(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (float*)(b + s->indexBytes + s->valueBytes);
-}
-static inline uint32_t* sparcclBlockFlags(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (uint32_t*)(b + s->indexBytes + s->valueBytes + s->denseBytes);
-}
-
-/* The call check that ends every block (SPEC 4): a call sequence number (the comm's; a
- * phase-API call's is its key's) and a fingerprint of the call.  A zeroed check never
- * matches: the fingerprint is odd. */
-typedef struct { uint64_t sequence, fingerprint; } sparcclCallCheck_t;
-#define SPARCCL_CALL_CHECK_BYTES 16
-static inline sparcclCallCheck_t* sparcclBlockCheck(const sparcclLayerSet_t* s, uint8_t* b) {
-  return (sparcclCallCheck_t*)(b + s->checkOffset);
-}
 
 /* The phase API's half-done call (phase.c): what the decompress needs; the host backend's
  * copies of g, of this rank's block and of the shared selected sets (the device backend
@@ -277,9 +262,9 @@ void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_
 sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
                                     const uint8_t* blocks, sparcclCallCheck_t expected,
                                     const char* caller);
-/* Only the checks: nranks blocks of `stride` bytes, each with its check at checkOffset. */
-sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks, size_t stride,
-                                    size_t checkOffset, sparcclCallCheck_t expected,
+/* Only the checks: nranks blocks laid out as *wire. */
+sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
+                                    const sparcclWire_t* wire, sparcclCallCheck_t expected,
                                     const char* caller);
 /* "Every rank agrees on a status": mine if it failed, else `remote` if another rank's
  * failed (logged with that rank), else success; a failed exchange is returned as it is. */
@@ -332,11 +317,12 @@ int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set);
  * elements; a reduce-scatter chunk (the shard's x, the flags, the check) and an allgather
  * block (the shard's sums, the check). */
 typedef struct {
-  size_t chunk;        /* elements of each rank's shard, a multiple of 4 */
-  size_t scatterBytes; /* a reduce-scatter chunk: the shard's x, the flags, the check */
-  size_t gatherBytes;  /* an allgather block: the shard's sums, the check */
+  size_t chunk;          /* elements of each rank's shard, a multiple of 4 */
+  sparcclWire_t scatter; /* a reduce-scatter chunk: the shard's x, the flags, the check */
+  sparcclWire_t gather;  /* an allgather block: the shard's sums, the check */
 } sparcclDenseRing_t;
 sparcclDenseRing_t sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set);
+sparcclWire_t sparcclDenseBlockWire(const sparcclLayerSet_t* set);
 size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set);
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set);
 void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
@@ -351,8 +337,9 @@ sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,
-                                            const sparcclLayer_t* l, uint8_t* block) {
-  return l->sharedSet ? comm->sharedIndices + l->valuePos : sparcclBlockIndices(s, block) + l->indexPos;
+                                            const sparcclLayer_t* l, const uint8_t* block) {
+  return sparccl_wire_layer_indices(&s->wire, block, l->sharedSet, l->indexPos,
+                                    comm->sharedIndices, l->valuePos);
 }
 
 #endif /* SPARCCL_CORE_H_ */

@@ -6,28 +6,28 @@
 #include "core.h"
 
 /* dgc: u <- (float)momentum * u + g, the momentum the layer's x was formed from (SPEC 9). */
-static void updateMomentum(sparcclComm_t comm, sparcclLayer_t* l, const void* grad, int dtype) {
-  const float m = (float)comm->config.momentum;
-  float* u = l->momentum;
+static void updateMomentum(const sparcclCallValues_t* v, sparcclLayer_t* l, const void* grad,
+                           int dtype) {
   size_t i;
   for (i = 0; i < l->count; i++)
-    u[i] = sparccl_feedback_gradient(SPARCCL_FB_DGC, sparccl_load(grad, i, dtype), u[i], m);
+    sparccl_momentum_step(sparccl_load(grad, i, dtype), &l->momentum[i], v->momentumFactor);
 }
 
 void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* l,
                         const void* send, int dtype, const uint8_t* block) {
   const sparcclConfig_t* c = &comm->config;
+  const sparcclCallValues_t v = sparccl_call_values(c, comm->rank);
   const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
   const uint32_t* indices;
   const void* values;
   size_t i, t;
-  if (l->momentum != NULL) updateMomentum(comm, l, grad, dtype);
+  if (l->momentum != NULL) updateMomentum(&v, l, grad, dtype);
   if (!l->sparse) { /* dgc's dense layer: u is all its state */
     l->step++;
     return;
   }
-  indices = sparcclLayerIndices(comm, set, l, (uint8_t*)block);
-  values = (const uint8_t*)block + set->indexBytes + l->valuePos * sparccl_dtype_size(c->wireType);
+  indices = sparcclLayerIndices(comm, set, l, block);
+  values = sparccl_wire_values(&set->wire, block, l->valuePos);
   if (l->error != NULL) {
     /* e <- a - sent: a everywhere (a = e + g, dgc's e + u), then the sent values subtracted
      * where selected. */
@@ -51,7 +51,7 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
     /* Online importance: commit the step the selection used, then remember g. */
     if (l->havePrevGrad)
       for (i = 0; i < l->count; i++)
-        l->importance[i] = sparcclOnlineWeight(c, l, i, sparccl_load(grad, i, dtype));
+        l->importance[i] = sparcclOnlineWeight(&v, l, i, sparccl_load(grad, i, dtype));
     for (i = 0; i < l->count; i++) l->prevGrad[i] = sparccl_load(grad, i, dtype);
     l->havePrevGrad = 1;
   }
@@ -61,24 +61,23 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
 void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
                         const sparcclLayer_t* l, const uint8_t* blocks, float* sum) {
   int wireType = comm->config.wireType;
-  size_t wireSize = sparccl_dtype_size(wireType);
   size_t i, t;
   int r;
+  if (!l->sparse) { /* sent whole */
+    for (i = 0; i < l->count; i++)
+      sum[i] = sparccl_rank_sum(&set->wire, blocks, (uint32_t)comm->nranks, l->densePos + i);
+    return;
+  }
   /* s = +0.0f; s = s + sent_j in rank order.  Adding a zero to a sum that started at +0
    * never changes it, so only the selected elements need adding. */
   memset(sum, 0, l->count * sizeof(float));
   for (r = 0; r < comm->nranks; r++) {
-    uint8_t* block = (uint8_t*)blocks + (size_t)r * set->blockBytes;
-    if (l->sparse) {
-      const uint32_t* indices = sparcclLayerIndices(comm, set, l, block);
-      const uint8_t* values = block + set->indexBytes + l->valuePos * wireSize;
-      if (wireType == SPARCCL_DT_FLOAT32)
-        for (t = 0; t < l->k; t++) sum[indices[t]] += ((const float*)values)[t];
-      else
-        for (t = 0; t < l->k; t++) sum[indices[t]] += sparccl_load(values, t, wireType);
-    } else {
-      const float* dense = sparcclBlockDense(set, block) + l->densePos;
-      for (i = 0; i < l->count; i++) sum[i] += dense[i];
-    }
+    const uint8_t* block = sparccl_wire_block(&set->wire, blocks, (size_t)r);
+    const uint32_t* indices = sparcclLayerIndices(comm, set, l, block);
+    const uint8_t* values = sparccl_wire_values(&set->wire, block, l->valuePos);
+    if (wireType == SPARCCL_DT_FLOAT32)
+      for (t = 0; t < l->k; t++) sum[indices[t]] += ((const float*)values)[t];
+    else
+      for (t = 0; t < l->k; t++) sum[indices[t]] += sparccl_load(values, t, wireType);
   }
 }

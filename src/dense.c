@@ -1,18 +1,9 @@
-/*
- * Warm-up's dense calls (SPEC 9): every layer sends its whole x (g, or dgc's momentum * u + g)
- * exactly in float32, and the output is the rank-ordered float32 sum of the x's.  Two
- * exchanges give the same bits:
- *   - the ring (transports with an alltoall, the one-call path): a rank-ordered
- *     reduce-scatter (alltoall of shards, each rank sums its shard in rank order) and an
- *     allgather of the shard sums, 2(n-1)/n of the buffer per rank as a ring allreduce;
- *   - an allgather of whole vectors (the phase API, transports without an alltoall).
- * Every chunk and block ends with the call check (SPEC 4); every chunk of the
- * reduce-scatter carries its rank's non-finite flags, so every rank knows every flag.
- */
+/* Warm-up's dense calls (SPEC 9): every layer sends its whole x exactly in float32; the
+ * output is the rank-ordered float32 sum.  A ring (reduce-scatter + allgather of the shard
+ * sums) where the transport has an alltoall, else an allgather of whole vectors: the same
+ * bits (docs/ARCHITECTURE.md, "Dense calls"). */
 #include <string.h>
 #include "core.h"
-
-static size_t align16(size_t bytes) { return (bytes + 15) & ~(size_t)15; }
 
 int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   return set->calls < (uint64_t)comm->config.warmupSteps;
@@ -20,10 +11,12 @@ int sparcclNextCallDense(sparcclComm_t comm, const sparcclLayerSet_t* set) {
 
 /* ------------------------------------------------------------ the allgather form */
 
-static size_t valuesBytes(const sparcclLayerSet_t* set) { return align16(set->count * sizeof(float)); }
+sparcclWire_t sparcclDenseBlockWire(const sparcclLayerSet_t* set) {
+  return sparccl_wire_floats(set->count, set->nflags);
+}
 
 size_t sparcclDenseBlockBytes(const sparcclLayerSet_t* set) {
-  return valuesBytes(set) + set->flagBytes + SPARCCL_CALL_CHECK_BYTES;
+  return sparcclDenseBlockWire(set).blockBytes;
 }
 
 /* Every layer's x at its offset in `values`, its flag (flagged layers) in `flags`. */
@@ -39,19 +32,21 @@ static void packInputs(sparcclComm_t comm, const sparcclLayerSet_t* set, const v
 
 void sparcclPackDenseBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
                            int dtype, sparcclCallCheck_t check, uint8_t* block) {
-  memset(block, 0, sparcclDenseBlockBytes(set));
-  packInputs(comm, set, send, dtype, (float*)block, (uint32_t*)(block + valuesBytes(set)));
-  memcpy(block + valuesBytes(set) + set->flagBytes, &check, sizeof(check));
+  const sparcclWire_t w = sparcclDenseBlockWire(set);
+  memset(block, 0, w.blockBytes);
+  packInputs(comm, set, send, dtype, sparccl_wire_dense(&w, block), sparccl_wire_flags(&w, block));
+  memcpy(sparccl_wire_check(&w, block), &check, sizeof(check));
 }
 
 /* The state a dense call changes (SPEC 9's table): ef21's h <- g, dgc's u <- its x; ef21's
  * H <- s / n is written with the output.  The layer's step counts, as in any call. */
 static void updateDenseState(sparcclComm_t comm, sparcclLayer_t* l, const void* send, int dtype) {
   const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
+  const float m = sparccl_call_values(&comm->config, comm->rank).momentumFactor;
   size_t i;
-  if (l->h != NULL)
-    for (i = 0; i < l->count; i++) l->h[i] = sparccl_load(grad, i, dtype);
-  if (l->momentum != NULL) sparcclDenseInput(comm, l, send, dtype, l->momentum);
+  for (i = 0; (l->h != NULL || l->momentum != NULL) && i < l->count; i++)
+    sparccl_dense_state(sparccl_load(grad, i, dtype), l->h != NULL ? &l->h[i] : NULL,
+                        l->momentum != NULL ? &l->momentum[i] : NULL, m);
   if (l->flagged) l->step++;
 }
 
@@ -59,8 +54,10 @@ static void updateDenseState(sparcclComm_t comm, sparcclLayer_t* l, const void* 
 typedef struct {
   int ring;
   const uint8_t* blocks; /* ring: the gathered shard sums; else the gathered blocks */
-  const uint8_t* chunks; /* ring: the chunks this rank received in the reduce-scatter */
-  size_t chunk, stride, flagsAt, chunkStride;
+  sparcclWire_t wire;    /* their layout */
+  const uint8_t* flags;  /* where every rank's flags are: the chunks received, or blocks */
+  sparcclWire_t flagWire;
+  size_t chunk;          /* ring: elements of a shard */
 } DenseSums;
 
 /* Elements [offset, offset + count) of the buffer between a layer's contiguous floats and
@@ -79,29 +76,19 @@ static void shardCopy(uint8_t* shards, size_t stride, size_t chunk, size_t offse
 }
 
 static uint32_t layerSkipped(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l) {
-  uint32_t skip = 0;
-  int r;
-  const uint8_t* base = d->ring ? d->chunks : d->blocks;
-  size_t stride = d->ring ? d->chunkStride : d->stride;
   if (!l->flagged) return 0;
-  for (r = 0; r < comm->nranks; r++)
-    skip |= ((const uint32_t*)(base + (size_t)r * stride + d->flagsAt))[l->flagPos];
-  return skip;
+  return sparccl_wire_any_flag(&d->flagWire, d->flags, (uint32_t)comm->nranks, l->flagPos);
 }
 
 /* s of a layer's elements into sum: the ring's shard sums copied out, or summed here. */
 static void layerSums(sparcclComm_t comm, const DenseSums* d, const sparcclLayer_t* l, float* sum) {
   size_t i;
-  int r;
   if (d->ring) {
-    shardCopy((uint8_t*)d->blocks, d->stride, d->chunk, l->offset, l->count, sum, 0);
+    shardCopy((uint8_t*)d->blocks, d->wire.blockBytes, d->chunk, l->offset, l->count, sum, 0);
     return;
   }
-  for (i = 0; i < l->count; i++) sum[i] = 0.0f;
-  for (r = 0; r < comm->nranks; r++) {
-    const float* x = (const float*)(d->blocks + (size_t)r * d->stride) + l->offset;
-    for (i = 0; i < l->count; i++) sum[i] += x[i];
-  }
+  for (i = 0; i < l->count; i++)
+    sum[i] = sparccl_rank_sum(&d->wire, d->blocks, (uint32_t)comm->nranks, l->offset + i);
 }
 
 /* After a verified exchange: per layer the skip rule, the state, the output; the epilogue. */
@@ -132,18 +119,16 @@ sparcclResult_t sparcclFinishDenseCall(sparcclComm_t comm, sparcclLayerSet_t* se
                                        const uint8_t* blocks, sparcclCallCheck_t check,
                                        const char* caller) {
   DenseSums d;
-  size_t stride = sparcclDenseBlockBytes(set);
-  sparcclResult_t res = sparcclVerifyChecks(comm, blocks, stride, valuesBytes(set) + set->flagBytes,
-                                            check, caller);
+  const sparcclWire_t w = sparcclDenseBlockWire(set);
+  sparcclResult_t res = sparcclVerifyChecks(comm, blocks, &w, check, caller);
   if (res != sparcclSuccess) {
     comm->stats.refusedCalls++;
     return res;
   }
   memset(&d, 0, sizeof(d));
-  d.blocks = blocks;
-  d.stride = stride;
-  d.flagsAt = valuesBytes(set);
-  finishDense(comm, set, &d, send, recv, dtype, op, stride, caller);
+  d.blocks = d.flags = blocks;
+  d.wire = d.flagWire = w;
+  finishDense(comm, set, &d, send, recv, dtype, op, w.blockBytes, caller);
   return sparcclSuccess;
 }
 
@@ -155,53 +140,52 @@ Ring sparcclDenseRingOf(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   Ring r;
   size_t n = (size_t)comm->nranks;
   r.chunk = ((set->count + n - 1) / n + 3) & ~(size_t)3;
-  r.scatterBytes = r.chunk * sizeof(float) + set->flagBytes + SPARCCL_CALL_CHECK_BYTES;
-  r.gatherBytes = r.chunk * sizeof(float) + SPARCCL_CALL_CHECK_BYTES;
+  r.scatter = sparccl_wire_floats(r.chunk, set->nflags);
+  r.gather = sparccl_wire_floats(r.chunk, 0);
   return r;
 }
 
 size_t sparcclDenseRingBytes(sparcclComm_t comm, const sparcclLayerSet_t* set) {
   Ring r = sparcclDenseRingOf(comm, set);
   if (comm->transport == NULL || comm->transport->alltoall == NULL) return 0;
-  return 2 * (size_t)comm->nranks * r.scatterBytes + ((size_t)comm->nranks + 1) * r.gatherBytes;
+  return 2 * (size_t)comm->nranks * r.scatter.blockBytes +
+         ((size_t)comm->nranks + 1) * r.gather.blockBytes;
 }
 
 /* The reduce-scatter's send chunks: this rank's x by shard, each with the flags and check. */
 static void packChunks(sparcclComm_t comm, const sparcclLayerSet_t* set, const Ring* ring,
                        const void* send, int dtype, sparcclCallCheck_t check, uint8_t* chunks) {
+  const sparcclWire_t* w = &ring->scatter;
   size_t n = (size_t)comm->nranks, q, i;
-  uint32_t* flags = (uint32_t*)(chunks + ring->chunk * sizeof(float));
-  memset(chunks, 0, n * ring->scatterBytes);
+  uint32_t* flags = sparccl_wire_flags(w, chunks);
+  memset(chunks, 0, n * w->blockBytes);
   for (i = 0; i < set->nlayers; i++) {
     const sparcclLayer_t* l = &set->layers[i];
     int nonfinite = sparcclDenseInput(comm, l, send, dtype, comm->accumulator);
     if (l->flagged) flags[l->flagPos] = (uint32_t)nonfinite;
-    shardCopy(chunks, ring->scatterBytes, ring->chunk, l->offset, l->count, comm->accumulator, 1);
+    shardCopy(chunks, w->blockBytes, ring->chunk, l->offset, l->count, comm->accumulator, 1);
   }
   for (q = 0; q < n; q++) {
-    uint8_t* c = chunks + q * ring->scatterBytes + ring->chunk * sizeof(float);
-    if (q > 0) memcpy(c, flags, set->flagBytes);
-    memcpy(c + set->flagBytes, &check, sizeof(check));
+    uint8_t* c = sparccl_wire_block(w, chunks, q);
+    if (q > 0) memcpy(sparccl_wire_flags(w, c), flags, sparccl_wire_flag_bytes(w));
+    memcpy(sparccl_wire_check(w, c), &check, sizeof(check));
   }
 }
 
 /* This rank's shard: s = +0.0f, then s + x_r in rank order (SPEC 1). */
 static void sumShard(sparcclComm_t comm, const Ring* ring, const uint8_t* chunks, uint8_t* out,
                      sparcclCallCheck_t check) {
-  float* s = (float*)out;
+  float* s = sparccl_wire_dense(&ring->gather, out);
   size_t j;
-  int r;
-  for (j = 0; j < ring->chunk; j++) s[j] = 0.0f;
-  for (r = 0; r < comm->nranks; r++) {
-    const float* x = (const float*)(chunks + (size_t)r * ring->scatterBytes);
-    for (j = 0; j < ring->chunk; j++) s[j] += x[j];
-  }
-  memcpy(out + ring->chunk * sizeof(float), &check, sizeof(check));
+  for (j = 0; j < ring->chunk; j++)
+    s[j] = sparccl_rank_sum(&ring->scatter, chunks, (uint32_t)comm->nranks, j);
+  memcpy(sparccl_wire_check(&ring->gather, out), &check, sizeof(check));
 }
 
-static void clearChecks(int nranks, uint8_t* blocks, size_t stride, size_t at) {
+static void clearChecks(int nranks, uint8_t* blocks, const sparcclWire_t* w) {
   int r;
-  for (r = 0; r < nranks; r++) memset(blocks + (size_t)r * stride + at, 0, SPARCCL_CALL_CHECK_BYTES);
+  for (r = 0; r < nranks; r++)
+    memset(sparccl_wire_check(w, sparccl_wire_block(w, blocks, (size_t)r)), 0, SPARCCL_CALL_CHECK_BYTES);
 }
 
 static sparcclResult_t ringAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
@@ -210,28 +194,27 @@ static sparcclResult_t ringAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   Ring ring = sparcclDenseRingOf(comm, set);
   size_t n = (size_t)comm->nranks;
   uint8_t* scatterSend = comm->ringScratch;
-  uint8_t* scatterRecv = scatterSend + n * ring.scatterBytes;
-  uint8_t* gatherSend = scatterRecv + n * ring.scatterBytes;
-  uint8_t* gatherRecv = gatherSend + ring.gatherBytes;
-  size_t checkAt = ring.chunk * sizeof(float) + set->flagBytes;
+  uint8_t* scatterRecv = scatterSend + n * ring.scatter.blockBytes;
+  uint8_t* gatherSend = scatterRecv + n * ring.scatter.blockBytes;
+  uint8_t* gatherRecv = gatherSend + ring.gather.blockBytes;
   DenseSums d;
   sparcclResult_t res;
   packChunks(comm, set, &ring, send, dtype, check, scatterSend);
-  clearChecks(comm->nranks, scatterRecv, ring.scatterBytes, checkAt);
-  res = comm->transport->alltoall(comm->transport, scatterSend, scatterRecv, ring.scatterBytes);
+  clearChecks(comm->nranks, scatterRecv, &ring.scatter);
+  res = comm->transport->alltoall(comm->transport, scatterSend, scatterRecv, ring.scatter.blockBytes);
   /* Every rank received every rank's check, so every rank refuses alike (no hang below). */
   if (res == sparcclSuccess)
-    res = sparcclVerifyChecks(comm, scatterRecv, ring.scatterBytes, checkAt, check, caller);
+    res = sparcclVerifyChecks(comm, scatterRecv, &ring.scatter, check, caller);
   if (res != sparcclSuccess) {
     if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes or checks differ */
     return res;
   }
-  memset(gatherSend, 0, ring.gatherBytes);
+  memset(gatherSend, 0, ring.gather.blockBytes);
   sumShard(comm, &ring, scatterRecv, gatherSend, check);
-  clearChecks(comm->nranks, gatherRecv, ring.gatherBytes, ring.chunk * sizeof(float));
-  SPARCCLCHECK(comm->transport->allgather(comm->transport, gatherSend, gatherRecv, ring.gatherBytes));
-  res = sparcclVerifyChecks(comm, gatherRecv, ring.gatherBytes, ring.chunk * sizeof(float), check,
-                            caller);
+  clearChecks(comm->nranks, gatherRecv, &ring.gather);
+  SPARCCLCHECK(comm->transport->allgather(comm->transport, gatherSend, gatherRecv,
+                                          ring.gather.blockBytes));
+  res = sparcclVerifyChecks(comm, gatherRecv, &ring.gather, check, caller);
   if (res != sparcclSuccess) {
     comm->stats.refusedCalls++;
     return res;
@@ -239,13 +222,12 @@ static sparcclResult_t ringAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   memset(&d, 0, sizeof(d));
   d.ring = 1;
   d.blocks = gatherRecv;
-  d.stride = ring.gatherBytes;
-  d.chunks = scatterRecv;
-  d.chunkStride = ring.scatterBytes;
+  d.wire = ring.gather;
+  d.flags = scatterRecv;
+  d.flagWire = ring.scatter;
   d.chunk = ring.chunk;
-  d.flagsAt = ring.chunk * sizeof(float);
-  finishDense(comm, set, &d, send, recv, dtype, op, (n - 1) * (ring.scatterBytes + ring.gatherBytes),
-              caller);
+  finishDense(comm, set, &d, send, recv, dtype, op,
+              (n - 1) * (ring.scatter.blockBytes + ring.gather.blockBytes), caller);
   return sparcclSuccess;
 }
 
@@ -258,10 +240,10 @@ sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set
   if (comm->transport->alltoall != NULL) {
     res = ringAllReduce(comm, set, send, recv, dtype, op, check, caller);
   } else {
-    size_t bytes = sparcclDenseBlockBytes(set);
+    const sparcclWire_t w = sparcclDenseBlockWire(set);
     sparcclPackDenseBlock(comm, set, send, dtype, check, comm->sendBlock);
-    clearChecks(comm->nranks, comm->recvBlocks, bytes, valuesBytes(set) + set->flagBytes);
-    res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks, bytes);
+    clearChecks(comm->nranks, comm->recvBlocks, &w);
+    res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks, w.blockBytes);
     if (res == sparcclSuccess)
       res = sparcclFinishDenseCall(comm, set, send, recv, dtype, op, comm->recvBlocks, check, caller);
   }

@@ -1,9 +1,7 @@
-/*
- * The host backend (src/backend.h): buffers and state in host memory, every step a loop over
- * the shared math of sparccl_math.h (compress.c, decompress.c, dense.c, host_importance.c),
+/* The host backend (src/backend.h): buffers and state in host memory, every step a loop
+ * over the shared math and steps (compress.c, decompress.c, dense.c, host_importance.c),
  * the exchange by the comm's transport (MPI, or the caller's callback).  The CPU reference
- * of the device backend, and a product of its own for CPU clusters.
- */
+ * of the device backend, and a product of its own for CPU clusters. */
 #include <stdlib.h>
 #include <string.h>
 #include "backend.h"
@@ -12,7 +10,7 @@
 static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
-  size_t block = set->blockBytes > comm->blockCap ? set->blockBytes : comm->blockCap;
+  size_t block = set->wire.blockBytes > comm->blockCap ? set->wire.blockBytes : comm->blockCap;
   size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
   /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
    * alltoall (dense.c), the ring's scratch where it has. */
@@ -102,7 +100,7 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   t1 = sparcclSeconds();
   sparcclClearChecks(comm, set, comm->recvBlocks);
   res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks,
-                                   set->blockBytes);
+                                   set->wire.blockBytes);
   if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes that differ (mpi.c) */
   t2 = sparcclSeconds();
   if (res == sparcclSuccess)
@@ -110,7 +108,7 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                             check, caller);
   if (res != sparcclSuccess) {
     WARN("%s: the exchange of %zu bytes failed or was refused; state unchanged, nothing written",
-         caller, set->blockBytes);
+         caller, set->wire.blockBytes);
     return res;
   }
   comm->callSequence++;
@@ -132,13 +130,8 @@ static sparcclResult_t hostScale(sparcclComm_t comm, sparcclLayerSet_t* set, flo
   size_t j, n;
   (void)comm;
   for (j = 0; j < set->nlayers; j++) {
-    sparcclLayer_t* l = &set->layers[j];
-    float* arrays[4];
-    int a;
-    arrays[0] = l->error; arrays[1] = l->h; arrays[2] = l->H; arrays[3] = l->momentum;
-    for (a = 0; a < 4; a++)
-      for (n = 0; arrays[a] != NULL && n < l->count; n++)
-        arrays[a][n] = sparccl_canonical_nan(arrays[a][n] * factor);
+    const sparcclStateArrays_t s = sparcclLayerState(&set->layers[j]);
+    for (n = 0; n < set->layers[j].count; n++) sparccl_state_scale(&s, n, factor);
   }
   return sparcclSuccess;
 }
@@ -159,7 +152,7 @@ static void hostDestroy(sparcclComm_t comm) { (void)comm; }
 static sparcclResult_t keepForDecompress(sparcclLayerSet_t* set, int dtype) {
   sparcclPending_t* p = set->pending;
   size_t bytes = set->count * sparccl_dtype_size(dtype);
-  if (p->block == NULL) p->block = (uint8_t*)malloc(set->blockBytes); /* a dense call keeps none */
+  if (p->block == NULL) p->block = (uint8_t*)malloc(set->wire.blockBytes); /* a dense call keeps none */
   if (p->shared == NULL)
     p->shared = (uint32_t*)malloc((set->valueCount ? set->valueCount : 1) * sizeof(uint32_t));
   if (p->gradBytes < bytes) {
@@ -184,7 +177,7 @@ static sparcclResult_t hostPhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* 
     return sparcclSuccess;
   }
   sparcclCompressBlock(comm, set, send, dtype, p->check, p->block);
-  memcpy(block, p->block, set->blockBytes);
+  memcpy(block, p->block, set->wire.blockBytes);
   if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
   return sparcclSuccess;
 }

@@ -23,7 +23,7 @@ sparcclResult_t sparcclHostProbe(sparcclComm_t comm, sparcclLayerSet_t* set, con
 /* One solver step on one layer; a layer whose q * g is not finite keeps its weights. */
 static int updateLayer(const sparcclConfig_t* c, sparcclLayer_t* l, const void* q,
                        const void* g, int datatype) {
-  float rate = sparccl_importance_rate(c->importanceEta, c->importanceGamma);
+  float rate = sparccl_call_values(c, 0).rate;
   size_t i, base = l->offset;
   for (i = 0; i < l->count; i++)
     if (!sparccl_is_finite(sparccl_simplex_exponent(sparccl_load(q, base + i, datatype),

@@ -1,10 +1,7 @@
-/*
- * The method tables (docs/ARCHITECTURE.md "Adding a method"): one row per compressor and
- * per feedback scheme, X-macros in libuv's habit.  The enum codes, the names the config
- * parser accepts, the state arrays a layer allocates (and save/load and scale cover), and
- * the properties the dispatch asks about all follow from these rows, on host and device.
- * The per-element rules of each row live in sparccl_math.h.  Host-and-device; C99.
- */
+/* The method tables (docs/ARCHITECTURE.md, "The method tables"): one X-macro row per
+ * compressor and per feedback scheme, from which the enum codes, the config's names, the
+ * state arrays a layer allocates and the dispatch's properties follow, on host and device.
+ * The per-element rules of each row live in sparccl_math.h.  Host-and-device; C99. */
 #ifndef SPARCCL_METHODS_H_
 #define SPARCCL_METHODS_H_
 

@@ -1,11 +1,7 @@
-/*
- * The phase API (SPEC 10): a call in two halves around an exchange the caller makes
- * (torch.distributed's allgather in a DDP hook).  The compress writes this rank's block and
- * keeps what the second half needs -- the gradient as compressed, the block as sent, the
- * shared selected sets -- beside the key, changing no state; the decompress verifies the
- * gathered blocks (SPEC 4) and finishes the call as sparcclAllReduceTagged does, with the
- * same bits.  Several keys may be between their halves, each at most once.
- */
+/* The phase API (SPEC 10): a call in two halves around an exchange the caller makes.  The
+ * compress writes this rank's block and keeps g, the block and the shared selected sets
+ * beside the key, changing no state; the decompress verifies the gathered blocks and
+ * finishes the call with sparcclAllReduceTagged's bits (docs/ARCHITECTURE.md). */
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
@@ -55,7 +51,7 @@ SPARCCL_API sparcclResult_t sparcclBlockBytesTagged(sparcclComm_t comm, unsigned
   }
   SPARCCLCHECK(taggedSet(comm, tag, caller, &set));
   /* the key's next call: a warm-up call's block holds whole vectors (SPEC 10) */
-  *bytes = sparcclNextCallDense(comm, set) ? sparcclDenseBlockBytes(set) : set->blockBytes;
+  *bytes = sparcclNextCallDense(comm, set) ? sparcclDenseBlockBytes(set) : set->wire.blockBytes;
   return sparcclSuccess;
 }
 

@@ -21,12 +21,6 @@ SPARCCL_API sparcclResult_t sparcclRestart(sparcclComm_t comm) {
   return sparcclSuccess;
 }
 
-/* Push v into a ring of lag + 1 values; returns the value lag pushes ago, or NaN. */
-static double pushHistory(double* ring, uint64_t* count, int lag, double v) {
-  uint64_t t = (*count)++;
-  ring[t % (uint64_t)(lag + 1)] = v;
-  return t >= (uint64_t)lag ? ring[(t - (uint64_t)lag) % (uint64_t)(lag + 1)] : NAN;
-}
 
 /* After every call on a set; normSquared is the blocked sum of the output's squares. */
 void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set,
@@ -34,15 +28,15 @@ void sparcclRestartPolicyAfterCall(sparcclComm_t comm, sparcclLayerSet_t* set,
   const sparcclConfig_t* c = &comm->config;
   int restart = 0;
   if (!completed) return; /* skipped steps do not count */
-  if (c->restartEvery > 0 && set->steps % (uint64_t)c->restartEvery == 0) {
+  if (sparccl_restart_every_due(c->restartEvery, set->steps)) {
     restart = 1;
     INFO("restart policy: key 0x%llx reached step %llu (every %lld)",
          (unsigned long long)set->key, (unsigned long long)set->steps, c->restartEvery);
   }
   if (c->restartRatio > 0.0) {
-    double norm = sparccl_canonical_nan_double(sqrt(normSquared)); /* as on the device */
-    double before = pushHistory(set->normHistory, &set->normCount, c->restartLag, norm);
-    if (before > 0.0 && norm / before > c->restartRatio) {
+    double norm = sparccl_restart_norm(normSquared);
+    double before = sparccl_history_push(set->normHistory, set->normCount++, c->restartLag, norm);
+    if (sparccl_norm_jumped(norm, before, c->restartRatio)) {
       restart = 1;
       INFO("restart policy: key 0x%llx output norm %g / %g > %g", (unsigned long long)set->key,
            norm, before, c->restartRatio);
@@ -73,7 +67,7 @@ SPARCCL_API sparcclResult_t sparcclReportLoss(sparcclComm_t comm, double loss) {
     return sparcclSuccess;
   }
   mean /= (double)comm->nranks;
-  before = pushHistory(comm->lossHistory, &comm->lossCount, comm->config.restartLag, mean);
+  before = sparccl_history_push(comm->lossHistory, comm->lossCount++, comm->config.restartLag, mean);
   if (mean > before) {
     size_t i;
     INFO("restart policy: mean loss %g rose from %g; %zu layer sets reset", mean, before, comm->nsets);

@@ -1,16 +1,7 @@
-/*
- * Exact top-k selection in expected O(d): a most-significant-digit radix select on the
- * ordered keys (11-bit digits), with ties to the lower index (SPEC 1).
- *
- * The first digit's histogram comes from the caller, fused into the pass that computes
- * the keys.  The boundary bin's members are gathered once (in ascending index order),
- * and every later digit works on that shrinking candidate list only.  The result is a
- * threshold key and a count of ties; the caller's emit pass then writes the selected set
- * in ascending index order with one more scan of the keys.
- *
- * Worst case (all keys equal, e.g. an all-zero gradient): the candidates are all d
- * elements and each later digit is one pass over them -- still O(d).
- */
+/* Exact top-k in expected O(d) (SPEC 1): a most-significant-digit radix select on the
+ * ordered keys, 11-bit digits, ties to the lower index; the first histogram comes fused
+ * from the key pass, later digits work on the boundary bin's shrinking candidate list
+ * (docs/ARCHITECTURE.md, "Selection on the host"). */
 #include <string.h>
 #include "core.h"
 

@@ -1,13 +1,8 @@
-/*
- * The one copy of sparccl's arithmetic (SPEC.md sections 1, 3, 3a, 4, 7): keys and their
- * order, the feedback inputs, the values sent, the state updates, Philox-4x32-10, the
- * float16/bfloat16 conversions, and the log/exp used by ImpK.  Every function is static
- * inline and host-and-device: the CPU reference loops over them and the CUDA kernels call
- * them, so the two agree to the bit.  Compile with -ffp-contract=off (host) and
- * -fmad=false (nvcc): an fma would round differently from the a * b + c written here.
- *
- * Nothing here allocates, logs, or touches libm.
- */
+/* The one copy of sparccl's arithmetic (SPEC 1, 3, 3a, 4, 7): keys and their order, the
+ * feedback inputs, the values sent, the state updates, Philox-4x32-10, float16/bfloat16, and
+ * ImpK's log/exp; static inline, host-and-device, so CPU and GPU agree to the bit.  Compile
+ * with -ffp-contract=off (host) and -fmad=false (nvcc): an fma would round differently.
+ * Nothing here allocates, logs, or touches libm. */
 #ifndef SPARCCL_MATH_H_
 #define SPARCCL_MATH_H_
 

@@ -88,7 +88,7 @@ START_TEST(test_tampered_block_refused) {
     ck_assert_int_eq(sparcclAllReduce(g, out, D, sparcclFloat32, sparcclSum, comm, NULL), sparcclSuccess);
     ck_assert_int_eq(sparcclAllReduce(g, want, D, sparcclFloat32, sparcclSum, control, NULL), sparcclSuccess);
   }
-  fake->blockBytes = comm->sets[0]->blockBytes;
+  fake->blockBytes = comm->sets[0]->wire.blockBytes;
   /* the refused call: no output, no state change, not counted */
   gradient(g, 2);
   memcpy(before, out, sizeof(out));
@@ -129,7 +129,7 @@ START_TEST(test_random_corruptions) {
   sparcclResult_t r;
   ck_assert_int_eq(sparcclRegisterLayout(comm, g, 2, layout), sparcclSuccess);
   ck_assert_int_eq(sparcclRegisterLayout(twin, g, 2, layout), sparcclSuccess);
-  fake->blockBytes = comm->sets[0]->blockBytes;
+  fake->blockBytes = comm->sets[0]->wire.blockBytes;
   fake->random = 7u + (uint64_t)_i;
   for (t = 0; t < 400; t++) {
     gradient(g, t);

@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
         CHECK(cudaEventRecord(ev[0], stream));
         CHECK(sparcclLaunchCompress(ka, ds, grad, stream));
         CHECK(cudaEventRecord(ev[1], stream));
-        SPARCCL_OK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->blockBytes, ncclUint8, nc, stream));
+        SPARCCL_OK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->wire.blockBytes, ncclUint8, nc, stream));
         CHECK(cudaEventRecord(ev[2], stream));
         CHECK(sparcclLaunchDecompress(ka, ds, grad, out, stream));
         CHECK(cudaEventRecord(ev[3], stream));
@@ -231,7 +231,7 @@ int main(int argc, char** argv) {
       /* The floor: read g and e (and w for impk), write e and the output (16 or 20 B a
        * parameter), write this rank's pairs and read every rank's. */
       double perParam = 16.0 + (c.compressor == sparcclImpK ? 4.0 : 0.0);
-      double floorBytes = perParam * (double)count + (1.0 + nranks) * (double)set->blockBytes;
+      double floorBytes = perParam * (double)count + (1.0 + nranks) * (double)set->wire.blockBytes;
       double floorUs = floorBytes / bandwidth * 1e6;
       if (rank == 0) {
         char predicted[16] = "-";

@@ -1,39 +1,7 @@
-/*
- * libsparccl_mpi_preload.so: sparccl for unmodified MPI programs, through MPI's standard
- * profiling interface (PMPI).
- *
- *   mpirun -x LD_PRELOAD=/path/libsparccl_mpi_preload.so -x SPARCCL_DENSITY=0.01 ... ./app
- *
- * MPI_Allreduce of MPI_FLOAT with MPI_SUM and count >= SPARCCL_PRELOAD_MIN_COUNT on an
- * intracommunicator goes through sparcclAllReduce on a sparccl comm created lazily for that
- * MPI communicator (the first such call is collective, as the allreduce itself is).  Every
- * other call goes untouched to PMPI_Allreduce.  The decision depends only on count,
- * datatype, op, the kind of communicator and the environment, which every rank shares, so
- * every rank decides alike.
- *
- * State is keyed as SPEC 5 says: (sendbuf, count), and an MPI_IN_PLACE call by its
- * receive buffer.  Without SPARCCL_PRELOAD_LAYER a buffer is one layer; with
- * SPARCCL_PRELOAD_LAYER=L it is registered as consecutive layers of L elements (the last
- * one shorter).
- *
- * Environment (read once, at the first intercepted call):
- *   SPARCCL_PRELOAD_ENABLE     1 (default) or 0: 0 passes every call through
- *   SPARCCL_PRELOAD_MIN_COUNT  elements; smaller calls pass through (default 65536)
- *   SPARCCL_PRELOAD_LAYER      elements per layer chunk; 0 = the whole buffer (default 0)
- *   SPARCCL_DEBUG=INFO         logs each decision once per (buffer, count, type, op, comm)
- *   SPARCCL_* (SPEC 8)         the sparccl config of every comm the preload creates
- *
- * MPI_Iallreduce is not intercepted (it passes to the MPI library as is): running sparccl
- * at the time of the call would block inside a nonblocking call, which can deadlock
- * programs that are correct MPI (a rank that sends before it waits), and a correct version
- * needs a progress engine this host library does not have.
- *
- * sparccl's own collectives (src/mpi.c) call PMPI_* entry points, so they never come back
- * here; a per-thread guard passes any call made from inside sparccl through as well.
- * MPI_Comm_free / MPI_Comm_disconnect destroy the sparccl comm of the communicator before
- * freeing it (a new communicator may get the same handle), and MPI_Finalize destroys them
- * all before PMPI_Finalize.
- */
+/* libsparccl_mpi_preload.so: sparccl for unmodified MPI programs, through MPI's profiling
+ * interface (mpirun -x LD_PRELOAD=.../libsparccl_mpi_preload.so ... ./app): MPI_Allreduce of
+ * MPI_FLOAT with MPI_SUM and count >= SPARCCL_PRELOAD_MIN_COUNT on an intracommunicator goes
+ * through sparcclAllReduce; keys, environment and teardown: docs/PRELOAD.md. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>

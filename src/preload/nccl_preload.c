@@ -1,83 +1,7 @@
-/*
- * libsparccl_nccl_preload.so: sparccl for unmodified NCCL programs, by symbol interposition.
- *
- *   LD_PRELOAD=/path/libsparccl_nccl_preload.so SPARCCL_DENSITY=0.01 ./app
- *
- * ncclAllReduce of float32, float16 or bfloat16 with ncclSum or ncclAvg and count >=
- * SPARCCL_PRELOAD_MIN_COUNT, outside any ncclGroupStart/ncclGroupEnd, on a blocking
- * communicator this library saw being created, goes through sparcclAllReduce on a sparccl
- * device comm made with sparcclCommInitNccl on the caller's communicator (lazily, at the
- * first such call; it makes no collective call of its own).  Every other call goes
- * untouched to the real ncclAllReduce.  The decision depends only on the arguments every
- * rank passes alike (count, datatype, op), on the group nesting and the blocking mode, which
- * an SPMD program shares, and on the environment: every rank decides alike.
- *
- * The real functions are looked up with dlsym(RTLD_NEXT, "ncclX"), falling back to
- * "pncclX".  NCCL exports each ncclX as a weak alias of pncclX (same address: `nm -D
- * libnccl.so` shows "W ncclAllReduce" and "T pncclAllReduce" at one address), so with one
- * NCCL in the process both names reach the same code; the plain name keeps another
- * interposer later in the chain (a tracer, a profiler) in the chain, the p-name is the
- * fallback for an NCCL or a link order where the plain name is not found after us.
- *
- * State is keyed as SPEC 5 says: (sendbuff, count).  Without SPARCCL_PRELOAD_LAYER a buffer
- * is one layer (at most 2^32-1 elements; a larger one passes through); with
- * SPARCCL_PRELOAD_LAYER=L it is registered as consecutive layers of L elements (the last one
- * shorter).  Keys are buffer addresses: this suits programs whose gradient buffers are
- * persistent (DDP buckets, a contiguous gradient buffer, nccl-tests), not programs that
- * allreduce short-lived tensors (every new address is a new key with its own state).
- *
- * Environment (read once, at the first intercepted call):
- *   SPARCCL_PRELOAD_ENABLE     1 (default) or 0: 0 passes every call through
- *   SPARCCL_PRELOAD_MIN_COUNT  elements; smaller calls pass through (default 65536)
- *   SPARCCL_PRELOAD_LAYER      elements per layer chunk; 0 = the whole buffer (default 0)
- *   SPARCCL_DEBUG=INFO         logs each decision once per (buffer, count, type, op, comm)
- *   SPARCCL_* (SPEC 8)         the sparccl config of every comm the preload creates
- *
- * What passes through dense, and why (docs/PRELOAD.md says the same):
- *   - Calls between ncclGroupStart and ncclGroupEnd (the depth is counted per thread, as
- *     NCCL counts it): a grouped call is only enqueued at ncclGroupEnd, together with the
- *     other calls of the group, while sparccl's first call on a key synchronises and every
- *     call makes its own ncclAllGather; mixing the two inside one group would change what
- *     the group means.  Single-process multi-GPU programs (ncclCommInitAll) must group their
- *     calls, so they always pass through.  Ranks must agree on grouping a call: NCCL itself
- *     lets one rank group an allreduce that another does not, the preload does not.
- *   - Non-blocking communicators (config.blocking = 0, or NCCL_COMM_BLOCKING=0, which
- *     overrides the config): their calls may return ncclInProgress and complete later;
- *     sparccl's device path waits for them there (it polls ncclCommGetAsyncError), so a
- *     sparse call would block the host, which the program's choice of mode rules out.
- *   - Communicators not created through one of the interposed creation calls: their
- *     blocking mode is unknown (a WARN line says so once).
- *   - The first call on a communicator or on a key while the stream is being captured into
- *     a CUDA graph: it allocates and synchronises, which capture forbids (sparccl refuses a
- *     new key with sparcclInvalidUsage; the preload does not even try to create a comm or
- *     register a layout then).  Run one step eagerly before capturing; later captures use
- *     the live key and are sparse.
- *
- * Failures on a taken call.  Falling back to the dense allreduce is only safe if every rank
- * falls back at the same call, having enqueued the same NCCL collectives before it; a rank
- * that goes dense while another runs sparccl's ncclAllGather mismatches the collectives
- * (a hang or garbage).  So:
- *   - sparcclInvalidArgument, sparcclInvalidUsage, sparcclNotSupported fall back to dense.
- *     Each comes from a check on what SPMD ranks share (the arguments, the config, the
- *     capture status, the memory kind) made before any collective, or from the layout
- *     fingerprint exchange, whose gathered result every rank sees alike, so that every rank
- *     refuses together (SPEC 2).  A WARN line says so, once per key.
- *   - Everything else (a CUDA error, out of memory, a failed NCCL call) can hit one rank
- *     alone, possibly after the others have enqueued their ncclAllGather: the call returns
- *     the error (sparccl's codes 1-7 are NCCL's) and the program handles it as any NCCL
- *     error.  A failure to create the sparccl comm is handled the same way: an argument
- *     error (a bad SPARCCL_* variable, shared by every rank) makes that communicator pass
- *     through for good, anything else is returned (and the next call tries again).
- *
- * Reentrancy: sparccl's own NCCL calls (ncclAllGather, ncclCommUserRank, ncclCommCount,
- * ncclGetErrorString) are not interposed; a per-thread guard passes any interposed call made
- * from inside sparccl straight through as well.  ncclCommDestroy destroys the communicator's
- * sparccl comm first (its state is on the device, its transport does not own the NCCL
- * communicator).  ncclCommAbort aborts the NCCL communicator first and frees the sparccl
- * comm after: an abort is how a program gets out of a hung collective, and freeing device
- * memory before it would wait for the hung kernels; the sparccl comm is taken out of the
- * table before, so no call can reach it, and its teardown makes no NCCL call.
- */
+/* libsparccl_nccl_preload.so: sparccl for unmodified NCCL programs, by symbol interposition
+ * (LD_PRELOAD=.../libsparccl_nccl_preload.so SPARCCL_DENSITY=0.01 ./app).  Which calls it
+ * takes and which pass through to NCCL, and why every rank decides alike, how failures are
+ * returned, reentrancy and teardown: docs/PRELOAD.md, "Design notes of the NCCL preload". */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
@@ -365,33 +289,87 @@ static ncclResult_t dense(const void* send, void* recv, size_t count, ncclDataTy
   return f(send, recv, count, type, op, comm, stream);
 }
 
+/* The table's answer for nccl: 1 when it needs no new comm (*comm its comm, or NULL with
+ * *decision saying why the call passes through), 0 when one is to be made (*gen: its entry's). */
+static int tableDecision(ncclComm_t nccl, sparcclComm_t* comm, const char** decision,
+                         unsigned* gen) {
+  CommEntry* e;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL && e->blocking && !e->pass && e->comm == NULL) {
+    *gen = e->gen;
+    pthread_mutex_unlock(&tableLock);
+    return 0;
+  }
+  *comm = e != NULL && e->blocking && !e->pass ? e->comm : NULL;
+  *decision = e == NULL ? "NCCL (communicator not seen at creation)"
+              : !e->blocking ? "NCCL (non-blocking communicator)"
+              : e->pass ? "NCCL (no sparccl comm)" : NULL;
+  pthread_mutex_unlock(&tableLock);
+  if (e == NULL && firstTime(PRELOAD_WARN, 2, NULL, 0, 0, 0, nccl, 0))
+    preloadLog(PRELOAD_WARN, "communicator %p was not created through an interposed "
+               "ncclCommInit*/ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): "
+               "its calls pass through", HANDLE(nccl));
+  return 1;
+}
+
+/* sparcclCommInitNccl did not make a comm: an error the call returns (*result), or a
+ * refusal after which the communicator's calls pass through. */
+static void creationFailed(ncclComm_t nccl, sparcclResult_t res, unsigned gen,
+                           const char** decision, ncclResult_t* result) {
+  CommEntry* e;
+  if (!argumentError(res)) {
+    preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call "
+               "returns the error", HANDLE(nccl), sparcclGetErrorString(res));
+    *result = toNccl(res);
+    *decision = NULL;
+    return;
+  }
+  preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set "
+             "SPARCCL_DEBUG=WARN for the reason); its calls pass through to NCCL", HANDLE(nccl),
+             sparcclGetErrorString(res));
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e != NULL && e->gen == gen) e->pass = 1;
+  pthread_mutex_unlock(&tableLock);
+  *decision = "NCCL (no sparccl comm)";
+}
+
+/* The new comm into nccl's entry, unless it was destroyed or given one meanwhile by another
+ * thread (a race the program owns): then the new comm is destroyed.  Returns the comm to use. */
+static sparcclComm_t recordComm(ncclComm_t nccl, sparcclComm_t comm, unsigned gen,
+                                const char** decision) {
+  CommEntry* e;
+  int nranks = 0;
+  pthread_mutex_lock(&tableLock);
+  e = tableFind(nccl);
+  if (e == NULL || e->gen != gen || e->comm != NULL) {
+    sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
+    pthread_mutex_unlock(&tableLock);
+    preloadInSparccl++;
+    sparcclCommDestroy(comm);
+    preloadInSparccl--;
+    *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
+    return other;
+  }
+  e->comm = comm;
+  pthread_mutex_unlock(&tableLock);
+  sparcclCommCount(comm, &nranks);
+  preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
+             HANDLE(nccl), nranks);
+  *decision = NULL;
+  return comm;
+}
+
 /* The sparccl comm of nccl, or NULL with *decision saying why the call passes through;
  * *result is set (and NULL returned) when the creation failed in a way the call reports. */
 static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decision,
                                 ncclResult_t* result) {
-  CommEntry* e;
   sparcclComm_t comm = NULL;
   sparcclResult_t res;
-  unsigned gen;
-  int nranks = 0;
+  unsigned gen = 0;
   *result = ncclSuccess;
-  pthread_mutex_lock(&tableLock);
-  e = tableFind(nccl);
-  if (e == NULL || !e->blocking || e->pass || e->comm != NULL) {
-    comm = e != NULL && e->blocking && !e->pass ? e->comm : NULL;
-    *decision = e == NULL ? "NCCL (communicator not seen at creation)"
-                : !e->blocking ? "NCCL (non-blocking communicator)"
-                : e->pass ? "NCCL (no sparccl comm)" : NULL;
-    pthread_mutex_unlock(&tableLock);
-    if (e == NULL && firstTime(PRELOAD_WARN, 2, NULL, 0, 0, 0, nccl, 0))
-      preloadLog(PRELOAD_WARN, "communicator %p was not created through an interposed "
-                 "ncclCommInit*/ncclCommSplit/ncclCommShrink call (its blocking mode is unknown): "
-                 "its calls pass through", HANDLE(nccl));
-    return comm;
-  }
-  gen = e->gen;
-  pthread_mutex_unlock(&tableLock);
-
+  if (tableDecision(nccl, &comm, decision, &gen)) return comm;
   if (capture != 0) {
     *decision = "NCCL (first call on the communicator during CUDA graph capture)";
     return NULL;
@@ -401,43 +379,10 @@ static sparcclComm_t sparcclFor(ncclComm_t nccl, int capture, const char** decis
   res = sparcclCommInitNccl(&comm, nccl, NULL);
   preloadInSparccl--;
   if (res != sparcclSuccess) {
-    if (!argumentError(res)) {
-      preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p failed: %s; the call "
-                 "returns the error", HANDLE(nccl), sparcclGetErrorString(res));
-      *result = toNccl(res);
-      *decision = NULL;
-      return NULL;
-    }
-    preloadLog(PRELOAD_WARN, "sparcclCommInitNccl on communicator %p refused: %s (set "
-               "SPARCCL_DEBUG=WARN for the reason); its calls pass through to NCCL", HANDLE(nccl),
-               sparcclGetErrorString(res));
-    pthread_mutex_lock(&tableLock);
-    e = tableFind(nccl);
-    if (e != NULL && e->gen == gen) e->pass = 1;
-    pthread_mutex_unlock(&tableLock);
-    *decision = "NCCL (no sparccl comm)";
+    creationFailed(nccl, res, gen, decision, result);
     return NULL;
   }
-  pthread_mutex_lock(&tableLock);
-  e = tableFind(nccl);
-  if (e != NULL && e->gen == gen && e->comm == NULL) {
-    e->comm = comm;
-  } else {
-    /* Destroyed meanwhile by another thread (a race the program owns), or created twice. */
-    sparcclComm_t other = e != NULL && e->gen == gen ? e->comm : NULL;
-    pthread_mutex_unlock(&tableLock);
-    preloadInSparccl++;
-    sparcclCommDestroy(comm);
-    preloadInSparccl--;
-    *decision = other != NULL ? NULL : "NCCL (communicator destroyed during the call)";
-    return other;
-  }
-  pthread_mutex_unlock(&tableLock);
-  sparcclCommCount(comm, &nranks);
-  preloadLog(PRELOAD_INFO, "sparccl comm %p created for communicator %p (%d ranks)", HANDLE(comm),
-             HANDLE(nccl), nranks);
-  *decision = NULL;
-  return comm;
+  return recordComm(nccl, comm, gen, decision);
 }
 
 static ncclResult_t sparseAllReduce(const void* send, void* recv, size_t count,

@@ -1,12 +1,7 @@
-/*
- * What the two preload libraries share (src/preload/mpi_preload.c, nccl_preload.c): the
- * SPARCCL_PRELOAD_* settings, the log in the library's format, the per-thread reentrancy
- * guard, the table that logs each decision once, and the layout of a buffer cut into layers
- * of SPARCCL_PRELOAD_LAYER elements.
- *
- * Internal to each library: every declaration here is hidden (each .so links its own copy of
- * preload_common.o, and its version script exports only the interposed entry points).
- */
+/* What the two preload libraries share (mpi_preload.c, nccl_preload.c): the
+ * SPARCCL_PRELOAD_* settings, the log, the per-thread reentrancy guard, the table that logs
+ * each decision once, and the layout of a buffer cut into layers.  Hidden: each .so links
+ * its own copy and exports only the interposed entry points. */
 #ifndef SPARCCL_PRELOAD_COMMON_H
 #define SPARCCL_PRELOAD_COMMON_H
 
