@@ -22,6 +22,8 @@
 
 /* Below this the exact path is as fast (and the sample would be most of the layer). */
 size_t sparcclStreamMinCount = 16384;
+/* 0: the portable candidate pass even where the vectorised one could run (tests). */
+int sparcclStreamVector = 1;
 
 /* The sample size for a layer (0: do not stream).  Streaming pays where k is a small part of
  * d: above a quarter, the candidates would be most of the layer anyway. */

@@ -11,6 +11,7 @@
 #define SPARCCL_STREAM_BLOCK 4096
 
 extern size_t sparcclStreamMinCount; /* layers below this take the exact path (tests lower it) */
+extern int sparcclStreamVector;      /* 0: never the vectorised pass (tests) */
 size_t sparcclStreamSampleSize(size_t d, size_t k);
 size_t sparcclStreamSampleIndex(size_t d, size_t m, size_t j);
 int sparcclStreamBound32(uint32_t* sample, size_t m, size_t d, size_t k, uint32_t* scratch,

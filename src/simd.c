@@ -83,7 +83,7 @@ int sparcclStreamF32Available(void) {
     __builtin_cpu_init();
     have = __builtin_cpu_supports("avx2") ? 1 : 0;
   }
-  return have;
+  return have && sparcclStreamVector;
 #else
   return 0;
 #endif
