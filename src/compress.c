@@ -235,10 +235,11 @@ ALWAYS_INLINE int compressStream(const LayerInputs* in, const void* grad, const 
     if (!sparcclStreamBound32(sample32, m, d, k, candidates, &b, &cap)) return -1;
     bound = b;
   }
-  if (dtype == SPARCCL_DT_FLOAT32 && sparcclStreamF32Available() &&
+  if (sparcclStreamF32Available() &&
       (compressor == SPARCCL_TOPK || (compressor == SPARCCL_IMPK && in->prevGrad == NULL))) {
     sparcclStreamF32Args a;
-    a.g = (const float*)grad;
+    a.g = grad;
+    a.dtype = dtype;
     a.e = (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM ||
            feedback == SPARCCL_FB_DGC) ? in->error : NULL;
     a.h = feedback == SPARCCL_FB_EF21 ? in->h : NULL;

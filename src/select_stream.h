@@ -23,12 +23,14 @@ void sparcclStreamAmong32(const uint32_t* keys, const uint32_t* cand, size_t n, 
 void sparcclStreamAmong64(const uint64_t* keys, const uint32_t* cand, size_t n, size_t k,
                           uint32_t* scratch, uint32_t* out);
 
-/* simd.c: the candidate pass for float32 gradients and magnitude keys, vectorised.
+/* simd.c: the candidate pass for magnitude keys, vectorised (any gradient dtype).
  * x = g, or momentum * u + g (u non-NULL, dgc); then e + x (e non-NULL) or x - h (h
  * non-NULL); key = |x|, or |w * x| (w non-NULL).  As compress.c's candidate pass: returns
  * the count or cap + 1, *nonfinite when an x is NaN or Inf (valid when the pass ended). */
 typedef struct {
-  const float *g, *e, *h, *u, *w;
+  const void* g; /* dtype (SPARCCL_DT_*); the state is float32 */
+  int dtype;
+  const float *e, *h, *u, *w;
   float momentum;
   size_t d, cap;
   uint32_t bound;

@@ -1,6 +1,6 @@
 /*
- * The vectorised candidate pass of the streaming selection (select_stream.c), for float32
- * gradients and the magnitude keys (topk: |x|, impk with fixed weights: |w * x|), every
+ * The vectorised candidate pass of the streaming selection (select_stream.c), for float32,
+ * float16 and bfloat16 gradients (float32 state) and the magnitude keys (topk: |x|, impk with fixed weights: |w * x|), every
  * feedback scheme.  AVX2 where the machine has it (chosen at run time); elsewhere the
  * portable loop of compress.c runs instead.
  *
@@ -16,10 +16,24 @@
 #include <immintrin.h>
 #define SPARCCL_HAVE_AVX2_PASS 1
 
-__attribute__((target("avx2"))) static size_t candidatesAvx2(const sparcclStreamF32Args* a,
-                                                             int* nonfinite) {
+/* Eight gradient elements as float32: the exact conversions of sparccl_math.h for every
+ * finite (and infinite) value (F16C's half -> float is exact; bfloat16 is a shift).  A NaN
+ * may carry another payload, but a NaN makes the layer non-finite: no key is used. */
+__attribute__((target("avx2,f16c"))) static inline __m256 load8(const void* g, size_t i,
+                                                                 int dtype) {
+  if (dtype == SPARCCL_DT_FLOAT32) return _mm256_loadu_ps((const float*)g + i);
+  if (dtype == SPARCCL_DT_FLOAT16)
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)g + i)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)((const uint16_t*)g + i))), 16));
+}
+
+__attribute__((target("avx2,f16c"))) static size_t candidatesAvx2(const sparcclStreamF32Args* a,
+                                                                  const int dtype,
+                                                                  int* nonfinite) {
   const size_t d = a->d, cap = a->cap;
-  const float *g = a->g, *e = a->e, *h = a->h, *u = a->u, *w = a->w;
+  const void* g = a->g;
+  const float *e = a->e, *h = a->h, *u = a->u, *w = a->w;
   uint32_t* keys = a->keys;
   uint32_t* cand = a->cand;
   const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
@@ -34,7 +48,7 @@ __attribute__((target("avx2"))) static size_t candidatesAvx2(const sparcclStream
   while (i < d) {
     end = d - i > SPARCCL_STREAM_BLOCK ? i + SPARCCL_STREAM_BLOCK : d;
     for (; i + 8 <= end; i += 8) {
-      __m256 x = _mm256_loadu_ps(g + i);
+      __m256 x = load8(g, i, dtype);
       __m256i bits, key, hit;
       int mask;
       if (u) x = _mm256_add_ps(_mm256_mul_ps(momentum, _mm256_loadu_ps(u + i)), x);
@@ -58,7 +72,7 @@ __attribute__((target("avx2"))) static size_t candidatesAvx2(const sparcclStream
       }
     }
     for (; i < end; i++) { /* the layer's last < 8 elements */
-      float x = g[i];
+      float x = sparccl_load(g, i, dtype);
       uint32_t key;
       if (u) x = a->momentum * u[i] + x;
       if (e) x = e[i] + x;
@@ -81,7 +95,7 @@ int sparcclStreamF32Available(void) {
   static int have = -1;
   if (have < 0) {
     __builtin_cpu_init();
-    have = __builtin_cpu_supports("avx2") ? 1 : 0;
+    have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? 1 : 0;
   }
   return have && sparcclStreamVector;
 #else
@@ -91,7 +105,10 @@ int sparcclStreamF32Available(void) {
 
 size_t sparcclStreamF32(const sparcclStreamF32Args* a, int* nonfinite) {
 #ifdef SPARCCL_HAVE_AVX2_PASS
-  return candidatesAvx2(a, nonfinite);
+  /* one instance per gradient dtype: no per-element switch */
+  if (a->dtype == SPARCCL_DT_FLOAT16) return candidatesAvx2(a, SPARCCL_DT_FLOAT16, nonfinite);
+  if (a->dtype == SPARCCL_DT_BFLOAT16) return candidatesAvx2(a, SPARCCL_DT_BFLOAT16, nonfinite);
+  return candidatesAvx2(a, SPARCCL_DT_FLOAT32, nonfinite);
 #else
   (void)a;
   *nonfinite = 0;
