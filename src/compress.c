@@ -218,8 +218,10 @@ ALWAYS_INLINE int compressStream(const LayerInputs* in, const void* grad, const 
                                  int wireType, void* keys, uint32_t* candidates,
                                  uint32_t* indices, void* values) {
   const int wide = compressor == SPARCCL_IMPK_RANDOM; /* 64-bit keys */
-  uint64_t sample[SPARCCL_STREAM_SAMPLE_MAX], bound;
-  uint32_t* sample32 = (uint32_t*)sample;
+  /* the sample lives in the key scratch (m <= d / 16) until the bound is known */
+  uint64_t* sample = (uint64_t*)keys;
+  uint32_t* sample32 = (uint32_t*)keys;
+  uint64_t bound;
   size_t m = sparcclStreamSampleSize(d, k), j, n, cap;
   int nonfinite = 0;
   if (m == 0) return -1;
