@@ -44,7 +44,7 @@ override CFLAGS += -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-
 LIB_CFLAGS := -fPIC -fvisibility=hidden
 LDLIBS   := -lm -lpthread
 
-LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/compress.c \
+LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/select_stream.c src/simd.c src/compress.c \
             src/decompress.c src/dense.c src/callcheck.c src/allreduce.c src/phase.c src/callback.c src/importance.c src/restart.c src/checkpoint.c \
             src/host.c src/host_importance.c \
             src/mpi.c

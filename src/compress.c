@@ -4,6 +4,7 @@
  * (compressor, feedback), and instantiated per pair by compressDispatch. */
 #include <string.h>
 #include "core.h"
+#include "select_stream.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -56,6 +57,27 @@ ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const i
                            e, h);
 }
 
+/* The Philox word of element i for the random compressors (0 for the others), from the
+ * block of its four that *random holds (drawn when i is the block's first). */
+ALWAYS_INLINE uint32_t wordAt(const LayerInputs* in, size_t i, sparccl_philox_block_t* random,
+                              const int compressor) {
+  if (compressor != SPARCCL_RANDK && compressor != SPARCCL_IMPK_RANDOM) return 0;
+  if ((i & 3u) == 0)
+    *random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
+  return random->v[i & 3u];
+}
+
+/* The key of element i (g its gradient, x its key input): 64 bits for impk_random, else the
+ * 32-bit key. */
+ALWAYS_INLINE uint64_t keyOf(const LayerInputs* in, size_t i, float g, float x, uint32_t word,
+                             const int compressor) {
+  if (compressor == SPARCCL_IMPK_RANDOM) return sparccl_key_impk_random(word, weightAt(in, i, g));
+  return sparccl_key32(compressor, x,
+                       (compressor == SPARCCL_IMPK || compressor == SPARCCL_IMPK_SELECT)
+                           ? weightAt(in, i, g) : 1.0f,
+                       word);
+}
+
 /* Pass 1: keys and the first digit's histogram.  Returns 1 on a NaN/Inf key input. */
 ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, size_t d,
                           const int compressor, const int feedback, void* keys, uint32_t* hist) {
@@ -70,22 +92,13 @@ ALWAYS_INLINE int keyPass(const LayerInputs* in, const void* grad, int dtype, si
   for (i = 0; i < d; i++) {
     float g = sparccl_load(grad, i, dtype);
     float x = keyInputAt(in, i, g, feedback);
-    uint32_t word = 0;
+    uint64_t key = keyOf(in, i, g, x, wordAt(in, i, &random, compressor), compressor);
     finite &= (uint32_t)sparccl_is_finite(x);
-    if (compressor == SPARCCL_RANDK || compressor == SPARCCL_IMPK_RANDOM) {
-      if ((i & 3u) == 0)
-        random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
-      word = random.v[i & 3u];
-    }
     if (compressor == SPARCCL_IMPK_RANDOM) {
-      uint64_t key = sparccl_key_impk_random(word, weightAt(in, i, g));
       ((uint64_t*)keys)[i] = key;
       sub[i & 3u][key >> (64 - SPARCCL_RADIX_BITS)]++;
     } else {
-      float w = (compressor == SPARCCL_IMPK || compressor == SPARCCL_IMPK_SELECT)
-                    ? weightAt(in, i, g) : 1.0f;
-      uint32_t key = sparccl_key32(compressor, x, w, word);
-      ((uint32_t*)keys)[i] = key;
+      ((uint32_t*)keys)[i] = (uint32_t)key;
       sub[i & 3u][key >> (32 - SPARCCL_RADIX_BITS)]++;
     }
   }
@@ -145,12 +158,131 @@ ALWAYS_INLINE void emitPass(const LayerInputs* in, const void* grad, int dtype, 
   }
 }
 
+/* The key of element i alone (the sample of the streaming path): keyPass's key. */
+ALWAYS_INLINE uint64_t keyAt(const LayerInputs* in, const void* grad, const int dtype, size_t i,
+                             const int compressor, const int feedback) {
+  sparccl_philox_block_t random = {{0, 0, 0, 0}};
+  float g = sparccl_load(grad, i, dtype);
+  if (compressor == SPARCCL_RANDK || compressor == SPARCCL_IMPK_RANDOM)
+    random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
+  return keyOf(in, i, g, keyInputAt(in, i, g, feedback), random.v[i & 3u], compressor);
+}
+
+/* The candidate pass (select_stream.c): keyPass's keys, but only those >= bound are kept,
+ * with their indices, in ascending index order.  Returns the count, or cap + 1 once it
+ * passes cap (the pass stops there); *nonfinite as keyPass's result (valid when the pass
+ * ran to the end).  The stores are unconditional (n <= i < d: the buffers hold d). */
+ALWAYS_INLINE size_t candidatePass(const LayerInputs* in, const void* grad, const int dtype,
+                                   size_t d, const int compressor, const int feedback,
+                                   uint64_t bound, size_t cap, void* keys, uint32_t* cand,
+                                   int* nonfinite) {
+  sparccl_philox_block_t random = {{0, 0, 0, 0}};
+  uint32_t finite = 1;
+  size_t i = 0, n = 0, end;
+  while (i < d) {
+    end = d - i > SPARCCL_STREAM_BLOCK ? i + SPARCCL_STREAM_BLOCK : d;
+    for (; i < end; i++) {
+      float g = sparccl_load(grad, i, dtype);
+      float x = keyInputAt(in, i, g, feedback);
+      uint64_t key = keyOf(in, i, g, x, wordAt(in, i, &random, compressor), compressor);
+      finite &= (uint32_t)sparccl_is_finite(x);
+      if (compressor == SPARCCL_IMPK_RANDOM) ((uint64_t*)keys)[n] = key;
+      else ((uint32_t*)keys)[n] = (uint32_t)key;
+      cand[n] = (uint32_t)i;
+      n += key >= bound;
+    }
+    if (n > cap) return cap + 1;
+  }
+  *nonfinite = !finite;
+  return n;
+}
+
+/* The streaming path: sample, candidate pass, exact top-k among the candidates, values.
+ * Returns -1 where it does not apply or gives up (the caller takes the exact path), else
+ * what compressGeneric returns. */
+ALWAYS_INLINE int compressStream(const LayerInputs* in, const void* grad, const int dtype,
+                                 size_t d, size_t k, const int compressor, const int feedback,
+                                 int wireType, void* keys, uint32_t* candidates,
+                                 uint32_t* indices, void* values) {
+  const int wide = compressor == SPARCCL_IMPK_RANDOM; /* 64-bit keys */
+  /* the sample lives in the key scratch (m <= d / 16) until the bound is known */
+  uint64_t* sample = (uint64_t*)keys;
+  uint32_t* sample32 = (uint32_t*)keys;
+  uint64_t bound;
+  size_t m = sparcclStreamSampleSize(d, k), j, n, cap;
+  int nonfinite = 0;
+  if (m == 0) return -1;
+  for (j = 0; j < m; j++) {
+    uint64_t key = keyAt(in, grad, dtype, sparcclStreamSampleIndex(d, m, j), compressor, feedback);
+    if (wide) sample[j] = key;
+    else sample32[j] = (uint32_t)key;
+  }
+  if (wide) {
+    if (!sparcclStreamBound64(sample, m, d, k, candidates, &bound, &cap)) return -1;
+  } else {
+    uint32_t b;
+    if (!sparcclStreamBound32(sample32, m, d, k, candidates, &b, &cap)) return -1;
+    bound = b;
+  }
+  if (sparcclStreamF32Available() &&
+      (compressor == SPARCCL_TOPK || (compressor == SPARCCL_IMPK && in->prevGrad == NULL))) {
+    sparcclStreamF32Args a;
+    a.g = grad;
+    a.dtype = dtype;
+    a.e = (feedback == SPARCCL_FB_EF || feedback == SPARCCL_FB_SCAM ||
+           feedback == SPARCCL_FB_DGC) ? in->error : NULL;
+    a.h = feedback == SPARCCL_FB_EF21 ? in->h : NULL;
+    a.u = feedback == SPARCCL_FB_DGC ? in->momentum : NULL;
+    a.w = compressor == SPARCCL_IMPK ? in->importance : NULL;
+    a.momentum = in->call.momentumFactor;
+    a.d = d;
+    a.cap = cap;
+    a.bound = (uint32_t)bound;
+    a.keys = (uint32_t*)keys;
+    a.cand = candidates;
+    n = sparcclStreamF32(&a, &nonfinite);
+  } else {
+    n = candidatePass(in, grad, dtype, d, compressor, feedback, bound, cap, keys, candidates,
+                      &nonfinite);
+  }
+  if (n > cap || n < k) return -1;
+  if (nonfinite) return 1;
+  if (wide) sparcclStreamAmong64((const uint64_t*)keys, candidates, n, k, candidates + n, indices);
+  else sparcclStreamAmong32((const uint32_t*)keys, candidates, n, k, candidates + n, indices);
+  for (n = 0; n < k; n++)
+    emitOne(in, grad, dtype, indices[n], n, compressor, feedback, wireType, indices, values);
+  return 0;
+}
+
+/* The streaming path with the dtype a constant (no per-element dtype switch). */
+ALWAYS_INLINE int compressStreamTyped(const LayerInputs* in, const void* grad, int dtype,
+                                      size_t d, size_t k, const int compressor,
+                                      const int feedback, int wireType, void* keys,
+                                      uint32_t* candidates, uint32_t* indices, void* values) {
+  switch (dtype) {
+    case SPARCCL_DT_FLOAT32:
+      return compressStream(in, grad, SPARCCL_DT_FLOAT32, d, k, compressor, feedback, wireType,
+                            keys, candidates, indices, values);
+    case SPARCCL_DT_FLOAT16:
+      return compressStream(in, grad, SPARCCL_DT_FLOAT16, d, k, compressor, feedback, wireType,
+                            keys, candidates, indices, values);
+    default:
+      return compressStream(in, grad, SPARCCL_DT_BFLOAT16, d, k, compressor, feedback, wireType,
+                            keys, candidates, indices, values);
+  }
+}
+
 ALWAYS_INLINE int compressGeneric(const LayerInputs* in, const void* grad, int dtype, size_t d,
                                   size_t k, const int compressor, const int feedback,
                                   int wireType, void* keys, uint32_t* candidates,
                                   uint32_t* indices, void* values) {
   uint32_t hist[SPARCCL_RADIX_BINS];
   sparcclSelection_t sel = {0, 0};
+  if (k < d) {
+    int streamed = compressStreamTyped(in, grad, dtype, d, k, compressor, feedback, wireType,
+                                       keys, candidates, indices, values);
+    if (streamed >= 0) return streamed;
+  }
   if (k == d) {
     if (finitePass(in, grad, dtype, d, feedback)) return 1;
   } else {

@@ -12,8 +12,10 @@
 #include "common.h"
 #include "reference.h"
 #include "sparccl_math.h"
+#include "select_stream.h" /* sparcclStreamMinCount */
 
-enum { IN_NORMAL, IN_ZEROS, IN_EQUAL, IN_TIES, IN_BIG, IN_SMALLINT };
+enum { IN_NORMAL, IN_ZEROS, IN_EQUAL, IN_TIES, IN_BIG, IN_SMALLINT, IN_ASCENDING, IN_DESCENDING,
+       IN_OUTLIER };
 
 static const int kCompressors[5] = {sparcclTopK, sparcclRandK, sparcclImpK, sparcclImpKSelect,
                                     sparcclImpKRandom};
@@ -32,6 +34,12 @@ static void fill_input(void* buf, size_t n, int dtype, int kind, uint64_t seed) 
       case IN_EQUAL: v = 0.75f; break;
       case IN_TIES: v = 0.5f * (float)((int)(test_random_u64(&s) % 5) - 2); break;
       case IN_SMALLINT: v = (float)((int)(test_random_u64(&s) % 9) - 4); break;
+      case IN_ASCENDING: v = (float)i * 0.001f - 1.0f; break; /* magnitudes fall, then rise */
+      case IN_DESCENDING: v = (float)(n - i) * 0.25f; break;
+      case IN_OUTLIER: /* one huge value among small ones: a sample misses it */
+        v = i == n / 3 ? 1.0e30f : 0.001f * test_random_normal(&s);
+        if (dtype != sparcclFloat32 && i == n / 3) v = 1.0e4f;
+        break;
       case IN_BIG: /* over the float16 range: the fp16 wire saturates */
         v = test_random_normal(&s) * (dtype == sparcclFloat32 ? 1.0e5f : 1.0e4f);
         break;
@@ -381,7 +389,20 @@ END_TEST
 
 /* NaN, Inf and an e + g overflow in sparse layers skip the layer (NaN output, state and
  * step counter unchanged); in a dense layer they propagate.  Later steps still match. */
-START_TEST(test_nonfinite_steps) {
+static void nonfinite_case(int _i);
+START_TEST(test_nonfinite_steps) { nonfinite_case(_i); }
+END_TEST
+
+/* The same with the layers streamed (src/select_stream.c): the NaN skip is unchanged. */
+START_TEST(test_nonfinite_steps_stream) {
+  size_t saved = sparcclStreamMinCount;
+  sparcclStreamMinCount = 1;
+  nonfinite_case(_i);
+  sparcclStreamMinCount = saved;
+}
+END_TEST
+
+static void nonfinite_case(int _i) {
   static const size_t layout[3] = {500, 6, 300};
   int compressor = kCompressors[_i / 4];
   int feedback = kFeedbacks[_i % 4];
@@ -441,6 +462,78 @@ START_TEST(test_nonfinite_steps) {
   ck_assert_uint_eq(stats.skippedSteps, (unsigned)skipped);
   ref_destroy(ref);
   ck_assert_int_eq(sparcclCommDestroy(comm), sparcclSuccess);
+}
+/* nonfinite_case */
+
+/* ---------------------------------------------------------------- the streaming path */
+
+/* The streaming selection (src/select_stream.c) for every layer big enough to sample, not
+ * only those of 16384 elements and more: sizes from 1 to 65537, every compressor x feedback
+ * (dgc too; 25 iterations) x dtype x wire, densities down to 0.1% and k = d, and the inputs
+ * that defeat a sampled bound (all equal, zeros, heavy ties, sorted either way, one huge
+ * outlier).  Whether a layer streams or falls back, the output must be the reference's. */
+static const int kAllFeedbacks[5] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcclFeedbackEF21,
+                                     sparcclFeedbackSCAM, sparcclFeedbackDGC};
+
+START_TEST(test_stream_matrix) {
+  static const size_t sizes[8] = {1, 2, 13, 97, 257, 1031, 4099, 65537};
+  static const double densities[6] = {0.001, 0.01, 0.05, 0.2, 0.3, 1.0};
+  static const int kinds[9] = {IN_NORMAL, IN_ZEROS, IN_EQUAL, IN_TIES, IN_SMALLINT,
+                               IN_ASCENDING, IN_DESCENDING, IN_OUTLIER, IN_BIG};
+  size_t saved = sparcclStreamMinCount;
+  int s, k;
+  sparcclStreamMinCount = 1;
+  for (s = 0; s < 8; s++)
+    for (k = 0; k < 9; k++) {
+      case_t c;
+      int j = _i * 72 + s * 9 + k;
+      if (sizes[s] > 4099 && k % 3 != _i % 3) continue; /* the largest size: a third of the kinds */
+      memset(&c, 0, sizeof(c));
+      c.compressor = kCompressors[_i / 5];
+      c.feedback = kAllFeedbacks[_i % 5];
+      c.dtype = kTypes[j % 3];
+      c.wire = kinds[k] == IN_BIG ? (j % 2 ? sparcclFloat16 : sparcclBfloat16) : kTypes[(j / 3) % 3];
+      c.op = (j % 2) ? sparcclSum : sparcclAvg;
+      c.inplace = (j / 2) % 2;
+      c.density = densities[(j / 7) % 6];
+      c.momentum = 0.9;
+      c.minSparse = 1;
+      c.count = sizes[s];
+      c.steps = 3;
+      c.kind = kinds[k];
+      c.seed = 11000 + (uint64_t)j;
+      run_case(&c);
+    }
+  sparcclStreamMinCount = saved;
+}
+END_TEST
+
+/* A million elements at 1% and 0.1%, streamed at the default threshold: the vectorised
+ * pass (topk, impk: every feedback; float32, and half or bfloat16 in the last five) and the
+ * typed portable pass (the other compressors; then every case again with the vectorised
+ * pass off). */
+START_TEST(test_stream_large) {
+  case_t c;
+  memset(&c, 0, sizeof(c));
+  c.compressor = _i < 5 ? sparcclTopK : (_i < 10 ? sparcclImpK : kCompressors[_i % 5]);
+  c.feedback = kAllFeedbacks[_i % 5];
+  c.dtype = _i < 10 ? sparcclFloat32 : kTypes[_i % 3];
+  c.wire = kTypes[(_i / 3) % 3];
+  c.op = _i % 2 ? sparcclAvg : sparcclSum;
+  c.inplace = _i % 3 == 0;
+  c.density = _i % 4 == 3 ? 0.001 : 0.01;
+  c.momentum = 0.9;
+  c.minSparse = 4096;
+  c.count = 1000003;
+  c.steps = 2;
+  c.kind = _i % 7 == 6 ? IN_TIES : IN_NORMAL;
+  c.seed = 12000 + (uint64_t)_i;
+  run_case(&c);
+  { /* again through the portable pass */
+    sparcclStreamVector = 0;
+    run_case(&c);
+    sparcclStreamVector = 1;
+  }
 }
 END_TEST
 
@@ -507,6 +600,9 @@ Suite* make_reference_suite(void) {
   tcase_add_loop_test(tc, test_tagged_and_shared, 0, 10);
   tcase_add_loop_test(tc, test_layer_ids_across_keys, 0, 2);
   tcase_add_loop_test(tc, test_nonfinite_steps, 0, 20);
+  tcase_add_loop_test(tc, test_nonfinite_steps_stream, 0, 20);
+  tcase_add_loop_test(tc, test_stream_matrix, 0, 25);
+  tcase_add_loop_test(tc, test_stream_large, 0, 15);
   suite_add_tcase(s, tc);
   return s;
 }

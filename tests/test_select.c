@@ -9,16 +9,18 @@
 #include <string.h>
 #include "common.h"
 #include "core.h"
+#include "select_stream.h"
 
 
 enum {
   DIST_UNIFORM, DIST_FEW, DIST_EQUAL, DIST_ZERO, DIST_TOP11, DIST_TOP22, DIST_TOP22_FEW,
-  DIST_ALMOST_ALL, DIST_MAX, DIST_MAX_MIX, DIST_REAL, DIST_COUNT
+  DIST_ALMOST_ALL, DIST_MAX, DIST_MAX_MIX, DIST_REAL, DIST_ASCENDING, DIST_DESCENDING,
+  DIST_OUTLIER, DIST_COUNT
 };
 static const char* const distNames[DIST_COUNT] = {
     "uniform", "few distinct", "all equal", "all zero", "top 11 bits shared",
     "top 22 bits shared", "top 22 bits shared, few low", "all but 3 low bits shared",
-    "all max", "half max", "library keys"};
+    "all max", "half max", "library keys", "ascending", "descending", "one huge outlier"};
 
 /* Keys of one distribution, in the low `bits` bits of out. */
 static void make_keys(int dist, int bits, size_t d, uint64_t seed, uint64_t* out) {
@@ -40,6 +42,9 @@ static void make_keys(int dist, int bits, size_t d, uint64_t seed, uint64_t* out
       case DIST_ALMOST_ALL: k = (c & ~7ull) | (r & 7u); break;
       case DIST_MAX: k = mask; break;
       case DIST_MAX_MIX: k = (r & 1) ? mask : r >> 1; break;
+      case DIST_ASCENDING: k = (uint64_t)i * (mask / (d + 1)); break;
+      case DIST_DESCENDING: k = (uint64_t)(d - i) * (mask / (d + 1)); break;
+      case DIST_OUTLIER: k = i == d / 3 ? mask : (r & (mask >> 20)); break;
       default:
         if (bits == 32) { /* topk keys of a normal gradient, with some exact zeros */
           k = (r % 5 == 0) ? sparccl_key_magnitude(0.0f)
@@ -177,6 +182,64 @@ static void check_k(const Case* c, size_t k, const char* what) {
   REQUIRE_MSG(ties == 0, "%s d %zu k %zu: %zu ties left unused", what, c->d, k, ties);
 }
 
+/* The streaming selection of src/select_stream.c as compress.c runs it: a strided sample,
+ * its bound, the candidates at or above it, the exact top-k among them.  Where it applies
+ * (the sample gives a bound and the candidates are between k and the cap), the set must be
+ * the first k of the reference order; elsewhere compress.c falls back to check_k's path.
+ * Returns whether it applied. */
+static int check_stream(const Case* c, size_t k, const char* what) {
+  size_t m = sparcclStreamSampleSize(c->d, k), j, n = 0, cap = 0, i;
+  uint32_t *cand, *out, *scratch;
+  int applied = 0;
+  if (m == 0) return 0;
+  cand = malloc(c->d * sizeof(uint32_t));
+  out = malloc(k * sizeof(uint32_t));
+  scratch = malloc(c->d * sizeof(uint32_t));
+  REQUIRE(cand && out && scratch);
+  memset(scratch, 0xa5, c->d * sizeof(uint32_t));
+  if (c->bits == 32) {
+    uint32_t* sample = malloc(m * sizeof(uint32_t));
+    uint32_t* keys = malloc(c->d * sizeof(uint32_t));
+    uint32_t bound;
+    REQUIRE(sample && keys);
+    for (j = 0; j < m; j++) sample[j] = c->keys32[sparcclStreamSampleIndex(c->d, m, j)];
+    if (sparcclStreamBound32(sample, m, c->d, k, scratch, &bound, &cap)) {
+      REQUIRE(bound > 0 && cap <= c->d / 2 && cap >= k);
+      for (i = 0; i < c->d; i++)
+        if (c->keys32[i] >= bound) { keys[n] = c->keys32[i]; cand[n++] = (uint32_t)i; }
+      if (n >= k && n <= cap) {
+        sparcclStreamAmong32(keys, cand, n, k, scratch, out);
+        applied = 1;
+      }
+    }
+    free(sample); free(keys);
+  } else {
+    uint64_t* sample = malloc(m * sizeof(uint64_t));
+    uint64_t* keys = malloc(c->d * sizeof(uint64_t));
+    uint64_t bound;
+    REQUIRE(sample && keys);
+    for (j = 0; j < m; j++) sample[j] = c->keys64[sparcclStreamSampleIndex(c->d, m, j)];
+    if (sparcclStreamBound64(sample, m, c->d, k, scratch, &bound, &cap)) {
+      REQUIRE(bound > 0 && cap <= c->d / 2 && cap >= k);
+      for (i = 0; i < c->d; i++)
+        if (c->keys64[i] >= bound) { keys[n] = c->keys64[i]; cand[n++] = (uint32_t)i; }
+      if (n >= k && n <= cap) {
+        sparcclStreamAmong64(keys, cand, n, k, scratch, out);
+        applied = 1;
+      }
+    }
+    free(sample); free(keys);
+  }
+  if (applied)
+    for (j = 0; j < k; j++) {
+      REQUIRE_MSG(c->rank[out[j]] < k && (j == 0 || out[j] > out[j - 1]),
+                  "%s, %d-bit stream, d %zu k %zu (%zu candidates): set member %zu is index %u "
+                  "(reference rank %u)", what, c->bits, c->d, k, n, j, out[j], c->rank[out[j]]);
+    }
+  free(cand); free(out); free(scratch);
+  return applied;
+}
+
 /* k in {1, 2, d/100 + 1, d/2, d - 1} (every k < d for small d); k == d never reaches select. */
 static void run_case(int dist, int bits, size_t d, uint64_t seed) {
   uint64_t* keys = calloc(d, sizeof(uint64_t));
@@ -195,6 +258,11 @@ static void run_case(int dist, int bits, size_t d, uint64_t seed) {
       if (ks[j] < 1 || ks[j] >= d) continue;
       if (j > 0 && ks[j] == ks[j - 1]) continue;
       check_k(&c, ks[j], what);
+      check_stream(&c, ks[j], what);
+    }
+    if (d > 1000) { /* the densities the library runs at: 1%, 0.1%, 5% */
+      size_t more[3] = {(d + 99) / 100, (d + 999) / 1000, (d + 19) / 20};
+      for (j = 0; j < 3; j++) check_stream(&c, more[j], what);
     }
   }
   case_free(&c);
@@ -251,6 +319,38 @@ START_TEST(test_select64_large) {
 }
 END_TEST
 
+/* The streaming path must apply where it pays: uniform and library keys at 1% always
+ * stream (a check that the fallback is not quietly taken everywhere). */
+START_TEST(test_stream_applies) {
+  static const int dists[2] = {DIST_UNIFORM, DIST_REAL};
+  int bits, j;
+  for (bits = 32; bits <= 64; bits += 32)
+    for (j = 0; j < 2; j++) {
+      uint64_t* keys = calloc(200003, sizeof(uint64_t));
+      Case c;
+      REQUIRE(keys);
+      make_keys(dists[j], bits, 200003, 5, keys);
+      case_init(&c, keys, bits, 200003);
+      REQUIRE_MSG(check_stream(&c, 2001, distNames[dists[j]]), "%s, %d-bit: fell back",
+                  distNames[dists[j]], bits);
+      REQUIRE_MSG(check_stream(&c, 201, distNames[dists[j]]), "%s, %d-bit, 0.1%%: fell back",
+                  distNames[dists[j]], bits);
+      case_free(&c);
+      free(keys);
+    }
+  /* all equal: the sample sees the ties and declines */
+  {
+    uint64_t* keys = calloc(100000, sizeof(uint64_t));
+    uint32_t sample[4096], scratch[4096], bound;
+    size_t cap, m = sparcclStreamSampleSize(100000, 1000), i;
+    REQUIRE(keys && m > 0 && m <= 4096);
+    for (i = 0; i < m; i++) sample[i] = 7;
+    REQUIRE(!sparcclStreamBound32(sample, m, 100000, 1000, scratch, &bound, &cap));
+    free(keys);
+  }
+}
+END_TEST
+
 /* Hand cases, the expected sets written out. */
 static void hand_case32(const uint32_t* keys, size_t d, size_t k, const int* want) {
   uint64_t wide[16] = {0};
@@ -299,6 +399,7 @@ Suite* make_select_suite(void) {
   TCase* tc = tcase_create("radix top-k against a sort");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_select_hand_cases);
+  tcase_add_test(tc, test_stream_applies);
   tcase_add_test(tc, test_select32_small);
   tcase_add_test(tc, test_select64_small);
   tcase_add_test(tc, test_select32_medium);

@@ -5,7 +5,7 @@
  *                             [-d float|half|bfloat16] [-o sum|avg]
  *                             [--method scam-topk --method ef-topk ...] [--density 0.01]
  *                             [--wire fp32|bf16|fp16] [--min-sparse N] [--pool 3]
- *                             [--baseline 0|1] [--seed S]
+ *                             [--baseline 0|1] [--floor 0|1] [--seed S]
  *
  * Flags and columns follow nccl-tests (STYLE.md): algbw is computed on the dense bytes
  * (count * sizeof(type)), so the two tools' numbers compare directly, and
@@ -22,6 +22,12 @@
  * fp32 wire, the plain baseline (tools/baseline_select.cc) runs on the same gradients in
  * the same iterations; -c 1 also checks that the rank-ordered sum of what the baseline
  * sent is bitwise sparccl's output, and a last table compares the two compress times.
+ *
+ * --floor 1 (the default) also times, per buffer and in the same run, the memory floor of
+ * a call (one pass reading g and e and writing e and the output: 16 bytes a parameter) and
+ * the plain full call (the baseline's compress, its e update and this rank's dense output),
+ * and a last table gives every method's call as a multiple of the floor and the plain
+ * call's time over sparccl's (issue 14's targets: within 3x of the floor, 4x faster).
  *
  * Method names: FEEDBACK-COMPRESSOR (scam-topk, ef-topk, ef21-topk, scam-impk,
  * none-impk_random) or COMPRESSOR alone (feedback none: topk, randk, impk_random).
@@ -82,6 +88,7 @@ typedef struct {
   long long minSparse; /* -1: the library's (environment or default) */
   int pool;
   int baseline;
+  int floor;
   unsigned long long seed;
 } Options;
 
@@ -186,6 +193,21 @@ typedef struct {
 static BaselineRow baselineRows[256];
 static int nbaselineRows = 0;
 
+/* The whole call against the memory floor and the plain full call (issue 14 item 3). */
+typedef struct {
+  char label[64];
+  char method[48];
+  double callMedian;   /* sparccl's sparcclAllReduce, seconds */
+  double floorMedian;  /* the 16 B/param pass */
+  double plainMedian;  /* the plain call: compress + e update + this rank's output; 0: none */
+} FloorRow;
+
+static FloorRow floorRows[256];
+static int nfloorRows = 0;
+
+/* The buffer's floor and plain call, measured once per buffer on the pool's gradients. */
+static double bufferFloorMedian = 0.0, bufferPlainMedian = 0.0;
+
 static void runMethod(const Options* o, const Method* m, const char* label, size_t count,
                       size_t nlayers, const size_t* counts, void* send, void* recv,
                       void* const* pool) {
@@ -198,6 +220,7 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
   plainScamTopk* plain = NULL;
   double* perCall = (double*)xmalloc(sizeof(double) * (size_t)(o->iters > 0 ? o->iters : 1), "times");
   double* plainPerCall = (double*)xmalloc(sizeof(double) * (size_t)(o->iters > 0 ? o->iters : 1), "times");
+  double* callTimes = (double*)xmalloc(sizeof(double) * (size_t)(o->iters > 0 ? o->iters : 1), "times");
   double timeSum = 0.0, plainUpdateSum = 0.0, t, time, algbw, busbw, compress, exchange,
          decompress, wire, ratio;
   long long wrong = -1;
@@ -234,6 +257,7 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
     if (plain) plainScamTopkCall(plain, (const float*)send, &c0, &c1);
     if (it < 0) continue;
     timeSum += t;
+    callTimes[it] = t;
     perCall[it] = now.compressSeconds - prev.compressSeconds;
     plainPerCall[it] = c0;
     plainUpdateSum += c1;
@@ -300,9 +324,95 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
     b->plainUpdateMean = tool_rankMean(o->iters > 0 ? plainUpdateSum / o->iters : 0);
     plainScamTopkDestroy(plain);
   }
+  if (o->iters > 0) {
+    FloorRow* f = &floorRows[nfloorRows < 255 ? nfloorRows++ : 255];
+    double median = tool_median(callTimes, o->iters), slowest;
+    MPI_Allreduce(&median, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    snprintf(f->label, sizeof(f->label), "%s", label);
+    snprintf(f->method, sizeof(f->method), "%s", m->name);
+    f->callMedian = slowest;
+    f->floorMedian = bufferFloorMedian;
+    f->plainMedian = bufferPlainMedian;
+  }
   free(perCall);
   free(plainPerCall);
+  free(callTimes);
   SPARCCLCHECK(sparcclCommDestroy(comm));
+}
+
+/* The memory floor of a call and the plain full call, on the pool's gradients, the same
+ * number of iterations; medians of the slowest rank into bufferFloorMedian and
+ * bufferPlainMedian (0 where the plain call does not apply: not float32).
+ *
+ * Floor: one pass over the buffer that reads g and e and writes e and the output (16 bytes
+ * a parameter, float32), a = e + g; e = a * 0.5; out = a -- what any call with error
+ * feedback must at least move.  Plain: tools/baseline_select.cc's SCAM-TopK (a = e + g,
+ * nth_element, sort the k by index, gather) with its e update and this rank's dense output
+ * (zero and scatter: the whole decompression on one rank). */
+static void measureFloorAndPlain(const Options* o, size_t count, size_t nlayers,
+                                 const size_t* counts, void* const* pool, void* recv) {
+  int n = o->iters > 0 ? o->iters : 1, it;
+  double* floorTimes = (double*)xmalloc(sizeof(double) * (size_t)n, "times");
+  double* plainTimes = (double*)xmalloc(sizeof(double) * (size_t)n, "times");
+  float* e = (float*)xmalloc(count * sizeof(float), "the floor's e");
+  float* g = (float*)xmalloc(count * sizeof(float), "the floor's g");
+  float* out = (float*)recv;
+  plainScamTopk* plain = NULL;
+  double median;
+  size_t i;
+  if (o->dtype == sparcclFloat32) {
+    sparcclConfig_t config = SPARCCL_CONFIG_INITIALIZER, effective;
+    sparcclComm_t comm;
+    size_t one = count;
+    if (o->minSparse >= 0) config.minSparseCount = (size_t)o->minSparse;
+    config.density = o->density;
+    SPARCCLCHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &config));
+    SPARCCLCHECK(sparcclCommGetConfig(comm, &effective));
+    SPARCCLCHECK(sparcclCommDestroy(comm));
+    plain = nlayers > 0 ? plainScamTopkCreate(nlayers, counts, o->density, effective.minSparseCount)
+                        : plainScamTopkCreate(1, &one, o->density, effective.minSparseCount);
+    if (plain == NULL) DIE("out of memory for the baseline\n");
+  }
+  memset(e, 0, count * sizeof(float));
+  for (it = -o->warmup; it < o->iters; it++) {
+    int slot = (it + o->warmup) % o->pool;
+    double t;
+    /* the gradient as float32 (the floor's input; untimed) */
+    if (o->dtype == sparcclFloat32) memcpy(g, pool[slot], count * sizeof(float));
+    else
+      for (i = 0; i < count; i++)
+        g[i] = sparccl_load(pool[slot], i, o->dtype == sparcclFloat16 ? SPARCCL_DT_FLOAT16
+                                                                      : SPARCCL_DT_BFLOAT16);
+    MPI_Barrier(MPI_COMM_WORLD);
+    t = MPI_Wtime();
+    for (i = 0; i < count; i++) {
+      float a = e[i] + g[i];
+      e[i] = a * 0.5f;
+      out[i] = a;
+    }
+    t = MPI_Wtime() - t;
+    if (it >= 0) floorTimes[it] = t;
+    if (plain) {
+      double c0 = 0.0, c1 = 0.0;
+      MPI_Barrier(MPI_COMM_WORLD);
+      t = MPI_Wtime();
+      plainScamTopkCall(plain, g, &c0, &c1);
+      plainScamTopkSent(plain, g, out);
+      t = MPI_Wtime() - t;
+      if (it >= 0) plainTimes[it] = t;
+    }
+  }
+  bufferFloorMedian = bufferPlainMedian = 0.0;
+  if (o->iters > 0) {
+    median = tool_median(floorTimes, o->iters);
+    MPI_Allreduce(&median, &bufferFloorMedian, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (plain) {
+      median = tool_median(plainTimes, o->iters);
+      MPI_Allreduce(&median, &bufferPlainMedian, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    }
+  }
+  if (plain) plainScamTopkDestroy(plain);
+  free(floorTimes); free(plainTimes); free(e); free(g);
 }
 
 /* Every method on one buffer (a layout, or one size of the sweep). */
@@ -310,7 +420,8 @@ static void runBuffer(const Options* o, const char* label, size_t count, size_t 
                       const size_t* counts) {
   size_t bytes = count * sparccl_dtype_size(o->dtype);
   void* send = xmalloc(bytes, "the send buffer");
-  void* recv = xmalloc(bytes, "the receive buffer");
+  /* float32-sized: the floor pass writes its float32 output here too */
+  void* recv = xmalloc(count * sizeof(float), "the receive buffer");
   void** pool = (void**)xmalloc(sizeof(void*) * (size_t)o->pool, "pool");
   int p, i;
   for (p = 0; p < o->pool; p++) {
@@ -318,6 +429,7 @@ static void runBuffer(const Options* o, const char* label, size_t count, size_t 
     tool_fillNormal(pool[p], count, o->dtype,
                o->seed * 1000003ull + (unsigned long long)rank * 7919ull + (unsigned long long)p);
   }
+  if (o->floor) measureFloorAndPlain(o, count, nlayers, counts, pool, recv);
   memset(recv, 0, bytes);
   for (i = 0; i < o->nmethods; i++)
     runMethod(o, &o->methods[i], label, count, nlayers, counts, send, recv, pool);
@@ -348,6 +460,8 @@ static void usage(void) {
       "      --min-sparse N      layers below N elements are sent dense (default: library's)\n"
       "      --pool N            pre-drawn gradients, rotated (default 3)\n"
       "      --baseline 0|1      time the plain std::nth_element SCAM-TopK too (default 1)\n"
+      "      --floor 0|1         time the 16 B/param floor pass and the plain full call, and\n"
+      "                          report every call against them (default 1)\n"
       "      --seed S            seed of the gradients (default 1)\n");
 }
 
@@ -361,6 +475,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
       {"density", required_argument, 0, 'D'},    {"wire", required_argument, 0, 'W'},
       {"min-sparse", required_argument, 0, 'S'}, {"pool", required_argument, 0, 'P'},
       {"baseline", required_argument, 0, 'B'},   {"seed", required_argument, 0, 'R'},
+      {"floor", required_argument, 0, 'F'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
   memset(o, 0, sizeof(*o));
@@ -376,6 +491,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
   o->minSparse = -1;
   o->pool = 3;
   o->baseline = 1;
+  o->floor = 1;
   o->seed = 1;
   while ((c = getopt_long(argc, argv, "b:e:f:n:w:c:d:o:h", longOptions, NULL)) != -1) {
     switch (c) {
@@ -414,6 +530,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
       case 'S': o->minSparse = atoll(optarg); break;
       case 'P': o->pool = atoi(optarg); break;
       case 'B': o->baseline = atoi(optarg); break;
+      case 'F': o->floor = atoi(optarg); break;
       case 'R': o->seed = strtoull(optarg, NULL, 0); break;
       case 'h': usage(); MPI_Finalize(); exit(0);
       default: usage(); MPI_Abort(MPI_COMM_WORLD, 1);
@@ -515,6 +632,34 @@ static void printBaseline(void) {
   }
 }
 
+static void printFloor(void) {
+  int i;
+  if (rank != 0 || nfloorRows == 0) return;
+  printf("#\n# The whole call against the memory floor and the plain full call (issue 14), same\n"
+         "# gradients, same run; medians per call of the slowest rank.  floor: one pass reading g\n"
+         "# and e and writing e and the output (16 B/param); plain: tools/baseline_select.cc's\n"
+         "# SCAM-TopK with its e update and this rank's dense output (float32 only).\n"
+         "# x floor = call / floor (1.00x is the floor); plain / call = how much faster sparccl is.\n");
+  printf("#%-23s  %-18s  %12s  %12s  %12s  %9s  %12s\n", "buffer", "method", "call med",
+         "floor med", "plain med", "x floor", "plain / call");
+  printf("#%-23s  %-18s  %12s  %12s  %12s  %9s  %12s\n", "", "", "(us)", "(us)", "(us)", "", "");
+  for (i = 0; i < nfloorRows; i++) {
+    const FloorRow* f = &floorRows[i];
+    char plainText[16], speedText[16];
+    if (f->plainMedian > 0) {
+      snprintf(plainText, sizeof(plainText), "%12.1f", f->plainMedian * 1e6);
+      snprintf(speedText, sizeof(speedText), "%11.2fx",
+               f->callMedian > 0 ? f->plainMedian / f->callMedian : 0.0);
+    } else {
+      snprintf(plainText, sizeof(plainText), "%12s", "N/A");
+      snprintf(speedText, sizeof(speedText), "%12s", "N/A");
+    }
+    printf(" %-23s  %-18s  %12.1f  %12.1f  %s  %8.2fx  %s\n", f->label, f->method,
+           f->callMedian * 1e6, f->floorMedian * 1e6, plainText,
+           f->floorMedian > 0 ? f->callMedian / f->floorMedian : 0.0, speedText);
+  }
+}
+
 int main(int argc, char** argv) {
   Options o;
   MPI_Init(&argc, &argv);
@@ -550,6 +695,7 @@ int main(int argc, char** argv) {
     }
   }
   printBaseline();
+  printFloor();
   if (rank == 0) {
     printf("# Out of bounds values : %lld %s\n", totalWrong, totalWrong ? "FAILED" : "OK");
     printf("# Avg bus bandwidth    : %g\n", nrows ? busbwSum / nrows : 0.0);
