@@ -194,6 +194,7 @@ struct KernelArgs : DeviceArrays {
   int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
   float momentumFactor; /* dgc: (float)momentum */
   unsigned long long bytesSent; /* what this call puts on the wire for this rank (stats) */
+  int plain; /* config.deviceKernels: the plain kernels (plain_kernels.cu) */
 };
 
 /* Where a dense call's whole vectors and sums are (dense_kernels.cu, reduce_kernels.cu).
@@ -234,6 +235,13 @@ cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream
 cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream);
+/* The plain kernels (plain_kernels.cu, config.deviceKernels): the same wire block, outputs
+ * and state as the two above, bit for bit; the plain decompress ends in sparcclLaunchPolicy. */
+cudaError_t sparcclLaunchPlainCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                       cudaStream_t stream);
+cudaError_t sparcclLaunchPlainDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                         void* recv, cudaStream_t stream);
+cudaError_t sparcclLaunchPolicy(const KernelArgs& a, const DeviceSet* ds, cudaStream_t stream);
 /* Warm-up's dense calls (SPEC 9, dense_kernels.cu): the whole x of every layer into the
  * send chunks, with each flagged layer's non-finite flag; the ring's shard sums (and their
  * check) from the received chunks; after the exchange, the outputs, the state and the
@@ -368,6 +376,32 @@ __device__ __forceinline__ int arriveWithFlag(const KernelArgs& a, uint32_t laye
 
 /* A float NaN with the canonical bits (host and device). */
 __device__ __forceinline__ float sparcclNaN() { return __uint_as_float(SPARCCL_CANONICAL_NAN_BITS); }
+
+/* The reduce's per-element steps, shared by reduce_kernels.cu and plain_kernels.cu: rank r's
+ * flags and a layer's indices in a received block, an element's output, its store. */
+__device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
+  return (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes + a.valueBytes +
+                           a.denseBytes);
+}
+
+__device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
+                                                     const uint8_t* block) {
+  return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
+}
+
+/* The output of one element: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
+__device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
+  const float n = (float)a.nranks;
+  if (!ef21) return a.op == sparcclSum ? s : s / n;
+  float H = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
+  a.H[at] = H;
+  return a.op == sparcclSum ? H * n : H;
+}
+
+__device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
+  if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
+  sparccl_store(recv, at, a.dtype, v);
+}
 
 /* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads; returns the
  * thread's exclusive prefix and writes the block total to *total.  Kogge-Stone in shared

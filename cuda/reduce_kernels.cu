@@ -19,16 +19,6 @@
  */
 #include "device_set.cuh"
 
-__device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
-  return (const uint32_t*)(a.recvBlocks + (size_t)r * a.blockBytes + a.indexBytes + a.valueBytes +
-                           a.denseBytes);
-}
-
-__device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
-                                                     const uint8_t* block) {
-  return L.sharedSet ? a.sharedIndices + L.valuePos : (const uint32_t*)block + L.indexPos;
-}
-
 /* One thread per wire position t of a layer, for every rank r: t is where r's section enters
  * every chunk after the one of position t - 1, up to its own (the last position also writes
  * k for the chunks after its own), so each entry of a.rankStarts is written exactly once.
@@ -47,20 +37,6 @@ __global__ void rankRangesKernel(KernelArgs a) {
     if (t + 1 == L.k)
       for (uint32_t c = chunk + 1; c < L.nchunks; c++) starts[(size_t)c * a.nranks] = t + 1;
   }
-}
-
-/* The output of one element: s or s / n; EF21: H <- H + s / n, then H * n or H (SPEC 1). */
-__device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
-  const float n = (float)a.nranks;
-  if (!ef21) return a.op == sparcclSum ? s : s / n;
-  float H = sparccl_canonical_nan(a.H[at] + s / n); /* Inf - Inf: NaN bits as on the host */
-  a.H[at] = H;
-  return a.op == sparcclSum ? H * n : H;
-}
-
-__device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
-  if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
-  sparccl_store(recv, at, a.dtype, v);
 }
 
 /* e of the chunk's elements kept as it was (dense and skipped layers), in the buffer that
@@ -328,6 +304,13 @@ static cudaError_t launchAfterReduce(const KernelArgs& a, const DeviceSet* ds, c
   SPARCCL_CUDA_CHECK(cudaGetLastError());
   if (a.restartEvery > 0 || a.restartRatio > 0.0) return sparcclLaunchRestart(a, ds, 0, stream);
   return cudaSuccess;
+}
+
+/* After the plain reduce (plain_kernels.cu), whose blocks run no policy: the norm where
+ * wanted, policy, then the automatic restarts, each in a launch of its own. */
+cudaError_t sparcclLaunchPolicy(const KernelArgs& a, const DeviceSet* ds, cudaStream_t stream) {
+  if (a.restartRatio <= 0.0) SPARCCL_LAUNCH(1, 1, stream, policyKernel)(a);
+  return launchAfterReduce(a, ds, stream);
 }
 
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,

@@ -15,7 +15,7 @@
 # of its logic and of its table, not of its times.
 EMU_DIR   := $(BUILD)/cuda_emu
 EMU_SRC   := cuda/select_kernels.cu cuda/reduce_kernels.cu cuda/importance_kernels.cu \
-             cuda/callcheck_kernels.cu cuda/dense_kernels.cu \
+             cuda/callcheck_kernels.cu cuda/dense_kernels.cu cuda/plain_kernels.cu \
              cuda/nccl_comm.cu
 EMU_OBJ   := $(EMU_SRC:cuda/%.cu=$(EMU_DIR)/%.o) $(EMU_DIR)/cuda_emu.o
 EMU_CXX   ?= g++

@@ -121,11 +121,18 @@ static sparcclComm_t deviceCommWith(const sparcclConfig_t* c, int errorBuffers) 
   unsetenv("SPARCCL_ERROR_BUFFERS");
   return comm;
 }
-/* Every other device comm has one error buffer, so each test with several comms runs both
- * ways (the same sequence on every rank). */
+/* The same with the optimised or the plain kernels (config.deviceKernels, docs/DEVICE.md). */
+static sparcclComm_t deviceCommKernels(const sparcclConfig_t* c, int errorBuffers, int kernels) {
+  sparcclConfig_t with = *c;
+  with.deviceKernels = kernels;
+  return deviceCommWith(&with, errorBuffers);
+}
+/* Every other device comm has one error buffer, and every other pair the plain kernels, so
+ * each test with several comms runs every way (the same sequence on every rank). */
 static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
   static int created = 0;
-  return deviceCommWith(c, 1 + (created++ & 1));
+  const int n = created++;
+  return deviceCommKernels(c, 1 + (n & 1), (n >> 1) & 1);
 }
 
 static void* readFile(const char* path, size_t* size) {
@@ -209,38 +216,77 @@ static void stepBoth(sparcclComm_t host, sparcclComm_t device, float* h, float* 
   assertSameOutput(back, out, bytes, 4, what, step);
 }
 
-/* Run `steps` calls with fresh random gradients on both comms; compare every output. */
+/* One device comm's buffers for compareRun. */
+typedef struct {
+  sparcclComm_t comm;
+  void *send, *recv;
+} DeviceRun;
+
+static DeviceRun deviceRun(sparcclComm_t comm, size_t bytes, int inPlace, size_t nlayers,
+                           const size_t* counts) {
+  DeviceRun r = {comm, NULL, NULL};
+  CUDA_OK(cudaMalloc(&r.send, bytes));
+  r.recv = r.send;
+  if (!inPlace) CUDA_OK(cudaMalloc(&r.recv, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(comm, r.send, nlayers, counts), sparcclSuccess);
+  return r;
+}
+
+/* One call of `run` on the host's gradients, its output copied back into `out`. */
+static void deviceStep(const DeviceRun* run, const void* hsend, void* out, size_t count, int dtype,
+                       int op, cudaStream_t stream) {
+  const size_t bytes = count * sparccl_dtype_size(dtype);
+  CUDA_OK(cudaMemcpy(run->send, hsend, bytes, cudaMemcpyHostToDevice));
+  ck_assert_int_eq(sparcclAllReduce(run->send, run->recv, count, dtype, op, run->comm, stream), sparcclSuccess);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaMemcpy(out, run->recv, bytes, cudaMemcpyDeviceToHost));
+}
+
+static void freeRun(DeviceRun* run, int inPlace) {
+  sparcclCommDestroy(run->comm);
+  cudaFree(run->send);
+  if (!inPlace) cudaFree(run->recv);
+}
+
+/* Run `steps` calls with fresh random gradients on the host comm and two device comms, the
+ * optimised kernels and the plain ones (docs/DEVICE.md); every output and the saved state
+ * compared bitwise, each device comm with the host and the two with each other. */
 static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
                        int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
                        const char* what) {
+  static int created = 0;
   size_t count = 0, bytes, dsize = sparccl_dtype_size(dtype);
+  char plainWhat[160];
   for (size_t i = 0; i < nlayers; i++) count += counts[i];
   bytes = count * dsize;
-  sparcclComm_t host = hostComm(c), device = deviceComm(c);
-  void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *dsend, *drecv;
+  snprintf(plainWhat, sizeof(plainWhat), "%s (plain kernels)", what);
+  sparcclComm_t host = hostComm(c);
+  void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *plainBack = malloc(bytes);
+  const int buffers = 1 + (created++ & 1);
+  DeviceRun fast = deviceRun(deviceCommKernels(c, buffers, sparcclDeviceKernelsOptimised), bytes,
+                             inPlace, nlayers, counts);
+  DeviceRun plain = deviceRun(deviceCommKernels(c, 3 - buffers, sparcclDeviceKernelsPlain), bytes,
+                              inPlace, nlayers, counts);
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
-  CUDA_OK(cudaMalloc(&dsend, bytes));
-  drecv = dsend;
-  if (!inPlace) CUDA_OK(cudaMalloc(&drecv, bytes));
   ck_assert_int_eq(sparcclRegisterLayout(host, hsend, nlayers, counts), sparcclSuccess);
-  ck_assert_int_eq(sparcclRegisterLayout(device, dsend, nlayers, counts), sparcclSuccess);
   for (int s = 0; s < steps; s++) {
+    void* expected = inPlace ? hsend : hrecv;
     fill(hsend, count, dtype, seed + (uint64_t)s * 7919, kind);
-    CUDA_OK(cudaMemcpy(dsend, hsend, bytes, cudaMemcpyHostToDevice));
-    ck_assert_int_eq(sparcclAllReduce(hsend, inPlace ? hsend : hrecv, count, dtype, op, host, NULL), sparcclSuccess);
-    ck_assert_int_eq(sparcclAllReduce(dsend, drecv, count, dtype, op, device, stream), sparcclSuccess);
-    CUDA_OK(cudaStreamSynchronize(stream));
-    CUDA_OK(cudaMemcpy(back, drecv, bytes, cudaMemcpyDeviceToHost));
-    assertSameOutput(back, inPlace ? hsend : hrecv, bytes, dsize, what, s);
+    deviceStep(&fast, hsend, back, count, dtype, op, stream);
+    deviceStep(&plain, hsend, plainBack, count, dtype, op, stream);
+    ck_assert_int_eq(sparcclAllReduce(hsend, expected, count, dtype, op, host, NULL), sparcclSuccess);
+    assertSameOutput(back, expected, bytes, dsize, what, s);
+    assertSameOutput(plainBack, back, bytes, dsize, plainWhat, s);
   }
-  assertSameState(host, device, what);
+  assertSameState(host, fast.comm, what);
+  assertSameState(host, plain.comm, plainWhat);
+  assertSameState(fast.comm, plain.comm, plainWhat);
   sparcclCommDestroy(host);
-  sparcclCommDestroy(device);
-  cudaFree(dsend);
-  if (!inPlace) cudaFree(drecv);
+  freeRun(&fast, inPlace);
+  freeRun(&plain, inPlace);
   cudaStreamDestroy(stream);
-  free(hsend); free(hrecv); free(back);
+  free(hsend); free(hrecv); free(back); free(plainBack);
 }
 
 static const char* names[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
