@@ -1,9 +1,7 @@
-/*
- * The plain device kernels (config.deviceKernels = plain; docs/DEVICE.md "Plain and
- * optimised device kernels"): llm.c's version 1 of select_kernels.cu and reduce_kernels.cu,
- * the fallback and the baseline.  Same wire block, outputs and state, bit for bit; no key,
- * candidate or class arrays: every pass makes each key again from the inputs.
- */
+/* The plain device kernels (config.deviceKernels = plain, docs/DEVICE.md): llm.c's version 1
+ * of select_kernels.cu and reduce_kernels.cu, the fallback and the baseline.  The same wire
+ * block, outputs and state, bit for bit; no key, candidate or class arrays: every pass makes
+ * each key again from the inputs. */
 #include "device_set.cuh"
 
 /* ------------------------------------------------------------ per element */

@@ -313,6 +313,25 @@ START_TEST(test_methods) {
 }
 END_TEST
 
+/* k = d (density 1: every element sent) and k < d over small prime sizes, every compressor x
+ * feedback, the three wire types and gradient types: the plain kernels against the
+ * optimised ones and the host (compareRun). */
+START_TEST(test_every_element) {
+  int compressor = _i % 5, feedback = _i / 5, wire = dtypes[_i % 3], dtype = dtypes[(_i / 3) % 3];
+  size_t primes[] = {2, 3, 5, 7, 13, 4093, 4099, 8191};
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, wire, 1);
+  snprintf(what, sizeof(what), "k = d: %s + %s, %s gradients, %s wire", names[compressor],
+           feedbacks[feedback], dtypeNames[(_i / 3) % 3], dtypeNames[_i % 3]);
+  c.density = 1.0;
+  compareRun(&c, 8, primes, dtype, sparcclSum, 0, 2, 400 + (uint64_t)_i, 0, what);
+  snprintf(what, sizeof(what), "primes: %s + %s, %s gradients, %s wire", names[compressor],
+           feedbacks[feedback], dtypeNames[(_i / 3) % 3], dtypeNames[_i % 3]);
+  c.density = 0.05;
+  compareRun(&c, 8, primes, dtype, sparcclAvg, 1, 2, 500 + (uint64_t)_i, 2, what);
+}
+END_TEST
+
 /* Keys sharing their high bits: every digit of the radix select is needed. */
 START_TEST(test_radix) {
   size_t counts[] = {12289, 300};
@@ -1542,6 +1561,7 @@ static Suite* deviceSuite(void) {
   if (selectOnly || worldSize == 1) {
     /* the selection and compaction kernels: every compressor x feedback, every radix pass */
     tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_loop_test(tc, test_every_element, 0, 25);
     tcase_add_test(tc, test_radix);
     tcase_add_test(tc, test_equal_keys);
     tcase_add_loop_test(tc, test_prediction, 0, 6);
