@@ -632,11 +632,12 @@ END_TEST
 /* `steps` calls on both comms, an explicit restart after call restartAt and a scaling by
  * `factor` after call scaleAt, states compared after each; with restartOnLoss, a loss report
  * after every call (a rise at the last restarts every key). */
-static void restartScaleRun(const sparcclConfig_t* c, int buffers, int steps, uint64_t seed,
-                            int restartAt, int scaleAt, float factor, const char* what) {
+static void restartScaleRun(const sparcclConfig_t* c, int buffers, int kernels, int steps,
+                            uint64_t seed, int restartAt, int scaleAt, float factor,
+                            const char* what) {
   size_t counts[] = {6000, 6000, 50};
   size_t count = 12050, bytes = count * 4;
-  sparcclComm_t host = hostComm(c), device = deviceCommWith(c, buffers);
+  sparcclComm_t host = hostComm(c), device = deviceCommKernels(c, buffers, kernels);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
   sparcclStats_t hs, ds;
@@ -683,9 +684,10 @@ START_TEST(test_restarts) {
   compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
   c.restartOnLoss = 1;
   /* with two error buffers, the restart comes after an even number of calls and the
-   * scaling after an odd one: e in either buffer */
+   * scaling after an odd one: e in either buffer; the optimised kernels and the plain */
   for (int buffers = 1; buffers <= 2; buffers++)
-    restartScaleRun(&c, buffers, 4, 95, 1, 2, 0.5f, "explicit restart");
+    for (int kernels = 0; kernels <= 1; kernels++)
+      restartScaleRun(&c, buffers, kernels, 4, 95, 1, 2, 0.5f, "explicit restart");
 }
 END_TEST
 
@@ -1436,8 +1438,9 @@ START_TEST(test_warmup_state) {
   }
   c = config(sparcclRandK, sparcclFeedbackDGC, sparcclFloat32, 64);
   c.warmupSteps = 2;
-  for (int buffers = 1; buffers <= 2; buffers++)
-    restartScaleRun(&c, buffers, 5, 720, 0, 3, 0.25f, "dgc: restart in warm-up, scale after");
+  for (int buffers = 1; buffers <= 2; buffers++) /* the plain kernels with two */
+    restartScaleRun(&c, buffers, buffers - 1, 5, 720, 0, 3, 0.25f,
+                    "dgc: restart in warm-up, scale after");
 }
 END_TEST
 
