@@ -171,6 +171,7 @@ struct KernelArgs : DeviceArrays {
   int phase; /* the phase API's call: its check's sequence is the key's calls, not the comm's */
   int dense; /* a warm-up call (SPEC 9): whole vectors sent, no selection */
   unsigned long long bytesSent; /* what this call puts on the wire for this rank (stats) */
+  int plain; /* config.deviceKernels: the plain kernels (plain_kernels.cu) */
 };
 
 /* Where a dense call's whole vectors, flags and sums are (dense_kernels.cu,
@@ -208,6 +209,13 @@ cudaError_t sparcclLaunchCallCheckWrite(const KernelArgs& a, cudaStream_t stream
 cudaError_t sparcclLaunchCallCheckVerify(const KernelArgs& a, cudaStream_t stream);
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
                                     void* recv, cudaStream_t stream);
+/* The plain kernels (plain_kernels.cu, config.deviceKernels): the same wire block, outputs
+ * and state as the two above, bit for bit; the plain decompress ends in sparcclLaunchPolicy. */
+cudaError_t sparcclLaunchPlainCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                       cudaStream_t stream);
+cudaError_t sparcclLaunchPlainDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                         void* recv, cudaStream_t stream);
+cudaError_t sparcclLaunchPolicy(const KernelArgs& a, const DeviceSet* ds, cudaStream_t stream);
 /* Warm-up's dense calls (SPEC 9, dense_kernels.cu): the whole x of every layer into the
  * send chunks, with each flagged layer's non-finite flag; the ring's shard sums (and their
  * check) from the received chunks; after the exchange, the outputs, the state and the
@@ -329,6 +337,28 @@ __device__ __forceinline__ int arriveWithFlag(const KernelArgs& a, uint32_t laye
     *layerBad = 0;
   }
   return last;
+}
+
+/* The reduce's per-element steps, shared by reduce_kernels.cu and plain_kernels.cu: rank r's
+ * flags and a layer's indices in a received block, an element's output, its store. */
+__device__ __forceinline__ const uint32_t* rankFlags(const KernelArgs& a, int r) {
+  return sparccl_wire_flags(&a.wire, sparccl_wire_block(&a.wire, a.recvBlocks, (size_t)r));
+}
+
+__device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
+                                                     const uint8_t* block) {
+  return sparccl_wire_layer_indices(&a.wire, block, L.sharedSet, L.indexPos, a.sharedIndices,
+                                    L.valuePos);
+}
+
+/* The output of one element (src/steps.h); EF21's H where ef21. */
+__device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
+  return sparccl_layer_output(a.op, (float)a.nranks, s, ef21 ? &a.H[at] : NULL, 0);
+}
+
+__device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
+  if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
+  sparccl_store(recv, at, a.dtype, v);
 }
 
 /* Exclusive scan of per-thread values over a block of SPARCCL_THREADS threads: returns the

@@ -278,7 +278,18 @@ KernelArgs sparcclKernelArgs(sparcclComm_t comm, const sparcclLayerSet_t* set, i
   a.callSequence = nccl(comm)->callSequence;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE).fingerprint;
   a.bytesSent = set->wire.blockBytes;
+  a.plain = c->deviceKernels == sparcclDeviceKernelsPlain;
   return a;
+}
+
+/* config.deviceKernels: the optimised kernels or the plain ones (plain_kernels.cu). */
+static cudaError_t launchCompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                  cudaStream_t stream) {
+  return (a.plain ? sparcclLaunchPlainCompress : sparcclLaunchCompress)(a, ds, send, stream);
+}
+static cudaError_t launchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,
+                                    void* recv, cudaStream_t stream) {
+  return (a.plain ? sparcclLaunchPlainDecompress : sparcclLaunchDecompress)(a, ds, send, recv, stream);
 }
 
 /* keepDeviceMemory: sparcclCommAbort on the caller's communicator (NcclTransport). */
@@ -736,7 +747,7 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
     return deviceDenseAllReduce(comm, set, send, recv, dtype, op, stream);
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   cudaError_t err = sparcclLaunchCallCheckWrite(a, stream);
-  if (err == cudaSuccess) err = sparcclLaunchCompress(a, ds, send, stream);
+  if (err == cudaSuccess) err = launchCompress(a, ds, send, stream);
   if (err != cudaSuccess) sendRefusedBlock(set, ds, stream);
   /* Once anything is enqueued the exchange goes out, whatever happened.  A failure of it
    * leaves the state as it was: nothing is written before the exchange. */
@@ -749,7 +760,7 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   }
   if (nres != ncclSuccess) return ncclFailure(caller, "ncclAllGather", nres);
   err = sparcclLaunchCallCheckVerify(a, stream);
-  if (err == cudaSuccess) err = sparcclLaunchDecompress(a, ds, send, recv, stream);
+  if (err == cudaSuccess) err = launchDecompress(a, ds, send, recv, stream);
   if (err != cudaSuccess) {
     WARN("%s: decompression launch failed: %s", caller, cudaGetErrorString(err));
     return sparcclUnhandledCudaError;
@@ -947,7 +958,7 @@ static sparcclResult_t devicePhaseCompress(sparcclComm_t comm, sparcclLayerSet_t
     CUDACHECK(sparcclLaunchDensePack(a, ds, d, send, stream), caller);
   } else {
     CUDACHECK(sparcclLaunchCallCheckWrite(a, stream), caller);
-    CUDACHECK(sparcclLaunchCompress(a, ds, send, stream), caller);
+    CUDACHECK(launchCompress(a, ds, send, stream), caller);
     CUDACHECK(cudaMemcpyAsync(block, ds->sendBlock, set->wire.blockBytes, cudaMemcpyDeviceToDevice, stream), caller);
   }
   CUDACHECK(cudaMemcpyAsync(ds->phaseGrad, send, set->count * sparccl_dtype_size(dtype),
@@ -986,7 +997,7 @@ static sparcclResult_t devicePhaseDecompress(sparcclComm_t comm, sparcclLayerSet
     CUDACHECK(cudaMemcpyAsync(ds->recvBlocks, blocks, set->wire.blockBytes * (size_t)comm->nranks,
                               cudaMemcpyDeviceToDevice, stream), caller);
     CUDACHECK(sparcclLaunchCallCheckVerify(a, stream), caller);
-    CUDACHECK(sparcclLaunchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
+    CUDACHECK(launchDecompress(a, ds, ds->phaseGrad, recv, stream), caller);
   }
   set->calls++;
   return sparcclSuccess;

@@ -4,12 +4,6 @@
  * known (SPEC 2).  docs/DEVICE.md, "After the exchange: the reduce kernels". */
 #include "device_set.cuh"
 
-__device__ __forceinline__ const uint32_t* indicesOf(const KernelArgs& a, const DeviceLayer& L,
-                                                     const uint8_t* block) {
-  return sparccl_wire_layer_indices(&a.wire, block, L.sharedSet, L.indexPos, a.sharedIndices,
-                                    L.valuePos);
-}
-
 /* One thread per wire position t of a layer, for every rank: where that rank's section
  * enters each chunk, each entry of a.rankStarts written exactly once (docs/DEVICE.md).
  * Positions are layer-local: k <= 2^32 - 1 (SPEC 1) fits. */
@@ -27,16 +21,6 @@ __global__ void rankRangesKernel(KernelArgs a) {
     if (t + 1 == L.k)
       for (uint32_t c = chunk + 1; c < L.nchunks; c++) starts[(size_t)c * a.nranks] = t + 1;
   }
-}
-
-/* The output of one element (src/steps.h); EF21's H where ef21. */
-__device__ __forceinline__ float outputOf(const KernelArgs& a, size_t at, float s, int ef21) {
-  return sparccl_layer_output(a.op, (float)a.nranks, s, ef21 ? &a.H[at] : NULL, 0);
-}
-
-__device__ __forceinline__ void storeOutput(const KernelArgs& a, void* recv, size_t at, float v) {
-  if (a.restartRatio > 0.0) a.sums[at] = v; /* the float32 output, for the norm */
-  sparccl_store(recv, at, a.dtype, v);
 }
 
 /* e of the chunk's elements kept as it was (dense and skipped layers), in the buffer that
@@ -307,6 +291,13 @@ static cudaError_t launchAfterReduce(const KernelArgs& a, const DeviceSet* ds, c
   SPARCCL_CUDA_CHECK(cudaGetLastError());
   if (a.restartEvery > 0 || a.restartRatio > 0.0) return sparcclLaunchRestart(a, ds, 0, stream);
   return cudaSuccess;
+}
+
+/* After the plain reduce (plain_kernels.cu), whose blocks run no policy: the norm where
+ * wanted, policy, then the automatic restarts, each in a launch of its own. */
+cudaError_t sparcclLaunchPolicy(const KernelArgs& a, const DeviceSet* ds, cudaStream_t stream) {
+  if (a.restartRatio <= 0.0) SPARCCL_LAUNCH(1, 1, stream, policyKernel)(a);
+  return launchAfterReduce(a, ds, stream);
 }
 
 cudaError_t sparcclLaunchDecompress(const KernelArgs& a, const DeviceSet* ds, const void* send,

@@ -59,6 +59,10 @@ typedef enum {
   sparcclImportanceOnline   /* one cube step per call from consecutive gradients          */
 } sparcclImportance_t;
 
+/* A device comm's kernels: the optimised ones, or the plain ones kept beside them as the
+ * fallback and the baseline (docs/DEVICE.md); the same results bit for bit. */
+typedef enum { sparcclDeviceKernelsOptimised, sparcclDeviceKernelsPlain } sparcclDeviceKernels_t;
+
 /*
  * Configuration.  Start from SPARCCL_CONFIG_INITIALIZER and set what you want; every
  * field left at its "undefined" sentinel is filled from the SPARCCL_* environment
@@ -86,6 +90,7 @@ typedef struct {
   int restartOnLoss;            /* restart when the reported loss rises; SPARCCL_RESTART_ON_LOSS */
   size_t warmupSteps;           /* the first N calls on a key are dense (SPEC 9); SPARCCL_WARMUP_STEPS */
   double momentum;              /* dgc's momentum, in [0, 1); SPARCCL_MOMENTUM */
+  int deviceKernels;            /* sparcclDeviceKernels_t (device comms); SPARCCL_DEVICE_KERNELS */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -104,7 +109,7 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_DOUBLE,                         \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
-        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE                            \
+        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT  \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -15,7 +15,7 @@
 # of its logic and of its table, not of its times.
 EMU_DIR   := $(BUILD)/cuda_emu
 EMU_SRC   := cuda/select_kernels.cu cuda/reduce_kernels.cu cuda/importance_kernels.cu \
-             cuda/callcheck_kernels.cu cuda/dense_kernels.cu \
+             cuda/callcheck_kernels.cu cuda/dense_kernels.cu cuda/plain_kernels.cu \
              cuda/nccl_comm.cu
 EMU_OBJ   := $(EMU_SRC:cuda/%.cu=$(EMU_DIR)/%.o) $(EMU_DIR)/cuda_emu.o
 EMU_CXX   ?= g++
@@ -56,14 +56,15 @@ $(EMU_PERF_LAYOUT): mk/cuda_emu.mk
 	@mkdir -p $(EMU_DIR)
 	printf '# gpu_perf smoke test (mk/cuda_emu.mk): name count\nbias 1\nedge 4095\nchunk 4096\nmid 20000\nbig 70000\n' > $@
 
-# Each rank count: exit 0, and rank 0's table has one row per method, every field a finite
-# number (a failed call, a NaN or an Inf time fails).  `make cudaemu-perf` runs only this.
+# Each rank count (and the plain kernels at one rank): exit 0, and rank 0's table has one
+# row per method, every field a finite number (a failed call, a NaN or an Inf time fails).
+# `make cudaemu-perf` runs only this.
 EMU_PERF_METHODS := scam-topk ef-topk ef21-topk scam-impk ef-randk
 define EMU_PERF_SMOKE
-@for np in 1 2; do \
-	  log=$(EMU_DIR)/gpu_perf_np$$np.log; \
-	  echo "$(MPIRUN) -np $$np $(BUILD)/bin/sparccl_gpu_perf_emu -n 1 -w 0 --copy-mib 16 $(EMU_PERF_LAYOUT) > $$log"; \
-	  timeout 120 $(MPIRUN) -np $$np $(BUILD)/bin/sparccl_gpu_perf_emu -n 1 -w 0 --copy-mib 16 \
+@for run in 1:optimised 2:optimised 1:plain; do \
+	  np=$${run%%:*}; kernels=$${run#*:}; log=$(EMU_DIR)/gpu_perf_np$${np}_$$kernels.log; \
+	  echo "$(MPIRUN) -np $$np $(BUILD)/bin/sparccl_gpu_perf_emu -n 1 -w 0 --copy-mib 16 --kernels $$kernels $(EMU_PERF_LAYOUT) > $$log"; \
+	  timeout 120 $(MPIRUN) -np $$np $(BUILD)/bin/sparccl_gpu_perf_emu -n 1 -w 0 --copy-mib 16 --kernels $$kernels \
 	    $(EMU_PERF_LAYOUT) > $$log || { cat $$log; echo "gpu_perf (emulated, $$np ranks) failed"; exit 1; }; \
 	  cat $$log; \
 	  test "$$(grep -c '^  ' $$log)" = 5 || { echo "gpu_perf (emulated, $$np ranks): not 5 rows"; exit 1; }; \

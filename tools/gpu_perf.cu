@@ -4,7 +4,8 @@
  * same launchers sparcclAllReduce uses, against the memory floor at the copy bandwidth
  * measured in the same run, and beside ncclAllReduce of the dense buffer.
  *
- *   mpirun -np R sparccl_gpu_perf [-n iters] [-w warmup] [--density D] [--copy-mib M] LAYOUT...
+ *   mpirun -np R sparccl_gpu_perf [-n iters] [-w warmup] [--density D] [--copy-mib M]
+ *                                 [--kernels optimised|plain] LAYOUT...
  *
  * The R MPI processes form one NCCL communicator (rank r on device local-rank % devices;
  * ranks that share a device get their own NCCL_HOSTID, as in tests/gpu/multirank.c).  Times
@@ -12,6 +13,7 @@
  * default); rank 0 prints.  Options apply to every layout, wherever they stand.  The copy
  * bandwidth is measured on M MiB (default 1024).  Under the CPU emulator (tests/cuda_emu,
  * `make cudaemu`) this runs as a smoke test of the logic; its times mean nothing.
+ * --kernels plain times the plain kernels (config.deviceKernels, docs/DEVICE.md).
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -65,7 +67,7 @@ static double copyBandwidth(size_t bytes) {
 
 static void usage(const char* why) {
   fprintf(stderr, "sparccl_gpu_perf: %s\nusage: sparccl_gpu_perf [-n iters >= 1] [-w warmup >= 0] "
-          "[--density D in (0, 1]] [--copy-mib M >= 1] LAYOUT...\n", why);
+          "[--density D in (0, 1]] [--copy-mib M >= 1] [--kernels optimised|plain] LAYOUT...\n", why);
   exit(2);
 }
 
@@ -77,7 +79,7 @@ int main(int argc, char** argv) {
                                    {"ef21-topk", sparcclTopK, sparcclFeedbackEF21},
                                    {"scam-impk", sparcclImpK, sparcclFeedbackSCAM},
                                    {"ef-randk", sparcclRandK, sparcclFeedbackEF}};
-  int iters = 20, warmup = 5, nlayouts = 0, rank, nranks, a;
+  int iters = 20, warmup = 5, nlayouts = 0, rank, nranks, a, kernels = sparcclDeviceKernelsOptimised;
   double density = 0.01, copyMiB = 1024;
   const char** layouts = (const char**)calloc((size_t)argc, sizeof(char*));
   MPI_Init(&argc, &argv);
@@ -86,6 +88,12 @@ int main(int argc, char** argv) {
   /* every option first, so that it applies to every layout */
   for (a = 1; a < argc; a++) {
     const char* v = a + 1 < argc ? argv[a + 1] : NULL;
+    if (!strcmp(argv[a], "--kernels")) {
+      if (v == NULL || (strcmp(v, "optimised") && strcmp(v, "plain"))) usage("--kernels: optimised or plain");
+      kernels = strcmp(v, "plain") ? sparcclDeviceKernelsOptimised : sparcclDeviceKernelsPlain;
+      a++;
+      continue;
+    }
     if (!strcmp(argv[a], "-n") || !strcmp(argv[a], "-w") || !strcmp(argv[a], "--density") ||
         !strcmp(argv[a], "--copy-mib")) {
       char* end = NULL;
@@ -132,8 +140,8 @@ int main(int argc, char** argv) {
   }
   bandwidth = tool_rankMean(bandwidth);
   if (rank == 0) {
-    printf("# %d rank(s), density %g, %d calls after %d warm-up, times per call (us), mean over ranks\n",
-           nranks, density, iters, warmup);
+    printf("# %d rank(s), density %g, %s kernels, %d calls after %d warm-up, times per call (us), "
+           "mean over ranks\n", nranks, density, kernels ? "plain" : "optimised", iters, warmup);
     printf("# copy bandwidth (device to device, read + write): %.1f GB/s\n", bandwidth / 1e9);
     printf("# %-18s %-10s %10s %10s %10s %10s %10s %10s %8s %10s %10s %8s\n", "layout", "method",
            "count", "call(us)", "compr(us)", "exch(us)", "decomp(us)", "floor(us)", "x floor",
@@ -185,6 +193,7 @@ int main(int argc, char** argv) {
       c.feedback = methods[m].feedback;
       c.density = density;
       c.importance = sparcclImportanceNone;
+      c.deviceKernels = kernels;
       SPARCCL_OK(sparcclCommInitNccl(&comm, nc, &c));
       SPARCCL_OK(sparcclRegisterLayout(comm, grad, nlayers, counts));
       sparcclLayerSet_t* set = sparcclFindSet(comm, 0, (uint64_t)(uintptr_t)grad, count);
@@ -198,11 +207,11 @@ int main(int argc, char** argv) {
         if (i == warmup) CHECK(cudaMemcpy(&before, ds->counters, sizeof(before), cudaMemcpyDeviceToHost));
         /* the call's three parts, as deviceAllReduce (cuda/nccl_comm.cu) enqueues them */
         CHECK(cudaEventRecord(ev[0], stream));
-        CHECK(sparcclLaunchCompress(ka, ds, grad, stream));
+        CHECK((ka.plain ? sparcclLaunchPlainCompress : sparcclLaunchCompress)(ka, ds, grad, stream));
         CHECK(cudaEventRecord(ev[1], stream));
         SPARCCL_OK(ncclAllGather(ds->sendBlock, ds->recvBlocks, set->wire.blockBytes, ncclUint8, nc, stream));
         CHECK(cudaEventRecord(ev[2], stream));
-        CHECK(sparcclLaunchDecompress(ka, ds, grad, out, stream));
+        CHECK((ka.plain ? sparcclLaunchPlainDecompress : sparcclLaunchDecompress)(ka, ds, grad, out, stream));
         CHECK(cudaEventRecord(ev[3], stream));
         CHECK(cudaEventSynchronize(ev[3]));
         for (int e = 0; e < 3; e++) CHECK(cudaEventElapsedTime(&ms[e], ev[e], ev[e + 1]));

@@ -68,6 +68,11 @@ if want perf; then
   step gpu_perf 150 $MPIRUN -np 1 "$BUILD/bin/sparccl_gpu_perf" "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
   row "GPU benchmark, 1 rank (gpu_perf.log)" "$(result gpu_perf $rc '.')"
 fi
+# the plain kernels (docs/DEVICE.md), the baseline the optimised ones must beat
+if want perf; then
+  step gpu_perf_plain 120 $MPIRUN -np 1 "$BUILD/bin/sparccl_gpu_perf" --kernels plain "$LAYOUTS/resnet18_cifar10.txt" "$LAYOUTS/gpt2_small.txt"; rc=$?
+  row "GPU benchmark, plain kernels, 1 rank (gpu_perf_plain.log)" "$(result gpu_perf_plain $rc '.')"
+fi
 # 2 ranks on the one GPU (each its own NCCL_HOSTID: sockets, not NVLink): what each extra
 # rank costs the decompress; the exchange time here is not a multi-GPU figure.
 if want perf2; then
@@ -98,7 +103,7 @@ done
 
 {
   echo
-  for f in gpu_perf gpu_perf_2ranks torch_baseline; do
+  for f in gpu_perf gpu_perf_plain gpu_perf_2ranks torch_baseline; do
     [ -f "$LOGDIR/$f.log" ] || continue
     echo '```'
     cat "$LOGDIR/$f.log"

@@ -47,6 +47,7 @@ COMPRESSORS = {"topk": 0, "randk": 1, "impk": 2, "impk_select": 3, "impk_random"
 FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
+DEVICE_KERNELS = {"optimised": 0, "plain": 1}
 
 NCCL_UNIQUE_ID_BYTES = 128
 
@@ -77,6 +78,7 @@ class SparcclConfig(ctypes.Structure):
         ("restartOnLoss", ctypes.c_int),
         ("warmupSteps", ctypes.c_size_t),
         ("momentum", ctypes.c_double),
+        ("deviceKernels", ctypes.c_int),
     ]
 
 
@@ -103,6 +105,7 @@ CONFIG_INITIALIZER = {
     "restartOnLoss": UNDEF_INT,
     "warmupSteps": UNDEF_SIZE,
     "momentum": UNDEF_DOUBLE,
+    "deviceKernels": UNDEF_INT,
 }
 
 
@@ -166,6 +169,7 @@ class SparcclOptions:
     restart_on_loss: Optional[bool] = None
     warmup_steps: Optional[int] = None  # the first N calls on a bucket are dense (SPEC 9)
     momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
+    device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -188,6 +192,7 @@ class SparcclOptions:
             ("restart_on_loss", "restartOnLoss", int),
             ("warmup_steps", "warmupSteps", int),
             ("momentum", "momentum", float),
+            ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

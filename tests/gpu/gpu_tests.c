@@ -121,11 +121,18 @@ static sparcclComm_t deviceCommWith(const sparcclConfig_t* c, int errorBuffers) 
   unsetenv("SPARCCL_ERROR_BUFFERS");
   return comm;
 }
-/* Every other device comm has one error buffer, so each test with several comms runs both
- * ways (the same sequence on every rank). */
+/* The same with the optimised or the plain kernels (config.deviceKernels, docs/DEVICE.md). */
+static sparcclComm_t deviceCommKernels(const sparcclConfig_t* c, int errorBuffers, int kernels) {
+  sparcclConfig_t with = *c;
+  with.deviceKernels = kernels;
+  return deviceCommWith(&with, errorBuffers);
+}
+/* Every other device comm has one error buffer, and every other pair the plain kernels, so
+ * each test with several comms runs every way (the same sequence on every rank). */
 static sparcclComm_t deviceComm(const sparcclConfig_t* c) {
   static int created = 0;
-  return deviceCommWith(c, 1 + (created++ & 1));
+  const int n = created++;
+  return deviceCommKernels(c, 1 + (n & 1), (n >> 1) & 1);
 }
 
 static void* readFile(const char* path, size_t* size) {
@@ -209,38 +216,77 @@ static void stepBoth(sparcclComm_t host, sparcclComm_t device, float* h, float* 
   assertSameOutput(back, out, bytes, 4, what, step);
 }
 
-/* Run `steps` calls with fresh random gradients on both comms; compare every output. */
+/* One device comm's buffers for compareRun. */
+typedef struct {
+  sparcclComm_t comm;
+  void *send, *recv;
+} DeviceRun;
+
+static DeviceRun deviceRun(sparcclComm_t comm, size_t bytes, int inPlace, size_t nlayers,
+                           const size_t* counts) {
+  DeviceRun r = {comm, NULL, NULL};
+  CUDA_OK(cudaMalloc(&r.send, bytes));
+  r.recv = r.send;
+  if (!inPlace) CUDA_OK(cudaMalloc(&r.recv, bytes));
+  ck_assert_int_eq(sparcclRegisterLayout(comm, r.send, nlayers, counts), sparcclSuccess);
+  return r;
+}
+
+/* One call of `run` on the host's gradients, its output copied back into `out`. */
+static void deviceStep(const DeviceRun* run, const void* hsend, void* out, size_t count, int dtype,
+                       int op, cudaStream_t stream) {
+  const size_t bytes = count * sparccl_dtype_size(dtype);
+  CUDA_OK(cudaMemcpy(run->send, hsend, bytes, cudaMemcpyHostToDevice));
+  ck_assert_int_eq(sparcclAllReduce(run->send, run->recv, count, dtype, op, run->comm, stream), sparcclSuccess);
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaMemcpy(out, run->recv, bytes, cudaMemcpyDeviceToHost));
+}
+
+static void freeRun(DeviceRun* run, int inPlace) {
+  sparcclCommDestroy(run->comm);
+  cudaFree(run->send);
+  if (!inPlace) cudaFree(run->recv);
+}
+
+/* Run `steps` calls with fresh random gradients on the host comm and two device comms, the
+ * optimised kernels and the plain ones (docs/DEVICE.md); every output and the saved state
+ * compared bitwise, each device comm with the host and the two with each other. */
 static void compareRun(const sparcclConfig_t* c, size_t nlayers, const size_t* counts,
                        int dtype, int op, int inPlace, int steps, uint64_t seed, int kind,
                        const char* what) {
+  static int created = 0;
   size_t count = 0, bytes, dsize = sparccl_dtype_size(dtype);
+  char plainWhat[160];
   for (size_t i = 0; i < nlayers; i++) count += counts[i];
   bytes = count * dsize;
-  sparcclComm_t host = hostComm(c), device = deviceComm(c);
-  void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *dsend, *drecv;
+  snprintf(plainWhat, sizeof(plainWhat), "%s (plain kernels)", what);
+  sparcclComm_t host = hostComm(c);
+  void *hsend = malloc(bytes), *hrecv = malloc(bytes), *back = malloc(bytes), *plainBack = malloc(bytes);
+  const int buffers = 1 + (created++ & 1);
+  DeviceRun fast = deviceRun(deviceCommKernels(c, buffers, sparcclDeviceKernelsOptimised), bytes,
+                             inPlace, nlayers, counts);
+  DeviceRun plain = deviceRun(deviceCommKernels(c, 3 - buffers, sparcclDeviceKernelsPlain), bytes,
+                              inPlace, nlayers, counts);
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
-  CUDA_OK(cudaMalloc(&dsend, bytes));
-  drecv = dsend;
-  if (!inPlace) CUDA_OK(cudaMalloc(&drecv, bytes));
   ck_assert_int_eq(sparcclRegisterLayout(host, hsend, nlayers, counts), sparcclSuccess);
-  ck_assert_int_eq(sparcclRegisterLayout(device, dsend, nlayers, counts), sparcclSuccess);
   for (int s = 0; s < steps; s++) {
+    void* expected = inPlace ? hsend : hrecv;
     fill(hsend, count, dtype, seed + (uint64_t)s * 7919, kind);
-    CUDA_OK(cudaMemcpy(dsend, hsend, bytes, cudaMemcpyHostToDevice));
-    ck_assert_int_eq(sparcclAllReduce(hsend, inPlace ? hsend : hrecv, count, dtype, op, host, NULL), sparcclSuccess);
-    ck_assert_int_eq(sparcclAllReduce(dsend, drecv, count, dtype, op, device, stream), sparcclSuccess);
-    CUDA_OK(cudaStreamSynchronize(stream));
-    CUDA_OK(cudaMemcpy(back, drecv, bytes, cudaMemcpyDeviceToHost));
-    assertSameOutput(back, inPlace ? hsend : hrecv, bytes, dsize, what, s);
+    deviceStep(&fast, hsend, back, count, dtype, op, stream);
+    deviceStep(&plain, hsend, plainBack, count, dtype, op, stream);
+    ck_assert_int_eq(sparcclAllReduce(hsend, expected, count, dtype, op, host, NULL), sparcclSuccess);
+    assertSameOutput(back, expected, bytes, dsize, what, s);
+    assertSameOutput(plainBack, back, bytes, dsize, plainWhat, s);
   }
-  assertSameState(host, device, what);
+  assertSameState(host, fast.comm, what);
+  assertSameState(host, plain.comm, plainWhat);
+  assertSameState(fast.comm, plain.comm, plainWhat);
   sparcclCommDestroy(host);
-  sparcclCommDestroy(device);
-  cudaFree(dsend);
-  if (!inPlace) cudaFree(drecv);
+  freeRun(&fast, inPlace);
+  freeRun(&plain, inPlace);
   cudaStreamDestroy(stream);
-  free(hsend); free(hrecv); free(back);
+  free(hsend); free(hrecv); free(back); free(plainBack);
 }
 
 static const char* names[] = {"topk", "randk", "impk", "impk_select", "impk_random"};
@@ -264,6 +310,25 @@ START_TEST(test_methods) {
   compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclSum, 1, SIZE(4, 3), 13, 0, what);
   compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclSum, 0, 2, 14, 1, what); /* all zero */
   compareRun(&c, nmixed, mixed, sparcclFloat32, sparcclAvg, 0, SIZE(3, 2), 15, 2, what); /* ties */
+}
+END_TEST
+
+/* k = d (density 1: every element sent) and k < d over small prime sizes, every compressor x
+ * feedback, the three wire types and gradient types: the plain kernels against the
+ * optimised ones and the host (compareRun). */
+START_TEST(test_every_element) {
+  int compressor = _i % 5, feedback = _i / 5, wire = dtypes[_i % 3], dtype = dtypes[(_i / 3) % 3];
+  size_t primes[] = {2, 3, 5, 7, 13, 4093, 4099, 8191};
+  char what[128];
+  sparcclConfig_t c = config(compressor, feedback, wire, 1);
+  snprintf(what, sizeof(what), "k = d: %s + %s, %s gradients, %s wire", names[compressor],
+           feedbacks[feedback], dtypeNames[(_i / 3) % 3], dtypeNames[_i % 3]);
+  c.density = 1.0;
+  compareRun(&c, 8, primes, dtype, sparcclSum, 0, 2, 400 + (uint64_t)_i, 0, what);
+  snprintf(what, sizeof(what), "primes: %s + %s, %s gradients, %s wire", names[compressor],
+           feedbacks[feedback], dtypeNames[(_i / 3) % 3], dtypeNames[_i % 3]);
+  c.density = 0.05;
+  compareRun(&c, 8, primes, dtype, sparcclAvg, 1, 2, 500 + (uint64_t)_i, 2, what);
 }
 END_TEST
 
@@ -567,11 +632,12 @@ END_TEST
 /* `steps` calls on both comms, an explicit restart after call restartAt and a scaling by
  * `factor` after call scaleAt, states compared after each; with restartOnLoss, a loss report
  * after every call (a rise at the last restarts every key). */
-static void restartScaleRun(const sparcclConfig_t* c, int buffers, int steps, uint64_t seed,
-                            int restartAt, int scaleAt, float factor, const char* what) {
+static void restartScaleRun(const sparcclConfig_t* c, int buffers, int kernels, int steps,
+                            uint64_t seed, int restartAt, int scaleAt, float factor,
+                            const char* what) {
   size_t counts[] = {6000, 6000, 50};
   size_t count = 12050, bytes = count * 4;
-  sparcclComm_t host = hostComm(c), device = deviceCommWith(c, buffers);
+  sparcclComm_t host = hostComm(c), device = deviceCommKernels(c, buffers, kernels);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
   float* d;
   sparcclStats_t hs, ds;
@@ -618,9 +684,10 @@ START_TEST(test_restarts) {
   compareRun(&c, 3, counts, sparcclFloat32, sparcclAvg, 1, 7, 91, 0, "restart ratio, lag 2");
   c.restartOnLoss = 1;
   /* with two error buffers, the restart comes after an even number of calls and the
-   * scaling after an odd one: e in either buffer */
+   * scaling after an odd one: e in either buffer; the optimised kernels and the plain */
   for (int buffers = 1; buffers <= 2; buffers++)
-    restartScaleRun(&c, buffers, 4, 95, 1, 2, 0.5f, "explicit restart");
+    for (int kernels = 0; kernels <= 1; kernels++)
+      restartScaleRun(&c, buffers, kernels, 4, 95, 1, 2, 0.5f, "explicit restart");
 }
 END_TEST
 
@@ -1371,8 +1438,9 @@ START_TEST(test_warmup_state) {
   }
   c = config(sparcclRandK, sparcclFeedbackDGC, sparcclFloat32, 64);
   c.warmupSteps = 2;
-  for (int buffers = 1; buffers <= 2; buffers++)
-    restartScaleRun(&c, buffers, 5, 720, 0, 3, 0.25f, "dgc: restart in warm-up, scale after");
+  for (int buffers = 1; buffers <= 2; buffers++) /* the plain kernels with two */
+    restartScaleRun(&c, buffers, buffers - 1, 5, 720, 0, 3, 0.25f,
+                    "dgc: restart in warm-up, scale after");
 }
 END_TEST
 
@@ -1496,6 +1564,7 @@ static Suite* deviceSuite(void) {
   if (selectOnly || worldSize == 1) {
     /* the selection and compaction kernels: every compressor x feedback, every radix pass */
     tcase_add_loop_test(tc, test_methods, 0, 20);
+    tcase_add_loop_test(tc, test_every_element, 0, 25);
     tcase_add_test(tc, test_radix);
     tcase_add_test(tc, test_equal_keys);
     tcase_add_loop_test(tc, test_prediction, 0, 6);

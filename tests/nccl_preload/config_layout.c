@@ -45,6 +45,7 @@ int main(void) {
   INTEGER("config", init, sparcclConfig_t, restartOnLoss);
   UNSIGNED("config", init, sparcclConfig_t, warmupSteps);
   REAL("config", init, sparcclConfig_t, momentum);
+  INTEGER("config", init, sparcclConfig_t, deviceKernels);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
