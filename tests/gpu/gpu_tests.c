@@ -41,6 +41,7 @@
 #include "sparccl_mpi.h"
 #include "sparccl_nccl.h"
 #include "sparccl_math.h"
+#include "../test_rng.h"
 
 #define CUDA_OK(call) ck_assert_msg((call) == cudaSuccess, "%s failed", #call)
 
@@ -55,12 +56,7 @@
 /* The emulator build takes these from MPI_COMM_WORLD; the real build keeps one rank. */
 static int worldRank = 0, worldSize = 1;
 
-static uint64_t rng(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+static uint64_t rng(uint64_t* s) { return test_random_u64(s); }
 static float normal(uint64_t* s) {
   double sum = 0.0;
   for (int i = 0; i < 4; i++) sum += (double)(rng(s) >> 11) * (1.0 / 9007199254740992.0);

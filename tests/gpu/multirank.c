@@ -19,13 +19,9 @@
 #include "sparccl.h"
 #include "sparccl_mpi.h"
 #include "sparccl_nccl.h"
+#include "../test_rng.h"
 
-static uint64_t rng(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+static uint64_t rng(uint64_t* s) { return test_random_u64(s); }
 
 static int sameFiles(const char* a, const char* b) {
   FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
