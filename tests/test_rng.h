@@ -1,5 +1,5 @@
-/* The tests' one random generator, splitmix64: the suites (the GPU suite too), the emulator's scheduler and
- * the preload checks all draw from it (examples/ have their own, example_splitmix64). */
+/* The tests' one random generator, splitmix64: the suites (the GPU suite too), the
+ * emulator's scheduler and the preload checks draw from it (examples/: example_splitmix64). */
 #ifndef SPARCCL_TESTS_TEST_RNG_H_
 #define SPARCCL_TESTS_TEST_RNG_H_
 
