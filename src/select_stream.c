@@ -1,21 +1,7 @@
-/*
- * The streaming selection (issue 14 item 1): a threshold bound from a strided sample of the
- * keys, so that the key pass keeps only the candidates at or above it (their keys and
- * indices, in ascending index order) instead of writing every key; then the exact top-k
- * among the candidates.
- *
- * Exactness: every element outside the candidates has a key below the bound, and every
- * candidate one at or above it.  When at least k elements are candidates, the k-th largest
- * key is >= bound, so the k largest keys -- and every key equal to the k-th -- are all
- * candidates, and the candidates keep their ascending index order: the top-k of the
- * candidates with ties to the lower index is SPEC 1's set of the whole layer.  When fewer
- * than k are (a sample that overestimated), or too many (a sample that underestimated, or
- * heavy ties at the bound), compress.c falls back to the exact radix path over all keys;
- * the bound only ever changes the speed, never the set.
- *
- * These functions see only keys; the keys themselves come from compress.c (the math of
- * sparccl_math.h, unchanged).
- */
+/* The streaming selection (issue 14 item 1): a bound from a strided sample of the keys, the
+ * candidates at or above it, then the exact top-k among them; fewer than k or too many
+ * candidates fall back to the exact path, so the set is always SPEC 1's.  Why this is
+ * exact: docs/ARCHITECTURE.md, "The streaming selection". */
 #include <string.h>
 #include "core.h"
 #include "select_stream.h"

@@ -1,13 +1,7 @@
-/*
- * The vectorised candidate pass of the streaming selection (select_stream.c), for float32,
- * float16 and bfloat16 gradients (float32 state) and the magnitude keys (topk: |x|, impk with fixed weights: |w * x|), every
- * feedback scheme.  AVX2 where the machine has it (chosen at run time); elsewhere the
- * portable loop of compress.c runs instead.
- *
- * Bitwise the scalar math of sparccl_math.h: IEEE single add, subtract and multiply, lane
- * by lane, in the same operations (no fma: the compiler may not contract intrinsics, and
- * -ffp-contract=off holds for the rest); the key is the magnitude's bits.
- */
+/* The AVX2 candidate pass of the streaming selection (select_stream.c): float32, float16
+ * and bfloat16 gradients, topk and fixed-weight impk keys, every feedback scheme; chosen at
+ * run time.  Bitwise sparccl_math.h's scalar math: IEEE single ops lane by lane in the same
+ * order, no fma (docs/ARCHITECTURE.md, "The streaming selection"). */
 #include <string.h>
 #include "sparccl_math.h"
 #include "select_stream.h"
