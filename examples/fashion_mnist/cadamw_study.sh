@@ -13,7 +13,7 @@ set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,11p "$0"; exit 2; }
 OUT=$1 IMAGES=${2:-15000} EPOCHS=${3:-20} SEEDS=${4:-"1 2 3 4 5"}
 METHODS=${METHODS:-"dense topk ef-topk scam-topk scam-impk_c scam-impk_s"}
-LRS=${LRS:-"2e-4 5e-4 1e-3 2e-3"}
+LRS=${LRS:-"1e-4 2e-4 5e-4 1e-3 2e-3 4e-3"}
 C="$(dirname "$0")/converge.sh"
 export TRAIN_IMAGES=$IMAGES
 common="--optimizer adamw --train-limit $IMAGES"
