@@ -26,6 +26,7 @@ struct NcclTransport {
   size_t scratchBytes;
   int errorBuffers; /* SPARCCL_ERROR_BUFFERS: 2 (default) or 1 (device_set.cuh) */
   unsigned long long* callSequence; /* device memory: the comm's call sequence (SPEC 4) */
+  int checkSizes; /* the config's: every exchange agrees its size first (synchronising) */
 };
 
 #define CUDACHECK(call, caller)                                                       \
@@ -160,8 +161,8 @@ static ncclResult_t ncclReady(ncclComm_t nc) { return ncclWait(nc, ncclInProgres
  * that did not run (NCCL defers every call between the caller's ncclGroupStart and
  * ncclGroupEnd) is caught: this rank's own block is set to something else than it sends
  * first. */
-static sparcclResult_t ncclHostAllgather(sparcclTransport_t* self, const void* send, void* recv,
-                                         size_t bytes) {
+static sparcclResult_t hostAllgather(sparcclTransport_t* self, const void* send, void* recv,
+                                     size_t bytes) {
   static const char caller[] = "sparccl's host-data exchange (new key, load, loss report)";
   NcclTransport* t = (NcclTransport*)self->impl;
   size_t need = bytes * (size_t)(self->nranks + 1), i;
@@ -212,6 +213,19 @@ static sparcclResult_t ncclHostAllgather(sparcclTransport_t* self, const void* s
 done:
   free(mark);
   return res;
+}
+
+static sparcclResult_t rawGather(void* self, const void* send, void* recv, size_t bytes) {
+  return hostAllgather((sparcclTransport_t*)self, send, recv, bytes);
+}
+
+/* checkSizes (include/sparccl_nccl.h): every exchange first agrees its size and collective
+ * on every rank, as on MPI (sparcclAgreeSize), at the price of a synchronisation. */
+static sparcclResult_t ncclHostAllgather(sparcclTransport_t* self, const void* send, void* recv,
+                                         size_t bytes) {
+  if (((NcclTransport*)self->impl)->checkSizes)
+    SPARCCLCHECK(sparcclAgreeSize(self->nranks, bytes, 0, rawGather, self));
+  return hostAllgather(self, send, recv, bytes);
 }
 
 static void ncclTransportDestroy(sparcclTransport_t* self) {
@@ -566,7 +580,7 @@ static sparcclResult_t deviceCreateSet(sparcclComm_t comm, sparcclLayerSet_t* se
 static int isDevicePointer(const void* p) {
   cudaPointerAttributes attr;
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
-    cudaGetLastError();
+    (void)cudaGetLastError(); /* clears the error of a host pointer */
     return 0;
   }
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
@@ -614,13 +628,39 @@ static sparcclResult_t deviceCheckNewKey(sparcclComm_t comm, void* stream, const
 /* This rank's compression could not be launched; its exchange still goes out (a rank that
  * returned before it would leave the others waiting in theirs), with a zeroed call check,
  * so that every rank refuses the call (SPEC 4: no output, no state change, no rank's call
- * sequence moves) and none sums what was never compressed.  The scratch that a
- * compression's passes leave zero is zeroed again, in case some of them ran. */
-static void sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaStream_t stream) {
-  (void)cudaMemsetAsync(sparccl_wire_check(&set->wire, ds->sendBlock), 0, SPARCCL_CALL_CHECK_BYTES, stream);
-  (void)cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
-  (void)cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
-  (void)cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
+ * sequence moves).  The scratch that a compression's passes leave zero is zeroed again. */
+static cudaError_t sendRefusedBlock(const sparcclLayerSet_t* set, DeviceSet* ds, cudaStream_t stream) {
+  cudaError_t err = cudaMemsetAsync(sparccl_wire_check(&set->wire, ds->sendBlock), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(ds->hist, 0, set->nlayers * SPARCCL_RADIX_BINS * sizeof(uint32_t), stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(ds->arrivals, 0, (set->nlayers + 1) * sizeof(uint32_t), stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(ds->layerBad, 0, set->nlayers * sizeof(uint32_t), stream);
+  return err;
+}
+
+/* A block whose check could not be zeroed is not sent: other ranks could sum it.  Their
+ * calls then fail or wait, as on a dead rank; the comm is to be aborted. */
+static sparcclResult_t refusalNotSent(const char* caller, cudaError_t launch, cudaError_t zero) {
+  WARN("%s: a launch failed (%s) and this rank's block could not be marked refused (%s): the "
+       "exchange is not sent, the state is unchanged; abort the comm (sparcclCommAbort)",
+       caller, cudaGetErrorString(launch), cudaGetErrorString(zero));
+  return sparcclUnhandledCudaError;
+}
+
+/* checkSizes: the sizes of a call's exchanges (each collective's bytes and kind), agreed
+ * on every rank before anything is enqueued, so that ranks whose calls disagree are refused
+ * instead of meeting in NCCL collectives of different sizes.  It synchronises. */
+static sparcclResult_t agreeExchanges(sparcclComm_t comm, cudaStream_t stream, const size_t* bytes,
+                                      const int* alltoall, int count, const char* caller) {
+  if (!nccl(comm)->checkSizes) return sparcclSuccess;
+  SPARCCLCHECK(refuseCapture(stream, nccl(comm)->device, caller,
+                             "SPARCCL_CHECK_SIZES=1 synchronises every call: capture with it off"));
+  for (int i = 0; i < count; i++) {
+    sparcclResult_t res = sparcclAgreeSize(comm->nranks, bytes[i], alltoall[i], rawGather,
+                                           comm->transport);
+    if (res == sparcclInvalidUsage) comm->stats.refusedCalls++;
+    SPARCCLCHECK(res);
+  }
+  return sparcclSuccess;
 }
 
 /* Warm-up's calls (SPEC 9) are decided on the host, by the key's count of calls made
@@ -695,6 +735,9 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
   const uint32_t n = (uint32_t)comm->nranks;
   ncclResult_t nres;
   SPARCCLCHECK(refuseDenseCapture(comm, stream, caller));
+  const size_t sizes[2] = {ring.scatter.blockBytes, ring.gather.blockBytes};
+  const int alltoall[2] = {1, 0};
+  SPARCCLCHECK(agreeExchanges(comm, stream, sizes, alltoall, 2, caller));
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   a.dense = 1;
   a.checkFingerprint = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_DENSE).fingerprint;
@@ -704,15 +747,18 @@ static sparcclResult_t deviceDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_
   cudaError_t err = sparcclLaunchCallCheckWrite(scatter, stream, n);
   if (err == cudaSuccess) err = sparcclLaunchDensePack(a, ds, d, send, stream);
   if (err != cudaSuccess) { /* every chunk's check zeroed: every rank refuses */
-    (void)cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatter.blockBytes, stream);
-    sendRefusedBlock(set, ds, stream);
+    cudaError_t zero = cudaMemsetAsync(p.scatterSend, 0, (size_t)n * ring.scatter.blockBytes, stream);
+    if (zero == cudaSuccess) zero = sendRefusedBlock(set, ds, stream);
+    if (zero != cudaSuccess) return refusalNotSent(caller, err, zero);
   }
   nres = exchangeShards(t->nccl, p.scatterSend, p.scatterRecv, ring.scatter.blockBytes, (int)n, stream);
   if (nres != ncclSuccess) return ncclFailure(caller, "the reduce-scatter (ncclSend, ncclRecv)", nres);
   if (err == cudaSuccess) err = sparcclLaunchCallCheckVerify(scatter, stream);
   if (err == cudaSuccess) err = sparcclLaunchShardSums(a, ring, p.scatterRecv, p.gatherSend, p.gatherRecv, stream);
-  if (err != cudaSuccess)
-    (void)cudaMemsetAsync(sparccl_wire_check(&ring.gather, p.gatherSend), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+  if (err != cudaSuccess) {
+    cudaError_t zero = cudaMemsetAsync(sparccl_wire_check(&ring.gather, p.gatherSend), 0, SPARCCL_CALL_CHECK_BYTES, stream);
+    if (zero != cudaSuccess) return refusalNotSent(caller, err, zero);
+  }
   nres = ncclWait(t->nccl, ncclAllGather(p.gatherSend, p.gatherRecv, ring.gather.blockBytes, ncclUint8,
                                          t->nccl, stream));
   if (err != cudaSuccess) {
@@ -745,10 +791,15 @@ static sparcclResult_t deviceAllReduce(sparcclComm_t comm, sparcclLayerSet_t* se
   NCCLCHECK(ncclReady(t->nccl), caller); /* refused before anything is enqueued */
   if (sparcclNextCallDense(comm, set))
     return deviceDenseAllReduce(comm, set, send, recv, dtype, op, stream);
+  const int gather = 0;
+  SPARCCLCHECK(agreeExchanges(comm, stream, &set->wire.blockBytes, &gather, 1, caller));
   KernelArgs a = sparcclKernelArgs(comm, set, dtype, op);
   cudaError_t err = sparcclLaunchCallCheckWrite(a, stream);
   if (err == cudaSuccess) err = launchCompress(a, ds, send, stream);
-  if (err != cudaSuccess) sendRefusedBlock(set, ds, stream);
+  if (err != cudaSuccess) {
+    cudaError_t zero = sendRefusedBlock(set, ds, stream);
+    if (zero != cudaSuccess) return refusalNotSent(caller, err, zero);
+  }
   /* Once anything is enqueued the exchange goes out, whatever happened.  A failure of it
    * leaves the state as it was: nothing is written before the exchange. */
   nres = ncclWait(t->nccl, ncclAllGather(ds->sendBlock, ds->recvBlocks, set->wire.blockBytes,
@@ -1076,6 +1127,7 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
   SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
   SPARCCLCHECK(makeTransport(nc, owned, (int)errorBuffers, caller, &transport));
+  ((NcclTransport*)transport->impl)->checkSizes = resolved.checkSizes;
   res = sparcclCommCreate(out, transport, &resolved);
   if (res != sparcclSuccess) {
     ((NcclTransport*)transport->impl)->owned = 0; /* the caller keeps what it passed */

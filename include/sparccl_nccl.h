@@ -14,7 +14,10 @@ extern "C" {
  * alive); local: nothing is exchanged until a key's first call.  Buffers in GPU memory of
  * the communicator's device, work on the caller's stream.  Streams, graph capture, NCCL
  * groups, pending errors, non-blocking communicators, warm-up and memory: what callers
- * must and must not do is in docs/DEVICE.md, "Using a device comm". */
+ * must and must not do is in docs/DEVICE.md, "Using a device comm".  Ranks whose calls
+ * disagree are refused by SPEC 4's call check when their exchanges have equal sizes; of
+ * different sizes (a live key against a new one) only with config.checkSizes = 1, which
+ * agrees every exchange's size first at a synchronisation per call (no graph capture). */
 sparcclResult_t sparcclCommInitNccl(sparcclComm_t* comm, ncclComm_t nccl,
                                     const sparcclConfig_t* config);
 

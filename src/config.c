@@ -58,6 +58,7 @@ static const sparcclParam_t params[] = {
   {PARAM_SIZE,  FIELD(warmupSteps),    "SPARCCL_WARMUP_STEPS",      0,                 0,   R,    0, 0, NULL, 0, NULL},
   {PARAM_REAL,  FIELD(momentum),       "SPARCCL_MOMENTUM",          0.9,               0,   1,    0, 1, NULL, 0, NULL},
   {PARAM_ENUM,  FIELD(deviceKernels),  "SPARCCL_DEVICE_KERNELS",    sparcclDeviceKernelsOptimised, ONLY, 0, NAMES(kernelNames), NULL},
+  {PARAM_INT,   FIELD(checkSizes),     "SPARCCL_CHECK_SIZES",       0,                 0,   1,    0, 0, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY

@@ -1034,6 +1034,15 @@ START_TEST(test_pending_error) {
   ck_assert_int_eq(cudaGetLastError(), cudaSuccess);
   ck_assert_uint_eq(cudaEmuLaunches(), launches);
   ck_assert_uint_eq(ncclEmuCollectives(), collectives + 1);
+  /* ... and the memsets that would mark the block refused fail too: nothing is sent */
+  cudaEmuInjectFault(cudaEmuFaultLaunch, 1000, cudaErrorLaunchOutOfResources);
+  cudaEmuInjectFault(cudaEmuFaultMemset, 1000, cudaErrorInvalidValue);
+  ck_assert_int_eq(sparcclAllReduce(d, d, count, sparcclFloat32, sparcclSum, device, NULL), sparcclUnhandledCudaError);
+  cudaEmuInjectFault(cudaEmuFaultLaunch, 0, cudaSuccess);
+  cudaEmuInjectFault(cudaEmuFaultMemset, 0, cudaSuccess);
+  (void)cudaGetLastError();
+  ck_assert_uint_eq(cudaEmuLaunches(), launches);
+  ck_assert_uint_eq(ncclEmuCollectives(), collectives + 1);
 #endif
   for (int s = 1; s < 3; s++)
     stepBoth(host, device, h, out, d, d, back, count, 710 + (uint64_t)s, "pending error", s);
@@ -1252,7 +1261,7 @@ END_TEST
  * and is counted in stats.refusedCalls; the following calls give the bits of a host comm
  * that never saw it.  `refuse` makes the one bad call on the device comm alone. */
 static void refusedCallRun(const sparcclConfig_t* c, void (*refuse)(sparcclComm_t, float*, float*, size_t),
-                           const char* what) {
+                           int counted, const char* what) {
   const size_t count = 6000, bytes = count * sizeof(float);
   sparcclComm_t host = hostComm(c), device = deviceComm(c);
   float *h = (float*)malloc(bytes), *out = (float*)malloc(bytes), *back = (float*)malloc(bytes);
@@ -1269,8 +1278,9 @@ static void refusedCallRun(const sparcclConfig_t* c, void (*refuse)(sparcclComm_
   CUDA_OK(cudaMemcpy(back, dout, bytes, cudaMemcpyDeviceToHost));
   ck_assert_msg(firstDifference(back, before, bytes) < 0, "%s: a refused call wrote its output", what);
   ck_assert_int_eq(sparcclCommGetStats(device, &stats), sparcclSuccess);
-  ck_assert_msg(stats.refusedCalls == 1 && stats.calls == 2, "%s: %llu refused, %llu calls", what,
-                stats.refusedCalls, stats.calls);
+  ck_assert_msg(stats.refusedCalls == (unsigned long long)counted && stats.calls == 2 && stats.layerSets == 1,
+                "%s: %llu refused, %llu calls, %llu keys", what, stats.refusedCalls, stats.calls,
+                stats.layerSets);
   for (int s = 2; s < 5; s++) stepBoth(host, device, h, out, d, dout, back, count, 500u + (uint64_t)s, what, s);
   assertSameState(host, device, what);
   sparcclCommDestroy(host);
@@ -1288,7 +1298,25 @@ static void refuseByOp(sparcclComm_t device, float* d, float* dout, size_t count
 START_TEST(test_disagreeing_ranks) {
   sparcclConfig_t c = config(_i ? sparcclImpK : sparcclTopK, _i ? sparcclFeedbackSCAM : sparcclFeedbackEF21,
                              sparcclFloat32, 64);
-  refusedCallRun(&c, refuseByOp, _i ? "sum against avg (impk + scam)" : "sum against avg (topk + ef21)");
+  refusedCallRun(&c, refuseByOp, 1, _i ? "sum against avg (impk + scam)" : "sum against avg (topk + ef21)");
+}
+END_TEST
+
+/* checkSizes: every exchange agrees its size first, so a live key against a new one (the odd
+ * ranks' count differs) is refused on every rank before NCCL sees collectives of different
+ * sizes, and the new key is not kept.  The new key's rank refuses it in its layout
+ * exchange, which is not a call's exchange: only the others count a refused call. */
+static void refuseByCount(sparcclComm_t device, float* d, float* dout, size_t count) {
+  ck_assert_int_eq(sparcclAllReduce(d, dout, worldRank % 2 ? count - 1000 : count, sparcclFloat32,
+                                    sparcclSum, device, NULL), sparcclInvalidUsage);
+}
+
+START_TEST(test_disagreeing_sizes) {
+  sparcclConfig_t c = config(sparcclTopK, _i ? sparcclFeedbackDGC : sparcclFeedbackEF, sparcclFloat32, 64);
+  c.checkSizes = 1;
+  c.warmupSteps = _i ? 3 : 0; /* the third call is dense against the odd ranks' new key */
+  refusedCallRun(&c, refuseByCount, worldRank % 2 == 0,
+                 _i ? "checkSizes: a dense call against a new key" : "checkSizes: a live key against a new key");
 }
 END_TEST
 
@@ -1501,7 +1529,7 @@ START_TEST(test_tampered_blocks) {
   sparcclConfig_t c = config(sparcclTopK, _i % 2 ? sparcclFeedbackSCAM : sparcclFeedbackEF21,
                              sparcclFloat32, 64);
   tamperMode = 1 + _i / 2;
-  refusedCallRun(&c, refuseByTamper, whats[_i / 2]);
+  refusedCallRun(&c, refuseByTamper, 1, whats[_i / 2]);
 }
 END_TEST
 
@@ -1515,7 +1543,7 @@ START_TEST(test_tampered_dense) {
                              sparcclFloat32, 64);
   c.warmupSteps = 10;
   tamperMode = _i / 2 ? 3 : 1;
-  refusedCallRun(&c, refuseByTamper, whats[_i / 2]);
+  refusedCallRun(&c, refuseByTamper, 1, whats[_i / 2]);
 }
 END_TEST
 #endif
@@ -1598,6 +1626,7 @@ static Suite* deviceSuite(void) {
       tcase_add_loop_test(tc, test_ranks, 0, 10);
       tcase_add_test(tc, test_restarts);
       tcase_add_loop_test(tc, test_disagreeing_ranks, 0, 2);
+      tcase_add_loop_test(tc, test_disagreeing_sizes, 0, 2);
     }
     tcase_add_loop_test(tc, test_nonfinite, 0, 2);
     tcase_add_loop_test(tc, test_phase, 0, 8);
