@@ -24,7 +24,7 @@ struct NcclTransport {
   cudaStream_t stream;
   void* scratch;
   size_t scratchBytes;
-  int errorBuffers; /* SPARCCL_ERROR_BUFFERS: 2 (default) or 1 (device_set.cuh) */
+  int errorBuffers; /* the config's: 2 (default) or 1 (device_set.cuh) */
   unsigned long long* callSequence; /* device memory: the comm's call sequence (SPEC 4) */
   int checkSizes; /* the config's: every exchange agrees its size first (synchronising) */
 };
@@ -1118,15 +1118,12 @@ static sparcclResult_t initOnNccl(sparcclComm_t* out, ncclComm_t nc, int owned,
   sparcclConfig_t resolved;
   sparcclTransport_t* transport = NULL;
   sparcclResult_t res;
-  long long errorBuffers = 2;
-  int found;
   if (out == NULL) {
     WARN("%s: comm is NULL", caller);
     return sparcclInvalidArgument;
   }
   SPARCCLCHECK(sparcclConfigResolve(config, &resolved));
-  SPARCCLCHECK(sparcclEnvInteger("SPARCCL_ERROR_BUFFERS", 1, 2, &errorBuffers, &found));
-  SPARCCLCHECK(makeTransport(nc, owned, (int)errorBuffers, caller, &transport));
+  SPARCCLCHECK(makeTransport(nc, owned, resolved.errorBuffers, caller, &transport));
   ((NcclTransport*)transport->impl)->checkSizes = resolved.checkSizes;
   res = sparcclCommCreate(out, transport, &resolved);
   if (res != sparcclSuccess) {

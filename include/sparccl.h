@@ -92,6 +92,7 @@ typedef struct {
   double momentum;              /* dgc's momentum, in [0, 1); SPARCCL_MOMENTUM */
   int deviceKernels;            /* sparcclDeviceKernels_t (device comms); SPARCCL_DEVICE_KERNELS */
   int checkSizes;               /* device comms: agree every exchange's size first; SPARCCL_CHECK_SIZES */
+  int errorBuffers;             /* device comms: e in 2 buffers or 1; SPARCCL_ERROR_BUFFERS */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -111,7 +112,7 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
         SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, \
-        SPARCCL_CONFIG_UNDEF_INT                                                          \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT                                \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -59,6 +59,7 @@ static const sparcclParam_t params[] = {
   {PARAM_REAL,  FIELD(momentum),       "SPARCCL_MOMENTUM",          0.9,               0,   1,    0, 1, NULL, 0, NULL},
   {PARAM_ENUM,  FIELD(deviceKernels),  "SPARCCL_DEVICE_KERNELS",    sparcclDeviceKernelsOptimised, ONLY, 0, NAMES(kernelNames), NULL},
   {PARAM_INT,   FIELD(checkSizes),     "SPARCCL_CHECK_SIZES",       0,                 0,   1,    0, 0, NULL, 0, NULL},
+  {PARAM_INT,   FIELD(errorBuffers),   "SPARCCL_ERROR_BUFFERS",     2,                 1,   2,    0, 0, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -75,22 +76,6 @@ const char* sparcclCompressorName(int c) {
 }
 const char* sparcclFeedbackName(int f) {
   return f >= 0 && f < SPARCCL_NUM_FEEDBACKS ? feedbackNames[f] : "unknown";
-}
-
-sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
-                                  long long* out, int* found) {
-  const char* v = getenv(name);
-  char* end;
-  *found = 0;
-  if (v == NULL) return sparcclSuccess;
-  errno = 0;
-  *out = strtoll(v, &end, 0);
-  if (errno != 0 || *end != '\0' || end == v || *out < low || *out > high) {
-    WARN("%s=%s is not an integer in [%lld, %lld]", name, v, low, high);
-    return sparcclInvalidArgument;
-  }
-  *found = 1;
-  return sparcclSuccess;
 }
 
 /* ------------------------------------------------------------ reading one field */
@@ -269,7 +254,9 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   for (i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
     const sparcclParam_t* p = &params[i];
     const void* at = (const char*)c + p->offset;
-    if (p->offset == offsetof(sparcclConfig_t, deviceKernels)) continue; /* same results either way */
+    if (p->offset == offsetof(sparcclConfig_t, deviceKernels) ||
+        p->offset == offsetof(sparcclConfig_t, errorBuffers))
+      continue; /* the same results either way */
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));
     else h = sparcclHash64(h, &integer, sizeof(integer));

@@ -53,10 +53,6 @@ typedef struct {
 const sparcclParam_t* sparcclParams(size_t* count);
 /* Fill the unset fields of *out from SPARCCL_* and defaults; validate. */
 sparcclResult_t sparcclConfigResolve(const sparcclConfig_t* user, sparcclConfig_t* out);
-/* An integer environment variable in [low, high]: *found = 0 when unset, an error (logged,
- * naming the variable) when set to anything else, the empty string included. */
-sparcclResult_t sparcclEnvInteger(const char* name, long long low, long long high,
-                                  long long* out, int* found);
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* config);
 const char* sparcclCompressorName(int compressor);
 const char* sparcclFeedbackName(int feedback);

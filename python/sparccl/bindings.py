@@ -80,6 +80,7 @@ class SparcclConfig(ctypes.Structure):
         ("momentum", ctypes.c_double),
         ("deviceKernels", ctypes.c_int),
         ("checkSizes", ctypes.c_int),
+        ("errorBuffers", ctypes.c_int),
     ]
 
 
@@ -108,6 +109,7 @@ CONFIG_INITIALIZER = {
     "momentum": UNDEF_DOUBLE,
     "deviceKernels": UNDEF_INT,
     "checkSizes": UNDEF_INT,
+    "errorBuffers": UNDEF_INT,
 }
 
 
@@ -173,6 +175,7 @@ class SparcclOptions:
     momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
     device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
     check_sizes: Optional[int] = None   # device comms: 1 = agree every exchange's size first
+    error_buffers: Optional[int] = None  # device comms: e in 2 buffers (default) or 1
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -197,6 +200,7 @@ class SparcclOptions:
             ("momentum", "momentum", float),
             ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
             ("check_sizes", "checkSizes", int),
+            ("error_buffers", "errorBuffers", int),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)
