@@ -313,7 +313,7 @@ HOST_ALONE = {
     ("gpt2_small", 0.01): (0.2564, 0.2254),             # sparccl_perf, 3 calls
     ("gpt2_small", 0.001): (0.1925, 0.1986),
 }
-HOST_PAIR_S = 9.8e-9    # seconds per received pair summed (slope of decompress against k)
+HOST_PAIR_S = 9.9e-9    # seconds per received pair summed (slope of decompress against k)
 HOST_ADD_BPS = 3.57e9   # dense float32 sums: the 16 B/param floor pass's rate x 16/12
 MODEL_OF = {"gpt_1p3b": "gpt2_small"}  # layouts without a measurement: per element as this
 
@@ -419,7 +419,7 @@ def model_point(key, alone, cores, alpha):
 def probe_latency(rows, cores):
     """Seconds a round left over in the small-message probe runs (docs/layouts/probe_64k), per
     (topology, ranks, dense or sparse): the measured time less the model's with no latency,
-    over the model's number of latency-bound rounds (its slope in the latency)."""
+    over the model's number of latency-bound rounds (its slope in the latency); 0 if negative."""
     alone_rows = [r for r in rows if r["topology"] == "alone"]
     alone = {k: (v, group(alone_rows, CONFIG, "decompress_s")[k])
              for k, v in group(alone_rows, CONFIG, "compress_s").items()}
@@ -429,7 +429,7 @@ def probe_latency(rows, cores):
         base = model_point(key, alone, cores, 0.0)[0]
         rounds = (model_point(key, alone, cores, 1e-3)[0] - base) / 1e-3
         kind = "dense" if key[4].startswith("dense") else "sparse"
-        out[(key[0], int(key[2]), kind)] = (t - base) / rounds
+        out[(key[0], int(key[2]), kind)] = max(0.0, (t - base) / rounds)
     return out
 
 
