@@ -5,10 +5,10 @@ split exchange (docs/EXCHANGES.md 11.2, 11.3) and the dense ring and hierarchica
 allreduces, from the layout, the topology and per-rank compute terms.  A model, not a
 measurement; `check` sets it against tools/bandwidth_bench.sh's CSVs.
 
-    tools/exchange_model.py point --layout L [--ranks 64 --per-node 8 --inter-gbit 100 ...]
+    tools/exchange_model.py point --layout L [--ranks 64 --per-node 8 --gbit 100 ...]
     tools/exchange_model.py table [--compute host|none]     crossovers, markdown
     tools/exchange_model.py plot [--out docs]                docs/exchange_model_*.png
-    tools/exchange_model.py check [--cores 2] CSV...         model / measured per point
+    tools/exchange_model.py check [--cores 2] CSV... [--probe CSV...]   model / measured
 
 Topology: n = N nodes x L ranks; inside a node every rank has a port of intra_bw (a
 switch, NVLink) or, with shared_bus, all share one link (the shared loopback); each node
