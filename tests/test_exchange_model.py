@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.join(HERE, "tools"))
 import exchange_model as m  # noqa: E402
 
 STORED = os.path.join(HERE, "docs", "exchange_model", "resnet18_1gbit.csv")
+PERFORMANCE = os.path.join(HERE, "docs", "PERFORMANCE.md")
 
 
 def wire_only(n, L, shared_bus=False):
@@ -150,6 +151,28 @@ class Measured(unittest.TestCase):
             key = tuple(r[k] for k in m.POINT)
             model = m.model_point(key, {}, 2, 0.0)[0]
             self.assertLess(abs(model / float(r["time_med_s"]) - 1), 0.05, r)
+
+
+class Documented(unittest.TestCase):
+    """docs/PERFORMANCE.md's crossovers tables are this model's (a sample of rows)."""
+
+    def doc_rows(self, heading):
+        text = open(PERFORMANCE).read()
+        start = text.index(heading, text.index("## Exchange cost model to 4,096 ranks"))
+        table = text[start:].split("\n\n")[1]
+        return {tuple(c.strip() for c in line.split("|")[1:6]): line for line in table.splitlines()}
+
+    def test_tables_match(self):
+        for heading, compute in (("#### Wire only", "none"), ("#### Host compute", "host")):
+            rows = self.doc_rows(heading)
+            self.assertEqual(len(rows), 2 + 72, heading)
+            args = m.parser().parse_args(["table", "--compute", compute])
+            for name, rho, wire, gbit, L in (("resnet18_cifar10", 0.01, "fp32", 25, 8),
+                                             ("gpt2_small", 0.001, "bf16", 100, 1),
+                                             ("gpt_1p3b", 0.01, "fp32", 400, 8)):
+                row = m.table_row(name, rho, wire, gbit, L, args)
+                key = tuple(c.strip() for c in row.split("|")[1:6])
+                self.assertEqual(rows.get(key), row, (heading, key))
 
 
 if __name__ == "__main__":

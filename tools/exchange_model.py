@@ -515,24 +515,31 @@ def compute_for(name, counts, rho, kind):
     return Compute.zero() if kind == "none" else host_compute(name, counts, rho)
 
 
+TABLE_HEAD = ("| layout | density | wire | link | GPUs/node | AG/ring | H/ring | S/ring | "
+              "AG/Hdense | H/Hdense | S/Hdense | fastest at 8 | 64 | 512 | 4096 |")
+
+
+def table_row(name, rho, wire, gbit, L, args):
+    """One row of the crossovers table."""
+    counts = layout_counts(name)
+    x = Layer(counts, rho, WIRE_BYTES[wire], args.slack)
+    pts = sweep(x, compute_for(name, counts, rho, args.compute), L, gbit, args)
+    cells = [win_ranges(pts, s, d) for d in DENSE for s in SPARSE]
+    marks = [fastest(pts, n) for n in MARKS]
+    return (f"| {name} | {rho * 100:g}% | {wire} | {gbit:g} Gbit/s | {L} | "
+            + " | ".join(cells + marks) + " |")
+
+
 def table(args):
     """The crossovers table, markdown: one row per layout, density, wire, link, L."""
-    print("| layout | density | wire | link | GPUs/node | AG/ring | H/ring | S/ring | AG/Hdense | "
-          "H/Hdense | S/Hdense | fastest at 8 | 64 | 512 | 4096 |")
+    print(TABLE_HEAD)
     print("|---" * 15 + "|")
     for name in LAYOUTS:
-        counts = layout_counts(name)
         for rho in (0.01, 0.001):
-            c = compute_for(name, counts, rho, args.compute)
             for wire in ("fp32", "bf16"):
-                x = Layer(counts, rho, WIRE_BYTES[wire], args.slack)
                 for gbit in LINKS_GBIT:
                     for L in (8, 1):
-                        pts = sweep(x, c, L, gbit, args)
-                        cells = [win_ranges(pts, s, d) for d in DENSE for s in SPARSE]
-                        marks = [fastest(pts, n) for n in MARKS]
-                        print(f"| {name} | {rho * 100:g}% | {wire} | {gbit} Gbit/s | {L} | "
-                              + " | ".join(cells + marks) + " |")
+                        print(table_row(name, rho, wire, gbit, L, args))
 
 
 STYLE = {"allgather": "tab:red", "hierarchical": "tab:blue", "split": "tab:green",
@@ -586,7 +593,7 @@ def point(args):
         print(f"{ex:>20}: {sum(parts.values()) * 1e3:10.3f} ms  ({terms})")
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=("point", "table", "plot", "check"))
     ap.add_argument("csv", nargs="*", help="check: tools/bandwidth_bench.sh CSVs")
@@ -605,7 +612,11 @@ def main():
     ap.add_argument("--slack", type=float, default=2.0, help="splitSlack")
     ap.add_argument("--compute", choices=("host", "none"), default="host")
     ap.add_argument("--out", default=os.path.join(HERE, "docs"))
-    args = ap.parse_args()
+    return ap
+
+
+def main():
+    args = parser().parse_args()
     if args.what == "check":
         check(args.csv, args.probe, args.cores)
     else:
