@@ -85,6 +85,18 @@ class Volumes(unittest.TestCase):
             h = sum(m.hierarchical_exchange(x, t, c).values())
             self.assertAlmostEqual(a, h, delta=1e-12)
 
+    def test_hierarchical_dense_with_one_rank_a_node_is_the_ring(self):
+        x = m.Layer(m.layout_counts("resnet18_cifar10"), 1.0, 4)
+        c = m.host_compute("resnet18_cifar10", x.counts, 0.01)
+        for n in (2, 16, 1000):
+            t = m.Topology(n, 1)
+            ring = sum(m.dense_ring(x, t, c).values())
+            self.assertAlmostEqual(sum(m.dense_hierarchical(x, t, c).values()), ring, delta=1e-12)
+        # with 8 a node, over 100 Gbit/s: the node ring's 2(N - 1) rounds carry S/N each
+        t = m.Topology(64, 8, intra_bw=1e30, intra_lat=0.0, inter_bw=1.0, inter_lat=0.0, overhead=0.0)
+        net = m.dense_hierarchical(x, t, m.Compute.zero())["node ring"]
+        self.assertAlmostEqual(net, 2 * 7 * 4 * x.d / 8, delta=1e-3)
+
     def test_split_within_ok_topk_bound(self):
         # k a multiple of n: C = 2k/n, K = k/n exactly, received words 6k(n-1)/n
         for n in (2, 4, 64):
