@@ -20,4 +20,5 @@ exchange-model:
 	$(MODEL_PYTHON) tools/exchange_model.py table --compute host
 	$(MODEL_PYTHON) tools/exchange_model.py table --compute none
 	$(MODEL_PYTHON) tools/exchange_model.py check docs/exchange_model/resnet18_1gbit.csv \
-	  --probe docs/exchange_model/probe_1gbit.csv
+	  docs/exchange_model/resnet18_1gbit_b.csv --probe docs/exchange_model/probe_1gbit.csv \
+	  docs/exchange_model/probe_1gbit_b.csv

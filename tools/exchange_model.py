@@ -420,9 +420,7 @@ def probe_latency(rows, cores):
     """Seconds a round left over in the small-message probe runs (docs/layouts/probe_64k), per
     (topology, ranks, dense or sparse): the measured time less the model's with no latency,
     over the model's number of latency-bound rounds (its slope in the latency); 0 if negative."""
-    alone_rows = [r for r in rows if r["topology"] == "alone"]
-    alone = {k: (v, group(alone_rows, CONFIG, "decompress_s")[k])
-             for k, v in group(alone_rows, CONFIG, "compress_s").items()}
+    alone = alone_terms(rows)
     med = group([r for r in rows if r["topology"] != "alone"], POINT, "time_med_s")
     out = {}
     for key, t in med.items():
@@ -433,24 +431,26 @@ def probe_latency(rows, cores):
     return out
 
 
-def check(paths, probe_paths, cores):
-    """Model against measured medians, per configuration (milliseconds)."""
-    rows = read_csv_rows(paths)
-    lat = probe_latency(read_csv_rows(probe_paths), cores) if probe_paths else {}
+def alone_terms(rows):
+    """Median compress and decompress seconds of the alone rows, per configuration."""
     alone_rows = [r for r in rows if r["topology"] == "alone"]
-    alone = {k: (v, group(alone_rows, CONFIG, "decompress_s")[k])
-             for k, v in group(alone_rows, CONFIG, "compress_s").items()}
+    decomp = group(alone_rows, CONFIG, "decompress_s")
+    return {k: (v, decomp[k]) for k, v in group(alone_rows, CONFIG, "compress_s").items()}
+
+
+def check_rows(rows, lat, cores):
+    """One campaign's points, model against measured medians (milliseconds), markdown rows;
+    its compute terms from its own alone rows (same runs, same load)."""
+    alone = alone_terms(rows)
     meas = [r for r in rows if r["topology"] != "alone"]
     med = group(meas, POINT, "time_med_s")
     runs = {}
     for r in meas:
         runs[tuple(r[k] for k in POINT)] = runs.get(tuple(r[k] for k in POINT), 0) + 1
-    comp = {k: v + group(meas, POINT, "decompress_s")[k] for k, v in group(meas, POINT, "compress_s").items()}
+    decomp = group(meas, POINT, "decompress_s")
+    comp = {k: v + decomp[k] for k, v in group(meas, POINT, "compress_s").items()}
     exch = group(meas, POINT, "exchange_s")
-    for (topo, n, kind), a in sorted(lat.items()):
-        print(f"# probe: {topo} {n} ranks, {kind}: {a * 1e3:.2f} ms a round")
-    print("| link | n | config | runs | measured | model (no probe) | ratio | model (probe latency) | ratio | compute meas / model | exchange meas / model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    out = []
     for key in sorted(med, key=lambda k: (k[0], int(k[2]), k[4], -float(k[5]), k[6])):
         t = med[key]
         plain = model_point(key, alone, cores, 0.0)
@@ -461,8 +461,25 @@ def check(paths, probe_paths, cores):
         pr = f"{probe[0] * 1e3:.1f} | {probe[0] / t:.2f}" if probe else "- | -"
         cm = f"{comp[key] * 1e3:.1f} / {plain[1] * 1e3:.1f}" if kind == "sparse" else "-"
         em = f"{exch[key] * 1e3:.1f} / {(probe or plain)[2] * 1e3:.1f}" if kind == "sparse" else "-"
-        print(f"| {key[0]} {key[1]} Gbit/s | {key[2]} | {cfg} | {runs[key]} | {t * 1e3:.1f} | "
-              f"{plain[0] * 1e3:.1f} | {plain[0] / t:.2f} | {pr} | {cm} | {em} |")
+        out.append(f"| {key[0]} {key[1]} Gbit/s | {key[2]} | {cfg} | {runs[key]} | {t * 1e3:.1f} | "
+                   f"{plain[0] * 1e3:.1f} | {plain[0] / t:.2f} | {pr} | {cm} | {em} |")
+    return out
+
+
+def check(paths, probe_paths, cores):
+    """Model against measured, one campaign a CSV (with its probe CSV, same order)."""
+    lines = []
+    for i, path in enumerate(paths):
+        rows = read_csv_rows([path])
+        lat = probe_latency(read_csv_rows([probe_paths[i]]), cores) if i < len(probe_paths) else {}
+        for (topo, n, kind), a in sorted(lat.items()):
+            print(f"# {os.path.basename(path)}: probe {topo} {n} ranks, {kind}: {a * 1e3:.2f} ms a round")
+        for k, (c, d) in sorted(alone_terms(rows).items()):
+            print(f"# {os.path.basename(path)}: alone {' '.join(k)}: {c * 1e3:.1f} + {d * 1e3:.1f} ms")
+        lines += check_rows(rows, lat, cores)
+    print("| link | n | config | runs | measured | model (no probe) | ratio | model (probe latency) | ratio | compute meas / model | exchange meas / model |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(sorted(lines, key=lambda l: (l.split("|")[1], int(l.split("|")[2])))))
 
 
 # ------------------------------------------------------------------ sweeps: table and plots
