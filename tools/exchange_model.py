@@ -408,7 +408,8 @@ def model_point(key, alone, cores, alpha):
     stretch = max(1.0, n / cores)
     if method.startswith("dense"):
         x = Layer(counts, 1.0, 4)
-        parts = dense_ring(x, bench_topology(key, alpha), stretched((1, 1), x, stretch))
+        sums = Compute(math.inf, math.inf, 0.0, HOST_ADD_BPS / stretch)
+        parts = dense_ring(x, bench_topology(key, alpha), sums)
         return sum(parts.values()), parts.get("sums", 0.0), parts["network"]
     c = stretched(alone[(layout, method, density, wire)], x, stretch)
     parts = allgather_exchange(x, bench_topology(key, alpha), c)
