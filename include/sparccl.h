@@ -91,6 +91,7 @@ typedef struct {
   size_t warmupSteps;           /* the first N calls on a key are dense (SPEC 9); SPARCCL_WARMUP_STEPS */
   double momentum;              /* dgc's momentum, in [0, 1); SPARCCL_MOMENTUM */
   int deviceKernels;            /* sparcclDeviceKernels_t (device comms); SPARCCL_DEVICE_KERNELS */
+  size_t pipelineBytes;         /* host calls: wire bytes per pipelined group, 0 = one block; SPARCCL_PIPELINE_BYTES */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -109,7 +110,8 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_DOUBLE,                         \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
-        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT  \
+        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, \
+        SPARCCL_CONFIG_UNDEF_SIZE                                                         \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -79,6 +79,7 @@ class SparcclConfig(ctypes.Structure):
         ("warmupSteps", ctypes.c_size_t),
         ("momentum", ctypes.c_double),
         ("deviceKernels", ctypes.c_int),
+        ("pipelineBytes", ctypes.c_size_t),
     ]
 
 
@@ -106,6 +107,7 @@ CONFIG_INITIALIZER = {
     "warmupSteps": UNDEF_SIZE,
     "momentum": UNDEF_DOUBLE,
     "deviceKernels": UNDEF_INT,
+    "pipelineBytes": UNDEF_SIZE,
 }
 
 
@@ -170,6 +172,7 @@ class SparcclOptions:
     warmup_steps: Optional[int] = None  # the first N calls on a bucket are dense (SPEC 9)
     momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
     device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
+    pipeline_bytes: Optional[int] = None  # host comms: wire bytes per pipelined group, 0 = off
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -193,6 +196,7 @@ class SparcclOptions:
             ("warmup_steps", "warmupSteps", int),
             ("momentum", "momentum", float),
             ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
+            ("pipeline_bytes", "pipelineBytes", int),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)
