@@ -102,14 +102,21 @@ sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t 
 void sparcclCompressBlock(sparcclComm_t comm, const sparcclGroup_t* group, const void* send,
                           int dtype, sparcclCallCheck_t check, uint8_t* block) {
   size_t i;
+  sparcclBeginBlock(group, check, block);
+  for (i = 0; i < group->nlayers; i++) sparcclCompressGroupLayer(comm, group, i, send, dtype, block);
+}
+
+void sparcclBeginBlock(const sparcclGroup_t* group, sparcclCallCheck_t check, uint8_t* block) {
   memset(block, 0, group->wire.blockBytes); /* padding too: the block is sent whole */
   *sparccl_wire_check(&group->wire, block) = check;
-  for (i = 0; i < group->nlayers; i++) {
-    const sparcclLayer_t* l = &group->layers[i];
-    uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, group, l, send, dtype, block)
-                                   : (uint32_t)sparcclPackDense(comm, group, l, send, dtype, block);
-    if (l->flagged) sparccl_wire_flags(&group->wire, block)[sparcclLayerFlag(group, l)] = nonfinite;
-  }
+}
+
+void sparcclCompressGroupLayer(sparcclComm_t comm, const sparcclGroup_t* group, size_t i,
+                               const void* send, int dtype, uint8_t* block) {
+  const sparcclLayer_t* l = &group->layers[i];
+  uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, group, l, send, dtype, block)
+                                 : (uint32_t)sparcclPackDense(comm, group, l, send, dtype, block);
+  if (l->flagged) sparccl_wire_flags(&group->wire, block)[sparcclLayerFlag(group, l)] = nonfinite;
 }
 
 /* One layer of a verified call: the skip rule, else the state update, the rank-ordered sum

@@ -83,6 +83,9 @@ typedef struct sparcclTransport {
   sparcclResult_t (*iallgather)(struct sparcclTransport* self, const void* send, void* recv,
                                 size_t bytes, struct sparcclRequest* request);
   sparcclResult_t (*wait)(struct sparcclTransport* self, struct sparcclRequest* request);
+  /* Optional with iallgather: let the exchange progress (MPI moves a nonblocking exchange
+   * only inside its calls); a later wait still completes it. */
+  sparcclResult_t (*progress)(struct sparcclTransport* self, struct sparcclRequest* request);
 } sparcclTransport_t;
 
 
@@ -316,6 +319,10 @@ sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t 
                                       sparcclLayerSet_t** set);
 void sparcclCompressBlock(sparcclComm_t comm, const sparcclGroup_t* group, const void* send,
                           int dtype, sparcclCallCheck_t check, uint8_t* block);
+/* CompressBlock's two steps: the zeroed block with its check, then layer i of the group. */
+void sparcclBeginBlock(const sparcclGroup_t* group, sparcclCallCheck_t check, uint8_t* block);
+void sparcclCompressGroupLayer(sparcclComm_t comm, const sparcclGroup_t* group, size_t i,
+                               const void* send, int dtype, uint8_t* block);
 sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                   void* recv, int dtype, int op, const uint8_t* ownBlock,
                                   const uint8_t* blocks, sparcclCallCheck_t check,

@@ -102,6 +102,17 @@ static sparcclResult_t mpiWait(sparcclTransport_t* self, sparcclRequest_t* reque
   return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Wait (MPI_Iallgather)");
 }
 
+/* MPI_Test: a completed request becomes MPI_REQUEST_NULL, which the wait then returns at once. */
+static sparcclResult_t mpiProgress(sparcclTransport_t* self, sparcclRequest_t* request) {
+  MPI_Request r;
+  int done = 0, rc;
+  (void)self;
+  memcpy(&r, request, sizeof(r));
+  rc = PMPI_Test(&r, &done, MPI_STATUS_IGNORE);
+  memcpy(request, &r, sizeof(r));
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Test (MPI_Iallgather)");
+}
+
 static void mpiDestroy(sparcclTransport_t* self) {
   MpiTransport* t = (MpiTransport*)self->impl;
   int finalized = 0;
@@ -163,6 +174,7 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
   transport->alltoall = mpiAlltoall;
   transport->iallgather = mpiIallgather;
   transport->wait = mpiWait;
+  transport->progress = mpiProgress;
   transport->destroy = mpiDestroy;
   transport->impl = t;
   res = sparcclCommCreate(comm, transport, &resolved);

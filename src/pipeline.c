@@ -138,18 +138,32 @@ static sparcclResult_t agreeGroups(const Pipeline* p) {
   return res;
 }
 
+/* Group j's block, layer by layer, letting group j - 1's exchange progress in between. */
+static sparcclResult_t compressGroup(Pipeline* p, size_t j) {
+  const sparcclGroup_t* g = &p->set->groups[j];
+  sparcclTransport_t* t = p->comm->transport;
+  size_t i;
+  int poke = j > 0 && t->iallgather != NULL && t->progress != NULL;
+  sparcclBeginBlock(g, groupCheck(p->check, j, p->set->ngroups), groupSend(p, j));
+  for (i = 0; i < g->nlayers; i++) {
+    sparcclCompressGroupLayer(p->comm, g, i, p->send, p->dtype, groupSend(p, j));
+    if (poke) SPARCCLCHECK(t->progress(t, &p->requests[(j - 1) % 2]));
+  }
+  return sparcclSuccess;
+}
+
 /* Compress group j into its block (a zeroed block once the call is refused, so that every
  * rank refuses it too) and start its exchange; a transport without iallgather sends it now. */
 static sparcclResult_t startGroup(Pipeline* p, size_t j) {
   const sparcclGroup_t* g = &p->set->groups[j];
   sparcclTransport_t* t = p->comm->transport;
   double t0 = sparcclSeconds(), t1;
-  sparcclResult_t res;
+  sparcclResult_t res = sparcclSuccess;
   if (p->verdict == sparcclSuccess)
-    sparcclCompressBlock(p->comm, g, p->send, p->dtype, groupCheck(p->check, j, p->set->ngroups),
-                         groupSend(p, j));
+    res = compressGroup(p, j);
   else
     memset(groupSend(p, j), 0, g->wire.blockBytes);
+  if (res != sparcclSuccess) return res;
   sparcclClearChecks(p->comm, g, groupRecv(p, j));
   t1 = sparcclSeconds();
   res = t->iallgather != NULL
