@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "common.h"
 #include "core.h"
 
@@ -122,16 +123,19 @@ static const int kFeed[5] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcclFeed
                              sparcclFeedbackSCAM, sparcclFeedbackDGC};
 static const int kWire[3] = {sparcclFloat32, sparcclBfloat16, sparcclFloat16};
 
-/* _i: compressor x feedback (25), then each with warm-up (25); every pipelineBytes and both
+/* _i: compressor x feedback (25), then each with warm-up (25), then randk with shared
+ * randomness (no indices on the wire) x feedback (5); every pipelineBytes and both
  * exchanges in each; wire type, op and in place vary with _i. */
 START_TEST(test_pipelined_equals_one_block) {
-  int compressor = kComp[_i % 25 / 5], feedback = kFeed[_i % 5], warmup = _i >= 25 ? 2 : 0;
+  int compressor = _i < 50 ? kComp[_i % 25 / 5] : sparcclRandK, feedback = kFeed[_i % 5];
+  int warmup = _i >= 25 && _i < 50 ? 2 : 0;
   sparcclConfig_t c = caseConfig(compressor, feedback, kWire[_i % 3], warmup);
   int p, blocking, step;
   for (p = 0; p < 3; p++)
     for (blocking = 0; blocking < 2; blocking++) {
       twins_t t;
       size_t ngroups;
+      c.sharedRandomness = _i >= 50;
       twinsInit(&t, c, kPipeline[p], blocking);
       ngroups = onlySet(t.piped)->ngroups;
       PCHECK(p == 2 ? ngroups == 1 : ngroups > 1);
@@ -181,6 +185,42 @@ START_TEST(test_nan_in_middle_group) {
   }
   /* step 2's NaN is in a dense layer: flagged (skipped) only under dgc, which keeps its u */
   PCHECK(t.piped->stats.skippedSteps == (c.feedback == sparcclFeedbackDGC ? 2u : 1u));
+  twinsFree(&t);
+}
+END_TEST
+
+/* A pipelined comm's save loads into a one-block comm (pipelineBytes is not in the config
+ * fingerprint): the following steps bitwise the pipelined comm's. */
+START_TEST(test_save_loads_across_pipelines) {
+  sparcclConfig_t c = caseConfig(sparcclImpK, sparcclFeedbackEF21, sparcclFloat32, 0);
+  sparcclComm_t fresh;
+  twins_t t;
+  char path[96];
+  float* out;
+  int step;
+  twinsInit(&t, c, kPipeline[0], 0);
+  for (step = 0; step < 3; step++) {
+    fillStep(t.g, t.n, step, -1);
+    twinsStep(&t, sparcclSum, 0);
+  }
+  snprintf(path, sizeof(path), "/tmp/sparccl_pipeline_%d_%d.state", (int)getpid(), p_rank);
+  PCHECK(sparcclSaveState(t.piped, path) == sparcclSuccess);
+  c.pipelineBytes = 0;
+  PCHECK(sparcclCommInitMpi(&fresh, MPI_COMM_WORLD, &c) == sparcclSuccess);
+  PCHECK(sparcclRegisterLayoutTagged(fresh, 1, NLAYERS, kCounts) == sparcclSuccess);
+  PCHECK(sparcclLoadState(fresh, path) == sparcclSuccess);
+  out = (float*)malloc(t.n * sizeof(float));
+  for (step = 3; step < 5; step++) {
+    fillStep(t.g, t.n, step, -1);
+    twinsStep(&t, sparcclSum, 0);
+    memcpy(t.send, t.g, t.n * sizeof(float));
+    PCHECK(sparcclAllReduceTagged(t.send, out, t.n, sparcclFloat32, sparcclSum, 1, fresh, NULL) ==
+           sparcclSuccess);
+    PCHECK(memcmp(out, t.outPiped, t.n * sizeof(float)) == 0);
+  }
+  free(out);
+  remove(path);
+  PCHECK(sparcclCommDestroy(fresh) == sparcclSuccess);
   twinsFree(&t);
 }
 END_TEST
@@ -273,7 +313,8 @@ Suite* make_pipeline_suite(int rank, int size) {
   p_rank = rank;
   p_size = size;
   tcase_set_timeout(tc, 600);
-  tcase_add_loop_test(tc, test_pipelined_equals_one_block, 0, 50);
+  tcase_add_loop_test(tc, test_pipelined_equals_one_block, 0, 55);
+  tcase_add_test(tc, test_save_loads_across_pipelines);
   tcase_add_test(tc, test_mid_groups);
   tcase_add_loop_test(tc, test_nan_in_middle_group, 0, 2);
   /* with one rank no call can disagree with another's: registered from two ranks up */
