@@ -11,8 +11,8 @@ static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set)
   size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
   size_t block = set->wire.blockBytes > comm->blockCap ? set->wire.blockBytes : comm->blockCap;
-  if (set->pipelineBytes > block) block = set->pipelineBytes; /* every group's block (pipeline.c) */
   size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
+  if (set->pipelineBytes > block) block = set->pipelineBytes; /* every group's block (pipeline.c) */
   /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
    * alltoall (dense.c), the ring's scratch where it has. */
   if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&

@@ -166,9 +166,10 @@ static sparcclResult_t startGroup(Pipeline* p, size_t j) {
   if (res != sparcclSuccess) return res;
   sparcclClearChecks(p->comm, g, groupRecv(p, j));
   t1 = sparcclSeconds();
-  res = t->iallgather != NULL
-            ? t->iallgather(t, groupSend(p, j), groupRecv(p, j), g->wire.blockBytes, &p->requests[j % 2])
-            : t->allgather(t, groupSend(p, j), groupRecv(p, j), g->wire.blockBytes);
+  if (t->iallgather != NULL)
+    res = t->iallgather(t, groupSend(p, j), groupRecv(p, j), g->wire.blockBytes, &p->requests[j % 2]);
+  else
+    res = t->allgather(t, groupSend(p, j), groupRecv(p, j), g->wire.blockBytes);
   p->compressSeconds += t1 - t0;
   p->exchangeSeconds += sparcclSeconds() - t1;
   return res;

@@ -51,7 +51,7 @@ static int sameState(sparcclComm_t a, sparcclComm_t b) {
   const sparcclLayerSet_t *x = onlySet(a), *y = onlySet(b);
   size_t i;
   int same = x->stateFloats == y->stateFloats && x->steps == y->steps && x->calls == y->calls &&
-             memcmp(x->stateMemory, y->stateMemory, x->stateFloats * sizeof(float)) == 0 &&
+             (x->stateFloats == 0 || memcmp(x->stateMemory, y->stateMemory, x->stateFloats * sizeof(float)) == 0) &&
              memcmp(x->normHistory, y->normHistory, ((size_t)a->config.restartLag + 1) * sizeof(double)) == 0 &&
              a->stats.skippedSteps == b->stats.skippedSteps && a->stats.calls == b->stats.calls &&
              a->stats.restarts == b->stats.restarts;
