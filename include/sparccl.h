@@ -93,6 +93,7 @@ typedef struct {
   int deviceKernels;            /* sparcclDeviceKernels_t (device comms); SPARCCL_DEVICE_KERNELS */
   int checkSizes;               /* device comms: agree every exchange's size first; SPARCCL_CHECK_SIZES */
   int errorBuffers;             /* device comms: e in 2 buffers or 1; SPARCCL_ERROR_BUFFERS */
+  size_t pipelineBytes;         /* host calls: wire bytes per pipelined group, 0 = one block; SPARCCL_PIPELINE_BYTES */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -112,7 +113,7 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
         SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, \
-        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT                                \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_SIZE     \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -99,49 +99,73 @@ sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t 
   return sparcclGetSet(comm, tagged, key, count, 0, NULL, caller, set);
 }
 
-void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+void sparcclCompressBlock(sparcclComm_t comm, const sparcclGroup_t* group, const void* send,
                           int dtype, sparcclCallCheck_t check, uint8_t* block) {
   size_t i;
-  memset(block, 0, set->wire.blockBytes); /* padding too: the block is sent whole */
-  *sparccl_wire_check(&set->wire, block) = check;
-  for (i = 0; i < set->nlayers; i++) {
-    const sparcclLayer_t* l = &set->layers[i];
-    uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, set, l, send, dtype, block)
-                                   : (uint32_t)sparcclPackDense(comm, set, l, send, dtype, block);
-    if (l->flagged) sparccl_wire_flags(&set->wire, block)[l->flagPos] = nonfinite;
+  sparcclBeginBlock(group, check, block);
+  for (i = 0; i < group->nlayers; i++) sparcclCompressGroupLayer(comm, group, i, send, dtype, block);
+}
+
+void sparcclBeginBlock(const sparcclGroup_t* group, sparcclCallCheck_t check, uint8_t* block) {
+  memset(block, 0, group->wire.blockBytes); /* padding too: the block is sent whole */
+  *sparccl_wire_check(&group->wire, block) = check;
+}
+
+void sparcclCompressGroupLayer(sparcclComm_t comm, const sparcclGroup_t* group, size_t i,
+                               const void* send, int dtype, uint8_t* block) {
+  const sparcclLayer_t* l = &group->layers[i];
+  uint32_t nonfinite = l->sparse ? (uint32_t)sparcclCompressLayer(comm, group, l, send, dtype, block)
+                                 : (uint32_t)sparcclPackDense(comm, group, l, send, dtype, block);
+  if (l->flagged) sparccl_wire_flags(&group->wire, block)[sparcclLayerFlag(group, l)] = nonfinite;
+}
+
+/* One layer of a verified call: the skip rule, else the state update, the rank-ordered sum
+ * and the output (in place: g is read before it is overwritten).  Returns 0 if skipped. */
+static int applyLayer(sparcclComm_t comm, const sparcclGroup_t* g, sparcclLayer_t* l,
+                      const void* send, void* recv, int dtype, int op, const uint8_t* ownBlock,
+                      const uint8_t* blocks, sparccl_blocked_sum_t* norm, const char* caller) {
+  void* out = (uint8_t*)recv + l->offset * sparccl_dtype_size(dtype);
+  float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
+  if (l->flagged) {
+    if (sparccl_wire_any_flag(&g->wire, blocks, (uint32_t)comm->nranks, sparcclLayerFlag(g, l))) {
+      sparcclSkipLayer(comm, l, out, dtype, norm, caller);
+      return 0;
+    }
+    sparcclUpdateState(comm, g, l, send, dtype, ownBlock);
   }
+  sparcclReduceLayer(comm, g, l, blocks, sum);
+  sparcclWriteOutput(comm, l, sum, out, dtype, op, 0, norm);
+  return 1;
+}
+
+void sparcclApplyCall(sparcclComm_t comm, sparcclLayerSet_t* set, const sparcclGroup_t* groups,
+                      size_t ngroups, const void* send, void* recv, int dtype, int op,
+                      const uint8_t* ownBlocks, const uint8_t* blocks, size_t bytesSent,
+                      const char* caller) {
+  size_t j, i, n = (size_t)comm->nranks;
+  int completed = 1;
+  sparccl_blocked_sum_t norm;
+  sparccl_blocked_sum_init(&norm);
+  for (j = 0; j < ngroups; j++) {
+    const sparcclGroup_t* g = &groups[j];
+    for (i = 0; i < g->nlayers; i++)
+      completed &= applyLayer(comm, g, &g->layers[i], send, recv, dtype, op,
+                              ownBlocks + g->sendOffset, blocks + n * g->sendOffset, &norm, caller);
+  }
+  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), bytesSent);
 }
 
 sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                   void* recv, int dtype, int op, const uint8_t* ownBlock,
                                   const uint8_t* blocks, sparcclCallCheck_t check,
                                   const char* caller) {
-  size_t dsize = sparccl_dtype_size(dtype), i;
-  int completed = 1;
-  sparccl_blocked_sum_t norm;
-  sparcclResult_t res = sparcclVerifyBlocks(comm, set, blocks, check, caller);
+  sparcclResult_t res = sparcclVerifyBlocks(comm, &set->whole, blocks, check, caller);
   if (res != sparcclSuccess) {
     comm->stats.refusedCalls++;
     return res;
   }
-  /* State updates and outputs, layer by layer (in place: g is read before it is overwritten). */
-  sparccl_blocked_sum_init(&norm);
-  for (i = 0; i < set->nlayers; i++) {
-    sparcclLayer_t* l = &set->layers[i];
-    void* out = (uint8_t*)recv + l->offset * dsize;
-    float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
-    if (l->flagged) {
-      if (sparccl_wire_any_flag(&set->wire, blocks, (uint32_t)comm->nranks, l->flagPos)) {
-        sparcclSkipLayer(comm, l, out, dtype, &norm, caller);
-        completed = 0;
-        continue;
-      }
-      sparcclUpdateState(comm, set, l, send, dtype, ownBlock);
-    }
-    sparcclReduceLayer(comm, set, l, blocks, sum);
-    sparcclWriteOutput(comm, l, sum, out, dtype, op, 0, &norm);
-  }
-  sparcclEndCall(comm, set, dtype, completed, sparccl_blocked_sum_result(&norm), set->wire.blockBytes);
+  sparcclApplyCall(comm, set, &set->whole, 1, send, recv, dtype, op, ownBlock, blocks,
+                   set->wire.blockBytes, caller);
   return sparcclSuccess;
 }
 

@@ -23,10 +23,11 @@ sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t*
   return check;
 }
 
-void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* blocks) {
+void sparcclClearChecks(sparcclComm_t comm, const sparcclGroup_t* group, uint8_t* blocks) {
+  const sparcclWire_t* w = &group->wire;
   int r;
   for (r = 0; r < comm->nranks; r++)
-    memset(sparccl_wire_check(&set->wire, sparccl_wire_block(&set->wire, blocks, (size_t)r)), 0,
+    memset(sparccl_wire_check(w, sparccl_wire_block(w, blocks, (size_t)r)), 0,
            SPARCCL_CALL_CHECK_BYTES);
 }
 
@@ -61,18 +62,18 @@ sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
   return sparcclSuccess;
 }
 
-sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
+sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclGroup_t* group,
                                     const uint8_t* blocks, sparcclCallCheck_t expected,
                                     const char* caller) {
   int r;
   size_t i;
-  SPARCCLCHECK(sparcclVerifyChecks(comm, blocks, &set->wire, expected, caller));
+  SPARCCLCHECK(sparcclVerifyChecks(comm, blocks, &group->wire, expected, caller));
   for (r = 0; r < comm->nranks; r++) {
-    const uint8_t* block = sparccl_wire_block(&set->wire, blocks, (size_t)r);
-    for (i = 0; i < set->nlayers; i++) {
-      const sparcclLayer_t* l = &set->layers[i];
+    const uint8_t* block = sparccl_wire_block(&group->wire, blocks, (size_t)r);
+    for (i = 0; i < group->nlayers; i++) {
+      const sparcclLayer_t* l = &group->layers[i];
       if (!l->sparse || l->sharedSet) continue;
-      if (!indicesValid(sparccl_wire_indices(&set->wire, block) + l->indexPos, l->k, l->count)) {
+      if (!indicesValid(sparcclLayerIndices(comm, group, l, block), l->k, l->count)) {
         WARN("%s: rank %d sent an index outside layer %u (%zu elements) or out of order; "
              "refused, nothing written", caller, r, l->id, l->count);
         return sparcclInvalidUsage;

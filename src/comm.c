@@ -86,6 +86,7 @@ static void freeSet(sparcclLayerSet_t* set) {
   if (set == NULL) return;
   sparcclFreePending(set);
   free(set->layers);
+  free(set->groups);
   free(set->stateMemory);
   free(set->normHistory);
   free(set);
@@ -287,7 +288,10 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
   layOutLayers(c, set, count, counts);
   layOutBlock(c, set);
-  if (assignState(c, set) != sparcclSuccess) { freeSet(set); return sparcclSystemError; }
+  if (sparcclLayOutGroups(c, set) != sparcclSuccess || assignState(c, set) != sparcclSuccess) {
+    freeSet(set);
+    return sparcclSystemError;
+  }
   sparcclSetResetState(comm, set);
   *out = set;
   return sparcclSuccess;

@@ -321,14 +321,14 @@ static int compressDispatch(const LayerInputs* in, const void* grad, int dtype, 
 }
 #undef CASE
 
-int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+int sparcclCompressLayer(sparcclComm_t comm, const sparcclGroup_t* group,
                          const sparcclLayer_t* layer, const void* send, int dtype,
                          uint8_t* block) {
   const sparcclConfig_t* c = &comm->config;
   LayerInputs in = layerInputs(comm, layer);
   const void* grad = (const uint8_t*)send + layer->offset * sparccl_dtype_size(dtype);
-  uint32_t* indices = sparcclLayerIndices(comm, set, layer, block);
-  void* values = sparccl_wire_values(&set->wire, block, layer->valuePos);
+  uint32_t* indices = sparcclLayerIndices(comm, group, layer, block);
+  void* values = sparcclLayerValues(group, layer, block);
   int nonfinite = compressDispatch(&in, grad, dtype, layer->count, layer->k, c->compressor,
                                    c->feedback, c->wireType, comm->keys, comm->candidates,
                                    indices, values);
@@ -362,7 +362,7 @@ int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const voi
   return !finite;
 }
 
-int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+int sparcclPackDense(sparcclComm_t comm, const sparcclGroup_t* group, const sparcclLayer_t* layer,
                      const void* send, int dtype, uint8_t* block) {
-  return sparcclDenseInput(comm, layer, send, dtype, sparccl_wire_dense(&set->wire, block) + layer->densePos);
+  return sparcclDenseInput(comm, layer, send, dtype, sparcclLayerDense(group, layer, block));
 }

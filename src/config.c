@@ -60,6 +60,7 @@ static const sparcclParam_t params[] = {
   {PARAM_ENUM,  FIELD(deviceKernels),  "SPARCCL_DEVICE_KERNELS",    sparcclDeviceKernelsOptimised, ONLY, 0, NAMES(kernelNames), NULL},
   {PARAM_INT,   FIELD(checkSizes),     "SPARCCL_CHECK_SIZES",       0,                 0,   1,    0, 0, NULL, 0, NULL},
   {PARAM_INT,   FIELD(errorBuffers),   "SPARCCL_ERROR_BUFFERS",     2,                 1,   2,    0, 0, NULL, 0, NULL},
+  {PARAM_SIZE,  FIELD(pipelineBytes),  "SPARCCL_PIPELINE_BYTES",    0,                 0,   R,    0, 0, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -247,7 +248,8 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
 }
 
 /* Every field, by the table, plus the version: ranks whose configs differ are refused.
- * deviceKernels is left out: both kinds give the same bits, so they mix and load each other's saves. */
+ * deviceKernels and pipelineBytes are left out: the same bits either way, so they load each
+ * other's saves (ranks whose groups differ are refused by the call's agreement, pipeline.c). */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
   size_t i;
@@ -255,7 +257,8 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
     const sparcclParam_t* p = &params[i];
     const void* at = (const char*)c + p->offset;
     if (p->offset == offsetof(sparcclConfig_t, deviceKernels) ||
-        p->offset == offsetof(sparcclConfig_t, errorBuffers))
+        p->offset == offsetof(sparcclConfig_t, errorBuffers) ||
+        p->offset == offsetof(sparcclConfig_t, pipelineBytes))
       continue; /* the same results either way */
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));

@@ -59,6 +59,8 @@ const char* sparcclFeedbackName(int feedback);
 
 /* ------------------------------------------------------------ transport */
 /* Compression does not know the transport; the transport knows nothing but bytes. */
+/* One exchange in flight: storage the transport fills (mpi.c: an MPI_Request). */
+typedef struct sparcclRequest { uint64_t opaque[2]; } sparcclRequest_t;
 typedef struct sparcclTransport {
   int rank, nranks;
   const char* name;
@@ -71,7 +73,17 @@ typedef struct sparcclTransport {
                               size_t chunkBytes);
   void (*destroy)(struct sparcclTransport* self);
   void* impl;
+  /* Optional (NULL: a pipelined call sends each group by allgather): start an allgather
+   * whose size every rank agreed before (no agreement of its own), then wait for it; send
+   * and recv stay untouched until the wait returns.  *request is the transport's own. */
+  sparcclResult_t (*iallgather)(struct sparcclTransport* self, const void* send, void* recv,
+                                size_t bytes, struct sparcclRequest* request);
+  sparcclResult_t (*wait)(struct sparcclTransport* self, struct sparcclRequest* request);
+  /* Optional with iallgather: let the exchange progress (MPI moves a nonblocking exchange
+   * only inside its calls); a later wait still completes it. */
+  sparcclResult_t (*progress)(struct sparcclTransport* self, struct sparcclRequest* request);
 } sparcclTransport_t;
+
 
 /* ------------------------------------------------------------ state */
 typedef struct {
@@ -93,6 +105,17 @@ typedef struct {
   /* Where this layer's data sit in a rank's wire block (in elements of their section). */
   size_t indexPos, valuePos, densePos, flagPos;
 } sparcclLayer_t;
+
+/* A run of a set's consecutive layers sent as one block (SPEC 4): the whole set, or one
+ * group of a pipelined call.  A layer's position in the group's block is its position in
+ * the set's minus the group's base; flags: the group's sparse layers', then dgc's dense. */
+typedef struct {
+  sparcclLayer_t* layers;  /* the first of them, in the set's array */
+  size_t nlayers;
+  size_t indexBase, valueBase, denseBase, sparseFlagBase, denseFlagBase, nsparse;
+  size_t sendOffset;       /* of its block in the call's send area (nranks times: recv) */
+  sparcclWire_t wire;
+} sparcclGroup_t;
 
 typedef struct {
   int tagged;              /* key is a tag, not a pointer */
@@ -116,6 +139,11 @@ typedef struct {
   void* device;            /* device comms: the set's device state (cuda/) */
   struct sparcclPending* pending; /* the phase API's half-done call (phase.c), or NULL */
   uint64_t phaseCalls;     /* completed phase-API calls: their check's sequence number */
+  /* The blocks a call sends (pipeline.c): the whole set as one (whole), or ngroups > 1
+   * pipeline groups of consecutive layers (groups, pipelineBytes in all). */
+  sparcclGroup_t whole;
+  sparcclGroup_t* groups;
+  size_t ngroups, pipelineBytes;
 } sparcclLayerSet_t;
 
 #define SPARCCL_COMM_MAGIC 0x5350434fu
@@ -199,20 +227,20 @@ sparcclSelection_t sparcclSelect64(const uint64_t* keys, size_t d, size_t k,
 
 /* compress.c: keys, selection and packing of one sparse layer into the wire block;
  * returns 1 if the layer's key/value input holds a NaN or Inf on this rank. */
-int sparcclCompressLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+int sparcclCompressLayer(sparcclComm_t comm, const sparcclGroup_t* group,
                          const sparcclLayer_t* layer, const void* send, int dtype,
                          uint8_t* block);
 /* x of every element of a layer sent whole (a dense layer, or any layer in a dense call):
  * g, or dgc's momentum * u + g (SPEC 9), into out; returns 1 if it holds a NaN or Inf. */
 int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const void* send,
                       int dtype, float* out);
-int sparcclPackDense(sparcclComm_t comm, const sparcclLayerSet_t* set, const sparcclLayer_t* layer,
+int sparcclPackDense(sparcclComm_t comm, const sparcclGroup_t* group, const sparcclLayer_t* layer,
                      const void* send, int dtype, uint8_t* block);
 
 /* decompress.c: after the exchange. */
-void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* layer,
+void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* layer,
                         const void* send, int dtype, const uint8_t* block);
-void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+void sparcclReduceLayer(sparcclComm_t comm, const sparcclGroup_t* group,
                         const sparcclLayer_t* layer, const uint8_t* blocks, float* sum);
 
 /* importance.c */
@@ -251,11 +279,11 @@ sparcclCallCheck_t sparcclCallCheck(sparcclComm_t comm, const sparcclLayerSet_t*
                                     int op, int kind);
 /* Zero the check of every rank's slot in blocks before an exchange, so that a slot the
  * exchange did not fill never passes. */
-void sparcclClearChecks(sparcclComm_t comm, const sparcclLayerSet_t* set, uint8_t* blocks);
+void sparcclClearChecks(sparcclComm_t comm, const sparcclGroup_t* group, uint8_t* blocks);
 /* After the exchange, before any index is read: every block carries `expected`, and every
  * received index lies inside its layer, ascending.  sparcclInvalidUsage (logged with both
  * ranks' views) otherwise. */
-sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclLayerSet_t* set,
+sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclGroup_t* group,
                                     const uint8_t* blocks, sparcclCallCheck_t expected,
                                     const char* caller);
 /* Only the checks: nranks blocks laid out as *wire. */
@@ -285,12 +313,24 @@ sparcclResult_t sparcclAgreeSize(int nranks, size_t bytes, int alltoall, sparccl
 sparcclResult_t sparcclFindOrCreateKey(sparcclComm_t comm, int tagged, uint64_t key,
                                       size_t count, void* stream, const char* caller,
                                       sparcclLayerSet_t** set);
-void sparcclCompressBlock(sparcclComm_t comm, const sparcclLayerSet_t* set, const void* send,
+void sparcclCompressBlock(sparcclComm_t comm, const sparcclGroup_t* group, const void* send,
                           int dtype, sparcclCallCheck_t check, uint8_t* block);
+/* CompressBlock's two steps: the zeroed block with its check, then layer i of the group. */
+void sparcclBeginBlock(const sparcclGroup_t* group, sparcclCallCheck_t check, uint8_t* block);
+void sparcclCompressGroupLayer(sparcclComm_t comm, const sparcclGroup_t* group, size_t i,
+                               const void* send, int dtype, uint8_t* block);
 sparcclResult_t sparcclFinishCall(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                   void* recv, int dtype, int op, const uint8_t* ownBlock,
                                   const uint8_t* blocks, sparcclCallCheck_t check,
                                   const char* caller);
+
+/* allreduce.c: the state updates and outputs of a call whose blocks were verified, group
+ * by group (ownBlocks: this rank's send area; blocks: the recv area, nranks blocks per
+ * group), then sparcclEndCall with bytesSent. */
+void sparcclApplyCall(sparcclComm_t comm, sparcclLayerSet_t* set, const sparcclGroup_t* groups,
+                      size_t ngroups, const void* send, void* recv, int dtype, int op,
+                      const uint8_t* ownBlocks, const uint8_t* blocks, size_t bytesSent,
+                      const char* caller);
 
 /* allreduce.c: what every call ends with, sparse or dense: the key's counters, the restart
  * policies, the stats (bytesSent: what this call put on the wire for this rank). */
@@ -332,10 +372,29 @@ sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set
                                       const char* caller);
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
-static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclLayerSet_t* s,
+static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclGroup_t* g,
                                             const sparcclLayer_t* l, const uint8_t* block) {
-  return sparccl_wire_layer_indices(&s->wire, block, l->sharedSet, l->indexPos,
+  return sparccl_wire_layer_indices(&g->wire, block, l->sharedSet, l->indexPos - g->indexBase,
                                     comm->sharedIndices, l->valuePos);
 }
+/* A layer's values, whole-layer floats and flag in its group's block. */
+static inline uint8_t* sparcclLayerValues(const sparcclGroup_t* g, const sparcclLayer_t* l,
+                                          const uint8_t* block) {
+  return sparccl_wire_values(&g->wire, block, l->valuePos - g->valueBase);
+}
+static inline float* sparcclLayerDense(const sparcclGroup_t* g, const sparcclLayer_t* l,
+                                       const uint8_t* block) {
+  return sparccl_wire_dense(&g->wire, block) + (l->densePos - g->denseBase);
+}
+static inline size_t sparcclLayerFlag(const sparcclGroup_t* g, const sparcclLayer_t* l) {
+  return l->sparse ? l->flagPos - g->sparseFlagBase : g->nsparse + (l->flagPos - g->denseFlagBase);
+}
+
+/* pipeline.c: a set's groups from the layout and pipelineBytes (set creation); the call
+ * pipelined over them (host backend, when ngroups > 1). */
+sparcclResult_t sparcclLayOutGroups(const sparcclConfig_t* c, sparcclLayerSet_t* set);
+sparcclResult_t sparcclPipelinedAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                          const void* send, void* recv, int dtype, int op,
+                                          const char* caller);
 
 #endif /* SPARCCL_CORE_H_ */

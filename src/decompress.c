@@ -13,7 +13,7 @@ static void updateMomentum(const sparcclCallValues_t* v, sparcclLayer_t* l, cons
     sparccl_momentum_step(sparccl_load(grad, i, dtype), &l->momentum[i], v->momentumFactor);
 }
 
-void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* l,
+void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* l,
                         const void* send, int dtype, const uint8_t* block) {
   const sparcclConfig_t* c = &comm->config;
   const sparcclCallValues_t v = sparccl_call_values(c, comm->rank);
@@ -26,8 +26,8 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
     l->step++;
     return;
   }
-  indices = sparcclLayerIndices(comm, set, l, block);
-  values = sparccl_wire_values(&set->wire, block, l->valuePos);
+  indices = sparcclLayerIndices(comm, group, l, block);
+  values = sparcclLayerValues(group, l, block);
   if (l->error != NULL) {
     /* e <- a - sent: a everywhere (a = e + g, dgc's e + u), then the sent values subtracted
      * where selected. */
@@ -58,23 +58,24 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcc
   l->step++;
 }
 
-void sparcclReduceLayer(sparcclComm_t comm, const sparcclLayerSet_t* set,
+void sparcclReduceLayer(sparcclComm_t comm, const sparcclGroup_t* group,
                         const sparcclLayer_t* l, const uint8_t* blocks, float* sum) {
   int wireType = comm->config.wireType;
   size_t i, t;
   int r;
   if (!l->sparse) { /* sent whole */
     for (i = 0; i < l->count; i++)
-      sum[i] = sparccl_rank_sum(&set->wire, blocks, (uint32_t)comm->nranks, l->densePos + i);
+      sum[i] = sparccl_rank_sum(&group->wire, blocks, (uint32_t)comm->nranks,
+                                l->densePos - group->denseBase + i);
     return;
   }
   /* s = +0.0f; s = s + sent_j in rank order.  Adding a zero to a sum that started at +0
    * never changes it, so only the selected elements need adding. */
   memset(sum, 0, l->count * sizeof(float));
   for (r = 0; r < comm->nranks; r++) {
-    const uint8_t* block = sparccl_wire_block(&set->wire, blocks, (size_t)r);
-    const uint32_t* indices = sparcclLayerIndices(comm, set, l, block);
-    const uint8_t* values = sparccl_wire_values(&set->wire, block, l->valuePos);
+    const uint8_t* block = sparccl_wire_block(&group->wire, blocks, (size_t)r);
+    const uint32_t* indices = sparcclLayerIndices(comm, group, l, block);
+    const uint8_t* values = sparcclLayerValues(group, l, block);
     if (wireType == SPARCCL_DT_FLOAT32)
       for (t = 0; t < l->k; t++) sum[indices[t]] += ((const float*)values)[t];
     else

@@ -12,6 +12,7 @@ static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set)
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
   size_t block = set->wire.blockBytes > comm->blockCap ? set->wire.blockBytes : comm->blockCap;
   size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
+  if (set->pipelineBytes > block) block = set->pipelineBytes; /* every group's block (pipeline.c) */
   /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
    * alltoall (dense.c), the ring's scratch where it has. */
   if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&
@@ -94,11 +95,12 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   sparcclResult_t res;
   (void)stream;
   if (sparcclNextCallDense(comm, set)) return sparcclDenseAllReduce(comm, set, send, recv, dtype, op, caller);
+  if (set->ngroups > 1) return sparcclPipelinedAllReduce(comm, set, send, recv, dtype, op, caller);
   t0 = sparcclSeconds();
   check = sparcclCallCheck(comm, set, dtype, op, SPARCCL_CALL_SPARSE);
-  sparcclCompressBlock(comm, set, send, dtype, check, comm->sendBlock);
+  sparcclCompressBlock(comm, &set->whole, send, dtype, check, comm->sendBlock);
   t1 = sparcclSeconds();
-  sparcclClearChecks(comm, set, comm->recvBlocks);
+  sparcclClearChecks(comm, &set->whole, comm->recvBlocks);
   res = comm->transport->allgather(comm->transport, comm->sendBlock, comm->recvBlocks,
                                    set->wire.blockBytes);
   if (res == sparcclInvalidUsage) comm->stats.refusedCalls++; /* sizes that differ (mpi.c) */
@@ -176,7 +178,7 @@ static sparcclResult_t hostPhaseCompress(sparcclComm_t comm, sparcclLayerSet_t* 
     sparcclPackDenseBlock(comm, set, send, dtype, p->check, (uint8_t*)block);
     return sparcclSuccess;
   }
-  sparcclCompressBlock(comm, set, send, dtype, p->check, p->block);
+  sparcclCompressBlock(comm, &set->whole, send, dtype, p->check, p->block);
   memcpy(block, p->block, set->wire.blockBytes);
   if (set->valueCount) memcpy(p->shared, comm->sharedIndices, set->valueCount * sizeof(uint32_t));
   return sparcclSuccess;

@@ -1,10 +1,12 @@
-/* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call; warm-up's
- * dense calls an MPI_Alltoall and an MPI_Allgather (dense.c). */
+/* The MPI transport and sparcclCommInitMpi (SPEC 8): one MPI_Allgather per call, or one
+ * MPI_Iallgather per pipeline group (pipeline.c); warm-up's dense calls an MPI_Alltoall and
+ * an MPI_Allgather (dense.c). */
 /* Every MPI call here goes to its PMPI_ entry point (standard MPI, same behaviour): the
  * PMPI preload (src/preload/mpi_preload.c) interposes MPI_Allreduce & co., and sparccl's
  * own collectives must never re-enter it. */
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <mpi.h>
 #include "core.h"
 #include "sparccl_mpi.h"
@@ -30,25 +32,32 @@ static sparcclResult_t sizeGather(void* ctx, const void* send, void* recv, size_
   return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Allgather (size)");
 }
 
-/* MPI_Allgather or MPI_Alltoall of `bytes` per rank, after the size agreement.  Blocks and
- * chunks are multiples of 16 bytes (SPEC 4): past INT_MAX bytes they count in 16-byte units. */
+/* The unit and count of `bytes`: blocks and chunks are multiples of 16 bytes (SPEC 4), so
+ * past INT_MAX bytes they count in 16-byte units (a type the caller frees). */
+static sparcclResult_t mpiUnits(size_t bytes, const char* what, MPI_Datatype* unit, size_t* count) {
+  *unit = MPI_BYTE;
+  *count = bytes;
+  if (bytes <= (size_t)INT_MAX) return sparcclSuccess;
+  if (bytes % 16 != 0 || bytes / 16 > (size_t)INT_MAX) {
+    WARN("%s: a block of %zu bytes is too large", what, bytes);
+    return sparcclInvalidArgument;
+  }
+  PMPI_Type_contiguous(16, MPI_BYTE, unit);
+  PMPI_Type_commit(unit);
+  *count = bytes / 16;
+  return sparcclSuccess;
+}
+
+/* MPI_Allgather or MPI_Alltoall of `bytes` per rank, after the size agreement. */
 static sparcclResult_t mpiExchange(sparcclTransport_t* self, const void* send, void* recv,
                                    size_t bytes, int alltoall) {
   MpiTransport* t = (MpiTransport*)self->impl;
   const char* what = alltoall ? "MPI_Alltoall" : "MPI_Allgather";
-  MPI_Datatype unit = MPI_BYTE;
-  size_t count = bytes;
+  MPI_Datatype unit;
+  size_t count;
   int rc;
   SPARCCLCHECK(sparcclAgreeSize(self->nranks, bytes, alltoall, sizeGather, t));
-  if (bytes > (size_t)INT_MAX) {
-    if (bytes % 16 != 0 || bytes / 16 > (size_t)INT_MAX) {
-      WARN("%s: a block of %zu bytes is too large", what, bytes);
-      return sparcclInvalidArgument;
-    }
-    PMPI_Type_contiguous(16, MPI_BYTE, &unit);
-    PMPI_Type_commit(&unit);
-    count = bytes / 16;
-  }
+  SPARCCLCHECK(mpiUnits(bytes, what, &unit, &count));
   rc = alltoall ? PMPI_Alltoall(send, (int)count, unit, recv, (int)count, unit, t->comm)
                 : PMPI_Allgather(send, (int)count, unit, recv, (int)count, unit, t->comm);
   if (unit != MPI_BYTE) PMPI_Type_free(&unit);
@@ -63,6 +72,45 @@ static sparcclResult_t mpiAllgather(sparcclTransport_t* self, const void* send, 
 static sparcclResult_t mpiAlltoall(sparcclTransport_t* self, const void* send, void* recv,
                                    size_t chunkBytes) {
   return mpiExchange(self, send, recv, chunkBytes, 1);
+}
+
+/* A pipelined call's exchanges (pipeline.c agreed their sizes): MPI_Iallgather, MPI_Wait.
+ * A type in use may be freed at once: the pending exchange keeps it (MPI 4.1, 5.1.8). */
+typedef char mpiRequestFits[sizeof(MPI_Request) <= sizeof(sparcclRequest_t) ? 1 : -1];
+
+static sparcclResult_t mpiIallgather(sparcclTransport_t* self, const void* send, void* recv,
+                                     size_t bytes, sparcclRequest_t* request) {
+  MpiTransport* t = (MpiTransport*)self->impl;
+  MPI_Request r;
+  MPI_Datatype unit;
+  size_t count;
+  int rc;
+  SPARCCLCHECK(mpiUnits(bytes, "MPI_Iallgather", &unit, &count));
+  rc = PMPI_Iallgather(send, (int)count, unit, recv, (int)count, unit, t->comm, &r);
+  if (unit != MPI_BYTE) PMPI_Type_free(&unit);
+  if (rc != MPI_SUCCESS) return mpiError(rc, "MPI_Iallgather");
+  memcpy(request, &r, sizeof(r));
+  return sparcclSuccess;
+}
+
+static sparcclResult_t mpiWait(sparcclTransport_t* self, sparcclRequest_t* request) {
+  MPI_Request r;
+  int rc;
+  (void)self;
+  memcpy(&r, request, sizeof(r));
+  rc = PMPI_Wait(&r, MPI_STATUS_IGNORE);
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Wait (MPI_Iallgather)");
+}
+
+/* MPI_Test: a completed request becomes MPI_REQUEST_NULL, which the wait then returns at once. */
+static sparcclResult_t mpiProgress(sparcclTransport_t* self, sparcclRequest_t* request) {
+  MPI_Request r;
+  int done = 0, rc;
+  (void)self;
+  memcpy(&r, request, sizeof(r));
+  rc = PMPI_Test(&r, &done, MPI_STATUS_IGNORE);
+  memcpy(request, &r, sizeof(r));
+  return rc == MPI_SUCCESS ? sparcclSuccess : mpiError(rc, "MPI_Test (MPI_Iallgather)");
 }
 
 static void mpiDestroy(sparcclTransport_t* self) {
@@ -124,6 +172,9 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
   transport->name = "mpi";
   transport->allgather = mpiAllgather;
   transport->alltoall = mpiAlltoall;
+  transport->iallgather = mpiIallgather;
+  transport->wait = mpiWait;
+  transport->progress = mpiProgress;
   transport->destroy = mpiDestroy;
   transport->impl = t;
   res = sparcclCommCreate(comm, transport, &resolved);

@@ -6,7 +6,7 @@
  *
  *   mpirun -np N bandwidth_bench --layout FILE [--method scam-topk ...] [--density 0.01 ...]
  *                                [--wire fp32 --wire bf16] [-n 5] [-w 1] [--dense 1]
- *                                [--tag TEXT] [--header 1]
+ *                                [--pipeline 0 --pipeline 65536 ...] [--tag TEXT] [--header 1]
  *
  * Per call: MPI_Barrier, then the timed collective; the call's time is the slowest rank's
  * (MPI_Allreduce MAX after the call, untimed).  The row gives the median and minimum over
@@ -15,7 +15,7 @@
  * MPI_SUM) out of place, on the same buffer (Open MPI picks the algorithm), and a hand-written
  * ring allreduce ("dense-ring", the cost model's algorithm).  compress/exchange/decompress come from
  * sparcclCommGetStats (mean over ranks, per call); wire bytes are one rank's allgather
- * block (bytesSent per call).
+ * block (bytesSent per call; every group's with --pipeline B, config.pipelineBytes, 0 = off).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -90,16 +90,23 @@ typedef struct {
   int ndensities;
   int wires[4];
   int nwires;
+  size_t pipelines[MAXN]; /* config.pipelineBytes of each sparccl row */
+  int npipelines;
 } Options;
+
+static const char* wireName(int wire) {
+  return wire == sparcclFloat32 ? "fp32" : wire == sparcclBfloat16 ? "bf16" : "fp16";
+}
 
 static void row(const Options* o, const char* method, double density, const char* wire,
                 size_t bytes, double wireBytes, double med, double mn, double denseMed,
-                double compress, double exchange, double decompress, double ringMed) {
+                double compress, double exchange, double decompress, double ringMed,
+                size_t pipeline) {
   if (rank != 0) return;
-  printf("%s,%d,%s,%s,%.4g,%s,%zu,%.0f,%.6f,%.6f,%.6f,%.3f,%.4f,%.6f,%.6f,%.6f,%.6f,%.3f\n",
+  printf("%s,%d,%s,%s,%.4g,%s,%zu,%.0f,%.6f,%.6f,%.6f,%.3f,%.4f,%.6f,%.6f,%.6f,%.6f,%.3f,%zu\n",
          o->tag, nranks, o->label, method, density, wire, bytes, wireBytes, med, mn, denseMed,
          med > 0 ? denseMed / med : 0.0, med > 0 ? (double)bytes / med / 1e9 : 0.0, compress,
-         exchange, decompress, ringMed, med > 0 ? ringMed / med : 0.0);
+         exchange, decompress, ringMed, med > 0 ? ringMed / med : 0.0, pipeline);
   fflush(stdout);
 }
 
@@ -139,6 +146,9 @@ int main(int argc, char** argv) {
       else if (!strcmp(v, "bf16")) o.wires[o.nwires++] = sparcclBfloat16;
       else if (!strcmp(v, "fp16")) o.wires[o.nwires++] = sparcclFloat16;
       else DIE("bad wire %s\n", v);
+    } else if (!strcmp(a, "--pipeline")) {
+      if (o.npipelines == MAXN) DIE("too many pipeline sizes\n");
+      o.pipelines[o.npipelines++] = (size_t)strtoull(v, NULL, 0);
     } else if (!strcmp(a, "-n")) o.iters = atoi(v);
     else if (!strcmp(a, "-w")) o.warmup = atoi(v);
     else if (!strcmp(a, "--dense")) o.dense = atoi(v);
@@ -152,6 +162,7 @@ int main(int argc, char** argv) {
   if (o.nmethods == 0) snprintf(o.methods[o.nmethods++], sizeof(o.methods[0]), "scam-topk");
   if (o.ndensities == 0) o.densities[o.ndensities++] = 0.01;
   if (o.nwires == 0) o.wires[o.nwires++] = sparcclFloat32;
+  if (o.npipelines == 0) o.pipelines[o.npipelines++] = 0;
   tool_layoutLabel(o.layout, labelBuf, sizeof(labelBuf));
   o.label = labelBuf;
 
@@ -195,7 +206,7 @@ int main(int argc, char** argv) {
   if (o.header && rank == 0)
     printf("tag,ranks,layout,method,density,wire,dense_bytes,wire_bytes_per_rank,time_med_s,"
            "time_min_s,dense_time_med_s,speedup,effbw_GBps,compress_s,exchange_s,decompress_s,"
-           "ring_time_med_s,speedup_vs_ring\n");
+           "ring_time_med_s,speedup_vs_ring,pipeline_bytes\n");
 
   if (o.dense) {
     for (it = -o.warmup; it < o.iters; it++) {
@@ -228,14 +239,14 @@ int main(int argc, char** argv) {
     ringMed = tool_median(times, o.iters);
     /* The dense rows: their wire bytes are what one rank sends in a ring allreduce. */
     row(&o, "dense", 1.0, "fp32", bytes, 2.0 * (nranks - 1) / nranks * (double)bytes, denseMed,
-        denseMin, denseMed, 0, 0, 0, ringMed);
+        denseMin, denseMed, 0, 0, 0, ringMed, 0);
     row(&o, "dense-ring", 1.0, "fp32", bytes, 2.0 * (nranks - 1) / nranks * (double)bytes,
-        ringMed, ringMin, denseMed, 0, 0, 0, ringMed);
+        ringMed, ringMin, denseMed, 0, 0, 0, ringMed, 0);
   }
 
   for (mi = 0; mi < o.nmethods; mi++)
     for (di = 0; di < o.ndensities; di++)
-      for (wi = 0; wi < o.nwires; wi++) {
+      for (wi = 0; wi < o.nwires * o.npipelines; wi++) {
         sparcclConfig_t config = SPARCCL_CONFIG_INITIALIZER;
         sparcclComm_t comm;
         sparcclStats_t before, after;
@@ -245,7 +256,8 @@ int main(int argc, char** argv) {
         config.density = o.densities[di];
         config.compressor = c;
         config.feedback = f;
-        config.wireType = o.wires[wi];
+        config.wireType = o.wires[wi % o.nwires];
+        config.pipelineBytes = o.pipelines[wi / o.nwires];
         CHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &config));
         CHECK(sparcclRegisterLayout(comm, send, nlayers, counts));
         memset(&before, 0, sizeof(before));
@@ -269,9 +281,8 @@ int main(int argc, char** argv) {
           double ex = tool_rankMean((after.exchangeSeconds - before.exchangeSeconds) / calls);
           double ds = tool_rankMean((after.decompressSeconds - before.decompressSeconds) / calls);
           row(&o, o.methods[mi], o.densities[di],
-              o.wires[wi] == sparcclFloat32 ? "fp32" : o.wires[wi] == sparcclBfloat16 ? "bf16" : "fp16",
-              bytes, (double)(after.bytesSent - before.bytesSent) / calls, med, mn,
-              o.dense ? denseMed : 0.0, cs, ex, ds, ringMed);
+              wireName(config.wireType), bytes, (double)(after.bytesSent - before.bytesSent) / calls,
+              med, mn, o.dense ? denseMed : 0.0, cs, ex, ds, ringMed, config.pipelineBytes);
         }
         CHECK(sparcclCommDestroy(comm));
       }

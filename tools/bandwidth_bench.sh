@@ -36,6 +36,7 @@ LAYOUTS="resnet18_cifar10 gpt2_small"
 METHODS="scam-topk ef21-topk randk"
 DENSITIES="0.01 0.001"
 WIRES="fp32 bf16"
+PIPELINES="0"        # config.pipelineBytes of the sparccl rows (0 = one block)
 ITERS=5
 ITERS_BIG=2          # for layouts over 100M elements (GPT-2 small)
 ALONE=1              # also time compress + decompress with one rank, no network
@@ -55,6 +56,7 @@ usage: tools/bandwidth_bench.sh [options]     (as root)
   --layouts "resnet18_cifar10 gpt2_small"   names under $LAYOUT_DIR, or paths
   --methods "scam-topk ef21-topk randk"     sparccl methods (feedback-compressor)
   --densities "0.01 0.001"  --wires "fp32 bf16"
+  --pipelines "0 65536"  sparccl's pipelineBytes, each a row (default "$PIPELINES": one block)
   -n N                   timed calls per configuration (default $ITERS; $ITERS_BIG on layouts
                          over 100M elements: --iters-big N)
   --alone 0|1            time compression alone, 1 rank, no network (default $ALONE)
@@ -76,6 +78,7 @@ while [ $# -gt 0 ]; do
     --methods) METHODS=$2; shift ;;
     --densities) DENSITIES=$2; shift ;;
     --wires) WIRES=$2; shift ;;
+    --pipelines) PIPELINES=$2; shift ;;
     -n) ITERS=$2; shift ;;
     --iters-big) ITERS_BIG=$2; shift ;;
     --alone) ALONE=$2; shift ;;
@@ -154,6 +157,7 @@ helper_args() {
   for x in $METHODS; do a="$a --method $x"; done
   for x in $DENSITIES; do a="$a --density $x"; done
   for x in $WIRES; do a="$a --wire $x"; done
+  for x in $PIPELINES; do a="$a --pipeline $x"; done
   echo "$a"
 }
 
@@ -163,7 +167,7 @@ MPI_COMMON="--allow-run-as-root --oversubscribe --bind-to none --mca pml ob1 --m
 [ -n "$DENSE_ALGO" ] && MPI_COMMON="$MPI_COMMON --mca coll_tuned_use_dynamic_rules 1 --mca coll_tuned_allreduce_algorithm $DENSE_ALGO"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 CSV=$OUT/bandwidth.csv
-echo "topology,rate_gbit,latency_ms,ranks,layout,method,density,wire,dense_bytes,wire_bytes_per_rank,time_med_s,time_min_s,dense_time_med_s,speedup,effbw_GBps,compress_s,exchange_s,decompress_s,ring_time_med_s,speedup_vs_ring" > "$CSV"
+echo "topology,rate_gbit,latency_ms,ranks,layout,method,density,wire,dense_bytes,wire_bytes_per_rank,time_med_s,time_min_s,dense_time_med_s,speedup,effbw_GBps,compress_s,exchange_s,decompress_s,ring_time_med_s,speedup_vs_ring,pipeline_bytes" > "$CSV"
 
 run_mpi() { # log tag ns mpirun-args...  (the helper's CSV rows go to $CSV)
   local log=$1 tag=$2 ns=$3 x; shift 3
@@ -266,10 +270,10 @@ done
 
 # ------------------------------------------------------------------ table and plot
 awk -F, 'NR == 1 {next}
-  {printf "%-8s %5s %4s %3s %-17s %-10s %6s %4s %10.1f %9.1f %8.2fx %8.2fx %8.3f %12.0f %9.1f %9.1f %9.1f\n",
-     $1, $2, $3, $4, $5, $6, $7, $8, $11 * 1e3, $12 * 1e3, $14, $20, $15, $10, $16 * 1e3, $17 * 1e3, $18 * 1e3}' "$CSV" \
-  | { printf "%-8s %5s %4s %3s %-17s %-10s %6s %4s %10s %9s %9s %9s %8s %12s %9s %9s %9s\n" \
-        topology Gb/s lat n layout method density wire "time ms" "min ms" "vs MPI" "vs ring" "effGB/s" \
+  {printf "%-8s %5s %4s %3s %-17s %-10s %6s %4s %9s %10.1f %9.1f %8.2fx %8.2fx %8.3f %12.0f %9.1f %9.1f %9.1f\n",
+     $1, $2, $3, $4, $5, $6, $7, $8, $21, $11 * 1e3, $12 * 1e3, $14, $20, $15, $10, $16 * 1e3, $17 * 1e3, $18 * 1e3}' "$CSV" \
+  | { printf "%-8s %5s %4s %3s %-17s %-10s %6s %4s %9s %10s %9s %9s %9s %8s %12s %9s %9s %9s\n" \
+        topology Gb/s lat n layout method density wire pipeline "time ms" "min ms" "vs MPI" "vs ring" "effGB/s" \
         "wire B/rank" "compr ms" "exch ms" "decomp ms"; cat; } > "$OUT/bandwidth.txt"
 cat "$OUT/bandwidth.txt"
 
@@ -280,7 +284,7 @@ if command -v gnuplot >/dev/null; then
     Ln=$(basename "$L" .txt)
     for n in $RANKS; do
       awk -F, -v L="$Ln" -v n="$n" '$5 == L && $4 == n && $1 == "per-rank" {
-          key = $6 " d=" $7 " " $8; if ($6 == "dense") key = "dense MPI_Allreduce"; if ($6 == "dense-ring") key = "dense ring (hand-written)";
+          key = $6 " d=" $7 " " $8 ($21 > 0 ? " pipeline " $21 : ""); if ($6 == "dense") key = "dense MPI_Allreduce"; if ($6 == "dense-ring") key = "dense ring (hand-written)";
           print key "," $2 "," $11 }' "$CSV" | sort -t, -k1,1 -k2,2g > "$OUT/logs/p_${Ln}_$n.dat"
     done
   done

@@ -86,6 +86,7 @@ typedef struct {
   double density;
   int wireType;
   long long minSparse; /* -1: the library's (environment or default) */
+  long long pipelineBytes; /* config.pipelineBytes; -1: the library's */
   int pool;
   int baseline;
   int floor;
@@ -231,6 +232,7 @@ static void runMethod(const Options* o, const Method* m, const char* label, size
   config.feedback = m->feedback;
   config.wireType = o->wireType;
   if (o->minSparse >= 0) config.minSparseCount = (size_t)o->minSparse;
+  if (o->pipelineBytes >= 0) config.pipelineBytes = (size_t)o->pipelineBytes;
   SPARCCLCHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &config));
   SPARCCLCHECK(sparcclCommGetConfig(comm, &effective));
   if (nlayers > 0) SPARCCLCHECK(sparcclRegisterLayout(comm, send, nlayers, counts));
@@ -458,6 +460,8 @@ static void usage(void) {
       "      --density D         fraction sent per layer (default 0.01)\n"
       "      --wire W            fp32|bf16|fp16 (default fp32)\n"
       "      --min-sparse N      layers below N elements are sent dense (default: library's)\n"
+      "      --pipeline-bytes N  pipeline the exchange over groups of N wire bytes (0 = one\n"
+      "                          block; default: the library's, SPARCCL_PIPELINE_BYTES)\n"
       "      --pool N            pre-drawn gradients, rotated (default 3)\n"
       "      --baseline 0|1      time the plain std::nth_element SCAM-TopK too (default 1)\n"
       "      --floor 0|1         time the 16 B/param floor pass and the plain full call, and\n"
@@ -475,7 +479,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
       {"density", required_argument, 0, 'D'},    {"wire", required_argument, 0, 'W'},
       {"min-sparse", required_argument, 0, 'S'}, {"pool", required_argument, 0, 'P'},
       {"baseline", required_argument, 0, 'B'},   {"seed", required_argument, 0, 'R'},
-      {"floor", required_argument, 0, 'F'},
+      {"floor", required_argument, 0, 'F'},      {"pipeline-bytes", required_argument, 0, 'Q'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   int c;
   memset(o, 0, sizeof(*o));
@@ -489,6 +493,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
   o->density = 0.01;
   o->wireType = sparcclFloat32;
   o->minSparse = -1;
+  o->pipelineBytes = -1;
   o->pool = 3;
   o->baseline = 1;
   o->floor = 1;
@@ -528,6 +533,7 @@ static void parseOptions(int argc, char** argv, Options* o) {
         else DIE("unknown wire type %s (fp32|bf16|fp16)\n", optarg);
         break;
       case 'S': o->minSparse = atoll(optarg); break;
+      case 'Q': o->pipelineBytes = (long long)parseSize(optarg); break;
       case 'P': o->pool = atoi(optarg); break;
       case 'B': o->baseline = atoi(optarg); break;
       case 'F': o->floor = atoi(optarg); break;
@@ -545,16 +551,18 @@ static void parseOptions(int argc, char** argv, Options* o) {
 static void printHeader(const Options* o, size_t nlayers, const size_t* counts, size_t total) {
   char host[256];
   int r;
-  size_t minSparse;
+  size_t minSparse, pipelineBytes;
   {
     /* The effective minimum sparse layer (environment or default), from a scratch comm. */
     sparcclConfig_t config = SPARCCL_CONFIG_INITIALIZER, effective;
     sparcclComm_t comm;
     if (o->minSparse >= 0) config.minSparseCount = (size_t)o->minSparse;
+    if (o->pipelineBytes >= 0) config.pipelineBytes = (size_t)o->pipelineBytes;
     SPARCCLCHECK(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, &config));
     SPARCCLCHECK(sparcclCommGetConfig(comm, &effective));
     SPARCCLCHECK(sparcclCommDestroy(comm));
     minSparse = effective.minSparseCount;
+    pipelineBytes = effective.pipelineBytes;
   }
   gethostname(host, sizeof(host));
   host[sizeof(host) - 1] = '\0';
@@ -570,8 +578,8 @@ static void printHeader(const Options* o, size_t nlayers, const size_t* counts, 
              "validation: %d pool: %d\n",
              nranks, o->minBytes, o->maxBytes, o->stepFactor, o->warmup, o->iters, o->check,
              o->pool);
-    printf("# density %g wire %s min-sparse %zu%s\n", o->density, wireName(o->wireType),
-           minSparse, o->minSparse < 0 ? " (library's)" : "");
+    printf("# density %g wire %s min-sparse %zu%s pipeline-bytes %zu\n", o->density,
+           wireName(o->wireType), minSparse, o->minSparse < 0 ? " (library's)" : "", pipelineBytes);
     if (nlayers > 0) {
       size_t i, largest = 0;
       for (i = 0; i < nlayers; i++) largest = counts[i] > largest ? counts[i] : largest;

@@ -81,6 +81,7 @@ class SparcclConfig(ctypes.Structure):
         ("deviceKernels", ctypes.c_int),
         ("checkSizes", ctypes.c_int),
         ("errorBuffers", ctypes.c_int),
+        ("pipelineBytes", ctypes.c_size_t),
     ]
 
 
@@ -110,6 +111,7 @@ CONFIG_INITIALIZER = {
     "deviceKernels": UNDEF_INT,
     "checkSizes": UNDEF_INT,
     "errorBuffers": UNDEF_INT,
+    "pipelineBytes": UNDEF_SIZE,
 }
 
 
@@ -176,6 +178,7 @@ class SparcclOptions:
     device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
     check_sizes: Optional[int] = None   # device comms: 1 = agree every exchange's size first
     error_buffers: Optional[int] = None  # device comms: e in 2 buffers (default) or 1
+    pipeline_bytes: Optional[int] = None  # host comms: wire bytes per pipelined group, 0 = off
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -201,6 +204,7 @@ class SparcclOptions:
             ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
             ("check_sizes", "checkSizes", int),
             ("error_buffers", "errorBuffers", int),
+            ("pipeline_bytes", "pipelineBytes", int),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

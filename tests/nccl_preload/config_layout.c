@@ -46,6 +46,7 @@ int main(void) {
   UNSIGNED("config", init, sparcclConfig_t, warmupSteps);
   REAL("config", init, sparcclConfig_t, momentum);
   INTEGER("config", init, sparcclConfig_t, deviceKernels);
+  UNSIGNED("config", init, sparcclConfig_t, pipelineBytes);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
