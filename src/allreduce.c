@@ -126,14 +126,15 @@ static int applyLayer(sparcclComm_t comm, const sparcclGroup_t* g, sparcclLayer_
                       const uint8_t* blocks, sparccl_blocked_sum_t* norm, const char* caller) {
   void* out = (uint8_t*)recv + l->offset * sparccl_dtype_size(dtype);
   float* sum = (dtype == sparcclFloat32 && l->H == NULL) ? (float*)out : comm->accumulator;
+  int zeroed = 0;
   if (l->flagged) {
     if (sparccl_wire_any_flag(&g->wire, blocks, (uint32_t)comm->nranks, sparcclLayerFlag(g, l))) {
       sparcclSkipLayer(comm, l, out, dtype, norm, caller);
       return 0;
     }
-    sparcclUpdateState(comm, g, l, send, dtype, ownBlock);
+    zeroed = sparcclUpdateState(comm, g, l, send, dtype, ownBlock, sum);
   }
-  sparcclReduceLayer(comm, g, l, blocks, sum);
+  sparcclReduceLayer(comm, g, l, blocks, sum, zeroed);
   sparcclWriteOutput(comm, l, sum, out, dtype, op, 0, norm);
   return 1;
 }

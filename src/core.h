@@ -237,11 +237,12 @@ int sparcclDenseInput(sparcclComm_t comm, const sparcclLayer_t* layer, const voi
 int sparcclPackDense(sparcclComm_t comm, const sparcclGroup_t* group, const sparcclLayer_t* layer,
                      const void* send, int dtype, uint8_t* block);
 
-/* decompress.c: after the exchange. */
-void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* layer,
-                        const void* send, int dtype, const uint8_t* block);
+/* decompress.c: after the exchange.  UpdateState may zero `sum` in its pass over e (then
+ * returns 1, and ReduceLayer is told so: the output is written once, the memset skipped). */
+int sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* layer,
+                       const void* send, int dtype, const uint8_t* block, float* sum);
 void sparcclReduceLayer(sparcclComm_t comm, const sparcclGroup_t* group,
-                        const sparcclLayer_t* layer, const uint8_t* blocks, float* sum);
+                        const sparcclLayer_t* layer, const uint8_t* blocks, float* sum, int zeroed);
 
 /* importance.c */
 float sparcclOnlineWeight(const sparcclCallValues_t* values, const sparcclLayer_t* layer, size_t i,

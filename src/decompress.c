@@ -13,18 +13,36 @@ static void updateMomentum(const sparcclCallValues_t* v, sparcclLayer_t* l, cons
     sparccl_momentum_step(sparccl_load(grad, i, dtype), &l->momentum[i], v->momentumFactor);
 }
 
-void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* l,
-                        const void* send, int dtype, const uint8_t* block) {
+/* e <- e + g with the layer's sum zeroed in the same pass (g is read first: in place, sum is
+ * g); only where g is not read again (no online importance). */
+static int accumulateAndZero(sparcclLayer_t* l, const float* g, float* sum) {
+  float* e = l->error;
+  size_t i;
+  if (sum == NULL || l->prevGrad != NULL) {
+    for (i = 0; i < l->count; i++) e[i] = e[i] + g[i];
+    return 0;
+  }
+  for (i = 0; i < l->count; i++) {
+    float gi = g[i];
+    e[i] = e[i] + gi;
+    sum[i] = 0.0f;
+  }
+  return 1;
+}
+
+int sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparcclLayer_t* l,
+                       const void* send, int dtype, const uint8_t* block, float* sum) {
   const sparcclConfig_t* c = &comm->config;
   const sparcclCallValues_t v = sparccl_call_values(c, comm->rank);
   const void* grad = (const uint8_t*)send + l->offset * sparccl_dtype_size(dtype);
   const uint32_t* indices;
   const void* values;
   size_t i, t;
+  int zeroed = 0;
   if (l->momentum != NULL) updateMomentum(&v, l, grad, dtype);
   if (!l->sparse) { /* dgc's dense layer: u is all its state */
     l->step++;
-    return;
+    return 0;
   }
   indices = sparcclLayerIndices(comm, group, l, block);
   values = sparcclLayerValues(group, l, block);
@@ -35,8 +53,7 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparccl
     if (l->momentum != NULL) {
       for (i = 0; i < l->count; i++) e[i] = e[i] + l->momentum[i];
     } else if (dtype == SPARCCL_DT_FLOAT32) {
-      const float* g = (const float*)grad;
-      for (i = 0; i < l->count; i++) e[i] = e[i] + g[i];
+      zeroed = accumulateAndZero(l, (const float*)grad, sum);
     } else {
       for (i = 0; i < l->count; i++) e[i] = e[i] + sparccl_load(grad, i, dtype);
     }
@@ -56,10 +73,11 @@ void sparcclUpdateState(sparcclComm_t comm, const sparcclGroup_t* group, sparccl
     l->havePrevGrad = 1;
   }
   l->step++;
+  return zeroed;
 }
 
 void sparcclReduceLayer(sparcclComm_t comm, const sparcclGroup_t* group,
-                        const sparcclLayer_t* l, const uint8_t* blocks, float* sum) {
+                        const sparcclLayer_t* l, const uint8_t* blocks, float* sum, int zeroed) {
   int wireType = comm->config.wireType;
   size_t i, t;
   int r;
@@ -71,7 +89,7 @@ void sparcclReduceLayer(sparcclComm_t comm, const sparcclGroup_t* group,
   }
   /* s = +0.0f; s = s + sent_j in rank order.  Adding a zero to a sum that started at +0
    * never changes it, so only the selected elements need adding. */
-  memset(sum, 0, l->count * sizeof(float));
+  if (!zeroed) memset(sum, 0, l->count * sizeof(float));
   for (r = 0; r < comm->nranks; r++) {
     const uint8_t* block = sparccl_wire_block(&group->wire, blocks, (size_t)r);
     const uint32_t* indices = sparcclLayerIndices(comm, group, l, block);
