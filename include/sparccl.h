@@ -63,6 +63,10 @@ typedef enum {
  * fallback and the baseline (docs/DEVICE.md); the same results bit for bit. */
 typedef enum { sparcclDeviceKernelsOptimised, sparcclDeviceKernelsPlain } sparcclDeviceKernels_t;
 
+/* How the ranks' selections meet (docs/EXCHANGES.md 11): one allgather of every rank's
+ * pairs, or hierarchical (dense inside a node, each shard compressed once per node). */
+typedef enum { sparcclExchangeAllgather, sparcclExchangeHierarchical } sparcclExchange_t;
+
 /*
  * Configuration.  Start from SPARCCL_CONFIG_INITIALIZER and set what you want; every
  * field left at its "undefined" sentinel is filled from the SPARCCL_* environment
@@ -91,6 +95,8 @@ typedef struct {
   size_t warmupSteps;           /* the first N calls on a key are dense (SPEC 9); SPARCCL_WARMUP_STEPS */
   double momentum;              /* dgc's momentum, in [0, 1); SPARCCL_MOMENTUM */
   int deviceKernels;            /* sparcclDeviceKernels_t (device comms); SPARCCL_DEVICE_KERNELS */
+  int exchange;                 /* sparcclExchange_t; SPARCCL_EXCHANGE */
+  int ranksPerNode;             /* > 0: ranks r / ranksPerNode form a node; 0: from the comm; SPARCCL_RANKS_PER_NODE */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -109,7 +115,8 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_DOUBLE,                         \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
-        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT  \
+        SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT,  \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT                                \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "exchanges.h"
 
 /* Defaults (README.md "Configuration" explains each).  gamma is the probe's step, i.e.
  * the trainer's learning rate: 0.01 is a typical SGD rate.  eta makes the solver's few
@@ -20,6 +21,9 @@
 static const char* const compressorNames[] = {SPARCCL_COMPRESSOR_TABLE(METHOD_NAME)};
 static const char* const feedbackNames[] = {SPARCCL_FEEDBACK_TABLE(METHOD_NAME)};
 #undef METHOD_NAME
+#define EXCHANGE_NAME(code, value, name, props) name,
+static const char* const exchangeNames[] = {SPARCCL_EXCHANGE_TABLE(EXCHANGE_NAME)};
+#undef EXCHANGE_NAME
 static const char* const importanceNames[] = {"none", "cube", "simplex", "online"};
 static const char* const wireNames[] = {"fp32", "bf16", "fp16"};
 static const char* const kernelNames[] = {"optimised", "plain"};
@@ -31,6 +35,8 @@ typedef char compressorCodesMatch[((int)sparcclImpKRandom == (int)SPARCCL_IMPK_R
 typedef char feedbackCodesMatch[((int)sparcclFeedbackDGC == (int)SPARCCL_FB_DGC &&
                                  (int)sparcclFeedbackSCAM == (int)SPARCCL_FB_SCAM &&
                                  SPARCCL_NUM_FEEDBACKS == 5) ? 1 : -1];
+typedef char exchangeCodesMatch[((int)sparcclExchangeHierarchical == (int)SPARCCL_EXCHANGE_HIERARCHICAL &&
+                                 SPARCCL_NUM_EXCHANGES == 2) ? 1 : -1];
 
 #define NAMES(table) table, (int)(sizeof(table) / sizeof(table[0]))
 #define FIELD(f) #f, offsetof(sparcclConfig_t, f)
@@ -58,6 +64,8 @@ static const sparcclParam_t params[] = {
   {PARAM_SIZE,  FIELD(warmupSteps),    "SPARCCL_WARMUP_STEPS",      0,                 0,   R,    0, 0, NULL, 0, NULL},
   {PARAM_REAL,  FIELD(momentum),       "SPARCCL_MOMENTUM",          0.9,               0,   1,    0, 1, NULL, 0, NULL},
   {PARAM_ENUM,  FIELD(deviceKernels),  "SPARCCL_DEVICE_KERNELS",    sparcclDeviceKernelsOptimised, ONLY, 0, NAMES(kernelNames), NULL},
+  {PARAM_ENUM,  FIELD(exchange),       "SPARCCL_EXCHANGE",          sparcclExchangeAllgather, ONLY, 0, NAMES(exchangeNames), NULL},
+  {PARAM_INT,   FIELD(ranksPerNode),   "SPARCCL_RANKS_PER_NODE",    0,                 0,   1 << 20, 0, 0, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -261,7 +269,9 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
 }
 
 /* Every field, by the table, plus the version: ranks whose configs differ are refused.
- * deviceKernels is left out: both kinds give the same bits, so they mix and load each other's saves. */
+ * deviceKernels is left out: both kinds give the same bits, so they mix and load each other's saves.
+ * The exchange counts only when it is not the allgather (whose fingerprints stay as before);
+ * ranksPerNode never: the topology it gives is in the layer sets' fingerprints (comm.c). */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
   size_t i;
@@ -269,6 +279,9 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
     const sparcclParam_t* p = &params[i];
     const void* at = (const char*)c + p->offset;
     if (p->offset == offsetof(sparcclConfig_t, deviceKernels)) continue; /* same results either way */
+    if (p->offset == offsetof(sparcclConfig_t, ranksPerNode)) continue;
+    if (p->offset == offsetof(sparcclConfig_t, exchange) && c->exchange == sparcclExchangeAllgather)
+      continue;
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));
     else h = sparcclHash64(h, &integer, sizeof(integer));
