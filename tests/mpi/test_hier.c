@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "common.h"
+#include "sparccl_math.h" /* Philox (SPEC 3), for randk's words */
 
 static int h_rank, h_size;
 
@@ -82,7 +83,9 @@ END_TEST
 
 /* Every node's state over whole layers (rank (v, j) holds shard j of it), H per element. */
 typedef struct {
-  int feedback, op, L, N;
+  int compressor, feedback, op, L, N;
+  unsigned long long seed;
+  uint64_t steps[8]; /* each layer's completed steps: randk's Philox counter */
   size_t nlayers, count, minSparse, warmup, calls;
   const size_t* layout;
   double density;
@@ -93,7 +96,7 @@ typedef struct {
 static void recomputeInit(Recompute* R, const sparcclConfig_t* c, int op, size_t nlayers,
                           const size_t* layout, size_t count) {
   memset(R, 0, sizeof(*R));
-  R->feedback = c->feedback; R->op = op; R->L = nodeSize(); R->N = h_size / R->L;
+  R->compressor = c->compressor; R->seed = c->seed; R->feedback = c->feedback; R->op = op; R->L = nodeSize(); R->N = h_size / R->L;
   R->nlayers = nlayers; R->layout = layout; R->count = count; R->minSparse = c->minSparseCount;
   R->warmup = c->warmupSteps; R->density = c->density; R->momentum = (float)c->momentum;
   R->e = calloc((size_t)R->N * count, sizeof(float));
@@ -117,11 +120,16 @@ static size_t kOf(size_t d, double density) {
   return d == 0 ? 0 : (k > d ? d : k);
 }
 
-static const float* g_keys; /* qsort's keys: |a| descending, then the lower index */
+/* qsort's keys: |a| (topk) or the Philox word (randk) descending, then the lower index */
+static const float* g_keys;
+static const uint32_t* g_words;
 static int byKey(const void* x, const void* y) {
   size_t i = *(const size_t*)x, j = *(const size_t*)y;
-  float a = fabsf(g_keys[i]), b = fabsf(g_keys[j]);
-  if (a != b) return a > b ? -1 : 1;
+  if (g_words != NULL) {
+    if (g_words[i] != g_words[j]) return g_words[i] > g_words[j] ? -1 : 1;
+  } else if (fabsf(g_keys[i]) != fabsf(g_keys[j])) {
+    return fabsf(g_keys[i]) > fabsf(g_keys[j]) ? -1 : 1;
+  }
   return i < j ? -1 : 1;
 }
 
@@ -135,13 +143,19 @@ static float keyInput(const Recompute* R, size_t at, float G, float* grad) {
   return G;
 }
 
-/* One shard [lo, hi) of a sparse layer on node v: top k by |a|; sent into S; state. */
-static void sparseShard(Recompute* R, int v, size_t lo, size_t hi, const float* G, float* S,
-                        float* a, size_t* order) {
+/* One shard [lo, hi) of layer `id` (first element off) on node v: the top k by key; the
+ * values sent into S; the state. */
+static void sparseShard(Recompute* R, int v, size_t id, size_t off, size_t lo, size_t hi,
+                        const float* G, float* S, float* a, uint32_t* words, size_t* order) {
   size_t n = hi - lo, k = kOf(n, R->density), t, x, base = (size_t)v * R->count;
-  float grad[1];
-  for (x = lo; x < hi; x++) { a[x] = keyInput(R, base + x, G[x], grad); order[x - lo] = x; }
+  float grad[1], scale = R->compressor == sparcclRandK ? (float)n / (float)k : 1.0f;
+  for (x = lo; x < hi; x++) {
+    a[x] = keyInput(R, base + x, G[x], grad);
+    order[x - lo] = x;
+    words[x] = sparccl_random_word(R->seed, x - off, (uint32_t)id, R->steps[id], (uint32_t)v);
+  }
   g_keys = a;
+  g_words = R->compressor == sparcclRandK ? words : NULL;
   qsort(order, n, sizeof(size_t), byKey);
   for (x = lo; x < hi; x++) {
     float gx;
@@ -151,7 +165,7 @@ static void sparseShard(Recompute* R, int v, size_t lo, size_t hi, const float* 
   }
   for (t = 0; t < k; t++) {
     size_t at = order[t];
-    float sent = R->feedback == sparcclFeedbackSCAM ? G[at] : a[at];
+    float sent = scale * (R->feedback == sparcclFeedbackSCAM ? G[at] : a[at]);
     S[at] += sent;
     if (R->feedback != sparcclFeedbackNone && R->feedback != sparcclFeedbackEF21)
       R->e[base + at] = R->e[base + at] - sent;
@@ -190,7 +204,7 @@ static void denseLayer(Recompute* R, int denseCall, size_t off, size_t d, float*
 
 /* The outputs of one call from every rank's gradient (all: h_size * count floats). */
 static void recomputeStep(Recompute* R, const float* all, float* out, float** G, float* a,
-                          size_t* order) {
+                          uint32_t* words, size_t* order) {
   const float n = (float)h_size;
   size_t i, x, off = 0;
   int v, j, denseCall = R->calls++ < R->warmup;
@@ -211,8 +225,9 @@ static void recomputeStep(Recompute* R, const float* all, float* out, float** G,
     else
       for (v = 0; v < R->N; v++)
         for (j = 0; j < R->L; j++)
-          sparseShard(R, v, off + (size_t)j * d / (size_t)R->L, off + (size_t)(j + 1) * d / (size_t)R->L,
-                      G[v], out, a, order);
+          sparseShard(R, v, i, off, off + (size_t)j * d / (size_t)R->L,
+                      off + (size_t)(j + 1) * d / (size_t)R->L, G[v], out, a, words, order);
+    if (flagged) R->steps[i]++;
     for (x = off; x < off + d; x++) {
       int ef21 = R->feedback == sparcclFeedbackEF21 && sparse;
       if (ef21 && denseCall) R->H[x] = out[x] / n;
@@ -230,21 +245,24 @@ static int sameBits(const float* a, const float* b, size_t n) {
   return 1;
 }
 
-/* 10 iterations: topk under each feedback, SUM and AVG, warm-up on some; a NaN on the last
- * rank at step 2, a restart at step 4; layers of 1 and 2 elements give empty shards. */
+/* 20 iterations: topk and randk under each feedback, SUM and AVG, warm-up on some; a NaN on
+ * the last rank at step 2, a restart at step 4; layers of 1 and 2 elements give empty shards. */
 START_TEST(test_hier_matches_recomputation) {
   static const size_t layout[6] = {1, 300, 7, 1200, 2, 3};
   const size_t count = 1513;
-  sparcclConfig_t config = test_config(sparcclTopK, kFeedbacks[_i % 5], _i < 5 ? 0.05 : 0.4, 2);
+  sparcclConfig_t config = test_config(_i < 10 ? sparcclTopK : sparcclRandK, kFeedbacks[_i % 5],
+                                       _i % 10 < 5 ? 0.05 : 0.4, 2);
   int op = _i % 2 ? sparcclAvg : sparcclSum, step, r, identical = 1, equal = 1;
   float *g = malloc(count * 4), *out = malloc(count * 4), *want = malloc(count * 4);
   float *all = malloc((size_t)h_size * count * 4), *allOut = malloc((size_t)h_size * count * 4);
   float *a = malloc(count * 4), *G[4];
   size_t* order = malloc(count * sizeof(size_t));
+  uint32_t* words = malloc(count * sizeof(uint32_t));
   sparcclComm_t comm;
   Recompute R;
   config.warmupSteps = (size_t)(_i % 3);
   config.momentum = 0.5;
+  config.seed = 0x5eed00ull + (unsigned long long)_i;
   HCHECK(hierComm(config, sparcclExchangeHierarchical, nodeSize(), &comm) == sparcclSuccess);
   HCHECK(sparcclRegisterLayout(comm, g, 6, layout) == sparcclSuccess);
   recomputeInit(&R, &config, op, 6, layout, count);
@@ -257,7 +275,7 @@ START_TEST(test_hier_matches_recomputation) {
     HCHECK(sparcclAllReduce(g, out, count, sparcclFloat32, op, comm, NULL) == sparcclSuccess);
     MPI_Allgather(out, (int)count, MPI_FLOAT, allOut, (int)count, MPI_FLOAT, MPI_COMM_WORLD);
     for (r = 0; r < h_size; r++) identical &= memcmp(allOut + (size_t)r * count, out, count * 4) == 0;
-    recomputeStep(&R, all, want, G, a, order);
+    recomputeStep(&R, all, want, G, a, words, order);
     equal &= sameBits(out, want, count);
     if (!sameBits(out, want, count))
       fprintf(stderr, "[rank %d] step %d: first difference at %ld\n", h_rank, step,
@@ -269,7 +287,7 @@ START_TEST(test_hier_matches_recomputation) {
   HCHECK(sparcclCommDestroy(comm) == sparcclSuccess);
   recomputeFree(&R);
   for (r = 0; r < 4; r++) free(G[r]);
-  free(g); free(out); free(want); free(all); free(allOut); free(a); free(order);
+  free(g); free(out); free(want); free(all); free(allOut); free(a); free(order); free(words);
 }
 END_TEST
 
@@ -432,7 +450,7 @@ Suite* make_hier_suite(int rank, int size) {
   h_size = size;
   tcase_set_timeout(tc, 300);
   tcase_add_loop_test(tc, test_hier_one_rank_per_node_is_allgather, 0, 25);
-  tcase_add_loop_test(tc, test_hier_matches_recomputation, 0, 10);
+  tcase_add_loop_test(tc, test_hier_matches_recomputation, 0, 20);
   tcase_add_loop_test(tc, test_hier_shard_conservation, 0, 2);
   tcase_add_loop_test(tc, test_hier_save_load_and_topology, 0, 2);
   tcase_add_test(tc, test_hier_unequal_nodes_refused);
