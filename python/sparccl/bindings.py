@@ -48,6 +48,7 @@ FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
 DEVICE_KERNELS = {"optimised": 0, "plain": 1}
+EXCHANGES = {"allgather": 0, "hierarchical": 1}
 
 NCCL_UNIQUE_ID_BYTES = 128
 
@@ -79,6 +80,8 @@ class SparcclConfig(ctypes.Structure):
         ("warmupSteps", ctypes.c_size_t),
         ("momentum", ctypes.c_double),
         ("deviceKernels", ctypes.c_int),
+        ("exchange", ctypes.c_int),
+        ("ranksPerNode", ctypes.c_int),
     ]
 
 
@@ -106,6 +109,8 @@ CONFIG_INITIALIZER = {
     "warmupSteps": UNDEF_SIZE,
     "momentum": UNDEF_DOUBLE,
     "deviceKernels": UNDEF_INT,
+    "exchange": UNDEF_INT,
+    "ranksPerNode": UNDEF_INT,
 }
 
 
@@ -170,6 +175,8 @@ class SparcclOptions:
     warmup_steps: Optional[int] = None  # the first N calls on a bucket are dense (SPEC 9)
     momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
     device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
+    exchange: Optional[Union[str, int]] = None  # "allgather" or "hierarchical" (docs/EXCHANGES.md)
+    ranks_per_node: Optional[int] = None  # hierarchical: ranks r // n form a node; 0 = from MPI
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -193,6 +200,8 @@ class SparcclOptions:
             ("warmup_steps", "warmupSteps", int),
             ("momentum", "momentum", float),
             ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
+            ("exchange", "exchange", lambda v: _enum(v, EXCHANGES, "exchange")),
+            ("ranks_per_node", "ranksPerNode", int),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

@@ -46,6 +46,8 @@ int main(void) {
   UNSIGNED("config", init, sparcclConfig_t, warmupSteps);
   REAL("config", init, sparcclConfig_t, momentum);
   INTEGER("config", init, sparcclConfig_t, deviceKernels);
+  INTEGER("config", init, sparcclConfig_t, exchange);
+  INTEGER("config", init, sparcclConfig_t, ranksPerNode);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
