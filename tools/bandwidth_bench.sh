@@ -266,7 +266,8 @@ EOF
           [ "$PER_NODE" = 1 ] || name=nodes-of-$PER_NODE
           [ "$x" = allgather ] || name=$name-$x
           tag="$name,$rate,$LATENCY"
-          run_mpi "$OUT/logs/${name}_${rate}g_${n}r_$L.log" "$tag" "$HUB" $MPI_COMMON -np "$n" \
+          log=$name; [ "$name" = per-rank ] && log=perrank   # the old runs' log names
+          run_mpi "$OUT/logs/${log}_${rate}g_${n}r_$L.log" "$tag" "$HUB" $MPI_COMMON -np "$n" \
             --hostfile "$WORK/hosts" --mca plm_rsh_agent "$WORK/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
             --mca btl_tcp_if_include $SUBNET.0/24 --mca oob_tcp_if_include $SUBNET.0/24 \
             -x PATH -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \

@@ -443,6 +443,59 @@ START_TEST(test_hier_refusals) {
 }
 END_TEST
 
+/* ranksPerNode 0: the nodes from MPI_COMM_TYPE_SHARED (here one host: one node of every
+ * rank), bitwise the comm that says so with ranksPerNode = n. */
+START_TEST(test_hier_nodes_from_the_communicator) {
+  const size_t count = 3000;
+  sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.02, 100);
+  float *g = malloc(count * 4), *o1 = malloc(count * 4), *o2 = malloc(count * 4);
+  sparcclComm_t shared, explicit;
+  int step, same = 1;
+  HCHECK(hierComm(config, sparcclExchangeHierarchical, 0, &shared) == sparcclSuccess);
+  HCHECK(hierComm(config, sparcclExchangeHierarchical, h_size, &explicit) == sparcclSuccess);
+  for (step = 0; step < 3; step++) {
+    fillGrad(g, count, (uint64_t)(300 + step + 7 * h_rank), 0);
+    HCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, shared, NULL) == sparcclSuccess);
+    HCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, explicit, NULL) == sparcclSuccess);
+    same &= memcmp(o1, o2, count * 4) == 0;
+  }
+  HCHECK(same);
+  HCHECK(sparcclCommDestroy(shared) == sparcclSuccess && sparcclCommDestroy(explicit) == sparcclSuccess);
+  free(g); free(o1); free(o2);
+}
+END_TEST
+
+/* One rank's call disagrees (AVG against SUM, or another key of the same size): refused on
+ * every rank, nothing written, the state as it was (the next call equals a twin's that never
+ * saw the bad one).  Needs two ranks. */
+START_TEST(test_hier_disagreeing_call_refused_everywhere) {
+  const size_t count = 4000;
+  sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.02, 100);
+  float *g = malloc(count * 4), *other = malloc(count * 4), *o1 = malloc(count * 4);
+  float *o2 = malloc(count * 4), *before = malloc(count * 4);
+  sparcclComm_t comm, twin;
+  int bad = h_rank == h_size - 1, op = _i == 0 && bad ? sparcclAvg : sparcclSum;
+  if (h_size < 2) { free(g); free(other); free(o1); free(o2); free(before); return; }
+  HCHECK(hierComm(config, sparcclExchangeHierarchical, nodeSize(), &comm) == sparcclSuccess);
+  HCHECK(hierComm(config, sparcclExchangeHierarchical, nodeSize(), &twin) == sparcclSuccess);
+  HCHECK(sparcclRegisterLayout(comm, other, 1, &count) == sparcclSuccess);
+  fillGrad(g, count, (uint64_t)(11 + h_rank), 0);
+  HCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
+  HCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
+  memcpy(other, g, count * 4);
+  memcpy(before, o1, count * 4);
+  HCHECK(sparcclAllReduce(_i == 1 && bad ? other : g, o1, count, sparcclFloat32, op, comm, NULL) ==
+         sparcclInvalidUsage);
+  HCHECK(memcmp(o1, before, count * 4) == 0);
+  fillGrad(g, count, (uint64_t)(12 + h_rank), 0);
+  HCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
+  HCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
+  HCHECK(memcmp(o1, o2, count * 4) == 0);
+  HCHECK(sparcclCommDestroy(comm) == sparcclSuccess && sparcclCommDestroy(twin) == sparcclSuccess);
+  free(g); free(other); free(o1); free(o2); free(before);
+}
+END_TEST
+
 Suite* make_hier_suite(int rank, int size) {
   Suite* s = suite_create("hierarchical");
   TCase* tc = tcase_create("hierarchical exchange");
@@ -455,6 +508,8 @@ Suite* make_hier_suite(int rank, int size) {
   tcase_add_loop_test(tc, test_hier_save_load_and_topology, 0, 2);
   tcase_add_test(tc, test_hier_unequal_nodes_refused);
   tcase_add_test(tc, test_hier_refusals);
+  tcase_add_test(tc, test_hier_nodes_from_the_communicator);
+  tcase_add_loop_test(tc, test_hier_disagreeing_call_refused_everywhere, 0, 2);
   suite_add_tcase(s, tc);
   return s;
 }
