@@ -45,7 +45,7 @@ static const int kFeedbacks[5] = {sparcclFeedbackNone, sparcclFeedbackEF, sparcc
                                   sparcclFeedbackSCAM, sparcclFeedbackDGC};
 
 /* 25 iterations: compressor x feedback; float32 or bfloat16 gradients and wire; warm-up,
- * in place, online importance, a NaN and shared randomness on some. */
+ * in place, online importance, restarts by the output norm, a NaN, shared randomness. */
 START_TEST(test_hier_one_rank_per_node_is_allgather) {
   static const size_t layout[5] = {5, 300, 7, 1200, 2};
   const size_t count = 1514;
@@ -61,6 +61,7 @@ START_TEST(test_hier_one_rank_per_node_is_allgather) {
   config.sharedRandomness = _i % 7 == 1;
   config.seed = 0x41e0ull + (unsigned long long)_i;
   if (_i % 5 == 2 && _i / 5 == 2) config.importance = sparcclImportanceOnline;
+  if (_i % 4 == 3) config.restartRatio = 1.01; /* the output norm decides restarts */
   HCHECK(hierComm(config, sparcclExchangeAllgather, 0, &flat) == sparcclSuccess);
   HCHECK(hierComm(config, sparcclExchangeHierarchical, 1, &hier) == sparcclSuccess);
   HCHECK(sparcclRegisterLayout(flat, a, 5, layout) == sparcclSuccess);
@@ -107,11 +108,15 @@ static void recomputeInit(Recompute* R, const sparcclConfig_t* c, int op, size_t
 
 static void recomputeFree(Recompute* R) { free(R->e); free(R->u); free(R->h); free(R->H); }
 
-static void recomputeRestart(Recompute* R) {
-  memset(R->e, 0, (size_t)R->N * R->count * sizeof(float));
-  memset(R->u, 0, (size_t)R->N * R->count * sizeof(float));
-  memset(R->h, 0, (size_t)R->N * R->count * sizeof(float));
-  memset(R->H, 0, R->count * sizeof(float));
+/* Restart (factor 0) or sparcclScaleState: e, u, h and H times factor. */
+static void recomputeScale(Recompute* R, float factor) {
+  size_t x, n = (size_t)R->N * R->count;
+  for (x = 0; x < n; x++) {
+    R->e[x] = factor == 0.0f ? 0.0f : R->e[x] * factor;
+    R->u[x] = factor == 0.0f ? 0.0f : R->u[x] * factor;
+    R->h[x] = factor == 0.0f ? 0.0f : R->h[x] * factor;
+  }
+  for (x = 0; x < R->count; x++) R->H[x] = factor == 0.0f ? 0.0f : R->H[x] * factor;
 }
 
 static size_t kOf(size_t d, double density) {
@@ -246,7 +251,8 @@ static int sameBits(const float* a, const float* b, size_t n) {
 }
 
 /* 20 iterations: topk and randk under each feedback, SUM and AVG, warm-up on some; a NaN on
- * the last rank at step 2, a restart at step 4; layers of 1 and 2 elements give empty shards. */
+ * the last rank at step 2, a restart at step 4, the state halved at step 6; layers of 1 and
+ * 2 elements give empty shards. */
 START_TEST(test_hier_matches_recomputation) {
   static const size_t layout[6] = {1, 300, 7, 1200, 2, 3};
   const size_t count = 1513;
@@ -267,10 +273,11 @@ START_TEST(test_hier_matches_recomputation) {
   HCHECK(sparcclRegisterLayout(comm, g, 6, layout) == sparcclSuccess);
   recomputeInit(&R, &config, op, 6, layout, count);
   for (r = 0; r < 4; r++) G[r] = malloc(count * 4);
-  for (step = 0; step < 7; step++) {
+  for (step = 0; step < 8; step++) {
     fillGrad(g, count, (uint64_t)(_i * 64 + step * 8 + h_rank), 0);
     if (step == 2 && h_rank == h_size - 1) g[700] = NAN;
-    if (step == 4) { HCHECK(sparcclRestart(comm) == sparcclSuccess); recomputeRestart(&R); }
+    if (step == 4) { HCHECK(sparcclRestart(comm) == sparcclSuccess); recomputeScale(&R, 0.0f); }
+    if (step == 6) { HCHECK(sparcclScaleState(comm, 0.5f) == sparcclSuccess); recomputeScale(&R, 0.5f); }
     MPI_Allgather(g, (int)count, MPI_FLOAT, all, (int)count, MPI_FLOAT, MPI_COMM_WORLD);
     HCHECK(sparcclAllReduce(g, out, count, sparcclFloat32, op, comm, NULL) == sparcclSuccess);
     MPI_Allgather(out, (int)count, MPI_FLOAT, allOut, (int)count, MPI_FLOAT, MPI_COMM_WORLD);
