@@ -63,6 +63,10 @@ typedef enum {
  * fallback and the baseline (docs/DEVICE.md); the same results bit for bit. */
 typedef enum { sparcclDeviceKernelsOptimised, sparcclDeviceKernelsPlain } sparcclDeviceKernels_t;
 
+/* How the ranks' selections meet (docs/EXCHANGES.md 11): one allgather of every rank's
+ * pairs, or hierarchical (dense inside a node, each shard compressed once per node). */
+typedef enum { sparcclExchangeAllgather, sparcclExchangeHierarchical } sparcclExchange_t;
+
 /*
  * Configuration.  Start from SPARCCL_CONFIG_INITIALIZER and set what you want; every
  * field left at its "undefined" sentinel is filled from the SPARCCL_* environment
@@ -94,6 +98,8 @@ typedef struct {
   int checkSizes;               /* device comms: agree every exchange's size first; SPARCCL_CHECK_SIZES */
   int errorBuffers;             /* device comms: e in 2 buffers or 1; SPARCCL_ERROR_BUFFERS */
   size_t pipelineBytes;         /* host calls: wire bytes per pipelined group, 0 = one block; SPARCCL_PIPELINE_BYTES */
+  int exchange;                 /* sparcclExchange_t; SPARCCL_EXCHANGE */
+  int ranksPerNode;             /* > 0: ranks r / ranksPerNode form a node; 0: from the comm; SPARCCL_RANKS_PER_NODE */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -113,7 +119,8 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_LONG,                           \
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
         SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, \
-        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_SIZE     \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_SIZE,    \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT                                \
   }
 
 /* Per-comm counters (SPEC.md section 5). */

@@ -31,12 +31,11 @@ void sparcclClearChecks(sparcclComm_t comm, const sparcclGroup_t* group, uint8_t
            SPARCCL_CALL_CHECK_BYTES);
 }
 
-/* Every received index of a sparse layer inside it and ascending (SPEC 4). */
-static int indicesValid(const uint32_t* indices, size_t k, size_t d) {
+int sparcclIndicesValid(const uint32_t* indices, size_t k, size_t low, size_t high) {
   size_t t;
   uint32_t previous = 0;
   for (t = 0; t < k; t++) {
-    if (indices[t] >= d || (t > 0 && indices[t] <= previous)) return 0;
+    if (indices[t] < low || indices[t] >= high || (t > 0 && indices[t] <= previous)) return 0;
     previous = indices[t];
   }
   return 1;
@@ -45,15 +44,21 @@ static int indicesValid(const uint32_t* indices, size_t k, size_t d) {
 sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
                                     const sparcclWire_t* wire, sparcclCallCheck_t expected,
                                     const char* caller) {
+  return sparcclVerifyChecksOf(comm, comm->nranks, blocks, wire, expected, "", caller);
+}
+
+sparcclResult_t sparcclVerifyChecksOf(sparcclComm_t comm, int nblocks, const uint8_t* blocks,
+                                      const sparcclWire_t* wire, sparcclCallCheck_t expected,
+                                      const char* over, const char* caller) {
   int r;
-  for (r = 0; r < comm->nranks; r++) {
+  for (r = 0; r < nblocks; r++) {
     sparcclCallCheck_t got;
     memcpy(&got, sparccl_wire_check(wire, sparccl_wire_block(wire, blocks, (size_t)r)), sizeof(got));
     if (got.sequence != expected.sequence || got.fingerprint != expected.fingerprint) {
-      WARN("%s: rank %d's block is not of this call: rank %d made call %llu with fingerprint "
+      WARN("%s: %srank %d's block is not of this call: rank %d made call %llu with fingerprint "
            "%016llx, rank %d call %llu with fingerprint %016llx (a different key, layout, "
            "dtype, op, wire type or call kind, or a call missed); refused, nothing written",
-           caller, r, comm->rank, (unsigned long long)expected.sequence,
+           caller, over, r, comm->rank, (unsigned long long)expected.sequence,
            (unsigned long long)expected.fingerprint, r, (unsigned long long)got.sequence,
            (unsigned long long)got.fingerprint);
       return sparcclInvalidUsage;
@@ -73,7 +78,7 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclGroup_t* gr
     for (i = 0; i < group->nlayers; i++) {
       const sparcclLayer_t* l = &group->layers[i];
       if (!l->sparse || l->sharedSet) continue;
-      if (!indicesValid(sparcclLayerIndices(comm, group, l, block), l->k, l->count)) {
+      if (!sparcclIndicesValid(sparcclLayerIndices(comm, group, l, block), l->k, 0, l->count)) {
         WARN("%s: rank %d sent an index outside layer %u (%zu elements) or out of order; "
              "refused, nothing written", caller, r, l->id, l->count);
         return sparcclInvalidUsage;

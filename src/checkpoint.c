@@ -288,8 +288,8 @@ static sparcclResult_t validateSet(sparcclComm_t comm, Reader* r, size_t i, uint
   memcpy(&sh, p, sizeof(sh));
   if (sh.fingerprint != s->fingerprint || sh.count != s->count || sh.nlayers != s->nlayers ||
       sh.stateFloats != s->stateFloats) {
-    WARN("sparcclLoadState: %s: layer set %zu has another layout (%llu elements in %llu "
-         "layers; here %zu in %zu)", path, i, (unsigned long long)sh.count,
+    WARN("sparcclLoadState: %s: layer set %zu has another layout or node topology (%llu "
+         "elements in %llu layers; here %zu in %zu)", path, i, (unsigned long long)sh.count,
          (unsigned long long)sh.nlayers, s->count, s->nlayers);
     return sparcclInvalidUsage;
   }
@@ -308,8 +308,8 @@ static sparcclResult_t validateSet(sparcclComm_t comm, Reader* r, size_t i, uint
   summary->replicas = sparcclHash64(summary->replicas, headers, s->nlayers * sizeof(LayerHeader));
   if ((state = (const float*)take(r, s->stateFloats * sizeof(float))) == NULL && s->stateFloats)
     return truncatedFile(path);
-  for (j = 0; j < s->nlayers; j++) /* H sits where the live set keeps it */
-    if (s->layers[j].H != NULL)
+  for (j = 0; j < s->nlayers; j++) /* H sits where the live set keeps it; a shard's only in its column */
+    if (s->layers[j].H != NULL && !sparccl_exchange_sharded(comm->config.exchange))
       summary->replicas = sparcclHash64(summary->replicas, state + (s->layers[j].H - s->stateMemory),
                                         s->layers[j].count * sizeof(float));
   return sparcclSuccess;

@@ -55,9 +55,35 @@ sparcclResult_t sparcclCheckComm(sparcclComm_t comm, const char* caller) {
 }
 
 /* ------------------------------------------------------------ creation, destruction */
+/* The hierarchical exchange needs the nodes (MPI host comms); its per-shard state has no
+ * whole-layer importance weights for the probe and solver steps, so the ImpK family runs
+ * only with one rank per node; it is not pipelined (docs/EXCHANGES.md, status). */
+static sparcclResult_t checkExchange(const sparcclTransport_t* transport, const sparcclConfig_t* c) {
+  if (!sparccl_exchange_sharded(c->exchange)) return sparcclSuccess;
+  if (transport->topology == NULL) {
+    WARN("sparcclCommCreate: exchange hierarchical is implemented on MPI host comms only "
+         "(this comm's transport: %s); use SPARCCL_EXCHANGE=allgather", transport->name);
+    return sparcclNotSupported;
+  }
+  if (transport->topology->perNode > 1 && sparccl_has_weights(c->compressor)) {
+    WARN("sparcclCommCreate: exchange hierarchical with %d ranks per node does not support "
+         "compressor %s (importance weights per shard); use topk or randk", transport->topology->perNode,
+         sparcclCompressorName(c->compressor));
+    return sparcclNotSupported;
+  }
+  if (c->pipelineBytes > 0) {
+    WARN("sparcclCommCreate: exchange hierarchical is not pipelined; unset SPARCCL_PIPELINE_BYTES "
+         "(pipelineBytes %zu)", c->pipelineBytes);
+    return sparcclNotSupported;
+  }
+  return sparcclSuccess;
+}
+
 sparcclResult_t sparcclCommCreate(sparcclComm_t* out, sparcclTransport_t* transport,
                                   const sparcclConfig_t* config) {
-  sparcclComm_t comm = (sparcclComm_t)calloc(1, sizeof(*comm));
+  sparcclComm_t comm;
+  SPARCCLCHECK(checkExchange(transport, config));
+  comm = (sparcclComm_t)calloc(1, sizeof(*comm));
   if (comm == NULL) {
     WARN("sparcclCommCreate: out of memory");
     return sparcclSystemError;
@@ -110,6 +136,7 @@ SPARCCL_API sparcclResult_t sparcclCommDestroy(sparcclComm_t comm) {
   free(comm->candidates);
   free(comm->accumulator);
   free(comm->sharedIndices);
+  free(comm->hierScratch);
   free(comm->lossHistory);
   if (comm->transport != NULL && comm->transport->destroy != NULL)
     comm->transport->destroy(comm->transport);
@@ -180,7 +207,7 @@ static void computeStats(sparcclComm_t comm) {
     bytes += s->stateFloats * sizeof(float) + (size_t)(comm->config.restartLag + 1) * sizeof(double);
   }
   bytes += comm->scratchCap * (keyBytes + 8) + comm->blockCap * (size_t)(comm->nranks + 1) +
-           comm->sharedCap * sizeof(uint32_t) + comm->ringCap;
+           comm->sharedCap * sizeof(uint32_t) + comm->ringCap + comm->hierCap;
   comm->stats.layerSets = comm->nsets;
   comm->stats.layersSparse = sparse;
   comm->stats.layersDense = dense;
@@ -192,7 +219,7 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
   (void)comm;
   for (i = 0; i < set->nlayers; i++) {
     const sparcclStateArrays_t s = sparcclLayerState(&set->layers[i]);
-    for (j = 0; j < set->layers[i].count; j++) sparccl_state_reset(&s, j);
+    for (j = 0; j < set->layers[i].shardCount; j++) sparccl_state_reset(&s, j);
   }
 }
 
@@ -218,6 +245,7 @@ static void layOutLayers(const sparcclConfig_t* c, sparcclLayerSet_t* set, size_
     sparcclLayer_t* l = &set->layers[i];
     l->offset = offset;
     l->count = counts ? counts[i] : count;
+    l->shardCount = l->count; /* the whole layer, unless the exchange shards it */
     offset += l->count;
     l->sparse = l->count >= c->minSparseCount;
     if (l->sparse) {
@@ -233,7 +261,6 @@ static void layOutLayers(const sparcclConfig_t* c, sparcclLayerSet_t* set, size_
       l->densePos = set->denseCount;
       set->denseCount += l->count;
     }
-    set->stateFloats += stateArrays(c, l->sparse) * l->count;
     if (l->count > set->maxLayer) set->maxLayer = l->count;
   }
 }
@@ -252,9 +279,11 @@ static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
                                   set->denseCount, set->nflags);
 }
 
-/* One allocation for every layer's state arrays, handed out in layer order. */
+/* One allocation for every layer's state arrays (over its shard), handed out in layer order. */
 static sparcclResult_t assignState(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
   size_t i, cursor = 0;
+  for (i = 0; i < set->nlayers; i++)
+    set->stateFloats += stateArrays(c, set->layers[i].sparse) * set->layers[i].shardCount;
   if (set->stateFloats) {
     set->stateMemory = (float*)calloc(set->stateFloats, sizeof(float));
     if (set->stateMemory == NULL) return sparcclSystemError;
@@ -262,7 +291,7 @@ static sparcclResult_t assignState(const sparcclConfig_t* c, sparcclLayerSet_t* 
   for (i = 0; i < set->nlayers; i++) {
     sparcclLayer_t* l = &set->layers[i];
     int weights = l->sparse && sparccl_has_weights(c->compressor);
-#define TAKE(field) (l->field = set->stateMemory + cursor, cursor += l->count)
+#define TAKE(field) (l->field = set->stateMemory + cursor, cursor += l->shardCount)
     if (l->sparse && sparccl_has_error(c->feedback)) TAKE(error);
     if (l->sparse && (sparccl_feedback_props(c->feedback) & SPARCCL_S_H)) { TAKE(h); TAKE(H); }
     if (l->flagged && sparccl_has_momentum(c->feedback)) TAKE(momentum);
@@ -288,6 +317,7 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   if (set->layers == NULL || set->normHistory == NULL) { freeSet(set); return sparcclSystemError; }
   layOutLayers(c, set, count, counts);
   layOutBlock(c, set);
+  if (sparccl_exchange_sharded(c->exchange)) sparcclHierarchicalLayOut(comm, set);
   if (sparcclLayOutGroups(c, set) != sparcclSuccess || assignState(c, set) != sparcclSuccess) {
     freeSet(set);
     return sparcclSystemError;
@@ -334,7 +364,12 @@ static sparcclResult_t agreeFingerprint(sparcclComm_t comm, sparcclLayerSet_t* s
   uint64_t fingerprint = sparcclConfigFingerprint(&comm->config), *all;
   sparcclResult_t res;
   size_t i;
+  const sparcclTopology_t* topology = comm->transport->topology;
   fingerprint = sparcclHash64(fingerprint, &count, sizeof(count));
+  if (sparccl_exchange_sharded(comm->config.exchange)) { /* N and L: the shards (11.2) */
+    fingerprint = sparcclHash64(fingerprint, &topology->nodes, sizeof(topology->nodes));
+    fingerprint = sparcclHash64(fingerprint, &topology->perNode, sizeof(topology->perNode));
+  }
   fingerprint = sparcclHash64(fingerprint, &set->nlayers, sizeof(set->nlayers));
   for (i = 0; i < set->nlayers; i++)
     fingerprint = sparcclHash64(fingerprint, &set->layers[i].count, sizeof(size_t));

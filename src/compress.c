@@ -18,6 +18,7 @@ typedef struct {
   sparcclCallValues_t call;
   uint32_t layerId, step;
   float randkScale;
+  size_t indexBase; /* the layer-local index of element 0: a shard's first (11.2) */
 } LayerInputs;
 
 static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l) {
@@ -28,10 +29,11 @@ static LayerInputs layerInputs(const sparcclComm_t comm, const sparcclLayer_t* l
   in.importance = l->importance;
   in.prevGrad = (l->prevGrad && l->havePrevGrad) ? l->prevGrad : NULL;
   in.momentum = l->momentum;
-  in.call = sparccl_call_values(c, comm->rank);
+  in.call = sparccl_call_values(c, sparcclRandomRank(comm));
   in.layerId = l->id;
   in.step = (uint32_t)l->step;
   in.randkScale = sparccl_randk_scale(l->count, l->k);
+  in.indexBase = l->shardOffset;
   return in;
 }
 
@@ -58,13 +60,15 @@ ALWAYS_INLINE float keyInputAt(const LayerInputs* in, size_t i, float g, const i
 }
 
 /* The Philox word of element i for the random compressors (0 for the others), from the
- * block of its four that *random holds (drawn when i is the block's first). */
+ * block of its four that *random holds (drawn at the block's first element, or at i = 0
+ * when a shard starts inside a block).  Words follow the layer-local index. */
 ALWAYS_INLINE uint32_t wordAt(const LayerInputs* in, size_t i, sparccl_philox_block_t* random,
                               const int compressor) {
+  size_t at = i + in->indexBase;
   if (compressor != SPARCCL_RANDK && compressor != SPARCCL_IMPK_RANDOM) return 0;
-  if ((i & 3u) == 0)
-    *random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
-  return random->v[i & 3u];
+  if ((at & 3u) == 0 || i == 0)
+    *random = sparccl_random_block(in->call.seed, at >> 2, in->layerId, in->step, in->call.randomRank);
+  return random->v[at & 3u];
 }
 
 /* The key of element i (g its gradient, x its key input): 64 bits for impk_random, else the
@@ -163,9 +167,10 @@ ALWAYS_INLINE uint64_t keyAt(const LayerInputs* in, const void* grad, const int 
                              const int compressor, const int feedback) {
   sparccl_philox_block_t random = {{0, 0, 0, 0}};
   float g = sparccl_load(grad, i, dtype);
+  size_t at = i + in->indexBase;
   if (compressor == SPARCCL_RANDK || compressor == SPARCCL_IMPK_RANDOM)
-    random = sparccl_random_block(in->call.seed, i >> 2, in->layerId, in->step, in->call.randomRank);
-  return keyOf(in, i, g, keyInputAt(in, i, g, feedback), random.v[i & 3u], compressor);
+    random = sparccl_random_block(in->call.seed, at >> 2, in->layerId, in->step, in->call.randomRank);
+  return keyOf(in, i, g, keyInputAt(in, i, g, feedback), random.v[at & 3u], compressor);
 }
 
 /* The candidate pass (select_stream.c): keyPass's keys, but only those >= bound are kept,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "exchanges.h"
 
 /* Defaults (README.md "Configuration" explains each).  gamma is the probe's step, i.e.
  * the trainer's learning rate: 0.01 is a typical SGD rate.  eta makes the solver's few
@@ -20,6 +21,9 @@
 static const char* const compressorNames[] = {SPARCCL_COMPRESSOR_TABLE(METHOD_NAME)};
 static const char* const feedbackNames[] = {SPARCCL_FEEDBACK_TABLE(METHOD_NAME)};
 #undef METHOD_NAME
+#define EXCHANGE_NAME(code, value, name, props) name,
+static const char* const exchangeNames[] = {SPARCCL_EXCHANGE_TABLE(EXCHANGE_NAME)};
+#undef EXCHANGE_NAME
 static const char* const importanceNames[] = {"none", "cube", "simplex", "online"};
 static const char* const wireNames[] = {"fp32", "bf16", "fp16"};
 static const char* const kernelNames[] = {"optimised", "plain"};
@@ -31,6 +35,8 @@ typedef char compressorCodesMatch[((int)sparcclImpKRandom == (int)SPARCCL_IMPK_R
 typedef char feedbackCodesMatch[((int)sparcclFeedbackDGC == (int)SPARCCL_FB_DGC &&
                                  (int)sparcclFeedbackSCAM == (int)SPARCCL_FB_SCAM &&
                                  SPARCCL_NUM_FEEDBACKS == 5) ? 1 : -1];
+typedef char exchangeCodesMatch[((int)sparcclExchangeHierarchical == (int)SPARCCL_EXCHANGE_HIERARCHICAL &&
+                                 SPARCCL_NUM_EXCHANGES == 2) ? 1 : -1];
 
 #define NAMES(table) table, (int)(sizeof(table) / sizeof(table[0]))
 #define FIELD(f) #f, offsetof(sparcclConfig_t, f)
@@ -61,6 +67,8 @@ static const sparcclParam_t params[] = {
   {PARAM_INT,   FIELD(checkSizes),     "SPARCCL_CHECK_SIZES",       0,                 0,   1,    0, 0, NULL, 0, NULL},
   {PARAM_INT,   FIELD(errorBuffers),   "SPARCCL_ERROR_BUFFERS",     2,                 1,   2,    0, 0, NULL, 0, NULL},
   {PARAM_SIZE,  FIELD(pipelineBytes),  "SPARCCL_PIPELINE_BYTES",    0,                 0,   R,    0, 0, NULL, 0, NULL},
+  {PARAM_ENUM,  FIELD(exchange),       "SPARCCL_EXCHANGE",          sparcclExchangeAllgather, ONLY, 0, NAMES(exchangeNames), NULL},
+  {PARAM_INT,   FIELD(ranksPerNode),   "SPARCCL_RANKS_PER_NODE",    0,                 0,   1 << 20, 0, 0, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -248,8 +256,11 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
 }
 
 /* Every field, by the table, plus the version: ranks whose configs differ are refused.
- * deviceKernels and pipelineBytes are left out: the same bits either way, so they load each
- * other's saves (ranks whose groups differ are refused by the call's agreement, pipeline.c). */
+ * deviceKernels, errorBuffers and pipelineBytes are left out: the same bits either way, so
+ * they load each other's saves (ranks whose groups differ are refused by the call's
+ * agreement, pipeline.c).  The exchange and checkSizes count only when not the default
+ * (whose fingerprints stay as before); ranksPerNode never: the topology it gives is in the
+ * layer sets' fingerprints (comm.c). */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
   size_t i;
@@ -258,8 +269,12 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
     const void* at = (const char*)c + p->offset;
     if (p->offset == offsetof(sparcclConfig_t, deviceKernels) ||
         p->offset == offsetof(sparcclConfig_t, errorBuffers) ||
-        p->offset == offsetof(sparcclConfig_t, pipelineBytes))
-      continue; /* the same results either way */
+        p->offset == offsetof(sparcclConfig_t, pipelineBytes) ||
+        p->offset == offsetof(sparcclConfig_t, ranksPerNode))
+      continue;
+    if (p->offset == offsetof(sparcclConfig_t, exchange) && c->exchange == sparcclExchangeAllgather)
+      continue;
+    if (p->offset == offsetof(sparcclConfig_t, checkSizes) && c->checkSizes == 0) continue;
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));
     else h = sparcclHash64(h, &integer, sizeof(integer));

@@ -8,6 +8,7 @@
 #include "sparccl_math.h"
 #include "wire.h"
 #include "steps.h"
+#include "exchanges.h"
 
 #define SPARCCL_API __attribute__((visibility("default")))
 
@@ -58,6 +59,7 @@ const char* sparcclCompressorName(int compressor);
 const char* sparcclFeedbackName(int feedback);
 
 /* ------------------------------------------------------------ transport */
+struct sparcclTopology;
 /* Compression does not know the transport; the transport knows nothing but bytes. */
 /* One exchange in flight: storage the transport fills (mpi.c: an MPI_Request). */
 typedef struct sparcclRequest { uint64_t opaque[2]; } sparcclRequest_t;
@@ -82,8 +84,17 @@ typedef struct sparcclTransport {
   /* Optional with iallgather: let the exchange progress (MPI moves a nonblocking exchange
    * only inside its calls); a later wait still completes it. */
   sparcclResult_t (*progress)(struct sparcclTransport* self, struct sparcclRequest* request);
+  struct sparcclTopology* topology; /* the nodes (hierarchical exchange), or NULL; the transport's */
 } sparcclTransport_t;
 
+/* N nodes of L ranks (docs/EXCHANGES.md 11.2): this rank is local index j of node v; the
+ * node's L ranks in global rank order, the column's N ranks (local index j) in node order. */
+typedef struct sparcclTopology {
+  int nodes, perNode;         /* N, L */
+  int nodeIndex, localIndex;  /* v, j */
+  sparcclTransport_t* node;   /* rank j' of it is local index j' */
+  sparcclTransport_t* column; /* rank v' of it is node v' */
+} sparcclTopology_t;
 
 /* ------------------------------------------------------------ state */
 typedef struct {
@@ -104,6 +115,12 @@ typedef struct {
   float* momentum;  /* u (dgc, SPEC 9) */
   /* Where this layer's data sit in a rank's wire block (in elements of their section). */
   size_t indexPos, valuePos, densePos, flagPos;
+  /* This rank's shard (hierarchical exchange; else the whole layer): elements [shardOffset,
+   * shardOffset + shardCount), which its state arrays cover; shardK of them sent, at
+   * shardPos of the node's float blocks and shardIndexPos/shardValuePos/shardDensePos of
+   * the column's block. */
+  size_t shardOffset, shardCount, shardK, shardPos;
+  size_t shardIndexPos, shardValuePos, shardDensePos;
 } sparcclLayer_t;
 
 /* A run of a set's consecutive layers sent as one block (SPEC 4): the whole set, or one
@@ -138,6 +155,9 @@ typedef struct {
   size_t maxLayer, maxSparseLayer;
   void* device;            /* device comms: the set's device state (cuda/) */
   struct sparcclPending* pending; /* the phase API's half-done call (phase.c), or NULL */
+  /* Hierarchical exchange (exchange_hierarchical.c): the node's float blocks (shard chunks
+   * of g, and the shards' outputs with the flags) and this rank's column block. */
+  sparcclWire_t nodeChunk, nodeGather, column;
   uint64_t phaseCalls;     /* completed phase-API calls: their check's sequence number */
   /* The blocks a call sends (pipeline.c): the whole set as one (whole), or ngroups > 1
    * pipeline groups of consecutive layers (groups, pipelineBytes in all). */
@@ -173,6 +193,8 @@ struct sparcclComm {
   size_t scratchCap;
   uint32_t* sharedIndices;  /* the selected sets that travel without indices (SPEC 3) */
   size_t sharedCap;
+  uint8_t* hierScratch;     /* the hierarchical exchange's blocks (exchange_hierarchical.c) */
+  size_t hierCap;
   /* Restart-on-loss history (ring of restartLag + 1 averaged losses). */
   double* lossHistory;
   uint64_t lossCount;
@@ -199,6 +221,12 @@ static inline sparcclStateArrays_t sparcclLayerState(const sparcclLayer_t* l) {
   sparcclStateArrays_t s;
   s.error = l->error; s.h = l->h; s.H = l->H; s.momentum = l->momentum; s.importance = l->importance;
   return s;
+}
+/* The Philox counter's rank (SPEC 3; 11.2: the node index under the hierarchical exchange). */
+static inline int sparcclRandomRank(sparcclComm_t comm) {
+  const sparcclTopology_t* t = comm->transport->topology;
+  return comm->config.exchange == SPARCCL_EXCHANGE_HIERARCHICAL && t != NULL ? t->nodeIndex
+                                                                         : comm->rank;
 }
 /* phase.c: free a set's half-done call; whether one awaits its decompress. */
 void sparcclFreePending(sparcclLayerSet_t* set);
@@ -291,6 +319,12 @@ sparcclResult_t sparcclVerifyBlocks(sparcclComm_t comm, const sparcclGroup_t* gr
 sparcclResult_t sparcclVerifyChecks(sparcclComm_t comm, const uint8_t* blocks,
                                     const sparcclWire_t* wire, sparcclCallCheck_t expected,
                                     const char* caller);
+/* The same for the nblocks blocks of a sub-transport (`over` names it in the log). */
+sparcclResult_t sparcclVerifyChecksOf(sparcclComm_t comm, int nblocks, const uint8_t* blocks,
+                                      const sparcclWire_t* wire, sparcclCallCheck_t expected,
+                                      const char* over, const char* caller);
+/* Every received index of a sparse layer in [low, high) and ascending (SPEC 4). */
+int sparcclIndicesValid(const uint32_t* indices, size_t k, size_t low, size_t high);
 /* "Every rank agrees on a status": mine if it failed, else `remote` if another rank's
  * failed (logged with that rank), else success; a failed exchange is returned as it is. */
 sparcclResult_t sparcclAgreeStatus(sparcclComm_t comm, sparcclResult_t mine,
@@ -371,6 +405,14 @@ sparcclResult_t sparcclFinishDenseCall(sparcclComm_t comm, sparcclLayerSet_t* se
 sparcclResult_t sparcclDenseAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                       const void* send, void* recv, int dtype, int op,
                                       const char* caller);
+
+/* exchange_hierarchical.c (docs/EXCHANGES.md 11.2): a set's shards and blocks, the scratch
+ * a call needs, and one call (sparse or warm-up dense). */
+void sparcclHierarchicalLayOut(sparcclComm_t comm, sparcclLayerSet_t* set);
+size_t sparcclHierarchicalScratch(sparcclComm_t comm, const sparcclLayerSet_t* set);
+sparcclResult_t sparcclHierarchicalAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                             const void* send, void* recv, int dtype, int op,
+                                             const char* caller);
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclGroup_t* g,

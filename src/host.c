@@ -6,18 +6,33 @@
 #include <string.h>
 #include "backend.h"
 
+/* The hierarchical exchange's blocks (exchange_hierarchical.c). */
+static sparcclResult_t growHierarchical(sparcclComm_t comm, const sparcclLayerSet_t* set) {
+  size_t bytes = sparcclHierarchicalScratch(comm, set);
+  uint8_t* grown;
+  if (bytes <= comm->hierCap) return sparcclSuccess;
+  grown = (uint8_t*)malloc(bytes);
+  if (grown == NULL) return sparcclSystemError;
+  free(comm->hierScratch);
+  comm->hierScratch = grown;
+  comm->hierCap = bytes;
+  return sparcclSuccess;
+}
+
 /* Grow the comm's scratch to fit a set; nothing is freed if an allocation fails. */
 static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   size_t keyBytes = comm->config.compressor == sparcclImpKRandom ? 8 : 4;
   size_t elements = set->maxLayer > comm->scratchCap ? set->maxLayer : comm->scratchCap;
-  size_t block = set->wire.blockBytes > comm->blockCap ? set->wire.blockBytes : comm->blockCap;
-  size_t ring = comm->config.warmupSteps ? sparcclDenseRingBytes(comm, set) : 0;
+  int sharded = sparccl_exchange_sharded(comm->config.exchange); /* its own blocks */
+  size_t block = set->wire.blockBytes > comm->blockCap && !sharded ? set->wire.blockBytes : comm->blockCap;
+  size_t ring = comm->config.warmupSteps && !sharded ? sparcclDenseRingBytes(comm, set) : 0;
   if (set->pipelineBytes > block) block = set->pipelineBytes; /* every group's block (pipeline.c) */
   /* Warm-up's dense calls: an allgather of whole vectors where the transport has no
    * alltoall (dense.c), the ring's scratch where it has. */
   if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&
       sparcclDenseBlockBytes(set) > block)
     block = sparcclDenseBlockBytes(set);
+  if (sharded) SPARCCLCHECK(growHierarchical(comm, set));
   if (ring > comm->ringCap) {
     uint8_t* grown = (uint8_t*)malloc(ring);
     if (grown == NULL) return sparcclSystemError;
@@ -87,13 +102,12 @@ static sparcclResult_t hostCheckNewKey(sparcclComm_t comm, void* stream, const c
 
 /* Compress every layer into this rank's block, then one allgather, then the state update and
  * the sums; a failure leaves every state as it was (nothing is written before the check). */
-static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
-                                     void* recv, int dtype, int op, void* stream,
-                                     const char* caller) {
+static sparcclResult_t allgatherAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
+                                          const void* send, void* recv, int dtype, int op,
+                                          const char* caller) {
   double t0, t1, t2;
   sparcclCallCheck_t check;
   sparcclResult_t res;
-  (void)stream;
   if (sparcclNextCallDense(comm, set)) return sparcclDenseAllReduce(comm, set, send, recv, dtype, op, caller);
   if (set->ngroups > 1) return sparcclPipelinedAllReduce(comm, set, send, recv, dtype, op, caller);
   t0 = sparcclSeconds();
@@ -120,6 +134,20 @@ static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
   return sparcclSuccess;
 }
 
+/* The host's call of each exchange, in the order of the exchange table (exchanges.h). */
+typedef sparcclResult_t (*HostExchange)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                        void* recv, int dtype, int op, const char* caller);
+static const HostExchange hostExchanges[] = {allgatherAllReduce, sparcclHierarchicalAllReduce};
+typedef char hostExchangesListed[sizeof(hostExchanges) / sizeof(hostExchanges[0]) ==
+                                 SPARCCL_NUM_EXCHANGES ? 1 : -1];
+
+static sparcclResult_t hostAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                     void* recv, int dtype, int op, void* stream,
+                                     const char* caller) {
+  (void)stream;
+  return hostExchanges[comm->config.exchange](comm, set, send, recv, dtype, op, caller);
+}
+
 static sparcclResult_t hostRestartSet(sparcclComm_t comm, sparcclLayerSet_t* set) {
   sparcclSetResetState(comm, set);
   comm->stats.restarts++;
@@ -133,7 +161,7 @@ static sparcclResult_t hostScale(sparcclComm_t comm, sparcclLayerSet_t* set, flo
   (void)comm;
   for (j = 0; j < set->nlayers; j++) {
     const sparcclStateArrays_t s = sparcclLayerState(&set->layers[j]);
-    for (n = 0; n < set->layers[j].count; n++) sparccl_state_scale(&s, n, factor);
+    for (n = 0; n < set->layers[j].shardCount; n++) sparccl_state_scale(&s, n, factor);
   }
   return sparcclSuccess;
 }

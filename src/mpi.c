@@ -5,6 +5,7 @@
  * PMPI preload (src/preload/mpi_preload.c) interposes MPI_Allreduce & co., and sparccl's
  * own collectives must never re-enter it. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
@@ -116,10 +117,95 @@ static sparcclResult_t mpiProgress(sparcclTransport_t* self, sparcclRequest_t* r
 static void mpiDestroy(sparcclTransport_t* self) {
   MpiTransport* t = (MpiTransport*)self->impl;
   int finalized = 0;
+  if (self->topology != NULL) {
+    if (self->topology->node != NULL) mpiDestroy(self->topology->node);
+    if (self->topology->column != NULL) mpiDestroy(self->topology->column);
+    free(self->topology);
+  }
   PMPI_Finalized(&finalized);
   if (!finalized) PMPI_Comm_free(&t->comm);
   free(t);
   free(self);
+}
+
+/* A transport over c (which it owns from here on; freed with it). */
+static void mpiFill(sparcclTransport_t* transport, MpiTransport* t, MPI_Comm c, const char* name) {
+  t->comm = c;
+  PMPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
+  PMPI_Comm_rank(c, &transport->rank);
+  PMPI_Comm_size(c, &transport->nranks);
+  transport->name = name;
+  transport->allgather = mpiAllgather;
+  transport->alltoall = mpiAlltoall;
+  transport->iallgather = mpiIallgather;
+  transport->wait = mpiWait;
+  transport->progress = mpiProgress;
+  transport->destroy = mpiDestroy;
+  transport->impl = t;
+}
+
+static sparcclTransport_t* mpiSubTransport(MPI_Comm c, const char* name) {
+  sparcclTransport_t* transport = (sparcclTransport_t*)calloc(1, sizeof(*transport));
+  MpiTransport* t = (MpiTransport*)calloc(1, sizeof(*t));
+  if (transport == NULL || t == NULL) {
+    free(transport); free(t);
+    PMPI_Comm_free(&c);
+    return NULL;
+  }
+  mpiFill(transport, t, c, name);
+  return transport;
+}
+
+/* Every node the same size (11.2), else refused on every rank (each sees every node). */
+static sparcclResult_t checkNodeSizes(const int* lowestAndSize, int nranks) {
+  char sizes[256];
+  size_t at = 0;
+  int r, equal = 1;
+  for (r = 0; r < nranks; r++) equal &= lowestAndSize[2 * r + 1] == lowestAndSize[1];
+  if (equal) return sparcclSuccess;
+  sizes[0] = '\0';
+  for (r = 0; r < nranks && at + 16 < sizeof(sizes); r++)
+    if (lowestAndSize[2 * r] == r)
+      at += (size_t)snprintf(sizes + at, sizeof(sizes) - at, "%s%d", at ? ", " : "", lowestAndSize[2 * r + 1]);
+  WARN("sparcclCommInitMpi: the hierarchical exchange needs nodes of one size; the nodes (by "
+       "lowest rank) have %s ranks", sizes);
+  return sparcclInvalidUsage;
+}
+
+/* The nodes: MPI_COMM_TYPE_SHARED, or r / ranksPerNode; node index v by lowest global rank,
+ * local index j by global rank; then the column of local index j in node order. */
+static sparcclResult_t mpiTopology(sparcclTransport_t* world, int ranksPerNode) {
+  MPI_Comm w = ((MpiTransport*)world->impl)->comm, node, column;
+  int mine[2], *all, v = 0, j, r, rc;
+  sparcclTopology_t* topology;
+  sparcclResult_t res;
+  rc = ranksPerNode > 0 ? PMPI_Comm_split(w, world->rank / ranksPerNode, world->rank, &node)
+                        : PMPI_Comm_split_type(w, MPI_COMM_TYPE_SHARED, world->rank, MPI_INFO_NULL, &node);
+  if (rc != MPI_SUCCESS) return mpiError(rc, "MPI_Comm_split (nodes)");
+  PMPI_Comm_size(node, &mine[1]);
+  PMPI_Comm_rank(node, &j);
+  PMPI_Allreduce(&world->rank, &mine[0], 1, MPI_INT, MPI_MIN, node);
+  all = (int*)malloc(2 * sizeof(int) * (size_t)world->nranks);
+  topology = (sparcclTopology_t*)calloc(1, sizeof(*topology));
+  if (all == NULL || topology == NULL) { free(all); free(topology); PMPI_Comm_free(&node); return sparcclSystemError; }
+  rc = PMPI_Allgather(mine, 2, MPI_INT, all, 2, MPI_INT, w);
+  res = rc != MPI_SUCCESS ? mpiError(rc, "MPI_Allgather (nodes)") : checkNodeSizes(all, world->nranks);
+  for (r = 0; r < mine[0]; r++) v += all[2 * r] == r; /* the nodes whose lowest rank is below */
+  topology->nodes = world->nranks / mine[1];
+  free(all);
+  if (res != sparcclSuccess) { free(topology); PMPI_Comm_free(&node); return res; }
+  rc = PMPI_Comm_split(w, j, v, &column);
+  if (rc != MPI_SUCCESS) { free(topology); PMPI_Comm_free(&node); return mpiError(rc, "MPI_Comm_split (columns)"); }
+  topology->perNode = mine[1];
+  topology->nodeIndex = v;
+  topology->localIndex = j;
+  topology->node = mpiSubTransport(node, "mpi node");
+  topology->column = mpiSubTransport(column, "mpi column");
+  world->topology = topology; /* freed with the world transport */
+  if (topology->node == NULL || topology->column == NULL) return sparcclSystemError;
+  INFO("hierarchical exchange: %d nodes of %d ranks; rank %d is local %d of node %d",
+       topology->nodes, topology->perNode, world->rank, j, v);
+  return sparcclSuccess;
 }
 
 SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpiComm,
@@ -166,17 +252,16 @@ SPARCCL_API sparcclResult_t sparcclCommInitMpi(sparcclComm_t* comm, MPI_Comm mpi
     WARN("sparcclCommInitMpi: another rank refused its configuration");
     return sparcclInvalidUsage;
   }
-  t->comm = dup;
-  PMPI_Comm_rank(t->comm, &transport->rank);
-  PMPI_Comm_size(t->comm, &transport->nranks);
-  transport->name = "mpi";
-  transport->allgather = mpiAllgather;
-  transport->alltoall = mpiAlltoall;
-  transport->iallgather = mpiIallgather;
-  transport->wait = mpiWait;
-  transport->progress = mpiProgress;
-  transport->destroy = mpiDestroy;
-  transport->impl = t;
+  mpiFill(transport, t, dup, "mpi");
+  if (sparccl_exchange_sharded(resolved.exchange)) {
+    res = mpiTopology(transport, resolved.ranksPerNode);
+    res = sparcclTransportAgree(transport, res, sparcclInvalidUsage, "sparcclCommInitMpi",
+                                "find its node");
+    if (res != sparcclSuccess) {
+      mpiDestroy(transport);
+      return res;
+    }
+  }
   res = sparcclCommCreate(comm, transport, &resolved);
   if (res != sparcclSuccess) mpiDestroy(transport);
   return res;

@@ -31,6 +31,11 @@ static sparcclResult_t pendingFor(sparcclLayerSet_t* set, const char* caller) {
 static sparcclResult_t taggedSet(sparcclComm_t comm, unsigned long long tag, const char* caller,
                                  sparcclLayerSet_t** set) {
   SPARCCLCHECK(sparcclCheckComm(comm, caller));
+  if (comm->config.exchange != SPARCCL_EXCHANGE_ALLGATHER) { /* three exchanges, not one block */
+    WARN("%s: the phase API moves one allgather block; this comm's exchange is %s", caller,
+         "hierarchical");
+    return sparcclNotSupported;
+  }
   *set = sparcclFindSet(comm, 1, tag, 0);
   if (*set == NULL) {
     WARN("%s: no state for tag 0x%llx (register its layout, or make its first call, first)",

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "common.h"
 #include "sparccl_math.h"
@@ -26,6 +27,14 @@ static sparcclComm_t make(MPI_Comm world, const sparcclConfig_t* config) {
 }
 sparcclComm_t test_comm_self(const sparcclConfig_t* config) { return make(MPI_COMM_SELF, config); }
 sparcclComm_t test_comm_world(const sparcclConfig_t* config) { return make(MPI_COMM_WORLD, config); }
+
+int test_agree_all(int ok, const char* what, const char* file, int line) {
+  int all = 0, rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (!ok) fprintf(stderr, "[rank %d] %s:%d: check failed: %s\n", rank, file, line, what);
+  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all;
+}
 
 float test_random_normal(uint64_t* s) {
   /* sum of 4 uniforms, centred and scaled: enough for test inputs */

@@ -15,6 +15,9 @@ sparcclConfig_t test_config(int compressor, int feedback, double density, size_t
 /* A comm over MPI_COMM_SELF (unit suites) or MPI_COMM_WORLD (multi-rank suites). */
 sparcclComm_t test_comm_self(const sparcclConfig_t* config);
 sparcclComm_t test_comm_world(const sparcclConfig_t* config);
+/* A multi-rank check's verdict on every rank (MPI_COMM_WORLD): 1 if it held everywhere;
+ * the failing rank prints what failed, at file:line. */
+int test_agree_all(int ok, const char* what, const char* file, int line);
 
 /* Deterministic random numbers for test inputs (test_random_u64: test_rng.h). */
 float test_random_normal(uint64_t* state); /* roughly N(0, 1) */

@@ -12,6 +12,9 @@
 #             namespace with a hostfile listing the rank addresses, and starts one orted
 #             per rank namespace through a launch agent (--mca plm_rsh_agent) that runs
 #             `ip netns exec <ns>` instead of ssh.
+#             --per-node P: N / P namespaces ("nodes") of P ranks each, the link per node and
+#             unlimited inside it (the node's ranks meet on its own address); each sparccl
+#             run once per --exchanges entry (SPARCCL_EXCHANGE, SPARCCL_RANKS_PER_NODE=P).
 #   shared    one namespace <P>-lo whose loopback is rate-limited (tbf): every rank runs in
 #             it and all traffic shares one link.
 #
@@ -43,6 +46,8 @@ ALONE=1              # also time compress + decompress with one rank, no network
 TIMEOUT=900          # seconds per mpirun
 OUT=""
 DENSE_ALGO=""
+PER_NODE=1           # ranks per namespace in the per-rank topology
+EXCHANGES=allgather  # SPARCCL_EXCHANGE values, each its own run
 SUBNET=10.233.0
 
 usage() {
@@ -63,6 +68,8 @@ usage: tools/bandwidth_bench.sh [options]     (as root)
   --timeout S            limit per mpirun (default $TIMEOUT)
   --dense-algo A         Open MPI allreduce algorithm for every collective (coll_tuned:
                          4 ring, 5 segmented ring, 6 Rabenseifner; default: Open MPI decides)
+  --per-node P           per-rank topology: P ranks per namespace (a node), links per node
+  --exchanges "allgather hierarchical"   sparccl exchanges, one run each (default allgather)
   --out DIR              results directory (default \$BUILD/bandwidth)
 EOF
 }
@@ -85,6 +92,8 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT=$2; shift ;;
     --out) OUT=$2; shift ;;
     --dense-algo) DENSE_ALGO=$2; shift ;;
+    --per-node) PER_NODE=$2; shift ;;
+    --exchanges) EXCHANGES=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bandwidth_bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -231,13 +240,14 @@ for topo in $TOPOLOGIES; do
     ip -n "$HUB" addr add $SUBNET.254/24 dev br0
     ip -n "$HUB" link set br0 up
     : > "$WORK/hosts"
-    for ((r = 0; r < n; r++)); do
+    [ $((n % PER_NODE)) = 0 ] || die "--per-node $PER_NODE does not divide $n ranks"
+    for ((r = 0; r < n / PER_NODE; r++)); do
       mkns "$P-r$r"
       ip -n "$HUB" link add "v$r" type veth peer name eth0 netns "$P-r$r" || die "veth $r"
       ip -n "$HUB" link set "v$r" master br0 up
       ip -n "$P-r$r" addr add $SUBNET.$((r + 1))/24 dev eth0
       ip -n "$P-r$r" link set eth0 up
-      echo "$SUBNET.$((r + 1)) slots=1" >> "$WORK/hosts"
+      echo "$SUBNET.$((r + 1)) slots=$PER_NODE" >> "$WORK/hosts"
     done
     # The launch agent: Open MPI calls it as it would call ssh (agent [opts] host command);
     # it runs the command in the rank namespace that owns that address.
@@ -250,20 +260,27 @@ exec ip netns exec $P-r\$r /bin/sh -c "\$*"
 EOF
     chmod +x "$WORK/agent.sh"
     for rate in $RATES; do
-      for ((r = 0; r < n; r++)); do
+      for ((r = 0; r < n / PER_NODE; r++)); do
         shape "$P-r$r" eth0 "$rate" "$LATENCY"
         shape "$HUB" "v$r" "$rate"
       done
       for L in $LAYOUTS; do
-        tag="per-rank,$rate,$LATENCY"
-        run_mpi "$OUT/logs/perrank_${rate}g_${n}r_$L.log" "$tag" "$HUB" $MPI_COMMON -np "$n" \
-          --hostfile "$WORK/hosts" --mca plm_rsh_agent "$WORK/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
-          --mca btl_tcp_if_include $SUBNET.0/24 --mca oob_tcp_if_include $SUBNET.0/24 \
-          -x PATH -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
-          "$BIN" --layout "$(layout_path "$L")" $(helper_args) -n "$(layout_iters "$L")" --tag "$tag"
+        for x in $EXCHANGES; do
+          name=per-rank
+          [ "$PER_NODE" = 1 ] || name=nodes-of-$PER_NODE
+          [ "$x" = allgather ] || name=$name-$x
+          tag="$name,$rate,$LATENCY"
+          log=$name; [ "$name" = per-rank ] && log=perrank   # the old runs' log names
+          run_mpi "$OUT/logs/${log}_${rate}g_${n}r_$L.log" "$tag" "$HUB" $MPI_COMMON -np "$n" \
+            --hostfile "$WORK/hosts" --mca plm_rsh_agent "$WORK/agent.sh" --mca plm_rsh_no_tree_spawn 1 \
+            --mca btl_tcp_if_include $SUBNET.0/24 --mca oob_tcp_if_include $SUBNET.0/24 \
+            -x PATH -x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM \
+            -x SPARCCL_EXCHANGE=$x -x SPARCCL_RANKS_PER_NODE=$PER_NODE \
+            "$BIN" --layout "$(layout_path "$L")" $(helper_args) -n "$(layout_iters "$L")" --tag "$tag"
+        done
       done
     done
-    for ((r = 0; r < n; r++)); do delns "$P-r$r"; done
+    for ((r = 0; r < n / PER_NODE; r++)); do delns "$P-r$r"; done
     delns "$HUB"
   done
 done

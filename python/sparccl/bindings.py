@@ -48,6 +48,7 @@ FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
 DEVICE_KERNELS = {"optimised": 0, "plain": 1}
+EXCHANGES = {"allgather": 0, "hierarchical": 1}
 
 NCCL_UNIQUE_ID_BYTES = 128
 
@@ -82,6 +83,8 @@ class SparcclConfig(ctypes.Structure):
         ("checkSizes", ctypes.c_int),
         ("errorBuffers", ctypes.c_int),
         ("pipelineBytes", ctypes.c_size_t),
+        ("exchange", ctypes.c_int),
+        ("ranksPerNode", ctypes.c_int),
     ]
 
 
@@ -112,6 +115,8 @@ CONFIG_INITIALIZER = {
     "checkSizes": UNDEF_INT,
     "errorBuffers": UNDEF_INT,
     "pipelineBytes": UNDEF_SIZE,
+    "exchange": UNDEF_INT,
+    "ranksPerNode": UNDEF_INT,
 }
 
 
@@ -179,6 +184,8 @@ class SparcclOptions:
     check_sizes: Optional[int] = None   # device comms: 1 = agree every exchange's size first
     error_buffers: Optional[int] = None  # device comms: e in 2 buffers (default) or 1
     pipeline_bytes: Optional[int] = None  # host comms: wire bytes per pipelined group, 0 = off
+    exchange: Optional[Union[str, int]] = None  # "allgather" or "hierarchical" (docs/EXCHANGES.md)
+    ranks_per_node: Optional[int] = None  # hierarchical: ranks r // n form a node; 0 = from MPI
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -205,6 +212,8 @@ class SparcclOptions:
             ("check_sizes", "checkSizes", int),
             ("error_buffers", "errorBuffers", int),
             ("pipeline_bytes", "pipelineBytes", int),
+            ("exchange", "exchange", lambda v: _enum(v, EXCHANGES, "exchange")),
+            ("ranks_per_node", "ranksPerNode", int),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

@@ -824,6 +824,16 @@ START_TEST(test_errors) {
     }
   }
   {
+    /* the hierarchical exchange is host (MPI) only for now (docs/EXCHANGES.md): refused */
+    sparcclConfig_t hierarchical = c;
+    sparcclComm_t comm = NULL;
+    ncclUniqueId id;
+    hierarchical.exchange = sparcclExchangeHierarchical;
+    ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
+    ck_assert_int_eq(sparcclCommInitRank(&comm, 1, id, 0, &hierarchical), sparcclNotSupported);
+    ck_assert_ptr_null(comm);
+  }
+  {
     /* and the reverse: a device buffer on a host comm */
     sparcclComm_t hc = hostComm(&c);
     for (int i = 0; i < 16; i++) host[i] = 1.0f;

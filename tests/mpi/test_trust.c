@@ -13,13 +13,9 @@
 
 static int t_rank, t_size;
 
-static int agreeAll(int ok, const char* what, int line) {
-  int all = 0;
-  if (!ok) fprintf(stderr, "[rank %d] test_trust.c:%d: check failed: %s\n", t_rank, line, what);
-  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all;
-}
-#define TCHECK(cond) ck_assert_msg(agreeAll((cond) ? 1 : 0, #cond, __LINE__), "failed on some rank: %s", #cond)
+#define TCHECK(cond)                                                                     \
+  ck_assert_msg(test_agree_all((cond) ? 1 : 0, #cond, "test_trust.c", __LINE__),         \
+                "failed on some rank: %s", #cond)
 
 enum { D = 20000 };
 

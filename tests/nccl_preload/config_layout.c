@@ -47,6 +47,8 @@ int main(void) {
   REAL("config", init, sparcclConfig_t, momentum);
   INTEGER("config", init, sparcclConfig_t, deviceKernels);
   UNSIGNED("config", init, sparcclConfig_t, pipelineBytes);
+  INTEGER("config", init, sparcclConfig_t, exchange);
+  INTEGER("config", init, sparcclConfig_t, ranksPerNode);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
