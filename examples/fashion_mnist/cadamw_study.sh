@@ -27,6 +27,10 @@ awk -F, 'NR > 1 && $2 == 1 { split($1, p, "@"); if (!(p[1] in best) || $4 > best
            best[p[1]] = $4; lr[p[1]] = p[2] } }
          END { for (m in lr) print m, lr[m], best[m] }' "$OUT/tune/summary.csv" |
   sort > "$OUT/tuned_lr.txt"
+PY=python3
+python3 -c 'import matplotlib' 2>/dev/null || { [ -x /usr/bin/python3 ] && PY=/usr/bin/python3; }
+$PY "$(dirname "$0")/../../tools/lr_sweep_plot.py" "$OUT/tune/summary.csv" "$OUT/tune/lr_sweep.png" \
+  "CAdamW tuning: seed 9, $((EPOCHS / 2)) epochs, $IMAGES images, 2 ranks, 1%"
 settings=()
 for m in $METHODS; do
   lr=$(awk -v m="$m" '$1 == m { print $2 }' "$OUT/tuned_lr.txt")
