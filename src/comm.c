@@ -59,6 +59,7 @@ sparcclResult_t sparcclCheckComm(sparcclComm_t comm, const char* caller) {
  * whole-layer importance weights for the probe and solver steps, so the ImpK family runs
  * only with one rank per node (docs/EXCHANGES.md, status). */
 static sparcclResult_t checkExchange(const sparcclTransport_t* transport, const sparcclConfig_t* c) {
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) return sparcclSplitCheck(transport, c);
   if (!sparccl_exchange_sharded(c->exchange)) return sparcclSuccess;
   if (transport->topology == NULL) {
     WARN("sparcclCommCreate: exchange hierarchical is implemented on MPI host comms only "
@@ -215,6 +216,7 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
     const sparcclStateArrays_t s = sparcclLayerState(&set->layers[i]);
     for (j = 0; j < set->layers[i].shardCount; j++) sparccl_state_reset(&s, j);
   }
+  if (set->splitFloats) sparcclSplitReset(comm, set);
 }
 
 /* The float32 arrays per element a layer keeps (the method tables' state columns, SPEC 1, 7,
@@ -276,6 +278,7 @@ static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
 /* One allocation for every layer's state arrays (over its shard), handed out in layer order. */
 static sparcclResult_t assignState(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
   size_t i, cursor = 0;
+  set->stateFloats = set->splitFloats; /* the split exchange's boundaries, at the end */
   for (i = 0; i < set->nlayers; i++)
     set->stateFloats += stateArrays(c, set->layers[i].sparse) * set->layers[i].shardCount;
   if (set->stateFloats) {
@@ -312,7 +315,9 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   layOutLayers(c, set, count, counts);
   layOutBlock(c, set);
   if (sparccl_exchange_sharded(c->exchange)) sparcclHierarchicalLayOut(comm, set);
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) sparcclSplitLayOut(comm, set);
   if (assignState(c, set) != sparcclSuccess) { freeSet(set); return sparcclSystemError; }
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) sparcclSplitAssign(comm, set);
   sparcclSetResetState(comm, set);
   *out = set;
   return sparcclSuccess;

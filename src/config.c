@@ -36,7 +36,8 @@ typedef char feedbackCodesMatch[((int)sparcclFeedbackDGC == (int)SPARCCL_FB_DGC 
                                  (int)sparcclFeedbackSCAM == (int)SPARCCL_FB_SCAM &&
                                  SPARCCL_NUM_FEEDBACKS == 5) ? 1 : -1];
 typedef char exchangeCodesMatch[((int)sparcclExchangeHierarchical == (int)SPARCCL_EXCHANGE_HIERARCHICAL &&
-                                 SPARCCL_NUM_EXCHANGES == 2) ? 1 : -1];
+                                 (int)sparcclExchangeSplit == (int)SPARCCL_EXCHANGE_SPLIT &&
+                                 SPARCCL_NUM_EXCHANGES == 3) ? 1 : -1];
 
 #define NAMES(table) table, (int)(sizeof(table) / sizeof(table[0]))
 #define FIELD(f) #f, offsetof(sparcclConfig_t, f)
@@ -66,6 +67,7 @@ static const sparcclParam_t params[] = {
   {PARAM_ENUM,  FIELD(deviceKernels),  "SPARCCL_DEVICE_KERNELS",    sparcclDeviceKernelsOptimised, ONLY, 0, NAMES(kernelNames), NULL},
   {PARAM_ENUM,  FIELD(exchange),       "SPARCCL_EXCHANGE",          sparcclExchangeAllgather, ONLY, 0, NAMES(exchangeNames), NULL},
   {PARAM_INT,   FIELD(ranksPerNode),   "SPARCCL_RANKS_PER_NODE",    0,                 0,   1 << 20, 0, 0, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(splitSlack),     "SPARCCL_SPLIT_SLACK",       2.0,               1,   HUGE_VAL, 0, 1, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -271,7 +273,8 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
 /* Every field, by the table, plus the version: ranks whose configs differ are refused.
  * deviceKernels is left out: both kinds give the same bits, so they mix and load each other's saves.
  * The exchange counts only when it is not the allgather (whose fingerprints stay as before);
- * ranksPerNode never: the topology it gives is in the layer sets' fingerprints (comm.c). */
+ * ranksPerNode never: the topology it gives is in the layer sets' fingerprints (comm.c);
+ * splitSlack only under the split exchange. */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
   size_t i;
@@ -281,6 +284,8 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
     if (p->offset == offsetof(sparcclConfig_t, deviceKernels)) continue; /* same results either way */
     if (p->offset == offsetof(sparcclConfig_t, ranksPerNode)) continue;
     if (p->offset == offsetof(sparcclConfig_t, exchange) && c->exchange == sparcclExchangeAllgather)
+      continue;
+    if (p->offset == offsetof(sparcclConfig_t, splitSlack) && c->exchange != sparcclExchangeSplit)
       continue;
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));

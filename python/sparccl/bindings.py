@@ -48,7 +48,7 @@ FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
 DEVICE_KERNELS = {"optimised": 0, "plain": 1}
-EXCHANGES = {"allgather": 0, "hierarchical": 1}
+EXCHANGES = {"allgather": 0, "hierarchical": 1, "split": 2}
 
 NCCL_UNIQUE_ID_BYTES = 128
 
@@ -82,6 +82,7 @@ class SparcclConfig(ctypes.Structure):
         ("deviceKernels", ctypes.c_int),
         ("exchange", ctypes.c_int),
         ("ranksPerNode", ctypes.c_int),
+        ("splitSlack", ctypes.c_double),
     ]
 
 
@@ -111,6 +112,7 @@ CONFIG_INITIALIZER = {
     "deviceKernels": UNDEF_INT,
     "exchange": UNDEF_INT,
     "ranksPerNode": UNDEF_INT,
+    "splitSlack": UNDEF_DOUBLE,
 }
 
 
@@ -130,7 +132,7 @@ class SparcclStats(ctypes.Structure):
         "skippedSteps", "restarts", "stateBytes")] + [
         (name, ctypes.c_double) for name in (
             "compressSeconds", "exchangeSeconds", "decompressSeconds")] + [
-        ("refusedCalls", ctypes.c_ulonglong)]
+        ("refusedCalls", ctypes.c_ulonglong), ("pairsReceived", ctypes.c_ulonglong)]
 
 
 class NcclUniqueId(ctypes.Structure):
@@ -175,8 +177,9 @@ class SparcclOptions:
     warmup_steps: Optional[int] = None  # the first N calls on a bucket are dense (SPEC 9)
     momentum: Optional[float] = None    # feedback="dgc": the momentum sparccl keeps
     device_kernels: Optional[str] = None  # "optimised" or "plain" (docs/DEVICE.md)
-    exchange: Optional[Union[str, int]] = None  # "allgather" or "hierarchical" (docs/EXCHANGES.md)
+    exchange: Optional[Union[str, int]] = None  # "allgather", "hierarchical" or "split" (docs/EXCHANGES.md)
     ranks_per_node: Optional[int] = None  # hierarchical: ranks r // n form a node; 0 = from MPI
+    split_slack: Optional[float] = None  # split: pairs per owner ceil(slack k / n), >= 1
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -202,6 +205,7 @@ class SparcclOptions:
             ("device_kernels", "deviceKernels", lambda v: _enum(v, DEVICE_KERNELS, "device_kernels")),
             ("exchange", "exchange", lambda v: _enum(v, EXCHANGES, "exchange")),
             ("ranks_per_node", "ranksPerNode", int),
+            ("split_slack", "splitSlack", float),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

@@ -48,6 +48,7 @@ int main(void) {
   INTEGER("config", init, sparcclConfig_t, deviceKernels);
   INTEGER("config", init, sparcclConfig_t, exchange);
   INTEGER("config", init, sparcclConfig_t, ranksPerNode);
+  REAL("config", init, sparcclConfig_t, splitSlack);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
@@ -63,6 +64,7 @@ int main(void) {
   REAL("stats", zero, sparcclStats_t, exchangeSeconds);
   REAL("stats", zero, sparcclStats_t, decompressSeconds);
   UNSIGNED("stats", zero, sparcclStats_t, refusedCalls);
+  UNSIGNED("stats", zero, sparcclStats_t, pairsReceived);
   printf("sizeof stats %zu\n", sizeof(sparcclStats_t));
 
   printf("const version %d\n", SPARCCL_VERSION_CODE);
