@@ -130,6 +130,8 @@ mpitest: lib $(BUILD)/bin/sparccl_mpi_tests
 	done
 	@echo "== hierarchical exchange, 8 ranks (4 nodes of 2: node order matters from 3 nodes)"
 	@CK_RUN_SUITE=hierarchical $(MPIRUN) -np 8 $(BUILD)/bin/sparccl_mpi_tests
+	@echo "== split exchange, 8 ranks"
+	@CK_RUN_SUITE=split $(MPIRUN) -np 8 $(BUILD)/bin/sparccl_mpi_tests
 
 # Open MPI's own leaks are not ours: LeakSanitizer off, ASan and UBSan on.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1

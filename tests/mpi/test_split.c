@@ -436,17 +436,26 @@ START_TEST(test_split_save_load_and_other_exchange) {
 }
 END_TEST
 
-/* ef21: sparcclInvalidArgument; a compressor other than topk: sparcclNotSupported; the
+static int gatherByMpi(const void* send, void* recv, size_t bytes, void* user) {
+  (void)user;
+  return MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+}
+
+/* ef21: sparcclInvalidArgument; a compressor other than topk, a callback comm and the
  * phase API on a split comm: sparcclNotSupported.  No comm is returned. */
 START_TEST(test_split_refusals) {
   sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF21, 0.05, 50);
   sparcclComm_t comm = NULL;
-  size_t bytes = 0;
+  size_t bytes = 0, d = 100;
   SCHECK(splitComm(config, sparcclExchangeSplit, MPI_COMM_WORLD, &comm) == sparcclInvalidArgument && comm == NULL);
   config = test_config(sparcclRandK, sparcclFeedbackEF, 0.05, 50);
   SCHECK(splitComm(config, sparcclExchangeSplit, MPI_COMM_WORLD, &comm) == sparcclNotSupported && comm == NULL);
   config = test_config(sparcclTopK, sparcclFeedbackEF, 0.05, 50);
+  config.exchange = sparcclExchangeSplit;
+  SCHECK(sparcclCommInitCallback(&comm, s_size, s_rank, gatherByMpi, NULL, &config) == sparcclNotSupported &&
+         comm == NULL);
   SCHECK(splitComm(config, sparcclExchangeSplit, MPI_COMM_WORLD, &comm) == sparcclSuccess);
+  SCHECK(sparcclRegisterLayoutTagged(comm, 7, 1, &d) == sparcclSuccess);
   SCHECK(sparcclBlockBytesTagged(comm, 7, &bytes) == sparcclNotSupported);
   SCHECK(sparcclCommDestroy(comm) == sparcclSuccess);
 }
