@@ -339,11 +339,12 @@ static void moveBounds(sparcclComm_t comm, const sparcclLayerSet_t* set, sparccl
 }
 
 /* A layer's output: wire(R) at every owner's survivors, +0.0f elsewhere (sparse); the
- * rank-ordered sum of the x's (dense); then SUM or AVG, as sparcclWriteOutput writes. */
+ * rank-ordered sum of the x's (dense); then SUM or AVG, as sparcclWriteOutput writes (in
+ * place for float32, after the layer's state has read its g). */
 static void writeLayer(sparcclComm_t comm, const sparcclLayerSet_t* set, sparcclLayer_t* l,
                        const Scratch* s, void* out, int dtype, int op, sparccl_blocked_sum_t* norm) {
   const sparcclWire_t* w = &set->splitFinal;
-  float* sum = comm->accumulator;
+  float* sum = dtype == sparcclFloat32 ? (float*)out : comm->accumulator;
   size_t t;
   int r;
   if (!l->sparse) {

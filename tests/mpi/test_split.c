@@ -255,8 +255,8 @@ static const int kFeedbacks[4] = {sparcclFeedbackEF, sparcclFeedbackSCAM, sparcc
                                   sparcclFeedbackNone};
 
 /* 12 iterations: feedback x op; crowded gradients (capacity overflow, moving regions) from
- * 4 on, splitSlack 1 from 8 on; a warm-up call every third; a NaN on the last rank at step
- * 4.  Every step: the output equals rank 0's bitwise and the recomputation's; at the end
+ * 4 on, splitSlack 1 from 8 on; a warm-up call every third; in place on odd ones; a NaN
+ * on the last rank at step 4.  Every step: the output equals rank 0's bitwise and the recomputation's; at the end
  * the regions equal the recomputation's (read from a state file). */
 START_TEST(test_split_matches_recomputation) {
   static const size_t layout[3] = {3000, 60, 1500};
@@ -279,7 +279,8 @@ START_TEST(test_split_matches_recomputation) {
     fillGrad(g, count, (uint64_t)(_i * 100 + step * 10 + s_rank), 0, crowd);
     if (step == 4 && s_rank == s_size - 1) g[10] = NAN;
     MPI_Allgather(g, (int)count, MPI_FLOAT, G, (int)count, MPI_FLOAT, MPI_COMM_WORLD);
-    SCHECK(sparcclAllReduce(g, out, count, sparcclFloat32, op, comm, NULL) == sparcclSuccess);
+    SCHECK(sparcclAllReduce(g, _i % 2 ? g : out, count, sparcclFloat32, op, comm, NULL) == sparcclSuccess);
+    if (_i % 2) memcpy(out, g, count * 4); /* in place on odd iterations */
     memcpy(first, out, count * 4);
     MPI_Bcast(first, (int)count, MPI_FLOAT, 0, MPI_COMM_WORLD);
     same &= memcmp(first, out, count * 4) == 0;
@@ -335,13 +336,15 @@ START_TEST(test_split_conservation_and_volume) {
 END_TEST
 
 /* One rank (MPI_COMM_SELF on every rank): one region, the allgather exchange bit for bit;
- * feedbacks x float32/bfloat16 wire x warm-up, a NaN at step 3, AVG on odd iterations. */
+ * feedbacks x float32/bfloat16 wire x warm-up, bfloat16 buffers on 6 and 7, a NaN at step
+ * 3, AVG on odd iterations. */
 START_TEST(test_split_one_rank_is_allgather) {
   static const size_t layout[3] = {2000, 30, 900};
   const size_t count = 2930;
   sparcclConfig_t config = test_config(sparcclTopK, kFeedbacks[_i % 4], 0.03, 50);
   float *a = malloc(count * 4), *b = malloc(count * 4), *oa = malloc(count * 4), *ob = malloc(count * 4);
-  int op = _i % 2 ? sparcclAvg : sparcclSum, step, same = 1;
+  int op = _i % 2 ? sparcclAvg : sparcclSum, step, same = 1, dtype = _i >= 6 ? sparcclBfloat16 : sparcclFloat32;
+  size_t i;
   sparcclComm_t flat, split;
   config.wireType = _i >= 4 ? sparcclBfloat16 : sparcclFloat32;
   config.warmupSteps = (size_t)(_i % 3 == 1);
@@ -350,12 +353,13 @@ START_TEST(test_split_one_rank_is_allgather) {
   SCHECK(sparcclRegisterLayout(flat, a, 3, layout) == sparcclSuccess);
   SCHECK(sparcclRegisterLayout(split, b, 3, layout) == sparcclSuccess);
   for (step = 0; step < 6; step++) {
-    fillGrad(a, count, (uint64_t)(_i * 40 + step * 3 + s_rank), 0, step % 2);
-    if (step == 3) a[100] = NAN;
+    fillGrad(oa, count, (uint64_t)(_i * 40 + step * 3 + s_rank), 0, step % 2);
+    if (step == 3) oa[100] = NAN;
+    for (i = 0; i < count; i++) test_store_value(a, i, dtype, oa[i]);
     memcpy(b, a, count * 4);
-    SCHECK(sparcclAllReduce(a, oa, count, sparcclFloat32, op, flat, NULL) == sparcclSuccess);
-    SCHECK(sparcclAllReduce(b, ob, count, sparcclFloat32, op, split, NULL) == sparcclSuccess);
-    same &= memcmp(oa, ob, count * 4) == 0;
+    SCHECK(sparcclAllReduce(a, oa, count, dtype, op, flat, NULL) == sparcclSuccess);
+    SCHECK(sparcclAllReduce(b, ob, count, dtype, op, split, NULL) == sparcclSuccess);
+    same &= memcmp(oa, ob, count * test_dtype_size(dtype)) == 0;
   }
   SCHECK(same);
   SCHECK(sparcclCommDestroy(flat) == sparcclSuccess && sparcclCommDestroy(split) == sparcclSuccess);
