@@ -46,7 +46,7 @@ LDLIBS   := -lm -lpthread
 
 LIB_SRC  := src/errors.c src/debug.c src/config.c src/comm.c src/select.c src/select_stream.c src/simd.c src/compress.c \
             src/decompress.c src/dense.c src/callcheck.c src/allreduce.c src/pipeline.c src/phase.c src/callback.c src/importance.c src/restart.c src/checkpoint.c \
-            src/host.c src/host_importance.c src/exchange_hierarchical.c \
+            src/host.c src/host_importance.c src/exchange_hierarchical.c src/exchange_split.c \
             src/mpi.c
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 # In the host-only library, src/no_device.c answers the device-comm calls (sparcclNotSupported);
@@ -95,7 +95,7 @@ $(BUILD)/bin/sparccl_tests: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common
 $(BUILD)/bin/sparccl_tests_san: $(TEST_SRC) $(TEST_COMMON) tests/main.c tests/common.h $(BUILD)/tests/suites.h $(SAN_OBJ)
 	$(CC) $(CFLAGS) $(SANFLAGS) -I$(BUILD)/tests -Itests -o $@ tests/main.c $(TEST_COMMON) $(TEST_SRC) $(SAN_OBJ) $(CHECK_LIBS) $(LDLIBS)
 
-MPI_TEST_SRC := tests/mpi/mpi_tests.c tests/mpi/test_trust.c tests/mpi/test_pipeline.c tests/mpi/test_hier.c
+MPI_TEST_SRC := tests/mpi/mpi_tests.c tests/mpi/test_trust.c tests/mpi/test_pipeline.c tests/mpi/test_hier.c tests/mpi/test_split.c
 $(BUILD)/bin/sparccl_mpi_tests: $(MPI_TEST_SRC) $(TEST_COMMON) tests/common.h $(BUILD)/lib/libsparccl.a
 	$(CC) $(CFLAGS) -Itests -o $@ $(MPI_TEST_SRC) $(TEST_COMMON) $(BUILD)/lib/libsparccl.a $(CHECK_LIBS) $(LDLIBS)
 
@@ -130,6 +130,8 @@ mpitest: lib $(BUILD)/bin/sparccl_mpi_tests
 	done
 	@echo "== hierarchical exchange, 8 ranks (4 nodes of 2: node order matters from 3 nodes)"
 	@CK_RUN_SUITE=hierarchical $(MPIRUN) -np 8 $(BUILD)/bin/sparccl_mpi_tests
+	@echo "== split exchange, 8 ranks"
+	@CK_RUN_SUITE=split $(MPIRUN) -np 8 $(BUILD)/bin/sparccl_mpi_tests
 
 # Open MPI's own leaks are not ours: LeakSanitizer off, ASan and UBSan on.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1

@@ -65,7 +65,7 @@ typedef enum { sparcclDeviceKernelsOptimised, sparcclDeviceKernelsPlain } sparcc
 
 /* How the ranks' selections meet (docs/EXCHANGES.md 11): one allgather of every rank's
  * pairs, or hierarchical (dense inside a node, each shard compressed once per node). */
-typedef enum { sparcclExchangeAllgather, sparcclExchangeHierarchical } sparcclExchange_t;
+typedef enum { sparcclExchangeAllgather, sparcclExchangeHierarchical, sparcclExchangeSplit } sparcclExchange_t;
 
 /*
  * Configuration.  Start from SPARCCL_CONFIG_INITIALIZER and set what you want; every
@@ -100,6 +100,7 @@ typedef struct {
   size_t pipelineBytes;         /* host calls: wire bytes per pipelined group, 0 = one block; SPARCCL_PIPELINE_BYTES */
   int exchange;                 /* sparcclExchange_t; SPARCCL_EXCHANGE */
   int ranksPerNode;             /* > 0: ranks r / ranksPerNode form a node; 0: from the comm; SPARCCL_RANKS_PER_NODE */
+  double splitSlack;            /* split exchange: pairs per owner C = ceil(splitSlack k / n), >= 1; SPARCCL_SPLIT_SLACK */
 } sparcclConfig_t;
 
 #define SPARCCL_CONFIG_MAGIC 0x5a5cc1u
@@ -120,7 +121,7 @@ typedef struct {
         SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT,  \
         SPARCCL_CONFIG_UNDEF_SIZE, SPARCCL_CONFIG_UNDEF_DOUBLE, SPARCCL_CONFIG_UNDEF_INT, \
         SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_SIZE,    \
-        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT                                \
+        SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_INT, SPARCCL_CONFIG_UNDEF_DOUBLE  \
   }
 
 /* Per-comm counters (SPEC.md section 5). */
@@ -138,6 +139,7 @@ typedef struct {
   double exchangeSeconds;            /* time in the allgather */
   double decompressSeconds;          /* time in the state update and the rank-ordered sum */
   unsigned long long refusedCalls;   /* calls refused because the ranks disagreed (SPEC 4) */
+  unsigned long long pairsReceived;  /* split exchange: pairs received from other ranks (counts, not padding) */
 } sparcclStats_t;
 
 const char* sparcclGetErrorString(sparcclResult_t result);

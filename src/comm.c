@@ -59,6 +59,12 @@ sparcclResult_t sparcclCheckComm(sparcclComm_t comm, const char* caller) {
  * whole-layer importance weights for the probe and solver steps, so the ImpK family runs
  * only with one rank per node; it is not pipelined (docs/EXCHANGES.md, status). */
 static sparcclResult_t checkExchange(const sparcclTransport_t* transport, const sparcclConfig_t* c) {
+  if (c->exchange != SPARCCL_EXCHANGE_ALLGATHER && c->pipelineBytes > 0) {
+    WARN("sparcclCommCreate: exchange %s is not pipelined; unset SPARCCL_PIPELINE_BYTES "
+         "(pipelineBytes %zu)", sparccl_exchange_name(c->exchange), c->pipelineBytes);
+    return sparcclNotSupported;
+  }
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) return sparcclSplitCheck(transport, c);
   if (!sparccl_exchange_sharded(c->exchange)) return sparcclSuccess;
   if (transport->topology == NULL) {
     WARN("sparcclCommCreate: exchange hierarchical is implemented on MPI host comms only "
@@ -69,11 +75,6 @@ static sparcclResult_t checkExchange(const sparcclTransport_t* transport, const 
     WARN("sparcclCommCreate: exchange hierarchical with %d ranks per node does not support "
          "compressor %s (importance weights per shard); use topk or randk", transport->topology->perNode,
          sparcclCompressorName(c->compressor));
-    return sparcclNotSupported;
-  }
-  if (c->pipelineBytes > 0) {
-    WARN("sparcclCommCreate: exchange hierarchical is not pipelined; unset SPARCCL_PIPELINE_BYTES "
-         "(pipelineBytes %zu)", c->pipelineBytes);
     return sparcclNotSupported;
   }
   return sparcclSuccess;
@@ -221,6 +222,7 @@ void sparcclSetResetState(sparcclComm_t comm, sparcclLayerSet_t* set) {
     const sparcclStateArrays_t s = sparcclLayerState(&set->layers[i]);
     for (j = 0; j < set->layers[i].shardCount; j++) sparccl_state_reset(&s, j);
   }
+  if (set->splitFloats) sparcclSplitReset(comm, set);
 }
 
 /* The float32 arrays per element a layer keeps (the method tables' state columns, SPEC 1, 7,
@@ -282,6 +284,7 @@ static void layOutBlock(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
 /* One allocation for every layer's state arrays (over its shard), handed out in layer order. */
 static sparcclResult_t assignState(const sparcclConfig_t* c, sparcclLayerSet_t* set) {
   size_t i, cursor = 0;
+  set->stateFloats = set->splitFloats; /* the split exchange's boundaries, at the end */
   for (i = 0; i < set->nlayers; i++)
     set->stateFloats += stateArrays(c, set->layers[i].sparse) * set->layers[i].shardCount;
   if (set->stateFloats) {
@@ -318,10 +321,12 @@ static sparcclResult_t buildSet(sparcclComm_t comm, int tagged, uint64_t key, si
   layOutLayers(c, set, count, counts);
   layOutBlock(c, set);
   if (sparccl_exchange_sharded(c->exchange)) sparcclHierarchicalLayOut(comm, set);
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) sparcclSplitLayOut(comm, set);
   if (sparcclLayOutGroups(c, set) != sparcclSuccess || assignState(c, set) != sparcclSuccess) {
     freeSet(set);
     return sparcclSystemError;
   }
+  if (c->exchange == SPARCCL_EXCHANGE_SPLIT) sparcclSplitAssign(comm, set);
   sparcclSetResetState(comm, set);
   *out = set;
   return sparcclSuccess;

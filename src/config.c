@@ -36,7 +36,8 @@ typedef char feedbackCodesMatch[((int)sparcclFeedbackDGC == (int)SPARCCL_FB_DGC 
                                  (int)sparcclFeedbackSCAM == (int)SPARCCL_FB_SCAM &&
                                  SPARCCL_NUM_FEEDBACKS == 5) ? 1 : -1];
 typedef char exchangeCodesMatch[((int)sparcclExchangeHierarchical == (int)SPARCCL_EXCHANGE_HIERARCHICAL &&
-                                 SPARCCL_NUM_EXCHANGES == 2) ? 1 : -1];
+                                 (int)sparcclExchangeSplit == (int)SPARCCL_EXCHANGE_SPLIT &&
+                                 SPARCCL_NUM_EXCHANGES == 3) ? 1 : -1];
 
 #define NAMES(table) table, (int)(sizeof(table) / sizeof(table[0]))
 #define FIELD(f) #f, offsetof(sparcclConfig_t, f)
@@ -69,6 +70,7 @@ static const sparcclParam_t params[] = {
   {PARAM_SIZE,  FIELD(pipelineBytes),  "SPARCCL_PIPELINE_BYTES",    0,                 0,   R,    0, 0, NULL, 0, NULL},
   {PARAM_ENUM,  FIELD(exchange),       "SPARCCL_EXCHANGE",          sparcclExchangeAllgather, ONLY, 0, NAMES(exchangeNames), NULL},
   {PARAM_INT,   FIELD(ranksPerNode),   "SPARCCL_RANKS_PER_NODE",    0,                 0,   1 << 20, 0, 0, NULL, 0, NULL},
+  {PARAM_REAL,  FIELD(splitSlack),     "SPARCCL_SPLIT_SLACK",       2.0,               1,   HUGE_VAL, 0, 1, NULL, 0, NULL},
 };
 #undef R
 #undef ONLY
@@ -260,7 +262,8 @@ uint64_t sparcclHash64(uint64_t h, const void* data, size_t bytes) {
  * they load each other's saves (ranks whose groups differ are refused by the call's
  * agreement, pipeline.c).  The exchange and checkSizes count only when not the default
  * (whose fingerprints stay as before); ranksPerNode never: the topology it gives is in the
- * layer sets' fingerprints (comm.c). */
+ * layer sets' fingerprints (comm.c); splitSlack
+ * only under the split exchange. */
 uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
   uint64_t h = sparcclHash64(SPARCCL_HASH_SEED, &c->version, sizeof(c->version));
   size_t i;
@@ -275,6 +278,8 @@ uint64_t sparcclConfigFingerprint(const sparcclConfig_t* c) {
     if (p->offset == offsetof(sparcclConfig_t, exchange) && c->exchange == sparcclExchangeAllgather)
       continue;
     if (p->offset == offsetof(sparcclConfig_t, checkSizes) && c->checkSizes == 0) continue;
+    if (p->offset == offsetof(sparcclConfig_t, splitSlack) && c->exchange != sparcclExchangeSplit)
+      continue;
     long long integer = p->kind == PARAM_REAL ? 0 : integerOf(p, at);
     if (p->kind == PARAM_REAL) h = sparcclHash64(h, at, sizeof(double));
     else h = sparcclHash64(h, &integer, sizeof(integer));

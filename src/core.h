@@ -121,6 +121,11 @@ typedef struct {
    * the column's block. */
   size_t shardOffset, shardCount, shardK, shardPos;
   size_t shardIndexPos, shardValuePos, shardDensePos;
+  /* Split exchange (11.3): C and K, the layer's positions in the chunk and the final
+   * block (a count, then C indices; a count, 16 demand counts, then K indices), and the
+   * n + 1 region boundaries (state: in the set's stateMemory). */
+  size_t splitC, splitK, chunkIndexPos, chunkValuePos, finalIndexPos, finalValuePos;
+  uint32_t* bounds;
 } sparcclLayer_t;
 
 /* A run of a set's consecutive layers sent as one block (SPEC 4): the whole set, or one
@@ -158,6 +163,10 @@ typedef struct {
   /* Hierarchical exchange (exchange_hierarchical.c): the node's float blocks (shard chunks
    * of g, and the shards' outputs with the flags) and this rank's column block. */
   sparcclWire_t nodeChunk, nodeGather, column;
+  /* Split exchange (exchange_split.c): one alltoall chunk, the final block; the floats of
+   * stateMemory (at its end) that hold the boundaries. */
+  sparcclWire_t splitChunk, splitFinal;
+  size_t splitFloats;
   uint64_t phaseCalls;     /* completed phase-API calls: their check's sequence number */
   /* The blocks a call sends (pipeline.c): the whole set as one (whole), or ngroups > 1
    * pipeline groups of consecutive layers (groups, pipelineBytes in all). */
@@ -413,6 +422,16 @@ size_t sparcclHierarchicalScratch(sparcclComm_t comm, const sparcclLayerSet_t* s
 sparcclResult_t sparcclHierarchicalAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set,
                                              const void* send, void* recv, int dtype, int op,
                                              const char* caller);
+
+/* exchange_split.c (docs/EXCHANGES.md 11.3): the set's chunk and final block, the scratch
+ * of a call, the boundaries (handed out of stateMemory; reset to floor(j d / n)), one call. */
+sparcclResult_t sparcclSplitCheck(const sparcclTransport_t* transport, const sparcclConfig_t* c);
+void sparcclSplitLayOut(sparcclComm_t comm, sparcclLayerSet_t* set);
+void sparcclSplitAssign(sparcclComm_t comm, sparcclLayerSet_t* set);
+void sparcclSplitReset(sparcclComm_t comm, sparcclLayerSet_t* set);
+size_t sparcclSplitScratch(sparcclComm_t comm, const sparcclLayerSet_t* set);
+sparcclResult_t sparcclSplitAllReduce(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
+                                      void* recv, int dtype, int op, const char* caller);
 
 /* Where a layer's selected indices are: on the wire, or (shared sets) only here. */
 static inline uint32_t* sparcclLayerIndices(sparcclComm_t comm, const sparcclGroup_t* g,

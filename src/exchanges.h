@@ -13,7 +13,8 @@
 /*        code                           name            properties                         */
 #define SPARCCL_EXCHANGE_TABLE(X)                                                           \
   X(SPARCCL_EXCHANGE_ALLGATHER,    0, "allgather",    SPARCCL_X_EF21)                       \
-  X(SPARCCL_EXCHANGE_HIERARCHICAL, 1, "hierarchical", SPARCCL_X_EF21 | SPARCCL_X_ALLTOALL | SPARCCL_X_SHARDED)
+  X(SPARCCL_EXCHANGE_HIERARCHICAL, 1, "hierarchical", SPARCCL_X_EF21 | SPARCCL_X_ALLTOALL | SPARCCL_X_SHARDED) \
+  X(SPARCCL_EXCHANGE_SPLIT,        2, "split",        SPARCCL_X_ALLTOALL)
 
 #define SPARCCL_EXCHANGE_ENUM(code, value, name, props) code = value,
 enum { SPARCCL_EXCHANGE_TABLE(SPARCCL_EXCHANGE_ENUM) SPARCCL_NUM_EXCHANGES };
@@ -24,6 +25,13 @@ static inline unsigned sparccl_exchange_props(int exchange) {
   switch (exchange) { SPARCCL_EXCHANGE_TABLE(SPARCCL_EXCHANGE_CASE) }
 #undef SPARCCL_EXCHANGE_CASE
   return 0u;
+}
+
+static inline const char* sparccl_exchange_name(int exchange) {
+#define SPARCCL_EXCHANGE_CASE(code, value, name, props) case code: return name;
+  switch (exchange) { SPARCCL_EXCHANGE_TABLE(SPARCCL_EXCHANGE_CASE) }
+#undef SPARCCL_EXCHANGE_CASE
+  return "unknown";
 }
 
 static inline int sparccl_exchange_sharded(int exchange) {

@@ -6,9 +6,10 @@
 #include <string.h>
 #include "backend.h"
 
-/* The hierarchical exchange's blocks (exchange_hierarchical.c). */
+/* The hierarchical or split exchange's blocks (exchange_hierarchical.c, exchange_split.c). */
 static sparcclResult_t growHierarchical(sparcclComm_t comm, const sparcclLayerSet_t* set) {
-  size_t bytes = sparcclHierarchicalScratch(comm, set);
+  size_t bytes = comm->config.exchange == SPARCCL_EXCHANGE_SPLIT ? sparcclSplitScratch(comm, set)
+                                                                 : sparcclHierarchicalScratch(comm, set);
   uint8_t* grown;
   if (bytes <= comm->hierCap) return sparcclSuccess;
   grown = (uint8_t*)malloc(bytes);
@@ -32,7 +33,7 @@ static sparcclResult_t hostCreateSet(sparcclComm_t comm, sparcclLayerSet_t* set)
   if (comm->config.warmupSteps && comm->transport->alltoall == NULL &&
       sparcclDenseBlockBytes(set) > block)
     block = sparcclDenseBlockBytes(set);
-  if (sharded) SPARCCLCHECK(growHierarchical(comm, set));
+  if (sharded || comm->config.exchange == SPARCCL_EXCHANGE_SPLIT) SPARCCLCHECK(growHierarchical(comm, set));
   if (ring > comm->ringCap) {
     uint8_t* grown = (uint8_t*)malloc(ring);
     if (grown == NULL) return sparcclSystemError;
@@ -137,7 +138,8 @@ static sparcclResult_t allgatherAllReduce(sparcclComm_t comm, sparcclLayerSet_t*
 /* The host's call of each exchange, in the order of the exchange table (exchanges.h). */
 typedef sparcclResult_t (*HostExchange)(sparcclComm_t comm, sparcclLayerSet_t* set, const void* send,
                                         void* recv, int dtype, int op, const char* caller);
-static const HostExchange hostExchanges[] = {allgatherAllReduce, sparcclHierarchicalAllReduce};
+static const HostExchange hostExchanges[] = {allgatherAllReduce, sparcclHierarchicalAllReduce,
+                                             sparcclSplitAllReduce};
 typedef char hostExchangesListed[sizeof(hostExchanges) / sizeof(hostExchanges[0]) ==
                                  SPARCCL_NUM_EXCHANGES ? 1 : -1];
 

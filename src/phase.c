@@ -33,7 +33,7 @@ static sparcclResult_t taggedSet(sparcclComm_t comm, unsigned long long tag, con
   SPARCCLCHECK(sparcclCheckComm(comm, caller));
   if (comm->config.exchange != SPARCCL_EXCHANGE_ALLGATHER) { /* three exchanges, not one block */
     WARN("%s: the phase API moves one allgather block; this comm's exchange is %s", caller,
-         "hierarchical");
+         comm->config.exchange == SPARCCL_EXCHANGE_SPLIT ? "split" : "hierarchical");
     return sparcclNotSupported;
   }
   *set = sparcclFindSet(comm, 1, tag, 0);

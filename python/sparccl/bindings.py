@@ -48,7 +48,7 @@ FEEDBACKS = {"none": 0, "ef": 1, "ef21": 2, "scam": 3, "dgc": 4}
 IMPORTANCES = {"none": 0, "cube": 1, "simplex": 2, "online": 3}
 WIRES = {"fp32": FLOAT32, "fp16": FLOAT16, "bf16": BFLOAT16}
 DEVICE_KERNELS = {"optimised": 0, "plain": 1}
-EXCHANGES = {"allgather": 0, "hierarchical": 1}
+EXCHANGES = {"allgather": 0, "hierarchical": 1, "split": 2}
 
 NCCL_UNIQUE_ID_BYTES = 128
 
@@ -85,6 +85,7 @@ class SparcclConfig(ctypes.Structure):
         ("pipelineBytes", ctypes.c_size_t),
         ("exchange", ctypes.c_int),
         ("ranksPerNode", ctypes.c_int),
+        ("splitSlack", ctypes.c_double),
     ]
 
 
@@ -117,6 +118,7 @@ CONFIG_INITIALIZER = {
     "pipelineBytes": UNDEF_SIZE,
     "exchange": UNDEF_INT,
     "ranksPerNode": UNDEF_INT,
+    "splitSlack": UNDEF_DOUBLE,
 }
 
 
@@ -136,7 +138,7 @@ class SparcclStats(ctypes.Structure):
         "skippedSteps", "restarts", "stateBytes")] + [
         (name, ctypes.c_double) for name in (
             "compressSeconds", "exchangeSeconds", "decompressSeconds")] + [
-        ("refusedCalls", ctypes.c_ulonglong)]
+        ("refusedCalls", ctypes.c_ulonglong), ("pairsReceived", ctypes.c_ulonglong)]
 
 
 class NcclUniqueId(ctypes.Structure):
@@ -184,8 +186,9 @@ class SparcclOptions:
     check_sizes: Optional[int] = None   # device comms: 1 = agree every exchange's size first
     error_buffers: Optional[int] = None  # device comms: e in 2 buffers (default) or 1
     pipeline_bytes: Optional[int] = None  # host comms: wire bytes per pipelined group, 0 = off
-    exchange: Optional[Union[str, int]] = None  # "allgather" or "hierarchical" (docs/EXCHANGES.md)
+    exchange: Optional[Union[str, int]] = None  # "allgather", "hierarchical" or "split" (docs/EXCHANGES.md)
     ranks_per_node: Optional[int] = None  # hierarchical: ranks r // n form a node; 0 = from MPI
+    split_slack: Optional[float] = None  # split: pairs per owner ceil(slack k / n), >= 1
 
     def to_struct(self) -> SparcclConfig:
         cfg = config_initializer()
@@ -214,6 +217,7 @@ class SparcclOptions:
             ("pipeline_bytes", "pipelineBytes", int),
             ("exchange", "exchange", lambda v: _enum(v, EXCHANGES, "exchange")),
             ("ranks_per_node", "ranksPerNode", int),
+            ("split_slack", "splitSlack", float),
         ]
         for attr, field, convert in fields:
             value = getattr(self, attr)

@@ -832,6 +832,10 @@ START_TEST(test_errors) {
     ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
     ck_assert_int_eq(sparcclCommInitRank(&comm, 1, id, 0, &hierarchical), sparcclNotSupported);
     ck_assert_ptr_null(comm);
+    hierarchical.exchange = sparcclExchangeSplit; /* the split exchange too (11.3) */
+    ck_assert_int_eq(sparcclGetUniqueId(&id), sparcclSuccess);
+    ck_assert_int_eq(sparcclCommInitRank(&comm, 1, id, 0, &hierarchical), sparcclNotSupported);
+    ck_assert_ptr_null(comm);
   }
   {
     /* and the reverse: a device buffer on a host comm */

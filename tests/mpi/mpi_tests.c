@@ -581,6 +581,7 @@ END_TEST
 Suite* make_trust_suite(int rank, int size); /* test_trust.c */
 Suite* make_pipeline_suite(int rank, int size); /* test_pipeline.c */
 Suite* make_hier_suite(int rank, int size);  /* test_hier.c */
+Suite* make_split_suite(int rank, int size); /* test_split.c */
 
 static Suite* make_mpi_suite(void) {
   Suite* s = suite_create("mpi");
@@ -609,6 +610,7 @@ int main(int argc, char** argv) {
   srunner_add_suite(runner, make_trust_suite(g_rank, g_size));
   srunner_add_suite(runner, make_pipeline_suite(g_rank, g_size));
   srunner_add_suite(runner, make_hier_suite(g_rank, g_size));
+  srunner_add_suite(runner, make_split_suite(g_rank, g_size));
   srunner_set_fork_status(runner, CK_NOFORK); /* MPI lives in this process */
   /* one report, from rank 0; the other ranks print only their own failures (stderr) */
   srunner_run_all(runner, g_rank == 0 ? CK_NORMAL : CK_SILENT);

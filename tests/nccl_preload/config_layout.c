@@ -46,9 +46,12 @@ int main(void) {
   UNSIGNED("config", init, sparcclConfig_t, warmupSteps);
   REAL("config", init, sparcclConfig_t, momentum);
   INTEGER("config", init, sparcclConfig_t, deviceKernels);
+  INTEGER("config", init, sparcclConfig_t, checkSizes);
+  INTEGER("config", init, sparcclConfig_t, errorBuffers);
   UNSIGNED("config", init, sparcclConfig_t, pipelineBytes);
   INTEGER("config", init, sparcclConfig_t, exchange);
   INTEGER("config", init, sparcclConfig_t, ranksPerNode);
+  REAL("config", init, sparcclConfig_t, splitSlack);
   printf("sizeof config %zu\n", sizeof(sparcclConfig_t));
 
   UNSIGNED("stats", zero, sparcclStats_t, calls);
@@ -64,6 +67,7 @@ int main(void) {
   REAL("stats", zero, sparcclStats_t, exchangeSeconds);
   REAL("stats", zero, sparcclStats_t, decompressSeconds);
   UNSIGNED("stats", zero, sparcclStats_t, refusedCalls);
+  UNSIGNED("stats", zero, sparcclStats_t, pairsReceived);
   printf("sizeof stats %zu\n", sizeof(sparcclStats_t));
 
   printf("const version %d\n", SPARCCL_VERSION_CODE);
