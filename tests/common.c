@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include "common.h"
@@ -35,6 +36,39 @@ int test_agree_all(int ok, const char* what, const char* file, int line) {
   MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   return all;
 }
+
+#define AGREE(cond) (ok &= test_agree_all((cond) ? 1 : 0, #cond, file, __LINE__))
+int test_disagreeing_call(const sparcclConfig_t* config, int kind, const char* file) {
+  const size_t count = 4000;
+  float *g = malloc(count * 4), *other = malloc(count * 4), *o1 = malloc(count * 4);
+  float *o2 = malloc(count * 4), *before = malloc(count * 4);
+  sparcclComm_t comm = NULL, twin = NULL;
+  int rank, size, ok = 1, bad, op;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  bad = rank == size - 1;
+  op = kind == 0 && bad ? sparcclAvg : sparcclSum;
+  AGREE(g && other && o1 && o2 && before);
+  AGREE(sparcclCommInitMpi(&comm, MPI_COMM_WORLD, config) == sparcclSuccess);
+  AGREE(sparcclCommInitMpi(&twin, MPI_COMM_WORLD, config) == sparcclSuccess);
+  AGREE(sparcclRegisterLayout(comm, other, 1, &count) == sparcclSuccess);
+  test_fill_normal(g, count, 11u + (uint64_t)rank);
+  AGREE(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
+  AGREE(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
+  memcpy(other, g, count * 4);
+  memcpy(before, o1, count * 4);
+  AGREE(sparcclAllReduce(kind == 1 && bad ? other : g, o1, count, sparcclFloat32, op, comm, NULL) ==
+        sparcclInvalidUsage);
+  AGREE(memcmp(o1, before, count * 4) == 0);
+  test_fill_normal(g, count, 12u + (uint64_t)rank);
+  AGREE(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
+  AGREE(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
+  AGREE(memcmp(o1, o2, count * 4) == 0);
+  AGREE(sparcclCommDestroy(comm) == sparcclSuccess && sparcclCommDestroy(twin) == sparcclSuccess);
+  free(g); free(other); free(o1); free(o2); free(before);
+  return ok;
+}
+#undef AGREE
 
 float test_random_normal(uint64_t* s) {
   /* sum of 4 uniforms, centred and scaled: enough for test inputs */

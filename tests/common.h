@@ -18,6 +18,10 @@ sparcclComm_t test_comm_world(const sparcclConfig_t* config);
 /* A multi-rank check's verdict on every rank (MPI_COMM_WORLD): 1 if it held everywhere;
  * the failing rank prints what failed, at file:line. */
 int test_agree_all(int ok, const char* what, const char* file, int line);
+/* The last rank's call disagrees (kind 0: AVG against SUM; 1: another key of the same size)
+ * on a comm of `config` over MPI_COMM_WORLD: refused on every rank, nothing written, and the
+ * next call equals a twin comm's that never saw it.  1 if all held everywhere (>= 2 ranks). */
+int test_disagreeing_call(const sparcclConfig_t* config, int kind, const char* file);
 
 /* Deterministic random numbers for test inputs (test_random_u64: test_rng.h). */
 float test_random_normal(uint64_t* state); /* roughly N(0, 1) */

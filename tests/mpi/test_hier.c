@@ -479,30 +479,10 @@ END_TEST
  * every rank, nothing written, the state as it was (the next call equals a twin's that never
  * saw the bad one).  Needs two ranks. */
 START_TEST(test_hier_disagreeing_call_refused_everywhere) {
-  const size_t count = 4000;
   sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.02, 100);
-  float *g = malloc(count * 4), *other = malloc(count * 4), *o1 = malloc(count * 4);
-  float *o2 = malloc(count * 4), *before = malloc(count * 4);
-  sparcclComm_t comm, twin;
-  int bad = h_rank == h_size - 1, op = _i == 0 && bad ? sparcclAvg : sparcclSum;
-  if (h_size < 2) { free(g); free(other); free(o1); free(o2); free(before); return; }
-  HCHECK(hierComm(config, sparcclExchangeHierarchical, nodeSize(), &comm) == sparcclSuccess);
-  HCHECK(hierComm(config, sparcclExchangeHierarchical, nodeSize(), &twin) == sparcclSuccess);
-  HCHECK(sparcclRegisterLayout(comm, other, 1, &count) == sparcclSuccess);
-  fillGrad(g, count, (uint64_t)(11 + h_rank), 0);
-  HCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
-  HCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
-  memcpy(other, g, count * 4);
-  memcpy(before, o1, count * 4);
-  HCHECK(sparcclAllReduce(_i == 1 && bad ? other : g, o1, count, sparcclFloat32, op, comm, NULL) ==
-         sparcclInvalidUsage);
-  HCHECK(memcmp(o1, before, count * 4) == 0);
-  fillGrad(g, count, (uint64_t)(12 + h_rank), 0);
-  HCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
-  HCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
-  HCHECK(memcmp(o1, o2, count * 4) == 0);
-  HCHECK(sparcclCommDestroy(comm) == sparcclSuccess && sparcclCommDestroy(twin) == sparcclSuccess);
-  free(g); free(other); free(o1); free(o2); free(before);
+  config.exchange = sparcclExchangeHierarchical;
+  config.ranksPerNode = nodeSize();
+  if (h_size >= 2) HCHECK(test_disagreeing_call(&config, _i, "test_hier.c"));
 }
 END_TEST
 

@@ -471,30 +471,9 @@ END_TEST
 /* A call that disagrees on one rank (AVG against SUM, or another key of the same size) is
  * refused on every rank, the output untouched; the next agreeing call equals a twin's. */
 START_TEST(test_split_disagreeing_call_refused_everywhere) {
-  const size_t count = 4000;
   sparcclConfig_t config = test_config(sparcclTopK, sparcclFeedbackEF, 0.02, 100);
-  float *g = malloc(count * 4), *other = malloc(count * 4), *o1 = malloc(count * 4);
-  float *o2 = malloc(count * 4), *before = malloc(count * 4);
-  sparcclComm_t comm, twin;
-  int bad = s_rank == s_size - 1, op = _i == 0 && bad ? sparcclAvg : sparcclSum;
-  if (s_size < 2) { free(g); free(other); free(o1); free(o2); free(before); return; }
-  SCHECK(splitComm(config, sparcclExchangeSplit, MPI_COMM_WORLD, &comm) == sparcclSuccess);
-  SCHECK(splitComm(config, sparcclExchangeSplit, MPI_COMM_WORLD, &twin) == sparcclSuccess);
-  SCHECK(sparcclRegisterLayout(comm, other, 1, &count) == sparcclSuccess);
-  fillGrad(g, count, (uint64_t)(11 + s_rank), 0, 1);
-  SCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
-  SCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
-  memcpy(other, g, count * 4);
-  memcpy(before, o1, count * 4);
-  SCHECK(sparcclAllReduce(_i == 1 && bad ? other : g, o1, count, sparcclFloat32, op, comm, NULL) ==
-         sparcclInvalidUsage);
-  SCHECK(memcmp(o1, before, count * 4) == 0);
-  fillGrad(g, count, (uint64_t)(12 + s_rank), 0, 1);
-  SCHECK(sparcclAllReduce(g, o1, count, sparcclFloat32, sparcclSum, comm, NULL) == sparcclSuccess);
-  SCHECK(sparcclAllReduce(g, o2, count, sparcclFloat32, sparcclSum, twin, NULL) == sparcclSuccess);
-  SCHECK(memcmp(o1, o2, count * 4) == 0);
-  SCHECK(sparcclCommDestroy(comm) == sparcclSuccess && sparcclCommDestroy(twin) == sparcclSuccess);
-  free(g); free(other); free(o1); free(o2); free(before);
+  config.exchange = sparcclExchangeSplit;
+  if (s_size >= 2) SCHECK(test_disagreeing_call(&config, _i, "test_split.c"));
 }
 END_TEST
 
